@@ -1,0 +1,41 @@
+/**
+ * Every error Rama throws on purpose is a RamaError with a stable `code`, so
+ * callers (and the CLI) can tell bad input from a bug. Messages name the file
+ * or argument and say what was expected versus what was found.
+ */
+export class RamaError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A checkpoint or tokenizer file is malformed or does not match its header. */
+export class FormatError extends RamaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_FORMAT', message, options);
+  }
+}
+
+/** An argument or option is out of range or inconsistent with the model. */
+export class ArgumentError extends RamaError {
+  constructor(message: string) {
+    super('E_ARGUMENT', message);
+  }
+}
+
+/** The backend cannot run: no device, lost device, out of device memory or limits. */
+export class BackendError extends RamaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_BACKEND', message, options);
+  }
+}
+
+/** Work was cancelled through an AbortSignal. */
+export class AbortError extends RamaError {
+  constructor(message = 'aborted') {
+    super('E_ABORTED', message);
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * The transformer's forward pass for one step (one or more consecutive
+ * positions), recorded on a backend Step. It reads as llama2.c's forward():
+ * every line is one named op on preallocated tensors.
+ */
+import type { Step } from '@rama/backend';
+import type { ModelConfig } from '@rama/checkpoint';
+import type { RunState } from './state.js';
+import type { LlamaWeights } from './weights.js';
+
+/** Runs the step's positions through the model; leaves the last position's logits in s.logits. */
+export function forward(step: Step, c: ModelConfig, w: LlamaWeights, s: RunState): void {
+  step.embed(s.x, w.tokenEmbedding, s.tokens);
+
+  for (let l = 0; l < c.nLayers; l++) {
+    const layer = w.layers[l];
+
+    // attention
+    step.rmsnorm(s.xb, s.x, layer.rmsAtt, c.normEps);
+    step.matmul(s.q, s.xb, layer.wq);
+    step.matmul(s.k, s.xb, layer.wk);
+    step.matmul(s.v, s.xb, layer.wv);
+    step.rope(s.q, c.headSize, c.ropeTheta);
+    step.rope(s.k, c.headSize, c.ropeTheta);
+    step.storeKV(s.keyCache, l, s.k);
+    step.storeKV(s.valueCache, l, s.v);
+    step.attention(s.xb, s.q, s.keyCache, s.valueCache, l, c.headSize);
+    step.matmul(s.xb2, s.xb, layer.wo);
+    step.add(s.x, s.x, s.xb2);
+
+    // feed-forward: w2(silu(w1(x)) * w3(x))
+    step.rmsnorm(s.xb, s.x, layer.rmsFfn, c.normEps);
+    step.matmul(s.hb, s.xb, layer.w1);
+    step.matmul(s.hb2, s.xb, layer.w3);
+    step.swiglu(s.hb, s.hb, s.hb2);
+    step.matmul(s.xb, s.hb, layer.w2);
+    step.add(s.x, s.x, s.xb);
+  }
+
+  // only the last position's logits are needed
+  step.lastRow(s.xLast, s.x);
+  step.rmsnorm(s.xFinal, s.xLast, w.rmsFinal, c.normEps);
+  step.matmul(s.logits, s.xFinal, w.classifier);
+}

@@ -1,0 +1,8 @@
+export { Llama } from './llama.js';
+export type { LoadOptions, GenerateOptions, ChatOptions, ModelSource } from './llama.js';
+export { Generation } from './generation.js';
+export type { GeneratedToken, GenerationResult, GenerationTiming, StopReason } from './generation.js';
+export type { BackendChoice, BackendName } from './backends.js';
+export { forward } from './forward.js';
+export { RamaError, FormatError, ArgumentError, BackendError, AbortError } from '@rama/backend';
+export type { Backend } from '@rama/backend';

@@ -1,0 +1,44 @@
+/**
+ * Activations and the KV cache, allocated once on the backend (llama2.c's
+ * RunState). Per-position buffers hold up to `maxRows` positions so a prompt
+ * can run as one batch.
+ */
+import type { Backend, Tensor } from '@rama/backend';
+import type { ModelConfig } from '@rama/checkpoint';
+
+export interface RunState {
+  tokens: Tensor; // (maxRows) i32: the ids entering the model; argmax writes the next one into [0]
+  x: Tensor; // (maxRows, dim) the residual stream
+  xb: Tensor; // (maxRows, dim)
+  xb2: Tensor; // (maxRows, dim)
+  hb: Tensor; // (maxRows, hidden_dim)
+  hb2: Tensor; // (maxRows, hidden_dim)
+  q: Tensor; // (maxRows, dim)
+  k: Tensor; // (maxRows, kv_dim)
+  v: Tensor; // (maxRows, kv_dim)
+  keyCache: Tensor; // (layer, context, kv_dim)
+  valueCache: Tensor; // (layer, context, kv_dim)
+  xLast: Tensor; // (1, dim) the last position's residual
+  xFinal: Tensor; // (1, dim) after the final rmsnorm
+  logits: Tensor; // (1, vocab_size)
+}
+
+export function allocState(backend: Backend, c: ModelConfig, maxRows: number, context: number, track: (t: Tensor) => Tensor): RunState {
+  const f32 = (label: string, ...shape: number[]) => track(backend.alloc({ shape, dtype: 'f32', label }));
+  return {
+    tokens: track(backend.alloc({ shape: [maxRows], dtype: 'i32', label: 'tokens' })),
+    x: f32('x', maxRows, c.dim),
+    xb: f32('xb', maxRows, c.dim),
+    xb2: f32('xb2', maxRows, c.dim),
+    hb: f32('hb', maxRows, c.hiddenDim),
+    hb2: f32('hb2', maxRows, c.hiddenDim),
+    q: f32('q', maxRows, c.dim),
+    k: f32('k', maxRows, c.kvDim),
+    v: f32('v', maxRows, c.kvDim),
+    keyCache: f32('key_cache', c.nLayers, context, c.kvDim),
+    valueCache: f32('value_cache', c.nLayers, context, c.kvDim),
+    xLast: f32('x_last', 1, c.dim),
+    xFinal: f32('x_final', 1, c.dim),
+    logits: f32('logits', 1, c.vocabSize),
+  };
+}

@@ -1,0 +1,187 @@
+/**
+ * Picks the next token from logits. Greedy, temperature and top-p follow
+ * llama2.c's sample() step for step in f32 arithmetic, so the same seed gives
+ * the same tokens. Top-k, min-p and a repetition penalty are extra filters,
+ * off by default; when one is on, the general path below is used instead.
+ */
+import { ArgumentError } from '@rama/backend';
+import { Rng } from './rng.js';
+
+export interface SamplerOptions {
+  /** 0 = greedy argmax (default 1.0, as llama2.c). */
+  temperature?: number;
+  /** Nucleus sampling threshold; <= 0 or >= 1 disables it (default 0.9, as llama2.c). */
+  topp?: number;
+  /** Keep only the k most likely tokens; 0 disables (default). */
+  topk?: number;
+  /** Keep tokens with prob >= minp * the top prob; 0 disables (default). */
+  minp?: number;
+  /** > 1 discourages recently seen tokens (llama.cpp's rule); 1 disables (default). */
+  repetitionPenalty?: number;
+  /** How many recent tokens the penalty looks at (default 64). */
+  repetitionWindow?: number;
+  /** RNG seed (llama2.c: the -s value). Default: the current time. */
+  seed?: number;
+}
+
+const f32 = Math.fround;
+
+/** Index of the largest value; the lowest index wins a tie. */
+export function argmax(x: ArrayLike<number>, n = x.length): number {
+  let best = 0;
+  let max = x[0];
+  for (let i = 1; i < n; i++) {
+    if (x[i] > max) {
+      max = x[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
+/** llama2.c's softmax over the first n values, in place, with every step rounded to f32 as C does. */
+export function softmax(x: Float32Array, n = x.length): void {
+  let max = x[0];
+  for (let i = 1; i < n; i++) if (x[i] > max) max = x[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    x[i] = Math.exp(f32(x[i] - max));
+    sum = f32(sum + x[i]);
+  }
+  for (let i = 0; i < n; i++) x[i] = x[i] / sum;
+}
+
+/** llama2.c's sample_mult: the first index whose CDF exceeds the coin. */
+function sampleMultinomial(probs: Float32Array, n: number, coin: number): number {
+  let cdf = 0;
+  for (let i = 0; i < n; i++) {
+    cdf = f32(cdf + probs[i]);
+    if (coin < cdf) return i;
+  }
+  return n - 1;
+}
+
+export class Sampler {
+  readonly temperature: number;
+  readonly topp: number;
+  readonly topk: number;
+  readonly minp: number;
+  readonly repetitionPenalty: number;
+  readonly repetitionWindow: number;
+  private readonly rng: Rng;
+  /** Candidate indices, preallocated once (llama2.c's probindex). */
+  private readonly order: Int32Array;
+
+  constructor(readonly vocabSize: number, opts: SamplerOptions = {}) {
+    this.temperature = opts.temperature ?? 1.0;
+    this.topp = opts.topp ?? 0.9;
+    this.topk = opts.topk ?? 0;
+    this.minp = opts.minp ?? 0;
+    this.repetitionPenalty = opts.repetitionPenalty ?? 1;
+    this.repetitionWindow = opts.repetitionWindow ?? 64;
+    const check = (ok: boolean, what: string) => {
+      if (!ok) throw new ArgumentError(what);
+    };
+    check(Number.isFinite(this.temperature) && this.temperature >= 0, `temperature must be >= 0, got ${this.temperature}`);
+    check(Number.isFinite(this.topp), `topp must be a number, got ${this.topp}`);
+    check(Number.isInteger(this.topk) && this.topk >= 0, `topk must be an integer >= 0, got ${this.topk}`);
+    check(this.minp >= 0 && this.minp < 1, `minp must be in [0, 1), got ${this.minp}`);
+    check(this.repetitionPenalty > 0, `repetitionPenalty must be > 0, got ${this.repetitionPenalty}`);
+    this.rng = new Rng(opts.seed ?? Date.now());
+    this.order = new Int32Array(vocabSize);
+  }
+
+  /** True when sampling is plain argmax with no logit processing: a backend may do it on the device. */
+  get isGreedy(): boolean {
+    return this.temperature === 0 && this.repetitionPenalty === 1;
+  }
+
+  /** Samples the next token. Mutates `logits` (as llama2.c does). `history` feeds the repetition penalty. */
+  sample(logits: Float32Array, history: ArrayLike<number> = []): number {
+    const n = this.vocabSize;
+    if (this.repetitionPenalty !== 1) this.penalize(logits, history);
+    if (this.temperature === 0) return argmax(logits, n);
+    const t = f32(this.temperature);
+    for (let i = 0; i < n; i++) logits[i] = logits[i] / t;
+    softmax(logits, n);
+    const coin = this.rng.nextF32();
+    if (this.topk > 0 || this.minp > 0) return this.sampleFiltered(logits, coin);
+    if (this.topp <= 0 || this.topp >= 1) return sampleMultinomial(logits, n, coin);
+    return this.sampleTopp(logits, coin);
+  }
+
+  /** llama.cpp's penalty: positive logits are divided, negative ones multiplied. */
+  private penalize(logits: Float32Array, history: ArrayLike<number>): void {
+    const seen = new Set<number>();
+    for (let i = Math.max(0, history.length - this.repetitionWindow); i < history.length; i++) seen.add(history[i]);
+    for (const id of seen) {
+      if (id < 0 || id >= this.vocabSize) continue;
+      const l = logits[id];
+      logits[id] = l > 0 ? l / this.repetitionPenalty : l * this.repetitionPenalty;
+    }
+  }
+
+  /** Stable descending sort of the first `count` candidates (glibc's qsort is a stable merge sort here). */
+  private sortCandidates(probs: Float32Array, count: number): Int32Array {
+    const view = this.order.subarray(0, count);
+    const sorted = Array.from(view).sort((a, b) => probs[b] - probs[a] || a - b);
+    view.set(sorted);
+    return view;
+  }
+
+  /** llama2.c's sample_topp. */
+  private sampleTopp(probs: Float32Array, coin: number): number {
+    const n = this.vocabSize;
+    const topp = f32(this.topp);
+    // Tokens below the cutoff cannot be part of the nucleus; dropping them first keeps the sort short.
+    const cutoff = f32(f32(1 - topp) / (n - 1));
+    let count = 0;
+    for (let i = 0; i < n; i++) if (probs[i] >= cutoff) this.order[count++] = i;
+    const order = this.sortCandidates(probs, count);
+    let cumulative = 0;
+    let last = count - 1;
+    for (let i = 0; i < count; i++) {
+      cumulative = f32(cumulative + probs[order[i]]);
+      if (cumulative > topp) {
+        last = i;
+        break;
+      }
+    }
+    const r = f32(coin * cumulative);
+    let cdf = 0;
+    for (let i = 0; i <= last; i++) {
+      cdf = f32(cdf + probs[order[i]]);
+      if (r < cdf) return order[i];
+    }
+    return order[last];
+  }
+
+  /** Top-k, then min-p, then top-p over the sorted candidates; samples in proportion to what is kept. */
+  private sampleFiltered(probs: Float32Array, coin: number): number {
+    const n = this.vocabSize;
+    for (let i = 0; i < n; i++) this.order[i] = i;
+    const order = this.sortCandidates(probs, n);
+    let keep = this.topk > 0 ? Math.min(this.topk, n) : n;
+    if (this.minp > 0) {
+      const floor = probs[order[0]] * this.minp;
+      let k = 1;
+      while (k < keep && probs[order[k]] >= floor) k++;
+      keep = k;
+    }
+    let total = 0;
+    for (let i = 0; i < keep; i++) {
+      total += probs[order[i]];
+      if (this.topp > 0 && this.topp < 1 && total > this.topp) {
+        keep = i + 1;
+        break;
+      }
+    }
+    const r = coin * total;
+    let cdf = 0;
+    for (let i = 0; i < keep; i++) {
+      cdf += probs[order[i]];
+      if (r < cdf) return order[i];
+    }
+    return order[keep - 1];
+  }
+}

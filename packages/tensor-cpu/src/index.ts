@@ -1,0 +1,2 @@
+export { CpuBackend } from './cpu-backend.js';
+export type { CpuBackendOptions } from './cpu-backend.js';

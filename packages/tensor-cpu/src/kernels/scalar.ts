@@ -1,0 +1,86 @@
+/**
+ * Plain TypeScript kernels: the readable reference for every op, written as
+ * llama2.c's run.c writes them (f32 results, same loop order where it decides
+ * the result). Each works on one row; the backend loops over a step's rows.
+ */
+import { softmax } from '@rama/sampler';
+
+const f32 = Math.fround;
+
+/** o = weight * (x / sqrt(mean(x^2) + eps)) */
+export function rmsnorm(o: Float32Array, oOff: number, x: Float32Array, xOff: number, weight: Float32Array, n: number, eps: number): void {
+  let ss = 0;
+  for (let j = 0; j < n; j++) ss = f32(ss + f32(x[xOff + j] * x[xOff + j]));
+  ss = f32(f32(ss / n) + f32(eps));
+  const inv = f32(1 / f32(Math.sqrt(ss)));
+  for (let j = 0; j < n; j++) o[oOff + j] = weight[j] * f32(inv * x[xOff + j]);
+}
+
+/** out[i] = sum_j w[i, j] * x[j] for a [d, n] matrix (accumulated in f64, rounded once). */
+export function matmulF32(out: Float32Array, outOff: number, x: Float32Array, xOff: number, w: Float32Array, n: number, d: number): void {
+  for (let i = 0; i < d; i++) {
+    const row = i * n;
+    let val = 0;
+    for (let j = 0; j < n; j++) val += w[row + j] * x[xOff + j];
+    out[outOff + i] = val;
+  }
+}
+
+/** RoPE on one row of `dim` values at position `pos`, head by head. */
+export function rope(x: Float32Array, off: number, dim: number, headSize: number, pos: number, theta: number): void {
+  for (let i = 0; i < dim; i += 2) {
+    const headDim = i % headSize;
+    const freq = f32(1 / f32(Math.pow(theta, f32(headDim / headSize))));
+    const angle = f32(pos * freq);
+    const fcr = f32(Math.cos(angle));
+    const fci = f32(Math.sin(angle));
+    const v0 = x[off + i];
+    const v1 = x[off + i + 1];
+    x[off + i] = f32(v0 * fcr) - f32(v1 * fci);
+    x[off + i + 1] = f32(v0 * fci) + f32(v1 * fcr);
+  }
+}
+
+/**
+ * Attention of one query row over positions 0..last of one layer's cache.
+ * `att` is scratch of at least last+1 floats.
+ */
+export function attention(
+  out: Float32Array, outOff: number, q: Float32Array, qOff: number,
+  keys: Float32Array, values: Float32Array, layerOff: number,
+  last: number, nHeads: number, nKvHeads: number, headSize: number, att: Float32Array,
+): void {
+  const kvDim = nKvHeads * headSize;
+  const kvMul = nHeads / nKvHeads;
+  const scale = f32(Math.sqrt(headSize));
+  for (let h = 0; h < nHeads; h++) {
+    const qh = qOff + h * headSize;
+    const kvh = layerOff + Math.floor(h / kvMul) * headSize;
+    for (let t = 0; t <= last; t++) {
+      const k = kvh + t * kvDim;
+      let score = 0;
+      for (let i = 0; i < headSize; i++) score = f32(score + f32(q[qh + i] * keys[k + i]));
+      att[t] = score / scale;
+    }
+    softmax(att, last + 1);
+    const o = outOff + h * headSize;
+    out.fill(0, o, o + headSize);
+    for (let t = 0; t <= last; t++) {
+      const v = kvh + t * kvDim;
+      const a = att[t];
+      for (let i = 0; i < headSize; i++) out[o + i] = out[o + i] + f32(a * values[v + i]);
+    }
+  }
+}
+
+/** out = silu(gate) * up */
+export function swiglu(out: Float32Array, gate: Float32Array, up: Float32Array, off: number, n: number): void {
+  for (let i = off; i < off + n; i++) {
+    const g = gate[i];
+    out[i] = f32(g * f32(1 / f32(1 + f32(Math.exp(-g))))) * up[i];
+  }
+}
+
+export function add(out: Float32Array, a: Float32Array, b: Float32Array, off: number, n: number): void {
+  for (let i = off; i < off + n; i++) out[i] = a[i] + b[i];
+}

@@ -1,0 +1,137 @@
+import { describe, expect, it } from 'vitest';
+import { FormatError, RamaError } from '@rama/backend';
+import { missingMessage, sharedFile } from '@rama/testkit';
+import { Tokenizer } from './index.js';
+
+/** Builds a tokenizer.bin image: header, then {score, len, bytes} per entry. */
+function build(maxLen: number, entries: [number, number[] | string][]): Uint8Array {
+  const parts = entries.map(([score, piece]) => {
+    const p = typeof piece === 'string' ? new TextEncoder().encode(piece) : Uint8Array.from(piece);
+    const e = new Uint8Array(8 + p.length);
+    const v = new DataView(e.buffer);
+    v.setFloat32(0, score, true);
+    v.setInt32(4, p.length, true);
+    e.set(p, 8);
+    return e;
+  });
+  const out = new Uint8Array(4 + parts.reduce((n, p) => n + p.length, 0));
+  new DataView(out.buffer).setInt32(0, maxLen, true);
+  let at = 4;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** A tiny vocab with byte fallback: <unk> <s> </s>, 256 byte tokens, then merges. */
+function tiny(extra: [number, string][] = []): Uint8Array {
+  const bytes: [number, string][] = Array.from({ length: 256 }, (_, b) => [0, `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`]);
+  return build(8, [[0, '<unk>'], [0, '\n<s>\n'], [0, '\n</s>\n'], ...bytes, [-1, ' '], ...extra]);
+}
+
+const expectFormat = (f: () => unknown, re: RegExp) => {
+  let err: unknown;
+  try {
+    f();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(FormatError);
+  expect((err as RamaError).code).toBe('E_FORMAT');
+  expect((err as Error).message).toMatch(re);
+};
+
+describe('Tokenizer.fromBytes', () => {
+  it('parses entries, scores and raw (non-UTF-8) pieces', () => {
+    const t = Tokenizer.fromBytes(build(3, [[0, 'a'], [-1.5, [0xff, 0x00, 0x80]], [2, '']]));
+    expect(t.vocabSize).toBe(3);
+    expect(t.maxTokenLength).toBe(3);
+    expect(t.bosId).toBe(1);
+    expect(t.eosId).toBe(2);
+    expect(t.piece(1)).toEqual(Uint8Array.from([0xff, 0x00, 0x80]));
+    expect(t.score(1)).toBe(-1.5);
+    expect(t.piece(2).length).toBe(0);
+    expect(() => t.piece(3)).toThrow(/out of range/);
+  });
+
+  it('copies the input, so the caller may reuse its buffer', () => {
+    const bin = build(1, [[0, 'a']]);
+    const t = Tokenizer.fromBytes(bin);
+    bin.fill(0);
+    expect(t.piece(0)).toEqual(Uint8Array.from([0x61]));
+  });
+
+  it('rejects malformed files with messages naming the file', () => {
+    const src = { source: 'bad.bin' };
+    expectFormat(() => Tokenizer.fromBytes(new Uint8Array(2), src), /^bad\.bin: file is 2 bytes/);
+    expectFormat(() => Tokenizer.fromBytes(build(0, [[0, 'a']]), src), /max_token_length is 0/);
+    expectFormat(() => Tokenizer.fromBytes(build(-5, [[0, 'a']]), src), /max_token_length is -5/);
+    expectFormat(() => Tokenizer.fromBytes(build(4, []), src), /bad\.bin: contains no tokens/);
+    const ok = build(4, [[0, 'ab'], [0, 'cd']]);
+    // Cut inside the second entry's header, then inside its bytes.
+    expectFormat(() => Tokenizer.fromBytes(ok.subarray(0, ok.length - 5), src), /token 1 at byte 14 is truncated/);
+    expectFormat(() => Tokenizer.fromBytes(ok.subarray(0, ok.length - 1), src), /token 1 at byte 14 has length 2, but 1 bytes remain/);
+    // A negative or huge length is caught before anything is allocated.
+    const neg = build(4, [[0, 'ab']]);
+    new DataView(neg.buffer).setInt32(8, -1, true);
+    expectFormat(() => Tokenizer.fromBytes(neg, src), /token 0 at byte 4 has length -1/);
+    const huge = build(4, [[0, 'ab']]);
+    new DataView(huge.buffer).setInt32(8, 0x7fffffff, true);
+    expectFormat(() => Tokenizer.fromBytes(huge, src), /has length 2147483647, but 2 bytes remain/);
+  });
+
+  it('rejects a vocab size other than the model expects', () => {
+    const bin = build(2, [[0, 'a'], [0, 'b']]);
+    expect(Tokenizer.fromBytes(bin, { expectedVocabSize: 2 }).vocabSize).toBe(2);
+    expectFormat(
+      () => Tokenizer.fromBytes(bin, { expectedVocabSize: 32000, source: 'tokenizer.bin' }),
+      /^tokenizer\.bin has 2 tokens but the model expects 32000$/,
+    );
+  });
+
+  it('fromFile names the path in errors and checks the vocab size', async (ctx) => {
+    const path = sharedFile('models/tok512-aidreams.bin');
+    if (!path) return ctx.skip(missingMessage('models/tok512-aidreams.bin'));
+    const t = await Tokenizer.fromFile(path, { expectedVocabSize: 512 });
+    expect(t.vocabSize).toBe(512);
+    expect(t.maxTokenLength).toBe(10);
+    expect(t.source).toBe(path);
+    await expect(Tokenizer.fromFile(path, { expectedVocabSize: 32000 })).rejects.toThrow(
+      `${path} has 512 tokens but the model expects 32000`,
+    );
+  });
+});
+
+describe('encode on a synthetic vocab', () => {
+  /** tiny() plus single letters a, b, c and `merges`; returns the tokenizer and a piece-to-id helper. */
+  const vocab = (merges: [number, string][]) => {
+    const extra: [number, string][] = [[-2, 'a'], [-2, 'b'], [-2, 'c'], ...merges];
+    const names = [' ', ...extra.map(([, p]) => p)];
+    return { t: Tokenizer.fromBytes(tiny(extra)), id: (p: string) => 259 + names.indexOf(p) };
+  };
+
+  it('merges by score, leftmost pair wins a tie, unknown codepoints fall back to bytes', () => {
+    const { t, id } = vocab([[5, 'ab'], [5, 'bc'], [1, ' a']]);
+    expect(t.piece(id('bc'))).toEqual(new TextEncoder().encode('bc'));
+    // ' ' a b c: ab (5) beats ' a' (1); then nothing else merges.
+    expect(t.encode('abc', { bos: false })).toEqual([id(' '), id('ab'), id('c')]);
+    // ' ' b c a b: bc and ab tie at 5; the leftmost (bc) goes first, then ab.
+    expect(t.encode('bcab', { bos: true, eos: true })).toEqual([1, id(' '), id('bc'), id('ab'), 2]);
+    // ' ' a b c with ab/bc tied: ab is leftmost, so bc never forms.
+    expect(t.encode('abc', { bos: false })).not.toContain(id('bc'));
+    // A codepoint not in the vocab becomes its UTF-8 bytes (id = byte + 3).
+    expect(t.encode('é', { bos: false })).toEqual([id(' '), 0xc3 + 3, 0xa9 + 3]);
+  });
+
+  it('never merges a pair whose score is not above -1e10 (llama2.c best_score start)', () => {
+    const { t, id } = vocab([[-1e10, 'ab'], [-1e9, 'bc']]);
+    expect(t.encode('abc', { bos: false })).toEqual([id(' '), id('a'), id('bc')]);
+  });
+
+  it('refuses byte fallback past the end of a small vocab', () => {
+    const t = Tokenizer.fromBytes(build(1, [[0, 'a'], [0, 'b'], [0, 'c'], [0, ' ']]));
+    expect(t.encode('a', { bos: false })).toEqual([3, 0]);
+    expectFormat(() => t.encode('z', { bos: false }), /too few for the byte-fallback token of byte 0x7A/);
+  });
+});

@@ -1,0 +1,428 @@
+import { ArgumentError, FormatError } from '@rama/backend';
+import { TextStream } from './text-stream.js';
+
+/** llama2.c's fixed special ids (the sentencepiece export always puts them here). */
+export const BOS_ID = 1;
+export const EOS_ID = 2;
+/** Byte-fallback tokens: byte b is id b + 3 (after <unk>, <s>, </s>). */
+const BYTE_OFFSET = 3;
+
+export interface TokenizerOptions {
+  /** The model's vocab size; a tokenizer with a different number of tokens is rejected. */
+  expectedVocabSize?: number;
+  /** Name used in error messages (fromFile: the path). */
+  source?: string;
+}
+
+export interface EncodeOptions {
+  /** Prepend BOS (1). Default true, as llama2.c's generate does. */
+  bos?: boolean;
+  /** Append EOS (2). Default false. */
+  eos?: boolean;
+}
+
+/**
+ * A llama2.c `tokenizer.bin` vocabulary: byte-level BPE pieces with merge
+ * scores. Encoding and decoding follow llama2.c's run.c exactly, so token ids
+ * and printed text match its outputs.
+ */
+export class Tokenizer {
+  readonly bosId = BOS_ID;
+  readonly eosId = EOS_ID;
+  readonly vocabSize: number;
+  /** The header's max_token_length (llama2.c sizes its merge buffer from it). */
+  readonly maxTokenLength: number;
+  /** Where the vocab came from, for messages. */
+  readonly source: string;
+
+  /** Every piece's bytes back to back; piece i is data[offsets[i]..offsets[i+1]). */
+  private readonly data: Uint8Array;
+  private readonly offsets: Int32Array;
+  private readonly scores: Float32Array;
+  /** Built on the first encode (llama2.c also sorts its vocab lazily), so decode-only users never pay for it. */
+  private lookup?: EncodeTables;
+
+  private constructor(source: string, maxTokenLength: number, data: Uint8Array, offsets: Int32Array, scores: Float32Array) {
+    this.source = source;
+    this.maxTokenLength = maxTokenLength;
+    this.data = data;
+    this.offsets = offsets;
+    this.scores = scores;
+    this.vocabSize = scores.length;
+  }
+
+  /**
+   * Parses tokenizer.bin: int32 max_token_length, then {float32 score, int32
+   * len, len bytes} until the end (little-endian). The whole layout is checked
+   * before anything is allocated, so a corrupt length cannot cause a huge
+   * allocation. The bytes are copied; the caller's array may be reused.
+   */
+  static fromBytes(bytes: Uint8Array, opts: TokenizerOptions = {}): Tokenizer {
+    const src = opts.source ?? 'tokenizer.bin';
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (bytes.length < 4) {
+      throw new FormatError(`${src}: file is ${bytes.length} bytes, too short for the 4-byte max_token_length header`);
+    }
+    const maxTokenLength = view.getInt32(0, true);
+    if (maxTokenLength <= 0) {
+      throw new FormatError(`${src}: max_token_length is ${maxTokenLength}, expected a positive number`);
+    }
+
+    // Pass 1: walk the entries to count them and validate every length.
+    let count = 0;
+    let pieceBytes = 0;
+    let off = 4;
+    while (off < bytes.length) {
+      const left = bytes.length - off;
+      if (left < 8) {
+        throw new FormatError(
+          `${src}: token ${count} at byte ${off} is truncated: its score and length need 8 bytes but ${left} remain`,
+        );
+      }
+      const len = view.getInt32(off + 4, true);
+      if (len < 0 || len > left - 8) {
+        throw new FormatError(
+          `${src}: token ${count} at byte ${off} has length ${len}, but ${left - 8} bytes remain in the file`,
+        );
+      }
+      pieceBytes += len;
+      off += 8 + len;
+      count++;
+    }
+    if (count === 0) throw new FormatError(`${src}: contains no tokens (only the ${bytes.length}-byte header)`);
+    const expected = opts.expectedVocabSize;
+    if (expected !== undefined) {
+      if (!Number.isInteger(expected) || expected <= 0) {
+        throw new ArgumentError(`expectedVocabSize must be a positive integer, got ${expected}`);
+      }
+      if (count !== expected) {
+        throw new FormatError(`${src} has ${count} tokens but the model expects ${expected}`);
+      }
+    }
+
+    // Pass 2: copy the pieces and scores out.
+    const data = new Uint8Array(pieceBytes);
+    const offsets = new Int32Array(count + 1);
+    const scores = new Float32Array(count);
+    off = 4;
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      scores[i] = view.getFloat32(off, true);
+      const len = view.getInt32(off + 4, true);
+      data.set(bytes.subarray(off + 8, off + 8 + len), at);
+      offsets[i] = at;
+      at += len;
+      off += 8 + len;
+    }
+    offsets[count] = at;
+    return new Tokenizer(src, maxTokenLength, data, offsets, scores);
+  }
+
+  /** Reads and parses a tokenizer.bin (Node only; fs is imported lazily so browsers can bundle this module). */
+  static async fromFile(path: string, opts: TokenizerOptions = {}): Promise<Tokenizer> {
+    const { readFile } = await import('node:fs/promises');
+    const buf = await readFile(path);
+    return Tokenizer.fromBytes(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), { ...opts, source: opts.source ?? path });
+  }
+
+  /** The raw bytes of a piece (a view into the vocab: do not modify). Pieces need not be valid UTF-8. */
+  piece(id: number): Uint8Array {
+    this.checkId(id);
+    return this.data.subarray(this.offsets[id], this.offsets[id + 1]);
+  }
+
+  /** A piece's merge score (higher merges first). */
+  score(id: number): number {
+    this.checkId(id);
+    return this.scores[id];
+  }
+
+  /**
+   * llama2.c's `encode()`: UTF-8 bytes, BOS, the dummy-prefix " " token, one
+   * token per vocab codepoint (else one byte-fallback token per byte), then
+   * greedy BPE merges by score, then EOS.
+   */
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    const { bos = true, eos = false } = opts;
+    const t = (this.lookup ??= this.buildTables());
+    let bytes = new TextEncoder().encode(text);
+    // llama2.c reads the text as a C string: nothing after a NUL exists for it.
+    const nul = bytes.indexOf(0);
+    if (nul >= 0) bytes = bytes.subarray(0, nul);
+
+    const ids: number[] = [];
+    if (bos) ids.push(BOS_ID);
+    if (bytes.length > 0) ids.push(t.dummyPrefix);
+
+    // Split into codepoints exactly as llama2.c does: a non-continuation byte
+    // starts a new buffer; keep accumulating while the next byte is a
+    // continuation byte and the buffer holds fewer than 4 bytes. This also
+    // defines what happens to malformed input (it cannot occur from a JS
+    // string, whose lone surrogates TextEncoder turns into U+FFFD).
+    let start = 0;
+    for (let i = 0; i < bytes.length; i++) {
+      if ((bytes[i] & 0xc0) !== 0x80) start = i;
+      if (i + 1 < bytes.length && (bytes[i + 1] & 0xc0) === 0x80 && i + 1 - start < 4) continue;
+      const id = t.ids.get(latin1(bytes, start, i + 1));
+      if (id !== undefined) {
+        ids.push(id);
+      } else {
+        for (let j = start; j <= i; j++) ids.push(this.byteToken(bytes[j]));
+      }
+      start = i + 1;
+    }
+
+    const merged = this.merge(ids, t);
+    if (eos) merged.push(EOS_ID);
+    return merged;
+  }
+
+  /**
+   * llama2.c's `decode()`: the bytes printed for `token` after `prev`. After
+   * BOS a leading space is dropped (sentencepiece's dummy prefix); a piece
+   * `<0xHH>` becomes that raw byte. Like llama2.c's C string, the result ends
+   * at the first NUL, so `<0x00>` decodes to nothing.
+   */
+  decodePiece(prev: number, token: number): Uint8Array {
+    let p = this.piece(token);
+    const nul = p.indexOf(0);
+    if (nul >= 0) p = p.subarray(0, nul);
+    if (prev === BOS_ID && p[0] === 0x20) p = p.subarray(1);
+    const byte = parseBytePiece(p);
+    if (byte >= 0) return byte === 0 ? EMPTY : BYTE_PIECES[byte];
+    return p;
+  }
+
+  /**
+   * The text llama2.c prints for a token sequence, the first token being the
+   * `prev` of the second (as in generation: BOS itself is never printed).
+   */
+  decode(tokens: readonly number[]): string {
+    const stream = new TextStream(this);
+    let out = '';
+    for (let i = 1; i < tokens.length; i++) out += stream.push(tokens[i - 1], tokens[i]);
+    return out + stream.flush();
+  }
+
+  private checkId(id: number): void {
+    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+      throw new ArgumentError(`token id ${id} is out of range for ${this.source} (vocab size ${this.vocabSize})`);
+    }
+  }
+
+  private byteToken(b: number): number {
+    const id = b + BYTE_OFFSET;
+    if (id >= this.vocabSize) {
+      // llama2.c would index past its vocab here; refuse instead.
+      throw new FormatError(
+        `${this.source} has ${this.vocabSize} tokens, too few for the byte-fallback token of byte 0x${hex2(b)} (id ${id})`,
+      );
+    }
+    return id;
+  }
+
+  private buildTables(): EncodeTables {
+    const keys: string[] = new Array(this.vocabSize);
+    const ids = new Map<string, number>();
+    let longest = 0;
+    for (let id = 0; id < this.vocabSize; id++) {
+      let p = this.data.subarray(this.offsets[id], this.offsets[id + 1]);
+      // llama2.c compares and concatenates pieces as C strings.
+      const nul = p.indexOf(0);
+      if (nul >= 0) p = p.subarray(0, nul);
+      const key = latin1(p, 0, p.length);
+      keys[id] = key;
+      longest = Math.max(longest, key.length);
+      // A duplicated piece: llama2.c's bsearch over its qsorted copy may return
+      // either id; we keep the first (real vocabs have no duplicates).
+      if (!ids.has(key)) ids.set(key, id);
+    }
+    // llama2.c's str_lookup(" ") returns -1 when the vocab lacks " " and then
+    // reads out of bounds; we fall back to the byte token of 0x20 instead.
+    const space = ids.get(' ');
+    const dummyPrefix = space ?? this.byteToken(0x20);
+    return { keys, ids, longest, dummyPrefix };
+  }
+
+  /**
+   * llama2.c's merge loop, which repeatedly merges the adjacent pair whose
+   * concatenation is in the vocab with the highest score (strictly greater
+   * than -1e10; the leftmost pair wins a tie), until none is left.
+   *
+   * The naive loop rescans every pair after each merge (O(n^2) lookups). Here
+   * the tokens are a linked list and the candidate pairs sit in a max-heap
+   * ordered by (score desc, left position asc). Merging keeps the left
+   * token's original position, so position order is list order, and
+   * "leftmost wins a tie" is exactly "smallest position wins". A merge only
+   * changes the pairs beside it; heap entries made stale by it are skipped
+   * when popped. Result: identical ids in O(n log n).
+   */
+  private merge(ids: number[], t: EncodeTables): number[] {
+    const n = ids.length;
+    if (n < 2) return ids;
+    const tok = Int32Array.from(ids);
+    const next = new Int32Array(n);
+    const prev = new Int32Array(n);
+    const alive = new Uint8Array(n).fill(1);
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+
+    // Each pair (a, b) is looked up once per encode; repeats (long runs of
+    // the same text) hit this memo instead of building a new string.
+    const memo = new Map<number, number>();
+    const V = this.vocabSize;
+    const pairId = (a: number, b: number): number => {
+      const k = a * V + b;
+      let id = memo.get(k);
+      if (id === undefined) {
+        const ka = t.keys[a];
+        const kb = t.keys[b];
+        // A concatenation longer than every piece cannot be one: skip the string.
+        id = ka.length + kb.length > t.longest ? -1 : (t.ids.get(ka + kb) ?? -1);
+        memo.set(k, id);
+      }
+      return id;
+    };
+
+    const heap = new PairHeap(3 * n);
+    const offer = (left: number): void => {
+      const right = next[left];
+      if (left < 0 || right < 0) return;
+      const id = pairId(tok[left], tok[right]);
+      // llama2.c starts best_score at -1e10 and needs a strictly greater score.
+      if (id >= 0 && this.scores[id] > -1e10) heap.push(this.scores[id], left, right, tok[left], tok[right], id);
+    };
+    for (let i = 0; i + 1 < n; i++) offer(i);
+
+    for (let e = heap.pop(); e >= 0; e = heap.pop()) {
+      const left = heap.left[e];
+      const right = heap.right[e];
+      // Skip entries whose pair no longer exists as it was.
+      if (!alive[left] || next[left] !== right || tok[left] !== heap.a[e] || tok[right] !== heap.b[e]) continue;
+      tok[left] = heap.id[e];
+      alive[right] = 0;
+      next[left] = next[right];
+      if (next[right] >= 0) prev[next[right]] = left;
+      offer(prev[left]);
+      offer(left);
+    }
+
+    const out: number[] = [];
+    for (let i = 0; i >= 0; i = next[i]) out.push(tok[i]); // position 0 is never merged away
+    return out;
+  }
+}
+
+interface EncodeTables {
+  /** Piece i as a binary (latin1) string: one char per byte. */
+  keys: string[];
+  /** Binary piece string to id. */
+  ids: Map<string, number>;
+  /** Length of the longest piece. */
+  longest: number;
+  /** The id llama2.c adds before non-empty text (the " " piece). */
+  dummyPrefix: number;
+}
+
+/**
+ * A binary max-heap of merge candidates: higher score first, then lower left
+ * position. Entries live in parallel typed arrays (no per-entry objects).
+ */
+class PairHeap {
+  readonly score: Float64Array;
+  readonly left: Int32Array;
+  readonly right: Int32Array;
+  readonly a: Int32Array;
+  readonly b: Int32Array;
+  readonly id: Int32Array;
+  private readonly heap: Int32Array;
+  private size = 0;
+  private entries = 0;
+
+  constructor(capacity: number) {
+    this.score = new Float64Array(capacity);
+    this.left = new Int32Array(capacity);
+    this.right = new Int32Array(capacity);
+    this.a = new Int32Array(capacity);
+    this.b = new Int32Array(capacity);
+    this.id = new Int32Array(capacity);
+    this.heap = new Int32Array(capacity);
+  }
+
+  push(score: number, left: number, right: number, a: number, b: number, id: number): void {
+    const e = this.entries++;
+    this.score[e] = score;
+    this.left[e] = left;
+    this.right[e] = right;
+    this.a[e] = a;
+    this.b[e] = b;
+    this.id[e] = id;
+    let i = this.size++;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.before(e, this.heap[parent])) break;
+      this.heap[i] = this.heap[parent];
+      i = parent;
+    }
+    this.heap[i] = e;
+  }
+
+  /** Removes and returns the best entry, or -1 when empty. */
+  pop(): number {
+    if (this.size === 0) return -1;
+    const top = this.heap[0];
+    const last = this.heap[--this.size];
+    let i = 0;
+    for (;;) {
+      let child = 2 * i + 1;
+      if (child >= this.size) break;
+      if (child + 1 < this.size && this.before(this.heap[child + 1], this.heap[child])) child++;
+      if (!this.before(this.heap[child], last)) break;
+      this.heap[i] = this.heap[child];
+      i = child;
+    }
+    this.heap[i] = last;
+    return top;
+  }
+
+  private before(x: number, y: number): boolean {
+    return this.score[x] > this.score[y] || (this.score[x] === this.score[y] && this.left[x] < this.left[y]);
+  }
+}
+
+/** bytes[start..end) as a string of one char per byte: a cheap exact Map key for arbitrary bytes. */
+function latin1(bytes: Uint8Array, start: number, end: number): string {
+  let s = '';
+  for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i]);
+  return s;
+}
+
+/**
+ * What llama2.c's `sscanf(piece, "<0x%02hhX>", &byte) == 1` accepts: the
+ * literal "<0x" then one or two hex digits (either case). sscanf's count does
+ * not depend on the closing '>', so neither does this. Returns -1 otherwise.
+ * (sscanf would also skip whitespace or take a sign before the digits; no
+ * real vocab has such pieces.)
+ */
+function parseBytePiece(p: Uint8Array): number {
+  if (p.length < 4 || p[0] !== 0x3c || p[1] !== 0x30 || p[2] !== 0x78) return -1;
+  const hi = hexDigit(p[3]);
+  if (hi < 0) return -1;
+  const lo = p.length > 4 ? hexDigit(p[4]) : -1;
+  return lo < 0 ? hi : hi * 16 + lo;
+}
+
+function hexDigit(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x41 && c <= 0x46) return c - 0x41 + 10;
+  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
+  return -1;
+}
+
+const hex2 = (b: number): string => b.toString(16).toUpperCase().padStart(2, '0');
+
+const EMPTY = new Uint8Array(0);
+/** One shared single-byte array per byte, so decoding byte tokens allocates nothing. */
+const BYTE_PIECES: Uint8Array[] = Array.from({ length: 256 }, (_, b) => Uint8Array.of(b));
