@@ -1,8 +1,9 @@
 /**
  * The token loop shared by generate and chat: feeds tokens through the model
  * in batches, samples, decodes text as it completes, and stops for a reason.
- * The stopping rules are llama2.c's: a sampled BOS ends the sequence, and
- * nothing runs at or past the position limit.
+ * The stopping rules are llama2.c's: a sampled BOS ends the sequence (fed
+ * tokens never do: each chat turn starts with one), and nothing runs at or
+ * past the position limit.
  */
 import { AbortError, type Backend } from '@rama/backend';
 import type { ModelConfig } from '@rama/checkpoint';
@@ -88,14 +89,14 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
   const t0 = performance.now();
   let tFirst = 0;
 
-  /** Records `next`, returns the text to show, or sets `reason` when it ends the sequence. */
-  const accept = (next: number): string | undefined => {
-    if (next === BOS_ID) {
+  /** Records `next`, returns the text to show, or sets `reason` when a sampled token ends the sequence. */
+  const accept = (next: number, sampled: boolean): string | undefined => {
+    if (sampled && next === BOS_ID) {
       reason = 'bos';
       return undefined;
     }
     tokens.push(next);
-    if (next === EOS_ID && plan.stopAtEos) {
+    if (sampled && next === EOS_ID && plan.stopAtEos) {
       reason = 'eos';
       return undefined;
     }
@@ -114,7 +115,7 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
   const emitSampled = function* (s: { id: number; logits?: Float32Array }): Generator<GeneratedToken> {
     generated++;
     if (generated === 1) tFirst = performance.now();
-    const piece = accept(s.id);
+    const piece = accept(s.id, true);
     if (piece !== undefined) {
       text += piece;
       yield { id: s.id, text: piece, prompt: false, logits: s.logits };
@@ -138,7 +139,7 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
       pos += rows;
       // Each position's successor: the next fed token, or a sample after the last one.
       for (let j = fed + 1; j <= fed + rows && j < feed.length && reason === undefined; j++) {
-        const piece = accept(feed[j]);
+        const piece = accept(feed[j], false);
         if (piece !== undefined && plan.echo) {
           text += piece;
           yield { id: feed[j], text: piece, prompt: true };
