@@ -1,0 +1,196 @@
+/**
+ * Command-line flags: llama2.c's (-m -t -p -s -r -l -o) plus Rama's own.
+ * Hand-written rather than node:util parseArgs so that a value may start
+ * with "-" (as in `-p "-5 degrees"`) and every mistake gets a message that
+ * names the flag.
+ */
+
+/** A mistake on the command line: printed as one line, exit code 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export type Mode = 'generate' | 'chat';
+export type BackendFlag = 'cpu' | 'webgpu' | 'auto';
+
+export interface CliOptions {
+  model?: string;
+  tokenizer?: string;
+  prompt: string;
+  /** llama2.c's steps: positions run, prompt included; 0 = the model's seq_len. */
+  steps: number;
+  temperature: number;
+  topp: number;
+  topk: number;
+  minp: number;
+  repeatPenalty: number;
+  /** undefined: the current time (llama2.c's default). */
+  seed?: number;
+  mode: Mode;
+  system?: string;
+  backend: BackendFlag;
+  q80: boolean;
+  threads?: number;
+  json: boolean;
+  modelUrl?: string;
+  tokenizerUrl?: string;
+  help: boolean;
+  version: boolean;
+}
+
+type Key = keyof CliOptions;
+
+interface Flag {
+  key: Key;
+  long: string;
+  short?: string;
+  /** Placeholder shown in --help; absent for boolean flags. */
+  arg?: string;
+  help: string;
+  /** Converts and checks a value; throws a message describing what was expected. */
+  parse?: (raw: string) => unknown;
+}
+
+/** A number check: returns the value or throws "expected ...". */
+function number(opts: { integer?: boolean; min?: number; above?: number; below?: number }) {
+  const parts = [opts.integer ? 'an integer' : 'a number'];
+  if (opts.min !== undefined) parts.push(`>= ${opts.min}`);
+  if (opts.above !== undefined) parts.push(`> ${opts.above}`);
+  if (opts.below !== undefined) parts.push(`< ${opts.below}`);
+  const expected = parts.join(' ');
+  return (raw: string): number => {
+    const n = Number(raw);
+    const ok =
+      raw.trim() !== '' &&
+      Number.isFinite(n) &&
+      (!opts.integer || Number.isSafeInteger(n)) &&
+      (opts.min === undefined || n >= opts.min) &&
+      (opts.above === undefined || n > opts.above) &&
+      (opts.below === undefined || n < opts.below);
+    if (!ok) throw new Error(`expected ${expected}`);
+    return n;
+  };
+}
+
+function oneOf<T extends string>(...choices: T[]) {
+  return (raw: string): T => {
+    if (!(choices as string[]).includes(raw)) throw new Error(`expected ${choices.join(', ')}`);
+    return raw as T;
+  };
+}
+
+const text = (raw: string) => raw;
+
+export const FLAGS: readonly Flag[] = [
+  { key: 'model', long: 'model', short: 'm', arg: 'PATH', help: 'llama2.c checkpoint (default: stories15M.bin, downloaded once)', parse: text },
+  { key: 'tokenizer', long: 'tokenizer', short: 't', arg: 'PATH', help: 'tokenizer.bin (default: the Llama 2 tokenizer, downloaded once)', parse: text },
+  { key: 'prompt', long: 'prompt', short: 'p', arg: 'TEXT', help: 'prompt (generate) or first user message (chat); default ""', parse: text },
+  { key: 'steps', long: 'step', short: 's', arg: 'N', help: "positions to run, prompt included; 0 = the model's seq_len (default 256)", parse: number({ integer: true, min: 0 }) },
+  { key: 'temperature', long: 'temperature', short: 'r', arg: 'T', help: '0 = greedy (default 1.0)', parse: number({ min: 0 }) },
+  { key: 'topp', long: 'topp', short: 'l', arg: 'P', help: 'top-p (nucleus) threshold; <= 0 or >= 1 turns it off (default 0.9)', parse: number({}) },
+  { key: 'mode', long: 'mode', short: 'o', arg: 'MODE', help: 'generate or chat (default generate)', parse: oneOf<Mode>('generate', 'chat') },
+  { key: 'system', long: 'system', arg: 'TEXT', help: 'system prompt (chat mode)', parse: text },
+  { key: 'seed', long: 'seed', arg: 'N', help: 'random seed; 0 or absent = the current time', parse: number({ integer: true, min: 0 }) },
+  { key: 'backend', long: 'backend', arg: 'NAME', help: 'cpu, webgpu or auto (default cpu)', parse: oneOf<BackendFlag>('cpu', 'webgpu', 'auto') },
+  { key: 'q80', long: 'q80', help: "quantize an fp32 checkpoint to Q8_0 at load (runq.c's numerics)" },
+  { key: 'threads', long: 'threads', arg: 'N', help: 'CPU worker threads (default: every core)', parse: number({ integer: true, min: 1 }) },
+  { key: 'topk', long: 'top-k', arg: 'K', help: 'keep the K most likely tokens; 0 = off (default)', parse: number({ integer: true, min: 0 }) },
+  { key: 'minp', long: 'min-p', arg: 'P', help: 'keep tokens with prob >= P * the top prob; 0 = off (default)', parse: number({ min: 0, below: 1 }) },
+  { key: 'repeatPenalty', long: 'repeat-penalty', arg: 'X', help: '> 1 discourages recent tokens; 1 = off (default)', parse: number({ above: 0 }) },
+  { key: 'json', long: 'json', help: 'print JSON only on stdout (one line per generation or chat turn)' },
+  { key: 'modelUrl', long: 'model-url', arg: 'URL', help: 'where to download the default model from', parse: url },
+  { key: 'tokenizerUrl', long: 'tokenizer-url', arg: 'URL', help: 'where to download the default tokenizer from', parse: url },
+  { key: 'help', long: 'help', short: 'h', help: 'show this help' },
+  { key: 'version', long: 'version', short: 'v', help: 'print the version' },
+];
+
+function url(raw: string): string {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new Error('expected an http(s) URL');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('expected an http(s) URL');
+  return raw;
+}
+
+export const DEFAULTS: CliOptions = {
+  prompt: '',
+  steps: 256,
+  temperature: 1.0,
+  topp: 0.9,
+  topk: 0,
+  minp: 0,
+  repeatPenalty: 1,
+  mode: 'generate',
+  backend: 'cpu',
+  q80: false,
+  json: false,
+  help: false,
+  version: false,
+};
+
+const label = (f: Flag) => (f.short ? `-${f.short}/--${f.long}` : `--${f.long}`);
+
+export function parseCliArgs(argv: readonly string[]): CliOptions {
+  const out: Record<string, unknown> = { ...DEFAULTS };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--' || !a.startsWith('-') || a === '-') {
+      const extra = a === '--' ? argv[i + 1] : a;
+      if (extra === undefined) break;
+      throw new UsageError(`unexpected argument ${JSON.stringify(extra)} (see rama --help)`);
+    }
+    let name = a;
+    let inline: string | undefined;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) {
+      name = a.slice(0, eq);
+      inline = a.slice(eq + 1);
+    }
+    const flag = name.startsWith('--')
+      ? FLAGS.find((f) => `--${f.long}` === name)
+      : FLAGS.find((f) => f.short !== undefined && `-${f.short}` === name);
+    if (!flag) throw new UsageError(`unknown flag ${name} (see rama --help)`);
+    if (!flag.parse) {
+      if (inline !== undefined) throw new UsageError(`flag ${label(flag)} takes no value`);
+      out[flag.key] = true;
+      continue;
+    }
+    const raw = inline ?? argv[++i];
+    if (raw === undefined) throw new UsageError(`flag ${label(flag)} needs a value (${flag.arg})`);
+    try {
+      out[flag.key] = flag.parse(raw);
+    } catch (e) {
+      throw new UsageError(`invalid value for ${label(flag)}: ${JSON.stringify(raw)} (${(e as Error).message})`);
+    }
+  }
+  const opts = out as unknown as CliOptions;
+  if (opts.seed === 0) opts.seed = undefined;
+  if (opts.system !== undefined && opts.mode !== 'chat') throw new UsageError('flag --system needs --mode chat');
+  return opts;
+}
+
+export function usage(version: string): string {
+  const rows = FLAGS.map((f) => [`${f.short ? `-${f.short}, ` : '    '}--${f.long}${f.arg ? ` ${f.arg}` : ''}`, f.help]);
+  const width = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return [
+    `rama ${version}: Llama 2 inference in TypeScript (a port of llama2.c)`,
+    '',
+    'Usage: rama [options]',
+    '',
+    'Options:',
+    ...rows.map(([l, h]) => `  ${l.padEnd(width)}${h}`),
+    '',
+    'Examples:',
+    '  rama -p "Once upon a time"                      # stories15M.bin, downloaded on first use',
+    '  rama -m model.bin -t tokenizer.bin -r 0 -s 64   # greedy, 64 positions',
+    '  rama -m chat.bin -o chat --system "Be brief."   # chat on a terminal',
+    '  printf "Hi\\nBye\\n" | rama -m chat.bin -o chat --json',
+    '',
+    'Downloads are cached in $RAMA_CACHE, else $XDG_CACHE_HOME/rama, else ~/.cache/rama.',
+    'RAMA_MODEL_BASE_URL replaces the download address of both default files.',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,195 @@
+/**
+ * The built `rama` command end to end: every generate golden through --json,
+ * the text mode's output, chat from piped stdin, and its error messages.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { comparableOutput, generateGoldens, goldenExpectation, goldenModelPath, missingMessage, sharedFile } from '@rama/testkit';
+import { jsonLines, runCli } from './run-cli.js';
+
+const cache = mkdtempSync(join(tmpdir(), 'rama-cli-test-'));
+afterAll(() => rmSync(cache, { recursive: true, force: true }));
+const env = { RAMA_CACHE: cache };
+
+const AIDREAMS = 'models/aidreams260K.bin';
+const TOK512 = 'models/tok512-aidreams.bin';
+
+/** One line on stderr, starting "rama: error: ", and no stack trace. */
+function expectOneErrorLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.length > 0);
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^rama: error: /);
+  expect(stderr).not.toContain('    at ');
+  return lines[0];
+}
+
+describe('rama --json: generate goldens', () => {
+  for (const g of generateGoldens()) {
+    it(g.id, async (ctx) => {
+      const model = goldenModelPath(g);
+      const tokenizer = sharedFile(`models/${g.tokenizer}`);
+      if (!model || !tokenizer) return ctx.skip(missingMessage(model ? `models/${g.tokenizer}` : `models/${g.model}`));
+      const args = ['--json', '-m', model, '-t', tokenizer, '-p', g.prompt, '-s', String(g.steps)];
+      args.push('-r', String(g.temperature), '-l', String(g.topp), '--seed', String(g.seed));
+      const r = await runCli(args, { env });
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const lines = jsonLines(r.stdout);
+      const last = lines[lines.length - 1] as { tokens: number[]; text: string; tokens_per_second: number; stop_reason: string };
+      expect(comparableOutput(g, last)).toEqual(goldenExpectation(g));
+      expect(typeof last.tokens_per_second).toBe('number');
+      expect(['steps', 'context', 'bos']).toContain(last.stop_reason);
+    });
+  }
+});
+
+describe('rama: text mode', () => {
+  it('prints exactly the golden text, a newline, and achieved tok/s on stderr', async (ctx) => {
+    const g = generateGoldens().find((x) => x.id === 'aidreams-greedy-prompt');
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!g || !model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const r = await runCli(['-m', model, '-t', tokenizer, '-p', g.prompt, '-s', String(g.steps), '-r', '0'], { env });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${g.text}\n`);
+    expect(r.stderr).toMatch(/^achieved tok\/s: \d+(\.\d+)?\n$/);
+  });
+
+  it('--json text is what the text mode prints (sampled, top-k/min-p/repeat-penalty on)', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const args = ['-m', model, '-t', tokenizer, '-p', 'The night', '-s', '40', '--seed', '11', '--top-k', '20', '--min-p', '0.05', '--repeat-penalty', '1.2', '--threads', '1'];
+    const [text, json] = await Promise.all([runCli(args, { env }), runCli([...args, '--json'], { env })]);
+    expect(text.code).toBe(0);
+    expect(json.code).toBe(0);
+    const last = jsonLines(json.stdout).pop() as { text: string; tokens: number[]; backend: { name: string }; model: { vocab_size: number } };
+    expect(text.stdout).toBe(`${last.text}\n`);
+    expect(last.text.startsWith('The night')).toBe(true);
+    expect(last.tokens[0]).toBe(1);
+    expect(last.tokens.length).toBe(41); // 40 positions: BOS plus one token out of each
+    expect(last.backend.name).toBe('cpu');
+    expect(last.model.vocab_size).toBe(512);
+  });
+});
+
+describe('rama -o chat', () => {
+  it('reads one turn per line of piped stdin and prints one JSON line per turn, continuing positions', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    // -s 100 leaves room for both turns in aidreams260K's 128 positions.
+    const args = ['-o', 'chat', '--json', '-m', model, '-t', tokenizer, '-s', '100', '-r', '0', '--system', 'You dream.'];
+    const r = await runCli(args, { env, input: 'Hello there\nWhat did you dream of?\n' });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    type Turn = { turn: number; user: string; tokens: number[]; text: string; stop_reason: string; position: { start: number; end: number }; tokens_per_second: number };
+    const turns = jsonLines(r.stdout) as unknown as Turn[];
+    expect(turns).toHaveLength(2);
+    expect(turns.map((t) => [t.turn, t.user])).toEqual([[1, 'Hello there'], [2, 'What did you dream of?']]);
+    expect(turns[0].position.start).toBe(0);
+    expect(turns[0].position.end).toBeGreaterThan(0);
+    expect(turns[1].position.start).toBe(turns[0].position.end);
+    expect(turns[1].position.end).toBeGreaterThan(turns[1].position.start);
+    expect(turns[1].position.end).toBeLessThanOrEqual(100);
+    for (const t of turns) expect(typeof t.tokens_per_second).toBe('number');
+    // The second turn starts with a fed BOS (its [INST] prompt): only a sampled BOS ends a turn.
+    expect(turns[1].stop_reason).not.toBe('bos');
+    expect(turns[1].text.length).toBeGreaterThan(0);
+  });
+
+  it('text mode prints User:/Assistant: and stops at the step limit', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const r = await runCli(['-o', 'chat', '-m', model, '-t', tokenizer, '-s', '30', '--seed', '3'], { env, input: 'one\ntwo\nthree\n' });
+    expect(r.code).toBe(0);
+    expect(r.stdout.startsWith('User: one\nAssistant: ')).toBe(true);
+    expect(r.stderr).toContain('reached the step limit (30 positions)');
+    expect(r.stderr).toMatch(/achieved tok\/s: \d/);
+  });
+});
+
+describe('rama: errors', () => {
+  it('a missing model file: names the file, exit 1', async () => {
+    const r = await runCli(['-m', join(cache, 'nope.bin'), '-t', join(cache, 'nope-tok.bin')], { env });
+    expect(r.code).toBe(1);
+    expect(expectOneErrorLine(r.stderr)).toContain(join(cache, 'nope.bin'));
+  });
+
+  it('a missing tokenizer file: names the file, exit 1', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    if (!model) return ctx.skip(missingMessage(AIDREAMS));
+    const r = await runCli(['-m', model, '-t', join(cache, 'nope-tok.bin')], { env });
+    expect(r.code).toBe(1);
+    expect(expectOneErrorLine(r.stderr)).toContain(`tokenizer file not found: ${join(cache, 'nope-tok.bin')}`);
+  });
+
+  it("a tokenizer with the wrong vocabulary: the FormatError's message, exit 1", async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile('models/tokenizer.bin');
+    if (!model || !tokenizer) return ctx.skip(missingMessage('models/tokenizer.bin'));
+    const r = await runCli(['-m', model, '-t', tokenizer, '-p', 'hi'], { env });
+    expect(r.code).toBe(1);
+    const line = expectOneErrorLine(r.stderr);
+    expect(line).toContain(tokenizer);
+    expect(line).toContain('32000');
+    expect(line).toContain('512');
+    expect(r.stdout).toBe('');
+  });
+
+  it('a corrupt model file: a clear message, exit 1', async (ctx) => {
+    const tokenizer = sharedFile(TOK512);
+    if (!tokenizer) return ctx.skip(missingMessage(TOK512));
+    const r = await runCli(['-m', tokenizer, '-t', tokenizer], { env });
+    expect(r.code).toBe(1);
+    expectOneErrorLine(r.stderr);
+  });
+
+  const usage: [string, string[], RegExp][] = [
+    ['-r abc', ['-r', 'abc'], /invalid value for -r\/--temperature: "abc"/],
+    ['-r -1', ['-r', '-1'], /invalid value for -r\/--temperature: "-1" \(expected a number >= 0\)/],
+    ['-s 1.5', ['-s', '1.5'], /invalid value for -s\/--step: "1.5" \(expected an integer >= 0\)/],
+    ['--seed x', ['--seed', 'x'], /invalid value for --seed/],
+    ['--threads 0', ['--threads', '0'], /invalid value for --threads: "0"/],
+    ['--min-p 1', ['--min-p', '1'], /invalid value for --min-p/],
+    ['-o talk', ['-o', 'talk'], /invalid value for -o\/--mode: "talk" \(expected generate, chat\)/],
+    ['--backend tpu', ['--backend', 'tpu'], /invalid value for --backend: "tpu" \(expected cpu, webgpu, auto\)/],
+    ['--model-url ftp://x', ['--model-url', 'ftp://x'], /invalid value for --model-url/],
+    ['an unknown flag', ['--frobnicate'], /unknown flag --frobnicate/],
+    ['an unknown short flag', ['-x', '1'], /unknown flag -x/],
+    ['a missing value', ['-m'], /flag -m\/--model needs a value/],
+    ['a value for a switch', ['--json=yes'], /flag --json takes no value/],
+    ['a stray argument', ['model.bin'], /unexpected argument "model.bin"/],
+    ['--system without chat', ['--system', 'hi'], /--system needs --mode chat/],
+  ];
+  for (const [name, args, message] of usage) {
+    it(`usage error, exit 2: ${name}`, async () => {
+      const r = await runCli(args, { env });
+      expect(r.code).toBe(2);
+      expect(expectOneErrorLine(r.stderr)).toMatch(message);
+      expect(r.stdout).toBe('');
+    });
+  }
+});
+
+describe('rama --help / --version', () => {
+  it('--help lists every flag on stdout, exit 0', async () => {
+    const r = await runCli(['--help'], { env });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    for (const f of ['--model', '--tokenizer', '--prompt', '--step', '--temperature', '--topp', '--mode', '--q80', '--backend', '--seed', '--system', '--json', '--threads', '--top-k', '--min-p', '--repeat-penalty', '--model-url', '--tokenizer-url', '--version']) {
+      expect(r.stdout).toContain(f);
+    }
+    expect((await runCli(['-h'], { env })).stdout).toBe(r.stdout);
+  });
+
+  it("--version prints package.json's version", async () => {
+    const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    const r = await runCli(['--version'], { env });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`rama ${version}\n`);
+  });
+});

@@ -1,0 +1,47 @@
+/**
+ * Test helper: runs the BUILT command (dist/rama.js) as a child process.
+ * turbo builds it before `test`; for a local run: pnpm --filter @rama/cli build.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export const RAMA = fileURLToPath(new URL('../dist/rama.js', import.meta.url));
+
+/** No test may reach the real network: the default downloads point at a closed local port unless a test says otherwise. */
+export const NO_NETWORK = 'http://127.0.0.1:9';
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], opts: { input?: string; env?: Record<string, string | undefined>; timeoutMs?: number } = {}): Promise<CliRun> {
+  if (!existsSync(RAMA)) throw new Error(`${RAMA} is missing: build it first (pnpm --filter @rama/cli build)`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [RAMA, ...args], {
+      env: { ...process.env, RAMA_MODEL_BASE_URL: NO_NETWORK, RAMA_DEBUG: '', ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 100_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** The JSON lines of stdout (every line must be JSON). */
+export function jsonLines(stdout: string): Record<string, unknown>[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
