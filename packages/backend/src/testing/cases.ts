@@ -1,0 +1,446 @@
+/**
+ * The conformance cases: small random inputs for every op, each output with
+ * the per-element error bound a backend must meet against the reference.
+ *
+ * Bounds on |got - want| per element (eps = 2^-23):
+ * - embed, storeKV, lastRow, add, argmax: exact (copies, one correctly
+ *   rounded add, an index with the lowest index winning a tie).
+ * - rmsnorm, swiglu: 1e-5 * |want| + 1e-6 (sqrt and exp may be a few ulp off on GPUs).
+ * - rope: 1e-5 * (|x0| + |x1|) + 1e-6 (sin and cos within a few ulp).
+ * - matmul f32: 4 * sqrt(n) * eps * sum_k |w_jk x_k|: the same sum in another
+ *   order, with or without fused multiply-adds.
+ * - matmul q8_0: 4 * sqrt(n / G) * eps * sum_k |w_jk x_k|: the quantized x and
+ *   every int32 group sum must be exact; only the f32 accumulation over
+ *   groups may round differently (one quantization step off would exceed it).
+ * - attention: 2e-5 * max_t |v_t| (per head and column) + 1e-6: another
+ *   softmax algorithm (e.g. online, flash-attention style) rounds differently.
+ * Rows past a step's `rows`, and everything an op does not write, must keep
+ * their contents exactly: every output is compared in full.
+ *
+ * Sizes are small (SwiftShader runs them on a CPU) but several tensors are
+ * larger than 64 KiB, so a backend that splits buffers at a forced 64 KiB
+ * binding limit is exercised across its splits (a row-split weight, a logits
+ * row split into segments, a KV cache layer spanning two buffers).
+ */
+import type { Step } from '../backend.js';
+import type { Tensor, TensorDesc } from '../tensor.js';
+
+export type HostData = Float32Array | Int32Array | Uint8Array;
+
+export interface CaseTensor {
+  desc: TensorDesc;
+  /** Initial contents (standard layout), or undefined to alloc (zero-filled). */
+  data?: HostData;
+}
+
+/** Allowed |got - want| for element i of an output. */
+export type Bound = (i: number, want: number) => number;
+
+export interface ConformanceCase {
+  op: string;
+  name: string;
+  tensors: Record<string, CaseTensor>;
+  steps: { pos: number; rows: number; run: (s: Step, t: Record<string, Tensor>) => void }[];
+  /** Outputs compared after the last step, each with its bound. */
+  outputs: Record<string, Bound>;
+}
+
+const EPS = 2 ** -23;
+const exact: Bound = () => 0;
+const rel = (r: number, a: number): Bound => (_i, want) => r * Math.abs(want) + a;
+
+/** mulberry32: a small deterministic generator. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randn(r: () => number, n: number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(r(), 1e-12);
+    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * r());
+  }
+  return out;
+}
+
+const f32 = (label: string, shape: number[], data?: Float32Array): CaseTensor => ({ desc: { label, shape, dtype: 'f32' }, data });
+const i32 = (label: string, shape: number[], data?: Int32Array): CaseTensor => ({ desc: { label, shape, dtype: 'i32' }, data });
+const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
+
+/** A random q8_0 weight [d, n]: int8 values and positive scales, plus its dequantized values. */
+function q80(r: () => number, label: string, d: number, n: number, gs: number): { t: CaseTensor; deq: Float32Array } {
+  const q = new Int8Array(d * n);
+  for (let i = 0; i < q.length; i++) q[i] = Math.floor(r() * 255) - 127;
+  const s = new Float32Array((d * n) / gs);
+  for (let i = 0; i < s.length; i++) s[i] = 0.002 + 0.01 * r();
+  const bytes = new Uint8Array(d * n + 4 * s.length);
+  bytes.set(new Uint8Array(q.buffer), 0);
+  bytes.set(new Uint8Array(s.buffer), d * n);
+  const deq = new Float32Array(d * n);
+  for (let i = 0; i < deq.length; i++) deq[i] = q[i] * s[Math.floor(i / gs)];
+  return { t: { desc: { label, shape: [d, n], dtype: 'q8_0', groupSize: gs }, data: bytes }, deq };
+}
+
+/** Bound for out [R, d] = w [d, n] @ x [R, n]; `groups` = n for f32, n / G for q8_0. Rows >= rows are exact. */
+function matmulBound(w: Float32Array, x: Float32Array, d: number, n: number, rows: number, groups: number): Bound {
+  const b = new Float64Array(rows * d);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < d; j++) {
+      let s = 0;
+      for (let k = 0; k < n; k++) s += Math.abs(w[j * n + k] * x[r * n + k]);
+      b[r * d + j] = 4 * Math.sqrt(groups) * EPS * s + 1e-30;
+    }
+  }
+  return (i) => (i < b.length ? b[i] : 0);
+}
+
+function embedCases(): ConformanceCase[] {
+  const make = (name: string, vocab: number, dim: number, outRows: number, rows: number, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const tokens = new Int32Array(8);
+    for (let i = 0; i < tokens.length; i++) tokens[i] = Math.floor(r() * vocab);
+    tokens[0] = vocab - 1;
+    return {
+      op: 'embed',
+      name,
+      tensors: {
+        table: f32('table', [vocab, dim], randn(r, vocab * dim)),
+        tokens: i32('tokens', [8], tokens),
+        out: f32('out', [outRows, dim], randn(r, outRows * dim)),
+      },
+      steps: [{ pos: 0, rows, run: (s, t) => s.embed(t.out, t.table, t.tokens) }],
+      outputs: { out: exact },
+    };
+  };
+  return [
+    make('5 rows of a 600x32 table (76.8 KB)', 600, 32, 6, 5, 1),
+    make('single-row output', 100, 24, 1, 3, 2),
+  ];
+}
+
+function rmsnormCases(): ConformanceCase[] {
+  const make = (name: string, n: number, outRows: number, rows: number, inPlace: boolean, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const tensors: Record<string, CaseTensor> = {
+      x: f32('x', [outRows, n], randn(r, outRows * n, 2)),
+      w: f32('w', [n], randn(r, n)),
+    };
+    if (!inPlace) tensors.out = f32('out', [outRows, n], randn(r, outRows * n));
+    return {
+      op: 'rmsnorm',
+      name,
+      tensors,
+      steps: [{ pos: 3, rows, run: (s, t) => s.rmsnorm(inPlace ? t.x : t.out, t.x, t.w, 1e-5) }],
+      outputs: { [inPlace ? 'x' : 'out']: rel(1e-5, 1e-6) },
+    };
+  };
+  return [
+    make('4 of 6 rows, n 48', 48, 6, 4, false, 3),
+    make('in place (out = x), 3 rows, n 1000', 1000, 4, 3, true, 4),
+    make('single-row output', 64, 1, 5, false, 5),
+  ];
+}
+
+function matmulCases(): ConformanceCase[] {
+  const mk = (name: string, d: number, n: number, xRows: number, outRows: number, rows: number, seed: number, gs?: number): ConformanceCase => {
+    const r = rng(seed);
+    const x = randn(r, xRows * n);
+    let wt: CaseTensor;
+    let wv: Float32Array;
+    if (gs) ({ t: wt, deq: wv } = q80(r, 'w', d, n, gs));
+    else {
+      wv = randn(r, d * n, 0.1);
+      wt = f32('w', [d, n], wv);
+    }
+    const active = outRows === 1 ? 1 : rows;
+    return {
+      op: gs ? 'matmul q8_0' : 'matmul f32',
+      name,
+      tensors: { x: f32('x', [xRows, n], x), w: wt, out: f32('out', [outRows, d], randn(r, outRows * d)) },
+      steps: [{ pos: 0, rows, run: (s, t) => s.matmul(t.out, t.x, t.w) }],
+      outputs: { out: matmulBound(wv, x, d, n, active, gs ? n / gs : n) },
+    };
+  };
+  return [
+    mk('300x64 weight (76.8 KB), 5 of 6 rows', 300, 64, 6, 6, 5, 6),
+    mk('37x19 (odd sizes), 3 rows', 37, 19, 4, 4, 3, 7),
+    mk('single-row output, 17000 outputs (68 KB row)', 17000, 8, 1, 1, 1, 8),
+    mk('single-row output from a batch step', 50, 16, 1, 1, 4, 9),
+  ];
+}
+
+function matmulQ8Cases(): ConformanceCase[] {
+  const mk = (name: string, d: number, n: number, gs: number, outRows: number, rows: number, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const x = randn(r, outRows * n);
+    if (seed % 2) x.fill(0, 0, gs); // an all-zero group: scale 0
+    x[gs + 1] = -x[gs + 2]; // a tie for the group maximum magnitude
+    if (n >= 3 * gs) {
+      // Exact halves: max 127 gives scale 1 and max 63.5 scale 0.5, so x / scale
+      // lands on k + 0.5 and must round half away from zero (not to even).
+      const halves = [127, 0.5, -0.5, 1.5, -2.5, 2.5, 126.5, -125.5, 2.4999998, -0.49999997];
+      const quarters = [63.5, 0.25, -0.75, 1.25, -31.75, 0.24999999];
+      for (let i = 0; i < Math.min(gs, halves.length); i++) x[gs * 2 + i] = halves[i];
+      for (let i = 0; i < Math.min(gs, quarters.length); i++) x[x.length - gs + i] = quarters[i];
+    }
+    const { t: wt, deq } = q80(r, 'w', d, n, gs);
+    const active = outRows === 1 ? 1 : rows;
+    return {
+      op: 'matmul q8_0',
+      name,
+      tensors: { x: f32('x', [outRows, n], x), w: wt, out: f32('out', [outRows, d], randn(r, outRows * d)) },
+      steps: [{ pos: 0, rows, run: (s, t) => s.matmul(t.out, t.x, t.w) }],
+      outputs: { out: matmulBound(deq, x, d, n, active, n / gs) },
+    };
+  };
+  return [
+    mk('G 32, 200x128, 4 rows', 200, 128, 32, 5, 4, 11),
+    mk('G 64, 300x256 (81.6 KB), 3 of 4 rows', 300, 256, 64, 4, 3, 12),
+    mk('G 64, single-row output', 70, 128, 64, 1, 1, 13),
+    mk('G 6 (not a multiple of 4), 10x24, 2 rows', 10, 24, 6, 3, 2, 15),
+  ];
+}
+
+function ropeCases(): ConformanceCase[] {
+  const mk = (name: string, n: number, hs: number, theta: number, pos: number, outRows: number, rows: number, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const x = randn(r, outRows * n);
+    return {
+      op: 'rope',
+      name,
+      tensors: { x: f32('x', [outRows, n], x) },
+      steps: [{ pos, rows, run: (s, t) => s.rope(t.x, hs, theta) }],
+      outputs: { x: (i) => 1e-5 * (Math.abs(x[i]) + Math.abs(x[i ^ 1])) + 1e-6 },
+    };
+  };
+  return [
+    mk('head 16, pos 0, 5 rows', 64, 16, 10000, 0, 6, 5, 21),
+    mk('head 8, pos 300, 2 rows', 32, 8, 10000, 300, 3, 2, 22),
+    mk('head 32, theta 500000, pos 1000, 3 rows', 96, 32, 500000, 1000, 4, 3, 23),
+  ];
+}
+
+function storeKVCases(): ConformanceCase[] {
+  const mk = (name: string, layers: number, seq: number, kvDim: number, layer: number, pos: number, srcRows: number, rows: number, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    return {
+      op: 'storeKV',
+      name,
+      tensors: {
+        cache: f32('cache', [layers, seq, kvDim], randn(r, layers * seq * kvDim)),
+        src: f32('src', [srcRows, kvDim], randn(r, srcRows * kvDim)),
+      },
+      steps: [{ pos, rows, run: (s, t) => s.storeKV(t.cache, layer, t.src) }],
+      outputs: { cache: exact },
+    };
+  };
+  return [
+    mk('layer 1, pos 3, 4 rows', 2, 40, 32, 1, 3, 4, 4, 31),
+    mk('across a 64 KiB split (layer 0, pos 254, 3 rows)', 2, 300, 64, 0, 254, 4, 3, 32),
+    mk('single row at the last position', 3, 16, 8, 2, 15, 1, 1, 33),
+  ];
+}
+
+function attentionCases(): ConformanceCase[] {
+  const mk = (
+    name: string, layers: number, seq: number, nHeads: number, nKv: number, hs: number,
+    layer: number, pos: number, qRows: number, rows: number, seed: number,
+  ): ConformanceCase => {
+    const r = rng(seed);
+    const kvDim = nKv * hs;
+    const dim = nHeads * hs;
+    const keys = randn(r, layers * seq * kvDim);
+    const values = randn(r, layers * seq * kvDim);
+    const vmax = new Float64Array(dim);
+    for (let h = 0; h < nHeads; h++) {
+      const kvh = Math.floor(h / (nHeads / nKv));
+      for (let t = 0; t < seq; t++) {
+        for (let d = 0; d < hs; d++) {
+          vmax[h * hs + d] = Math.max(vmax[h * hs + d], Math.abs(values[(layer * seq + t) * kvDim + kvh * hs + d]));
+        }
+      }
+    }
+    return {
+      op: 'attention',
+      name,
+      tensors: {
+        q: f32('q', [qRows, dim], randn(r, qRows * dim, 2)),
+        keys: f32('keys', [layers, seq, kvDim], keys),
+        values: f32('values', [layers, seq, kvDim], values),
+        out: f32('out', [qRows, dim], randn(r, qRows * dim)),
+      },
+      steps: [{ pos, rows, run: (s, t) => s.attention(t.out, t.q, t.keys, t.values, layer, hs) }],
+      outputs: { out: (i) => 2e-5 * vmax[i % dim] + 1e-6 },
+    };
+  };
+  return [
+    mk('MHA, pos 0, 1 row', 2, 20, 4, 4, 16, 0, 0, 2, 1, 41),
+    mk('GQA 8 heads / 2 KV heads, layer 1, pos 5, 4 rows', 2, 20, 8, 2, 8, 1, 5, 5, 4, 42),
+    mk('GQA 8/4, head 16, layer 1 of a 82 KB cache, pos 150, 3 rows', 2, 160, 8, 4, 16, 1, 150, 4, 3, 43),
+    mk('head 48 (not a multiple of 32), 2 heads / 1 KV head, pos 40, 2 rows', 1, 64, 2, 1, 48, 0, 40, 2, 2, 44),
+    mk('single-row output', 1, 32, 4, 2, 8, 0, 20, 1, 1, 45),
+  ];
+}
+
+function elementwiseCases(): ConformanceCase[] {
+  const mk = (op: 'add' | 'swiglu', name: string, shape: number[], rows: number, alias: '' | 'a' | 'b', seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const n = size(shape);
+    const tensors: Record<string, CaseTensor> = {
+      a: f32('a', shape, randn(r, n, 3)),
+      b: f32('b', shape, randn(r, n)),
+    };
+    if (!alias) tensors.out = f32('out', shape, randn(r, n));
+    const outName = alias || 'out';
+    return {
+      op,
+      name,
+      tensors,
+      steps: [{ pos: 0, rows, run: (s, t) => s[op](t[outName], t.a, t.b) }],
+      outputs: { [outName]: op === 'add' ? exact : rel(1e-5, 1e-6) },
+    };
+  };
+  return [
+    mk('add', '3 of 6 rows', [6, 40], 3, '', 51),
+    mk('add', 'in place (out = a)', [4, 40], 4, 'a', 52),
+    mk('add', 'in place (out = b)', [4, 40], 2, 'b', 53),
+    mk('add', 'single 17000-wide row (68 KB)', [1, 17000], 3, '', 54),
+    mk('swiglu', '4 of 6 rows', [6, 100], 4, '', 55),
+    mk('swiglu', 'in place (out = gate)', [3, 100], 3, 'a', 56),
+    mk('swiglu', 'single-row output', [1, 64], 2, '', 57),
+  ];
+}
+
+function lastRowCases(): ConformanceCase[] {
+  const mk = (name: string, xRows: number, n: number, rows: number, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    return {
+      op: 'lastRow',
+      name,
+      tensors: { x: f32('x', [xRows, n], randn(r, xRows * n)), out: f32('out', [1, n], randn(r, n)) },
+      steps: [{ pos: 0, rows, run: (s, t) => s.lastRow(t.out, t.x) }],
+      outputs: { out: exact },
+    };
+  };
+  return [mk('row 4 of 6', 6, 40, 4, 61), mk('row 2 of 3, 17000 wide (68 KB rows)', 3, 17000, 2, 62), mk('1 row', 4, 16, 1, 63)];
+}
+
+function argmaxCases(): ConformanceCase[] {
+  const mk = (name: string, rowsT: number, n: number, rows: number, ties: number[], seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const logits = randn(r, rowsT * n);
+    for (const i of ties) logits[i] = 100;
+    if (rowsT > 1) logits[n + 1] = 1000; // row 1 is not looked at
+    return {
+      op: 'argmax',
+      name,
+      tensors: { logits: f32('logits', [rowsT, n], logits), out: i32('out', [1], new Int32Array([-5])) },
+      steps: [{ pos: 0, rows, run: (s, t) => s.argmax(t.out, t.logits) }],
+      outputs: { out: exact },
+    };
+  };
+  return [
+    mk('1000 logits', 1, 1000, 1, [], 71),
+    mk('a tie: the lowest index wins', 1, 1000, 1, [700, 300, 999], 72),
+    mk('20000 logits (80 KB), tie across a 64 KiB split', 1, 20000, 1, [19990, 16390], 73),
+    mk('row 0 of a batch', 3, 50, 3, [], 74),
+  ];
+}
+
+/** A step of several ops: the classifier path after lastRow, single-row outputs throughout. */
+function pipelineCases(): ConformanceCase[] {
+  const r = rng(81);
+  const dim = 32;
+  const vocab = 500;
+  const x = randn(r, 4 * dim);
+  const wcls = randn(r, vocab * dim, 0.2);
+  const c1: ConformanceCase = {
+    op: 'pipeline',
+    name: 'lastRow -> rmsnorm -> matmul -> argmax in one step',
+    tensors: {
+      x: f32('x', [4, dim], x),
+      xLast: f32('xLast', [1, dim]),
+      xFinal: f32('xFinal', [1, dim]),
+      norm: f32('norm', [dim], randn(r, dim)),
+      cls: f32('cls', [vocab, dim], wcls),
+      logits: f32('logits', [1, vocab]),
+      token: i32('token', [1]),
+    },
+    steps: [
+      {
+        pos: 7,
+        rows: 4,
+        run: (s, t) => {
+          s.lastRow(t.xLast, t.x);
+          s.rmsnorm(t.xFinal, t.xLast, t.norm, 1e-5);
+          s.matmul(t.logits, t.xFinal, t.cls);
+          s.argmax(t.token, t.logits);
+        },
+      },
+    ],
+    outputs: { xLast: exact, xFinal: rel(1e-5, 1e-6), logits: rel(1e-4, 1e-5), token: exact },
+  };
+  // Two steps submitted back to back: each must see its own pos and rows.
+  const r2 = rng(82);
+  const hs = 8;
+  const kv = 16;
+  const c2: ConformanceCase = {
+    op: 'pipeline',
+    name: 'two steps (pos 0 x 3 rows, then pos 3 x 1 row): storeKV, rope, attention',
+    tensors: {
+      q: f32('q', [3, 32], randn(r2, 96)),
+      k: f32('k', [3, kv], randn(r2, 48)),
+      k2: f32('k2', [3, kv], randn(r2, 48)),
+      keys: f32('keys', [1, 8, kv], randn(r2, 8 * kv)),
+      values: f32('values', [1, 8, kv], randn(r2, 8 * kv)),
+      out: f32('out', [3, 32]),
+      out2: f32('out2', [3, 32]),
+    },
+    steps: [
+      {
+        pos: 0,
+        rows: 3,
+        run: (s, t) => {
+          s.rope(t.k, hs, 10000);
+          s.storeKV(t.keys, 0, t.k);
+          s.storeKV(t.values, 0, t.k);
+          s.attention(t.out, t.q, t.keys, t.values, 0, hs);
+        },
+      },
+      {
+        pos: 3,
+        rows: 1,
+        run: (s, t) => {
+          s.rope(t.k2, hs, 10000);
+          s.storeKV(t.keys, 0, t.k2);
+          s.attention(t.out2, t.q, t.keys, t.values, 0, hs);
+        },
+      },
+    ],
+    outputs: { keys: rel(1e-5, 1e-5), out: rel(1e-4, 1e-5), out2: rel(1e-4, 1e-5) },
+  };
+  return [c1, c2];
+}
+
+export function conformanceCases(): ConformanceCase[] {
+  return [
+    ...embedCases(),
+    ...rmsnormCases(),
+    ...matmulCases(),
+    ...matmulQ8Cases(),
+    ...ropeCases(),
+    ...storeKVCases(),
+    ...attentionCases(),
+    ...elementwiseCases(),
+    ...lastRowCases(),
+    ...argmaxCases(),
+    ...pipelineCases(),
+  ];
+}

@@ -1,0 +1,89 @@
+/**
+ * One conformance suite for every Backend, in the manner of ggml's
+ * test-backend-ops: each op case runs on the backend under test and on a
+ * reference backend, and every output element must agree within the op's
+ * stated bound (see cases.ts for the bounds and why).
+ *
+ *   describeBackendConformance('webgpu', () => WebGpuBackend.create(), () => CpuBackend.create());
+ *
+ * Both backends must accept steps of at least 6 rows (maxRows >= 6).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Backend } from '../backend.js';
+import type { Tensor } from '../tensor.js';
+import { conformanceCases, type ConformanceCase } from './cases.js';
+
+async function runCase(be: Backend, c: ConformanceCase): Promise<Record<string, Float32Array | Int32Array>> {
+  const t: Record<string, Tensor> = {};
+  try {
+    for (const [name, spec] of Object.entries(c.tensors)) {
+      t[name] = spec.data ? await be.upload(spec.desc, spec.data.slice()) : be.alloc(spec.desc);
+    }
+    for (const st of c.steps) {
+      const step = be.begin(st.pos, st.rows);
+      st.run(step, t);
+      step.submit();
+    }
+    const out: Record<string, Float32Array | Int32Array> = {};
+    for (const name of Object.keys(c.outputs)) out[name] = await be.read(t[name]);
+    return out;
+  } finally {
+    for (const x of Object.values(t)) be.free(x);
+  }
+}
+
+/** Describes what differs, or returns undefined when every element is within its bound. */
+export function compareOutput(
+  name: string,
+  got: Float32Array | Int32Array,
+  want: Float32Array | Int32Array,
+  bound: (i: number, want: number) => number,
+): string | undefined {
+  if (got.length !== want.length) return `${name}: ${got.length} elements, reference has ${want.length}`;
+  const bad: string[] = [];
+  let count = 0;
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i];
+    const w = want[i];
+    if (Number.isNaN(g) && Number.isNaN(w)) continue;
+    const d = Math.abs(g - w);
+    const b = bound(i, w);
+    if (!(d <= b)) {
+      count++;
+      worst = Math.max(worst, b > 0 ? d / b : Infinity);
+      if (bad.length < 5) bad.push(`[${i}] got ${g}, want ${w} (|diff| ${d.toExponential(3)} > bound ${b.toExponential(3)})`);
+    }
+  }
+  if (!count) return undefined;
+  return `${name}: ${count} of ${want.length} elements outside the bound (worst ${worst.toFixed(1)}x the bound):\n  ${bad.join('\n  ')}`;
+}
+
+export function describeBackendConformance(
+  name: string,
+  make: () => Promise<Backend>,
+  makeReference: () => Promise<Backend>,
+): void {
+  describe(`backend conformance: ${name}`, () => {
+    let be: Backend | undefined;
+    let ref: Backend | undefined;
+    beforeAll(async () => {
+      be = await make();
+      ref = await makeReference();
+    });
+    afterAll(() => {
+      be?.dispose();
+      ref?.dispose();
+    });
+    for (const c of conformanceCases()) {
+      it(`${c.op}: ${c.name}`, async () => {
+        const got = await runCase(be!, c);
+        const want = await runCase(ref!, c);
+        const problems = Object.entries(c.outputs)
+          .map(([out, bound]) => compareOutput(out, got[out], want[out], bound))
+          .filter((p): p is string => p !== undefined);
+        expect(problems.join('\n'), `${name} vs ${ref!.name}`).toBe('');
+      });
+    }
+  });
+}

@@ -1,0 +1,374 @@
+import {
+  ArgumentError,
+  BackendError,
+  byteLengthOf,
+
+  type Backend,
+  type BackendOptions,
+  type Step,
+  type Tensor,
+  type TensorDesc,
+  type TensorFill,
+} from '@rama/backend';
+import { acquireDevice, type AcquiredDevice } from './device.js';
+import { allKernels } from './kernels/index.js';
+import type { Params } from './kernels/common.js';
+import { compileKernel, type Compiled } from './pipelines.js';
+import { WebGpuStep, type StepHost } from './step.js';
+import { GpuTensor, copyIntoPart, isStandardLayout, planParts, type Part } from './tensor.js';
+
+// Numeric flags, so a caller-provided device works without the GPU* globals.
+const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
+const MAP_READ = 0x1;
+const TENSOR_USAGE = USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST;
+const STAGING_CAP = 64 << 20;
+
+export interface WebGpuBackendOptions extends BackendOptions {
+  /** Use this device instead of requesting one (it is not destroyed on dispose). */
+  device?: GPUDevice;
+  /** Split tensors into buffers of at most this many bytes (default and cap: the device's binding limit). */
+  maxBindingSize?: number;
+  powerPreference?: GPUPowerPreference;
+}
+
+// Pipelines depend only on the device: compiled once per device, shared by its backends.
+const compiledByDevice = new WeakMap<GPUDevice, Promise<Map<string, Compiled>>>();
+
+function compiledKernels(a: AcquiredDevice): Promise<Map<string, Compiled>> {
+  let p = compiledByDevice.get(a.device);
+  if (!p) {
+    const defs = allKernels(a.packedDot);
+    p = Promise.all(defs.map((def) => compileKernel(a.device, def))).then((cs) => new Map(defs.map((d, i) => [d.name, cs[i]])));
+    compiledByDevice.set(a.device, p);
+    p.catch(() => compiledByDevice.delete(a.device));
+  }
+  return p;
+}
+
+interface CachedBinding {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  params: GPUBuffer;
+}
+
+const mib = (n: number): string => `${(n / (1 << 20)).toFixed(1)} MiB`;
+
+/**
+ * The WebGPU Backend: every tensor lives in GPU buffers (split by rows when it
+ * is larger than one binding may be), every op is a compute dispatch with a
+ * bind group made once, and a Step is one command buffer and one queue submit.
+ */
+export class WebGpuBackend implements Backend, StepHost {
+  readonly name = 'webgpu';
+  readonly description: string;
+  readonly maxRows: number;
+  /** Largest buffer a tensor part may use (bytes). */
+  readonly maxPartBytes: number;
+  readonly device: GPUDevice;
+  readonly packedDot: boolean;
+
+  private readonly pipelines = new Map<string, Compiled>();
+  private readonly bindings = new Map<string, CachedBinding>();
+  private readonly bindingsByTensor = new Map<number, Set<string>>();
+  private readonly scratchBuffers = new Map<string, GPUBuffer>();
+  private readonly staging = new Map<number, GPUBuffer>();
+  private readonly tensors = new Set<GpuTensor>();
+  private readonly stepUniform: GPUBuffer;
+  private readonly stepWords = new Uint32Array(4);
+  private readChain: Promise<unknown> = Promise.resolve();
+  private error: BackendError | undefined;
+  private disposed = false;
+
+  private readonly onError: (ev: Event) => void;
+
+  private constructor(acquired: AcquiredDevice, opts: WebGpuBackendOptions) {
+    this.device = acquired.device;
+    this.packedDot = acquired.packedDot;
+    this.maxRows = opts.maxRows ?? 512;
+    const lim = this.device.limits;
+    const cap = Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize);
+    this.maxPartBytes = Math.floor(Math.min(opts.maxBindingSize ?? cap, cap) / 4) * 4;
+    this.description = `${acquired.description}, binding limit ${mib(lim.maxStorageBufferBindingSize)}, buffer limit ${mib(lim.maxBufferSize)}${
+      opts.maxBindingSize ? `, split at ${this.maxPartBytes} bytes` : ''
+    }`;
+    this.stepUniform = this.device.createBuffer({ label: 'step', size: 16, usage: USAGE.UNIFORM | USAGE.COPY_DST });
+    this.device.lost.then((info) => {
+      if (!this.disposed) this.error ??= new BackendError(`WebGPU: device lost (${info.reason}): ${info.message}`);
+    });
+    this.onError = (ev: Event): void => {
+      const msg = (ev as GPUUncapturedErrorEvent).error?.message ?? String(ev);
+      this.error ??= new BackendError(`WebGPU: ${msg}`);
+    };
+    this.device.addEventListener('uncapturederror', this.onError);
+  }
+
+  static async create(opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
+    if (opts.maxRows !== undefined && !(Number.isInteger(opts.maxRows) && opts.maxRows >= 1)) {
+      throw new ArgumentError(`maxRows must be a positive integer, got ${opts.maxRows}`);
+    }
+    if (opts.maxBindingSize !== undefined && !(opts.maxBindingSize >= 256)) {
+      throw new ArgumentError(`maxBindingSize must be at least 256 bytes, got ${opts.maxBindingSize}`);
+    }
+    const acquired = await acquireDevice(opts);
+    const pipelines = await compiledKernels(acquired);
+    const backend = new WebGpuBackend(acquired, opts);
+    for (const [name, c] of pipelines) backend.pipelines.set(name, c);
+    return backend;
+  }
+
+  private live(what: string): void {
+    if (this.disposed) throw new BackendError(`${what}: the WebGPU backend was disposed`);
+    if (this.error) throw this.error;
+  }
+
+  tensor(t: Tensor, op: string): GpuTensor {
+    if (!(t instanceof GpuTensor) || t.owner !== this) throw new ArgumentError(`${op}: ${t?.label ?? t} is not a tensor of this WebGPU backend`);
+    if (t.freed) throw new ArgumentError(`${op}: ${t.label} was freed`);
+    return t;
+  }
+
+  private checkDesc(desc: TensorDesc): number {
+    if (!Array.isArray(desc.shape) || desc.shape.length === 0 || !desc.shape.every((d) => Number.isInteger(d) && d > 0)) {
+      throw new ArgumentError(`${desc.label}: shape must be positive integers, got [${desc.shape}]`);
+    }
+    if (!['f32', 'i32', 'q8_0'].includes(desc.dtype)) throw new ArgumentError(`${desc.label}: unknown dtype ${desc.dtype}`);
+    try {
+      return byteLengthOf(desc);
+    } catch (e) {
+      throw new ArgumentError((e as Error).message);
+    }
+  }
+
+  private createBuffers(desc: TensorDesc, mapped: boolean): { parts: Part[]; check: Promise<void> } {
+    const plans = planParts(desc, this.maxPartBytes);
+    const total = plans.reduce((s, p) => s + p.bytes, 0);
+    const dev = this.device;
+    const offered = `the device offers ${mib(dev.limits.maxBufferSize)} per buffer and ${mib(dev.limits.maxStorageBufferBindingSize)} per binding`;
+    dev.pushErrorScope('out-of-memory');
+    dev.pushErrorScope('validation');
+    const parts: Part[] = [];
+    try {
+      for (const p of plans) {
+        const size = Math.max(4, Math.ceil(p.bytes / 4) * 4);
+        parts.push({ ...p, buffer: dev.createBuffer({ label: desc.label, size, usage: TENSOR_USAGE, mappedAtCreation: mapped }) });
+      }
+    } catch (e) {
+      void dev.popErrorScope();
+      void dev.popErrorScope();
+      for (const p of parts) p.buffer.destroy();
+      throw new BackendError(`${desc.label}: cannot allocate ${mib(total)} in ${plans.length} buffer(s) (${(e as Error).message}); ${offered}`, { cause: e });
+    }
+    const validation = dev.popErrorScope();
+    const oom = dev.popErrorScope();
+    const check = Promise.all([validation, oom]).then(([v, o]) => {
+      const err = o ?? v;
+      if (err) {
+        for (const p of parts) p.buffer.destroy();
+        throw new BackendError(`${desc.label}: cannot allocate ${mib(total)} in ${plans.length} buffer(s) (${err.message}); ${offered}`);
+      }
+    });
+    return { parts, check };
+  }
+
+  async upload(desc: TensorDesc, data: ArrayBufferView | TensorFill): Promise<Tensor> {
+    this.live(`upload ${desc.label}`);
+    const byteLength = this.checkDesc(desc);
+    if (typeof data !== 'function' && data.byteLength !== byteLength) {
+      throw new ArgumentError(`${desc.label}: expected ${byteLength} bytes for [${desc.shape}] ${desc.dtype}, got ${data.byteLength}`);
+    }
+    const { parts, check } = this.createBuffers(desc, true);
+    const plans = parts;
+    try {
+      if (typeof data === 'function' && isStandardLayout(desc, plans)) {
+        await data(new Uint8Array(parts[0].buffer.getMappedRange(), 0, byteLength));
+      } else {
+        let src: Uint8Array;
+        if (typeof data === 'function') {
+          src = new Uint8Array(byteLength);
+          await data(src);
+        } else {
+          src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+        }
+        for (const p of parts) copyIntoPart(desc, src, p, new Uint8Array(p.buffer.getMappedRange()));
+      }
+    } finally {
+      for (const p of parts) p.buffer.unmap();
+    }
+    await check;
+    return this.adopt(new GpuTensor(desc, parts, this));
+  }
+
+  alloc(desc: TensorDesc): Tensor {
+    this.live(`alloc ${desc.label}`);
+    this.checkDesc(desc);
+    const { parts, check } = this.createBuffers(desc, false);
+    check.catch((e: BackendError) => (this.error ??= e));
+    return this.adopt(new GpuTensor(desc, parts, this));
+  }
+
+  private adopt(t: GpuTensor): GpuTensor {
+    this.tensors.add(t);
+    return t;
+  }
+
+  write(t: Tensor, data: Float32Array | Int32Array, offset = 0): void {
+    this.live('write');
+    const g = this.tensor(t, 'write');
+    const want = g.dtype === 'f32' ? Float32Array : g.dtype === 'i32' ? Int32Array : undefined;
+    if (!want || !(data instanceof want)) {
+      throw new ArgumentError(`write: ${g.label} is ${g.dtype}; expected ${want ? want.name : 'an f32 or i32 tensor'}, got ${data.constructor.name}`);
+    }
+    if (!(Number.isInteger(offset) && offset >= 0 && offset + data.length <= g.size)) {
+      throw new ArgumentError(`write: ${data.length} elements at ${offset} do not fit the ${g.size} of ${g.label}`);
+    }
+    const end = offset + data.length;
+    for (const p of g.parts) {
+      const s = Math.max(offset, p.e0);
+      const e = Math.min(end, p.e1);
+      if (s >= e) continue;
+      this.device.queue.writeBuffer(p.buffer, 4 * (s - p.e0), data.buffer, data.byteOffset + 4 * (s - offset), 4 * (e - s));
+    }
+  }
+
+  read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
+    const run = this.readChain.then(() => this.readNow(t, count));
+    this.readChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async readNow(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
+    this.live('read');
+    const g = this.tensor(t, 'read');
+    if (g.dtype === 'q8_0') throw new ArgumentError(`read: ${g.label} is q8_0; only f32 and i32 tensors can be read`);
+    const n = count ?? g.size;
+    if (!(Number.isInteger(n) && n >= 0 && n <= g.size)) throw new ArgumentError(`read: count ${count} is outside 0..${g.size} for ${g.label}`);
+    const out = g.dtype === 'f32' ? new Float32Array(n) : new Int32Array(n);
+    const bytes = new Uint8Array(out.buffer);
+    const cap = Math.min(STAGING_CAP, this.device.limits.maxBufferSize);
+    for (let c0 = 0; c0 < 4 * n || (n === 0 && c0 === 0); c0 += cap) {
+      const c1 = Math.min(4 * n, c0 + cap);
+      const size = c1 - c0;
+      const staging = this.stagingBuffer(Math.max(4, size));
+      const enc = this.device.createCommandEncoder({ label: `read ${g.label}` });
+      for (const p of g.parts) {
+        const s = Math.max(c0, 4 * p.e0);
+        const e = Math.min(c1, 4 * p.e1);
+        if (s < e) enc.copyBufferToBuffer(p.buffer, s - 4 * p.e0, staging, s - c0, e - s);
+      }
+      this.device.queue.submit([enc.finish()]);
+      try {
+        await staging.mapAsync(MAP_READ, 0, Math.max(4, size));
+      } catch (e) {
+        throw this.error ?? new BackendError(`read ${g.label}: mapping the staging buffer failed: ${(e as Error).message}`, { cause: e });
+      }
+      bytes.set(new Uint8Array(staging.getMappedRange(0, Math.max(4, size)), 0, size), c0);
+      staging.unmap();
+      if (n === 0) break;
+    }
+    if (this.error) throw this.error;
+    return out;
+  }
+
+  private stagingBuffer(bytes: number): GPUBuffer {
+    let size = 256;
+    while (size < bytes) size *= 2;
+    let b = this.staging.get(size);
+    if (!b) {
+      b = this.device.createBuffer({ label: `staging ${size}`, size, usage: USAGE.MAP_READ | USAGE.COPY_DST });
+      this.staging.set(size, b);
+    }
+    return b;
+  }
+
+  free(t: Tensor): void {
+    const g = this.tensor(t, 'free');
+    g.freed = true;
+    this.tensors.delete(g);
+    for (const key of this.bindingsByTensor.get(g.id) ?? []) {
+      const b = this.bindings.get(key);
+      if (b) {
+        b.params.destroy();
+        this.bindings.delete(key);
+      }
+    }
+    this.bindingsByTensor.delete(g.id);
+    for (const p of g.parts) p.buffer.destroy();
+  }
+
+  begin(pos: number, rows: number): Step {
+    this.live('begin');
+    if (!(Number.isInteger(pos) && pos >= 0)) throw new ArgumentError(`begin: pos must be a non-negative integer, got ${pos}`);
+    if (!(Number.isInteger(rows) && rows >= 1 && rows <= this.maxRows)) {
+      throw new ArgumentError(`begin: rows must be 1..${this.maxRows} (maxRows), got ${rows}`);
+    }
+    return new WebGpuStep(this, pos, rows);
+  }
+
+  record(kernel: string, key: string, tensors: GpuTensor[], make: () => { params: Params; buffers: GPUBuffer[] }): CachedBinding {
+    const hit = this.bindings.get(key);
+    if (hit) return hit;
+    const compiled = this.pipelines.get(kernel);
+    if (!compiled) throw new BackendError(`WebGPU: no kernel named ${kernel}`);
+    const { params, buffers } = make();
+    const bytes = params.bytes();
+    const pbuf = this.device.createBuffer({ label: key, size: bytes.byteLength, usage: USAGE.UNIFORM, mappedAtCreation: true });
+    new Uint8Array(pbuf.getMappedRange()).set(new Uint8Array(bytes));
+    pbuf.unmap();
+    const bindGroup = this.device.createBindGroup({
+      label: key,
+      layout: compiled.layout,
+      entries: [this.stepUniform, pbuf, ...buffers].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    const b = { pipeline: compiled.pipeline, bindGroup, params: pbuf };
+    this.bindings.set(key, b);
+    for (const t of tensors) {
+      let s = this.bindingsByTensor.get(t.id);
+      if (!s) this.bindingsByTensor.set(t.id, (s = new Set()));
+      s.add(key);
+    }
+    return b;
+  }
+
+  scratch(kind: string, bytes: number): GPUBuffer {
+    const key = `${kind}|${bytes}`;
+    let b = this.scratchBuffers.get(key);
+    if (!b) {
+      b = this.device.createBuffer({ label: `scratch ${key}`, size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC });
+      this.scratchBuffers.set(key, b);
+    }
+    return b;
+  }
+
+  submitStep(pos: number, rows: number, commands: GPUCommandBuffer): void {
+    this.live('submit');
+    // Written just before its own submission, so steps recorded out of order still see their pos and rows.
+    this.stepWords[0] = pos;
+    this.stepWords[1] = rows;
+    this.device.queue.writeBuffer(this.stepUniform, 0, this.stepWords);
+    this.device.queue.submit([commands]);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const t of this.tensors) {
+      t.freed = true;
+      for (const p of t.parts) p.buffer.destroy();
+    }
+    this.tensors.clear();
+    for (const b of this.bindings.values()) b.params.destroy();
+    this.bindings.clear();
+    this.bindingsByTensor.clear();
+    for (const b of this.scratchBuffers.values()) b.destroy();
+    this.scratchBuffers.clear();
+    for (const b of this.staging.values()) b.destroy();
+    this.staging.clear();
+    this.stepUniform.destroy();
+    this.pipelines.clear();
+    this.device.removeEventListener('uncapturederror', this.onError);
+    // Dawn frees destroyed buffers only once a later submission completes. The
+    // device itself is shared (or the caller's) and stays.
+    this.device.queue.submit([]);
+  }
+}
+

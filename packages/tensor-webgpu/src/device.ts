@@ -1,0 +1,95 @@
+import { BackendError } from '@rama/backend';
+
+/** What the backend needs from the environment: a device and what it can do. */
+export interface AcquiredDevice {
+  device: GPUDevice;
+  description: string;
+  /** Whether WGSL's dot4I8Packed may be used. */
+  packedDot: boolean;
+}
+
+// The object `create()` returns in Node must outlive every device made from it,
+// or Dawn crashes (see shared NOTES.md). One per process, never released.
+let nodeGpu: GPU | undefined;
+
+const isNode = (): boolean =>
+  typeof process !== 'undefined' && typeof process.versions === 'object' && !!process.versions?.node;
+
+async function gpuEntryPoint(): Promise<GPU> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu) return nav.gpu;
+  if (isNode()) {
+    if (!nodeGpu) {
+      // A variable specifier keeps bundlers from pulling Dawn into a browser build.
+      const spec = 'webgpu';
+      let mod: { create: (flags: string[]) => GPU; globals: object };
+      try {
+        mod = await import(/* @vite-ignore */ /* webpackIgnore: true */ spec);
+      } catch (e) {
+        throw new BackendError(`WebGPU: cannot load the "webgpu" package (Dawn for Node): ${(e as Error).message}`, { cause: e });
+      }
+      Object.assign(globalThis, mod.globals);
+      nodeGpu = mod.create([]);
+    }
+    return nodeGpu;
+  }
+  throw new BackendError('WebGPU: this environment has no navigator.gpu and is not Node; pass a GPUDevice');
+}
+
+const WANTED_LIMITS = ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxStorageBuffersPerShaderStage'] as const;
+
+// Backends made without a device share one per power preference: creating and
+// destroying a Dawn device leaks ~15 MB each time (SwiftShader, measured), and
+// sharing lets them share compiled pipelines too. A lost device is forgotten.
+const shared = new Map<string, Promise<AcquiredDevice>>();
+
+export async function acquireDevice(opts: {
+  device?: GPUDevice;
+  powerPreference?: GPUPowerPreference;
+}): Promise<AcquiredDevice> {
+  if (opts.device) return requestOrWrap(opts);
+  const key = opts.powerPreference ?? '';
+  let p = shared.get(key);
+  if (!p) {
+    p = requestOrWrap(opts);
+    shared.set(key, p);
+    p.then(
+      (a) => a.device.lost.then(() => shared.get(key) === p && shared.delete(key)),
+      () => shared.get(key) === p && shared.delete(key),
+    );
+  }
+  return p;
+}
+
+async function requestOrWrap(opts: { device?: GPUDevice; powerPreference?: GPUPowerPreference }): Promise<AcquiredDevice> {
+  if (opts.device) {
+    const wgsl = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu?.wgslLanguageFeatures ?? nodeGpu?.wgslLanguageFeatures;
+    return {
+      device: opts.device,
+      description: `WebGPU (caller's device${opts.device.label ? `: ${opts.device.label}` : ''})`,
+      packedDot: !!wgsl?.has('packed_4x8_integer_dot_product'),
+    };
+  }
+  const gpu = await gpuEntryPoint();
+  const adapter = await gpu.requestAdapter(opts.powerPreference ? { powerPreference: opts.powerPreference } : undefined);
+  if (!adapter) {
+    throw new BackendError(
+      'WebGPU: no adapter found (needs a GPU, or in Node a Vulkan driver such as SwiftShader: set VK_ICD_FILENAMES)',
+    );
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const k of WANTED_LIMITS) requiredLimits[k] = adapter.limits[k];
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredLimits });
+  } catch (e) {
+    throw new BackendError(`WebGPU: requestDevice failed: ${(e as Error).message}`, { cause: e });
+  }
+  const info = adapter.info;
+  const name = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ');
+  return {
+    device,
+    description: `WebGPU (${name || 'unknown adapter'})`,
+    packedDot: gpu.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? false,
+  };
+}

@@ -1,0 +1,1 @@
+export { WebGpuBackend, type WebGpuBackendOptions } from './backend.js';

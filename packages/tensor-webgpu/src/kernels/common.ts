@@ -1,0 +1,139 @@
+import { ArgumentError, BackendError, rowsOf } from '@rama/backend';
+import type { GpuTensor } from '../tensor.js';
+
+/** A storage binding: read-only or read-write. Bindings 0 (step) and 1 (params) are uniforms. */
+export type Access = 'read' | 'rw';
+
+/** A GPU program as plain data: its WGSL and the storage bindings it declares from @binding(2) on. */
+export interface KernelDef {
+  name: string;
+  storage: Access[];
+  wgsl: string;
+}
+
+/** Declarations every kernel starts with: the per-step uniform (written at submit) and the per-dispatch params. */
+export const STEP_WGSL = /* wgsl */ `
+struct Step { pos: u32, rows: u32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<uniform> step: Step;
+`;
+
+/**
+ * Correctly rounded a / b for a >= 0 and b > 0, both normal (or a == 0).
+ * WGSL's "/" may be off by 2.5 ulp; llama2.c's results depend on exact f32
+ * division in Q8_0 quantization (x / scale before rounding), so we divide by
+ * restoring long division on the 24-bit mantissas. Other inputs (subnormal,
+ * inf, nan) fall back to "/".
+ */
+export const DIV_RN_WGSL = /* wgsl */ `
+fn div_rn(a: f32, b: f32) -> f32 {
+  let ab = bitcast<u32>(a);
+  let bb = bitcast<u32>(b);
+  let ea = i32((ab >> 23u) & 0xffu);
+  let eb = i32((bb >> 23u) & 0xffu);
+  if (ea == 0 || eb == 0 || ea == 255 || eb == 255 || (ab >> 31u) != 0u || (bb >> 31u) != 0u) { return a / b; }
+  var ma = (ab & 0x7fffffu) | 0x800000u;
+  let mb = (bb & 0x7fffffu) | 0x800000u;
+  var e = ea - eb + 127;
+  if (ma < mb) { ma = ma << 1u; e = e - 1; }
+  var q = 0u;
+  var rem = ma;
+  for (var i = 0; i < 24; i++) {
+    q = q << 1u;
+    if (rem >= mb) { rem = rem - mb; q = q | 1u; }
+    rem = rem << 1u;
+  }
+  // rem is twice the remainder: more than mb means more than half an ulp.
+  if (rem > mb || (rem == mb && (q & 1u) == 1u)) { q = q + 1u; }
+  if (q == 0x1000000u) { q = 0x800000u; e = e + 1; }
+  if (e <= 0 || e >= 255) { return a / b; }
+  return bitcast<f32>((u32(e) << 23u) | (q & 0x7fffffu));
+}
+`;
+
+/** Packs a kernel's params uniform: u32 and f32 scalars in declaration order. */
+export class Params {
+  private readonly words: number[] = [];
+  private readonly kinds: ('u' | 'f')[] = [];
+  u(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`param ${v} is not a u32`);
+    this.words.push(v);
+    this.kinds.push('u');
+    return this;
+  }
+  f(v: number): this {
+    this.words.push(v);
+    this.kinds.push('f');
+    return this;
+  }
+  /** Pads to a multiple of 4 words (16 bytes), e.g. before an array<vec4<f32>>. */
+  pad(): this {
+    while (this.words.length % 4) this.u(0);
+    return this;
+  }
+  bytes(): ArrayBuffer {
+    this.pad();
+    const buf = new ArrayBuffer(Math.max(16, 4 * this.words.length));
+    const u = new Uint32Array(buf);
+    const f = new Float32Array(buf);
+    this.words.forEach((w, i) => (this.kinds[i] === 'u' ? (u[i] = w) : (f[i] = w)));
+    return buf;
+  }
+}
+
+export const NO_LIMIT = 0xffffffff;
+
+/** The services kernels record work through (implemented by the backend and its Step). */
+export interface Recorder {
+  readonly pos: number;
+  readonly rows: number;
+  /**
+   * Dispatches `kernel` with a bind group made once per `key` (cached until a
+   * tensor in `tensors` is freed): params and buffers are built by `make` only
+   * the first time.
+   */
+  dispatch(
+    kernel: string,
+    key: string,
+    tensors: GpuTensor[],
+    make: () => { params: Params; buffers: GPUBuffer[] },
+    x: number,
+    y?: number,
+    z?: number,
+  ): void;
+  /** Queues a buffer-to-buffer copy in order with the dispatches. */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void;
+  /** A scratch buffer of at least `bytes`, shared by every op of one kind; lives until dispose. */
+  scratch(kind: string, bytes: number): GPUBuffer;
+  readonly packedDot: boolean;
+}
+
+/** Rows an op processes: `rows`, except one when its output has a single row. */
+export function rowsFor(rec: Recorder, out: GpuTensor): number {
+  return rowsOf(out) === 1 ? 1 : rec.rows;
+}
+
+/** The params value that caps the row count in the shader: min(step.rows, rowLimit). */
+export function rowLimit(out: GpuTensor): number {
+  return rowsOf(out) === 1 ? 1 : NO_LIMIT;
+}
+
+export function expect(cond: boolean, op: string, what: string): void {
+  if (!cond) throw new ArgumentError(`${op}: ${what}`);
+}
+
+export function expectDtype(op: string, t: GpuTensor, ...dtypes: string[]): void {
+  expect(dtypes.includes(t.dtype), op, `${t.label} must be ${dtypes.join(' or ')}, got ${t.dtype}`);
+}
+
+/** Workgroup counts for `n` groups of work, spread over x and y (each at most 65535). */
+export function grid2(n: number): [number, number] {
+  if (n <= 65535) return [Math.max(1, n), 1];
+  return [65535, Math.ceil(n / 65535)];
+}
+
+export function singlePart(op: string, t: GpuTensor): GPUBuffer {
+  if (t.parts.length !== 1) {
+    throw new BackendError(`${op}: ${t.label} (${t.byteLength} bytes) must fit in one buffer binding`);
+  }
+  return t.parts[0].buffer;
+}

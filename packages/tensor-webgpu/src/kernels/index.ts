@@ -1,0 +1,36 @@
+import type { KernelDef } from './common.js';
+import { addKernels } from './add.js';
+import { argmaxKernels } from './argmax.js';
+import { attentionKernels } from './attention.js';
+import { embedKernels } from './embed.js';
+import { matmulKernels } from './matmul.js';
+import { matmulQ8Kernels } from './matmulQ8.js';
+import { rmsnormKernels } from './rmsnorm.js';
+import { ropeKernels } from './rope.js';
+import { swigluKernels } from './swiglu.js';
+
+/** Every program the backend compiles at creation (storeKV and lastRow are buffer copies). */
+export function allKernels(packedDot: boolean): KernelDef[] {
+  return [
+    ...embedKernels,
+    ...rmsnormKernels,
+    ...matmulKernels,
+    ...matmulQ8Kernels(packedDot),
+    ...ropeKernels,
+    ...attentionKernels,
+    ...swigluKernels,
+    ...addKernels,
+    ...argmaxKernels,
+  ];
+}
+
+export { embed } from './embed.js';
+export { rmsnorm } from './rmsnorm.js';
+export { matmul } from './matmul.js';
+export { rope } from './rope.js';
+export { storeKV } from './storeKV.js';
+export { attention } from './attention.js';
+export { swiglu } from './swiglu.js';
+export { add } from './add.js';
+export { lastRow } from './lastRow.js';
+export { argmax } from './argmax.js';

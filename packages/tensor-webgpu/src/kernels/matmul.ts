@@ -1,0 +1,121 @@
+import { STEP_WGSL, Params, expect, expectDtype, rowLimit, rowsFor, type KernelDef, type Recorder } from './common.js';
+import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
+import { matmulQ8Chunk } from './matmulQ8.js';
+
+// out[r, j] = sum_k w[j, k] * x[r, k], summed in k order as llama2.c does.
+// One thread per output column j and up to 4 rows of a batch (the weight row
+// stays in cache between them); vec4 loads when n % 4 == 0. Each sum is a
+// chain of fused multiply-adds in k order, like llama2.c built with FMA.
+function matmulWgsl(vec4: boolean): string {
+  const T = vec4 ? 'vec4<f32>' : 'f32';
+  const body = vec4
+    ? `for (var k = 0u; k < p.n / 4u; k++) {
+      let wv = w[wo / 4u + k];
+      let xv = x[xo / 4u + k];
+      dot2(&s, &c, wv.x, xv.x);
+      dot2(&s, &c, wv.y, xv.y);
+      dot2(&s, &c, wv.z, xv.z);
+      dot2(&s, &c, wv.w, xv.w);
+    }`
+    : 'for (var k = 0u; k < p.n; k++) { dot2(&s, &c, w[wo + k], x[xo + k]); }';
+  return /* wgsl */ `${STEP_WGSL}
+struct P { n: u32, d: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, wRow0: u32, outE0: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<${T}>;
+@group(0) @binding(4) var<storage, read> w: array<${T}>;
+// Ogita-Rump-Oishi Dot2: the exact error of each product (fma) and of each
+// addition (TwoSum) is carried in c, so s + c is the sum as if accumulated in
+// twice the precision and rounded once, as the reference (f64 accumulator) does.
+fn dot2(s: ptr<function, f32>, c: ptr<function, f32>, a: f32, b: f32) {
+  let p = a * b;
+  let pe = fma(a, b, -p);
+  let t = *s + p;
+  let z = t - *s;
+  *c = *c + ((*s - (t - z)) + (p - z)) + pe;
+  *s = t;
+}
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = p.j0 + gid.x;
+  let ra = p.rStart + gid.y * 4u;
+  let rb = min(p.rEnd, min(step.rows, p.rowLimit));
+  if (j >= p.j1 || ra >= rb) { return; }
+  let nr = min(4u, rb - ra);
+  let wo = (j - p.wRow0) * p.n;
+  for (var i = 0u; i < nr; i++) {
+    let xo = (ra + i - p.xRow0) * p.n;
+    var s = 0.0;
+    var c = 0.0;
+    ${body}
+    out[(ra + i) * p.d + j - p.outE0] = s + c;
+  }
+}`;
+}
+
+export const matmulKernels: KernelDef[] = [
+  { name: 'matmul_f32', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(false) },
+  { name: 'matmul_f32_v4', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(true) },
+];
+
+/** A block of outputs one dispatch computes: rows [rStart, rEnd) by columns [j0, j1). */
+export interface MatmulBlock {
+  rStart: number;
+  rEnd: number;
+  j0: number;
+  j1: number;
+  outPart: Part;
+  wPart: Part;
+  key: string;
+}
+
+/** Blocks covering the outputs of rows [chunkR0, chunkEnd) (static bounds) that `rows` needs. */
+function blocks(out: GpuTensor, w: GpuTensor, chunkR0: number, chunkEnd: number, rows: number): MatmulBlock[] {
+  const res: MatmulBlock[] = [];
+  const d = out.cols;
+  for (const op of out.parts) {
+    const rStart = Math.max(chunkR0, op.r0);
+    const rEnd = Math.min(chunkEnd, op.r1);
+    if (rStart >= rEnd || rStart >= rows) continue;
+    const c0 = op.wholeRows ? 0 : op.e0 - op.r0 * d;
+    const c1 = op.wholeRows ? d : op.e1 - op.r0 * d;
+    for (const wp of w.parts) {
+      const j0 = Math.max(c0, wp.r0);
+      const j1 = Math.min(c1, wp.r1);
+      if (j0 >= j1) continue;
+      res.push({ rStart, rEnd, j0, j1, outPart: op, wPart: wp, key: `${rStart}|${j0}` });
+    }
+  }
+  return res;
+}
+
+export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor): void {
+  expectDtype('matmul', out, 'f32');
+  expectDtype('matmul', x, 'f32');
+  expectDtype('matmul', w, 'f32', 'q8_0');
+  expect(w.cols === x.cols, 'matmul', `${w.label} has ${w.cols} columns but ${x.label} has ${x.cols}`);
+  expect(w.rows === out.cols, 'matmul', `${w.label} has ${w.rows} rows but ${out.label} has ${out.cols} columns`);
+  const rows = rowsFor(rec, out);
+  const lim = rowLimit(out);
+  for (const ch of rowChunks('matmul', [x], rows)) {
+    const xp = ch.parts[0];
+    const bs = blocks(out, w, ch.r0, ch.end, rows);
+    if (w.dtype === 'q8_0') {
+      matmulQ8Chunk(rec, out, x, w, xp, ch.r0, ch.end, rows, lim, bs);
+      continue;
+    }
+    for (const b of bs) {
+      rec.dispatch(
+        x.cols % 4 === 0 ? 'matmul_f32_v4' : 'matmul_f32',
+        `mm|${out.id}|${x.id}|${w.id}|${b.key}|${lim}`,
+        [out, x, w],
+        () => ({
+          params: new Params()
+            .u(x.cols).u(out.cols).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(lim).u(xp.r0).u(b.wPart.r0).u(b.outPart.e0),
+          buffers: [b.outPart.buffer, xp.buffer, b.wPart.buffer],
+        }),
+        Math.ceil((b.j1 - b.j0) / 64),
+        Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4),
+      );
+    }
+  }
+}

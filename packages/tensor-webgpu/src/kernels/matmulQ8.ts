@@ -1,0 +1,156 @@
+import { DIV_RN_WGSL, STEP_WGSL, Params, type KernelDef, type Recorder } from './common.js';
+import type { GpuTensor, Part } from '../tensor.js';
+import type { MatmulBlock } from './matmul.js';
+
+// llama2.c runq.c, exactly: x is quantized per group of G (scale = max|x| / 127,
+// q = round-half-away(x / scale) with correctly rounded division), each group's
+// dot product sums in i32, and val += (f32(ival) * w_scale) * x_scale.
+//
+// Scratch layout ("xq", per chunk of x rows): row-major int8 values, 4 per u32,
+// each row padded to whole words (nw words), then the f32 scales (ng per row).
+
+const SBYTE_WGSL = /* wgsl */ `
+fn sbyte(word: u32, b: u32) -> i32 { return bitcast<i32>(word << (24u - 8u * b)) >> 24u; }
+`;
+
+const scalesWgsl = /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
+struct P { n: u32, G: u32, ng: u32, nw: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, sOff: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> xq: array<u32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let g = gid.x;
+  let r = p.rStart + gid.y;
+  if (g >= p.ng || r >= min(p.rEnd, min(step.rows, p.rowLimit))) { return; }
+  let xo = (r - p.xRow0) * p.n + g * p.G;
+  var wmax = 0.0;
+  for (var i = 0u; i < p.G; i++) { let v = abs(x[xo + i]); if (v > wmax) { wmax = v; } }
+  xq[p.sOff + (r - p.rStart) * p.ng + g] = bitcast<u32>(div_rn(wmax, 127.0));
+}`;
+
+const quantWgsl = /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
+struct P { n: u32, G: u32, ng: u32, nw: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, sOff: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> xq: array<u32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let wi = gid.x;
+  let r = p.rStart + gid.y;
+  if (wi >= p.nw || r >= min(p.rEnd, min(step.rows, p.rowLimit))) { return; }
+  let rl = r - p.rStart;
+  let xo = (r - p.xRow0) * p.n;
+  var packed = 0u;
+  for (var k = 0u; k < 4u; k++) {
+    let e = wi * 4u + k;
+    if (e >= p.n) { break; }
+    let s = bitcast<f32>(xq[p.sOff + rl * p.ng + e / p.G]);
+    let v = x[xo + e];
+    var q = 0i;
+    // A zero scale (all-zero group) gives q = 0, as llama2.c's (int8_t)round(nan) does on x86.
+    if (s > 0.0) {
+      let a = div_rn(abs(v), s);
+      var m = floor(a);
+      // round half away from zero; floor(a + 0.5) would round 0.49999997 up.
+      if (a - m >= 0.5) { m = m + 1.0; }
+      q = i32(m);
+      if (v < 0.0) { q = -q; }
+    }
+    packed = packed | ((u32(q) & 0xffu) << (8u * k));
+  }
+  xq[rl * p.nw + wi] = packed;
+}`;
+
+function matmulWgsl(words: boolean, packedDot: boolean): string {
+  const dot = packedDot
+    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
+    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+  // words: G % 4 == 0, so every group starts on a u32 boundary in w and xq.
+  const groupDot = words
+    ? /* wgsl */ `
+      let gw = p.G / 4u;
+      for (var q = 0u; q < gw; q++) { iv += dot4(xq[xo + g * gw + q], w[(wb >> 2u) + g * gw + q]); }`
+    : /* wgsl */ `
+      for (var e = g * p.G; e < (g + 1u) * p.G; e++) {
+        iv += sbyte(w[(wb + e) >> 2u], (wb + e) & 3u) * sbyte(xq[xo + (e >> 2u)], e & 3u);
+      }`;
+  return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}
+${dot}
+struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32,
+  xChunk0: u32, sOff: u32, wRow0: u32, wsOff: u32, outE0: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> xq: array<u32>;
+@group(0) @binding(4) var<storage, read> w: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = p.j0 + gid.x;
+  let ra = p.rStart + gid.y * 4u;
+  let rb = min(p.rEnd, min(step.rows, p.rowLimit));
+  if (j >= p.j1 || ra >= rb) { return; }
+  let nr = min(4u, rb - ra);
+  let jl = j - p.wRow0;
+  let wb = jl * p.n;  // byte offset of the weight row's int8 values
+  for (var i = 0u; i < nr; i++) {
+    let xl = ra + i - p.xChunk0;
+    let xo = xl * p.nw;
+    var acc = 0.0;
+    for (var g = 0u; g < p.ng; g++) {
+      var iv = 0i;${groupDot}
+      let xs = bitcast<f32>(xq[p.sOff + xl * p.ng + g]);
+      acc = fma(f32(iv) * bitcast<f32>(w[p.wsOff + jl * p.ng + g]), xs, acc);
+    }
+    out[(ra + i) * p.d + j - p.outE0] = acc;
+  }
+}`;
+}
+
+export function matmulQ8Kernels(packedDot: boolean): KernelDef[] {
+  return [
+    { name: 'q8_scales', storage: ['rw', 'read'], wgsl: scalesWgsl },
+    { name: 'q8_quant', storage: ['rw', 'read'], wgsl: quantWgsl },
+    { name: 'matmul_q8_words', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(true, packedDot) },
+    { name: 'matmul_q8_bytes', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(false, packedDot) },
+  ];
+}
+
+/** Quantizes x rows [r0, end) (those `rows` needs) into scratch, then runs each output block. */
+export function matmulQ8Chunk(
+  rec: Recorder,
+  out: GpuTensor,
+  x: GpuTensor,
+  w: GpuTensor,
+  xp: Part,
+  r0: number,
+  end: number,
+  rows: number,
+  lim: number,
+  bs: MatmulBlock[],
+): void {
+  const n = x.cols;
+  const G = w.groupSize!;
+  const ng = n / G;
+  const nw = Math.ceil(n / 4);
+  const rc = end - r0;
+  const sOff = rc * nw;
+  const xq = rec.scratch('xq', 4 * (sOff + rc * ng));
+  const active = Math.min(end, rows) - r0;
+  const qparams = (): Params => new Params().u(n).u(G).u(ng).u(nw).u(r0).u(end).u(lim).u(xp.r0).u(sOff);
+  const qkey = `${x.id}|${r0}|${G}|${lim}`;
+  rec.dispatch('q8_scales', `q8s|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(ng / 64), active);
+  rec.dispatch('q8_quant', `q8q|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(nw / 64), active);
+  const kernel = G % 4 === 0 ? 'matmul_q8_words' : 'matmul_q8_bytes';
+  for (const b of bs) {
+    rec.dispatch(
+      kernel,
+      `mmq|${out.id}|${x.id}|${w.id}|${b.key}|${lim}`,
+      [out, x, w],
+      () => ({
+        params: new Params()
+          .u(n).u(out.cols).u(G).u(ng).u(nw).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(lim)
+          .u(r0).u(sOff).u(b.wPart.r0).u(b.wPart.scaleOffset / 4).u(b.outPart.e0),
+        buffers: [b.outPart.buffer, xq, b.wPart.buffer],
+      }),
+      Math.ceil((b.j1 - b.j0) / 64),
+      Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4),
+    );
+  }
+}
