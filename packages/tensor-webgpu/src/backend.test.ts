@@ -1,8 +1,11 @@
+/// <reference types="@webgpu/types" />
 import { ArgumentError, BackendError, type Tensor } from '@rama/backend';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebGpuBackend } from './index.js';
 import { compileKernel } from './pipelines.js';
 import type { GpuTensor } from './tensor.js';
+// The CPU reference kernels (llama2.c's run.c in f32 steps), by relative path: a test-only import.
+import { rope as ropeRef } from '../../tensor-cpu/src/kernels/scalar.js';
 
 const KiB = 1024;
 const parts = (t: Tensor) => (t as GpuTensor).parts;
@@ -107,6 +110,38 @@ describe('WebGpuBackend', () => {
     expect(err.message).toMatch(/kernel "broken" failed to compile/);
     expect(err.message).toMatch(/line 3/);
     expect(err.message).toMatch(/ {3}3\| {3}let y: u32 = 1\.5;/);
+  });
+
+  it('rotates bit-identically to the CPU reference, growing and splitting the rotation table', async () => {
+    for (const b of [be, small]) {
+      const hs = 16;
+      const n = 64;
+      const x = b.alloc({ label: 'x', shape: [8, n], dtype: 'f32' });
+      // pos 1022 crosses the first 64 KiB table part (1024 positions of 64 bytes); 5000 grows the table.
+      for (const [pos, rows] of [[0, 8], [1022, 4], [5000, 3], [4, 8]]) {
+        const data = Float32Array.from({ length: 8 * n }, (_, i) => Math.fround(Math.sin(i * 12.9898 + pos) * 3));
+        b.write(x, data);
+        const s = b.begin(pos, rows);
+        s.rope(x, hs, 10000);
+        s.submit();
+        const want = data.slice();
+        for (let r = 0; r < rows; r++) ropeRef(want, r * n, n, hs, pos + r, 10000);
+        expect(await b.read(x)).toEqual(want);
+      }
+      expect(b.ropeTable(hs, 10000, 1).rows).toBe(5003);
+      expect(parts(b.ropeTable(hs, 10000, 1))).toHaveLength(b === small ? 5 : 1);
+      b.free(x);
+    }
+    // The first table takes its size from the KV cache ([layers, seqLen, kvDim]) allocated before it.
+    const c = await WebGpuBackend.create({ maxRows: 8 });
+    try {
+      c.alloc({ label: 'keys', shape: [2, 300, 32], dtype: 'f32' });
+      expect(c.ropeTable(16, 10000, 1).rows).toBe(300);
+      expect(c.ropeTable(16, 10000, 300)).toBe(c.ropeTable(16, 10000, 1));
+      expect(c.ropeTable(16, 10000, 301).rows).toBe(600);
+    } finally {
+      c.dispose();
+    }
   });
 
   it('rejects freed tensors, other backends\' tensors and bad steps', async () => {

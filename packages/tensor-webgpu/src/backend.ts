@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" />
 import {
   ArgumentError,
   BackendError,
@@ -13,6 +14,7 @@ import {
 import { acquireDevice, type AcquiredDevice } from './device.js';
 import { allKernels } from './kernels/index.js';
 import type { Params } from './kernels/common.js';
+import { fillRopeTable } from './kernels/rope.js';
 import { compileKernel, type Compiled } from './pipelines.js';
 import { WebGpuStep, type StepHost } from './step.js';
 import { GpuTensor, copyIntoPart, isStandardLayout, planParts, type Part } from './tensor.js';
@@ -73,6 +75,9 @@ export class WebGpuBackend implements Backend, StepHost {
   private readonly scratchBuffers = new Map<string, GPUBuffer>();
   private readonly staging = new Map<number, GPUBuffer>();
   private readonly tensors = new Set<GpuTensor>();
+  /** RoPE rotation tables by `${headSize}|${theta}`, and tables outgrown (kept until dispose). */
+  private readonly ropeTables = new Map<string, GpuTensor>();
+  private readonly retiredRopeTables: GpuTensor[] = [];
   private readonly stepUniform: GPUBuffer;
   private readonly stepWords = new Uint32Array(4);
   private readChain: Promise<unknown> = Promise.resolve();
@@ -339,6 +344,42 @@ export class WebGpuBackend implements Backend, StepHost {
     return b;
   }
 
+  /**
+   * The rotation table is sized once, at the first rope call, to the largest
+   * seqLen of the KV caches allocated so far (f32 [layers, seqLen, kvDim] with
+   * kvDim a multiple of headSize), or to pos + rows if that is more. Only a
+   * step past its capacity rebuilds it, at double the capacity (or more): an
+   * allocation happens only when the position range grows, never per token in
+   * steady state. An outgrown table may still be used by a recorded step that
+   * is not submitted yet, so it is kept until dispose (with doubling, at most
+   * as much memory again as the current table).
+   */
+  ropeTable(headSize: number, theta: number, positions: number): GpuTensor {
+    const key = `${headSize}|${theta}`;
+    const cur = this.ropeTables.get(key);
+    if (cur && cur.rows >= positions) return cur;
+    let cap = positions;
+    if (cur) {
+      cap = Math.max(cap, 2 * cur.rows);
+    } else {
+      for (const t of this.tensors) {
+        if (t.dtype === 'f32' && t.shape.length === 3 && t.shape[2] % headSize === 0) cap = Math.max(cap, t.shape[1]);
+      }
+    }
+    const desc: TensorDesc = { label: `rope table (head ${headSize}, theta ${theta}, ${cap} positions)`, shape: [cap, headSize], dtype: 'f32' };
+    const { parts, check } = this.createBuffers(desc, true);
+    try {
+      for (const p of parts) fillRopeTable(new Float32Array(p.buffer.getMappedRange(), 0, p.e1 - p.e0), headSize, theta, p.r0, p.r1);
+    } finally {
+      for (const p of parts) p.buffer.unmap();
+    }
+    check.catch((e: BackendError) => (this.error ??= e));
+    const table = new GpuTensor(desc, parts, this);
+    if (cur) this.retiredRopeTables.push(cur);
+    this.ropeTables.set(key, table);
+    return table;
+  }
+
   submitStep(pos: number, rows: number, commands: GPUCommandBuffer): void {
     this.live('submit');
     // Written just before its own submission, so steps recorded out of order still see their pos and rows.
@@ -356,6 +397,12 @@ export class WebGpuBackend implements Backend, StepHost {
       for (const p of t.parts) p.buffer.destroy();
     }
     this.tensors.clear();
+    for (const t of [...this.ropeTables.values(), ...this.retiredRopeTables]) {
+      t.freed = true;
+      for (const p of t.parts) p.buffer.destroy();
+    }
+    this.ropeTables.clear();
+    this.retiredRopeTables.length = 0;
     for (const b of this.bindings.values()) b.params.destroy();
     this.bindings.clear();
     this.bindingsByTensor.clear();

@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" />
 import { BackendError } from '@rama/backend';
 
 /** What the backend needs from the environment: a device and what it can do. */

@@ -11,12 +11,14 @@ import { WebGpuBackend } from './index.js';
 
 /**
  * Top-p sampling sorts near-equal probabilities, so an ulp of difference in
- * the logits can change a sample. This case diverges from llama2.c at token 19
- * (of 65) here: the online-softmax attention and the RoPE sin/cos round
- * differently from llama2.c (logits agree to ~2e-7 relative). Until that is
- * closed, the tokens before the divergence are checked, so it cannot get worse.
+ * the logits can change a sample. This case is libm-bound even on the CPU
+ * backend (exact for its first 39 tokens, see LIBM_BOUND_GOLDENS in
+ * @rama/testkit). Here it diverges from llama2.c at token 24 (of 65): RoPE and
+ * the q8_0 matmul now round as the CPU does, but the online-softmax attention
+ * and WGSL's exp (attention, swiglu) still round differently. The tokens
+ * before the divergence are checked, so it cannot get worse.
  */
-const KNOWN_DIVERGENCE: Record<string, number> = { 's15-shape-q80-topp-seed5': 19 };
+const KNOWN_DIVERGENCE: Record<string, number> = { 's15-shape-q80-topp-seed5': 24 };
 
 const variants: [string, number | undefined][] = [
   ['webgpu', undefined],

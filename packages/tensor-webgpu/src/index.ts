@@ -1,1 +1,2 @@
+/// <reference types="@webgpu/types" />
 export { WebGpuBackend, type WebGpuBackendOptions } from './backend.js';

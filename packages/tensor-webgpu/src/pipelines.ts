@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" />
 import { BackendError } from '@rama/backend';
 import type { KernelDef } from './kernels/common.js';
 

@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" />
 import { ArgumentError, type Step, type Tensor } from '@rama/backend';
 import * as k from './kernels/index.js';
 import type { Params, Recorder } from './kernels/common.js';
@@ -11,6 +12,7 @@ export interface StepHost {
     bindGroup: GPUBindGroup;
   };
   scratch(kind: string, bytes: number): GPUBuffer;
+  ropeTable(headSize: number, theta: number, positions: number): GpuTensor;
   submitStep(pos: number, rows: number, commands: GPUCommandBuffer): void;
   readonly device: GPUDevice;
   readonly packedDot: boolean;
@@ -63,6 +65,10 @@ export class WebGpuStep implements Step, Recorder {
 
   scratch(kind: string, bytes: number): GPUBuffer {
     return this.host.scratch(kind, bytes);
+  }
+
+  ropeTable(headSize: number, theta: number, positions: number): GpuTensor {
+    return this.host.ropeTable(headSize, theta, positions);
   }
 
   private endPass(): void {

@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" />
 import { BackendError, byteLengthOf, colsOf, elementCount, type DType, type Tensor, type TensorDesc } from '@rama/backend';
 
 /**

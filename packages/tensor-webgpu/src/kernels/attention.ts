@@ -1,4 +1,4 @@
-import { STEP_WGSL, Params, expect, expectDtype, rowLimit, rowsFor, type KernelDef, type Recorder } from './common.js';
+import { DIV_RN_WGSL, STEP_WGSL, Params, expect, expectDtype, rowLimit, rowsFor, type KernelDef, type Recorder } from './common.js';
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 
 // Causal GQA attention, fused: one workgroup per (query row, head) streams the
@@ -8,6 +8,11 @@ import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 // dispatch per buffer continues the same online softmax from a small state
 // ([m, l, acc] per row and head) left by the previous dispatch; the last one
 // normalises into `out`.
+//
+// Each score is computed as the CPU reference does: a sequential f32 sum over
+// the head dimension of separately rounded products (score = score + q_i * k_i,
+// no fma), then one correctly rounded division by f32(sqrt(headSize)). The
+// softmax itself differs (online rescaling, WGSL's exp): see the README.
 const TILE = 32;
 const MAX_HEAD = 256; // 8 accumulators per thread
 
@@ -15,7 +20,12 @@ export const attentionKernels: KernelDef[] = [
   {
     name: 'attention',
     storage: ['rw', 'read', 'read', 'read', 'rw'],
-    wgsl: /* wgsl */ `${STEP_WGSL}
+    wgsl: /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
+// a / b correctly rounded, for b > 0 (scores may be negative).
+fn div_rn_signed(a: f32, b: f32) -> f32 {
+  let r = div_rn(abs(a), b);
+  return select(r, -r, a < 0.0);
+}
 struct P { qCols: u32, hs: u32, kvDim: u32, kvMul: u32, layerRow0: u32, kRow0: u32, vRow0: u32, t0: u32,
   t1: u32, rStart: u32, rowLimit: u32, qRow0: u32, outRow0: u32, first: u32, last: u32, sqrtHs: f32 }
 @group(0) @binding(1) var<uniform> p: P;
@@ -50,8 +60,11 @@ var<workgroup> sc: array<f32, ${TILE}>;
     if (li < n) {
       let ko = (p.layerRow0 + t0 + li - p.kRow0) * p.kvDim + kvh * hs;
       var s = 0.0;
-      for (var d = 0u; d < hs; d++) { s += qs[d] * kc[ko + d]; }
-      sc[li] = s / p.sqrtHs;
+      for (var d = 0u; d < hs; d++) {
+        let prod = qs[d] * kc[ko + d];
+        s = s + prod;
+      }
+      sc[li] = div_rn_signed(s, p.sqrtHs);
     }
     workgroupBarrier();
     var mt = m;

@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" />
 import { ArgumentError, BackendError, rowsOf } from '@rama/backend';
 import type { GpuTensor } from '../tensor.js';
 
@@ -104,6 +105,12 @@ export interface Recorder {
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void;
   /** A scratch buffer of at least `bytes`, shared by every op of one kind; lives until dispose. */
   scratch(kind: string, bytes: number): GPUBuffer;
+  /**
+   * RoPE's rotation table for (headSize, theta), [positions, headSize] f32 as
+   * (cos, sin) pairs, holding at least `positions` positions. Built on the
+   * host the first time, then rebuilt only when a step needs more positions.
+   */
+  ropeTable(headSize: number, theta: number, positions: number): GpuTensor;
   readonly packedDot: boolean;
 }
 

@@ -4,7 +4,9 @@ import type { MatmulBlock } from './matmul.js';
 
 // llama2.c runq.c, exactly: x is quantized per group of G (scale = max|x| / 127,
 // q = round-half-away(x / scale) with correctly rounded division), each group's
-// dot product sums in i32, and val += (f32(ival) * w_scale) * x_scale.
+// dot product sums in i32, and val = val + (f32(ival) * w_scale) * x_scale with
+// each of the three operations rounded to f32 (llama2.c built without FMA
+// contraction; SwiftShader does not fuse these, checked with a probe shader).
 //
 // Scratch layout ("xq", per chunk of x rows): row-major int8 values, 4 per u32,
 // each row padded to whole words (nw words), then the f32 scales (ng per row).
@@ -96,7 +98,9 @@ struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u
     for (var g = 0u; g < p.ng; g++) {
       var iv = 0i;${groupDot}
       let xs = bitcast<f32>(xq[p.sOff + xl * p.ng + g]);
-      acc = fma(f32(iv) * bitcast<f32>(w[p.wsOff + jl * p.ng + g]), xs, acc);
+      // runq.c: val += ((float) ival) * w_scale * x_scale, three separately rounded f32 ops (no fma).
+      let prod = (f32(iv) * bitcast<f32>(w[p.wsOff + jl * p.ng + g])) * xs;
+      acc = acc + prod;
     }
     out[(ra + i) * p.d + j - p.outE0] = acc;
   }

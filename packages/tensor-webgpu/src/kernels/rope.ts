@@ -1,57 +1,41 @@
+import { BackendError } from '@rama/backend';
 import { STEP_WGSL, Params, expect, expectDtype, rowLimit, rowsFor, type KernelDef, type Recorder } from './common.js';
 import { rowChunks, type GpuTensor } from '../tensor.js';
 
-// Rotates (x[2i], x[2i+1]) of each head by angle = f32(pos + r) * freq_i.
-// freq_i = 1 / powf(theta, (2i mod headSize) / headSize) is computed on the host
-// in f32 steps (as llama2.c does) and passed in the params. WGSL's sin/cos have
-// no accuracy guarantee outside [-pi, pi], so the shader reduces the angle
-// itself (Cody-Waite, exact for angles below ~12000) and evaluates Cephes'
-// single-precision polynomials: within ~2 ulp of glibc's sinf/cosf.
-const MAX_PAIRS = 256;
-
+// Rotates (x[2i], x[2i+1]) of each head at position t = pos + r by the angle
+// f32(t * freq_i), exactly as the CPU reference (scalar.ts) does:
+//   x0' = f32(x0 * cos) - f32(x1 * sin)   x1' = f32(x0 * sin) + f32(x1 * cos)
+// with cos and sin read from a rotation table that the host builds once per
+// (headSize, theta): [positions, headSize / 2] of vec2(cos, sin), each
+// Math.fround(Math.cos(angle)) and Math.fround(Math.sin(angle)), so the result
+// is bit-identical to the CPU backend. The table is a tensor like any other:
+// when it is larger than one binding it is split by positions, and a step
+// dispatches once per table part its positions [pos, pos + rows) touch.
 export const ropeKernels: KernelDef[] = [
   {
     name: 'rope',
-    storage: ['rw'],
+    storage: ['rw', 'read'],
     wgsl: /* wgsl */ `${STEP_WGSL}
-struct P { n: u32, headSize: u32, rStart: u32, rowLimit: u32, xRow0: u32, _a: u32, _b: u32, _c: u32,
-  freq: array<vec4<f32>, ${MAX_PAIRS / 4}> }
+struct P { n: u32, headSize: u32, rStart: u32, rowLimit: u32, xRow0: u32, tRow0: u32, tRow1: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
-
-// (sin, cos) of a finite angle.
-fn sincos(v: f32) -> vec2<f32> {
-  let a = abs(v);
-  let k = floor(a * 0.63661977236758134 + 0.5);
-  var r = a - k * 1.5703125;
-  r = r - k * 4.837512969970703125e-4;
-  r = r - k * 7.54978995489188216e-8;
-  let z = r * r;
-  let s = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
-  let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
-  var sc: vec2<f32>;
-  switch (u32(k) & 3u) {
-    case 0u: { sc = vec2<f32>(s, c); }
-    case 1u: { sc = vec2<f32>(c, -s); }
-    case 2u: { sc = vec2<f32>(-s, -c); }
-    default: { sc = vec2<f32>(-c, s); }
-  }
-  if (v < 0.0) { sc.x = -sc.x; }
-  return sc;
-}
-
+@group(0) @binding(3) var<storage, read> tab: array<vec2<f32>>;
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let pi = gid.x;
-  let r = p.rStart + gid.y;
-  if (2u * pi >= p.n || r >= min(step.rows, p.rowLimit)) { return; }
-  let fi = (2u * pi) % p.headSize / 2u;
-  let freq = p.freq[fi / 4u][fi % 4u];
-  let sc = sincos(f32(step.pos + r) * freq);
+  // The rows of this chunk whose position lies in this table part [tRow0, tRow1).
+  let r = max(p.rStart, select(0u, p.tRow0 - step.pos, p.tRow0 > step.pos)) + gid.y;
+  if (2u * pi >= p.n || r >= min(step.rows, p.rowLimit) || step.pos + r >= p.tRow1) { return; }
+  let half = p.headSize / 2u;
+  let cs = tab[(step.pos + r - p.tRow0) * half + pi % half];
   let o = (r - p.xRow0) * p.n + 2u * pi;
   let v0 = x[o];
   let v1 = x[o + 1u];
-  x[o] = v0 * sc.y - v1 * sc.x;
-  x[o + 1u] = v0 * sc.x + v1 * sc.y;
+  let a = v0 * cs.x;
+  let b = v1 * cs.y;
+  let c = v0 * cs.y;
+  let d = v1 * cs.x;
+  x[o] = a - b;
+  x[o + 1u] = c + d;
 }`,
   },
 ];
@@ -66,26 +50,53 @@ export function ropeFrequencies(headSize: number, theta: number): Float32Array {
   return freq;
 }
 
+/**
+ * Rows [p0, p1) of the rotation table: for position p and pair i,
+ * (cos, sin) of angle = f32(p * freq_i), each rounded to f32, as the CPU does.
+ */
+export function fillRopeTable(dst: Float32Array, headSize: number, theta: number, p0: number, p1: number): void {
+  const f = Math.fround;
+  const freq = ropeFrequencies(headSize, theta);
+  const half = headSize / 2;
+  for (let p = p0, o = 0; p < p1; p++) {
+    for (let i = 0; i < half; i++, o += 2) {
+      const angle = f(p * freq[i]);
+      dst[o] = f(Math.cos(angle));
+      dst[o + 1] = f(Math.sin(angle));
+    }
+  }
+}
+
 export function rope(rec: Recorder, x: GpuTensor, headSize: number, theta: number): void {
   expectDtype('rope', x, 'f32');
   expect(Number.isInteger(headSize) && headSize > 0 && headSize % 2 === 0 && x.cols % headSize === 0, 'rope', `head size ${headSize} must be even and divide ${x.cols}`);
-  expect(headSize / 2 <= MAX_PAIRS, 'rope', `head size ${headSize} is above the supported ${2 * MAX_PAIRS}`);
+  expect(Number.isFinite(theta) && theta > 0, 'rope', `theta must be a positive number, got ${theta}`);
   const rows = rowsFor(rec, x);
   const lim = rowLimit(x);
-  for (const ch of rowChunks('rope', [x], rows)) {
+  const chunks = rowChunks('rope', [x], rows);
+  const table = rec.ropeTable(headSize, theta, rec.pos + rows);
+  if (!table.parts.every((tp) => tp.wholeRows)) {
+    throw new BackendError(`rope: a rotation table row of ${4 * headSize} bytes does not fit one buffer binding`);
+  }
+  for (const ch of chunks) {
     const xp = ch.parts[0];
-    rec.dispatch(
-      'rope',
-      `rope|${x.id}|${ch.r0}|${headSize}|${theta}|${lim}`,
-      [x],
-      () => {
-        const params = new Params().u(x.cols).u(headSize).u(ch.r0).u(lim).u(xp.r0).pad();
-        const freq = ropeFrequencies(headSize, theta);
-        for (let i = 0; i < MAX_PAIRS; i++) params.f(i < freq.length ? freq[i] : 0);
-        return { params, buffers: [xp.buffer] };
-      },
-      Math.ceil(x.cols / 2 / 64),
-      ch.r1 - ch.r0,
-    );
+    const t0 = rec.pos + ch.r0;
+    const t1 = rec.pos + ch.r1;
+    for (const tp of table.parts) {
+      const lo = Math.max(t0, tp.r0);
+      const hi = Math.min(t1, tp.r1);
+      if (lo >= hi) continue;
+      rec.dispatch(
+        'rope',
+        `rope|${x.id}|${ch.r0}|${table.id}|${tp.r0}|${lim}`,
+        [x, table],
+        () => ({
+          params: new Params().u(x.cols).u(headSize).u(ch.r0).u(lim).u(xp.r0).u(tp.r0).u(tp.r1),
+          buffers: [xp.buffer, tp.buffer],
+        }),
+        Math.ceil(x.cols / 2 / 64),
+        hi - lo,
+      );
+    }
   }
 }
