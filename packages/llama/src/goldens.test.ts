@@ -7,13 +7,13 @@ import { describe, expect, it } from 'vitest';
 import { comparableOutput, generateGoldens, goldenExpectation, goldenModelPath, missingMessage, sharedFile } from '@rama/testkit';
 import { Llama } from './index.js';
 
-describe('generate goldens (cpu)', () => {
+for (const threads of [undefined, 1, 2]) describe(`generate goldens (cpu${threads ? `, threads: ${threads}` : ''})`, () => {
   for (const g of generateGoldens()) {
     it(g.id, async (ctx) => {
       const model = goldenModelPath(g);
       const tokenizer = sharedFile(`models/${g.tokenizer}`);
       if (!model || !tokenizer) return ctx.skip(missingMessage(model ? `models/${g.tokenizer}` : `models/${g.model}`));
-      const llama = await Llama.load({ model, tokenizer, backend: 'cpu' });
+      const llama = await Llama.load({ model, tokenizer, backend: 'cpu', threads });
       try {
         const gen = llama.generate(g.prompt, { steps: g.steps, temperature: g.temperature, topp: g.topp, seed: g.seed });
         let streamed = '';

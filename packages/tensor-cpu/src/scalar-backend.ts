@@ -31,15 +31,16 @@ class CpuTensor implements Tensor {
   }
 }
 
-export interface CpuBackendOptions extends BackendOptions {}
-
 /**
- * The CPU backend: tensors are typed arrays and every op runs as soon as it
- * is recorded, so `submit` has nothing left to do and `read` is a copy.
+ * The reference CPU backend: plain TypeScript kernels (src/kernels/scalar.ts),
+ * one thread. Tensors are typed arrays and every op runs as soon as it is
+ * recorded, so `submit` has nothing left to do and `read` is a copy.
+ * `CpuBackend.create({ kernels: 'scalar' })` makes one.
  */
-export class CpuBackend implements Backend {
+export class ScalarCpuBackend implements Backend {
   readonly name = 'cpu';
-  readonly description = 'CPU (TypeScript kernels, 1 thread)';
+  readonly description = 'CPU (TypeScript scalar kernels, 1 thread)';
+  readonly threads = 1;
   readonly maxRows: number;
   private readonly tensors = new Set<CpuTensor>();
   private disposed = false;
@@ -48,12 +49,8 @@ export class CpuBackend implements Backend {
   private xq = new Int8Array(0);
   private xs = new Float32Array(0);
 
-  constructor(opts: CpuBackendOptions = {}) {
+  constructor(opts: BackendOptions = {}) {
     this.maxRows = opts.maxRows ?? 64;
-  }
-
-  static async create(opts: CpuBackendOptions = {}): Promise<CpuBackend> {
-    return new CpuBackend(opts);
   }
 
   private live(): void {
@@ -136,7 +133,7 @@ export class CpuBackend implements Backend {
 }
 
 class CpuStep implements Step {
-  constructor(private readonly be: CpuBackend, readonly pos: number, readonly rows: number) {}
+  constructor(private readonly be: ScalarCpuBackend, readonly pos: number, readonly rows: number) {}
 
   /** Rows an op processes: one for single-row outputs, else the step's rows. */
   private rowsFor(out: Tensor): number {

@@ -1,0 +1,201 @@
+#!/usr/bin/env node
+// pnpm bench: Rama's CPU backend on synthetic stories15M / stories110M models
+// (fp32 and Q8_0), optionally side by side with llama2.c's run / runq.
+//
+//   pnpm build && pnpm bench [--llama2c-dir DIR] [--runs N] [--steps N]
+//        [--threads N] [--models s15,s110] [--formats fp32,q80] [--json FILE]
+//
+// Each measurement is one child process (one model load, one generation of
+// --steps positions, greedy, prompt "Once upon a time"), so load time and peak
+// RSS belong to one engine. With --llama2c-dir, DIR/run (fp32) and DIR/runq
+// (q80), built with OpenMP, run interleaved with ours (OMP_NUM_THREADS = the
+// thread count), and the table shows the ratio measured in the same run.
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const PROMPT = 'Once upon a time';
+const MODELS = {
+  s15: { shape: 'stories15M', label: 'stories15M' },
+  s110: { shape: 'stories110M', label: 'stories110M' },
+};
+
+function parseArgs(argv) {
+  const a = { runs: 5, steps: 200, threads: availableParallelism(), models: ['s15', 's110'], formats: ['fp32', 'q80'], runBin: 'run', runqBin: 'runq' };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) die(`${k} needs a value`);
+      return x;
+    };
+    if (k === '--') continue;
+    else if (k === '--llama2c-dir') a.llama2c = v();
+    else if (k === '--run-bin') a.runBin = v();
+    else if (k === '--runq-bin') a.runqBin = v();
+    else if (k === '--runs') a.runs = int(v(), k);
+    else if (k === '--steps') a.steps = int(v(), k);
+    else if (k === '--threads') a.threads = int(v(), k);
+    else if (k === '--models') a.models = v().split(',');
+    else if (k === '--formats') a.formats = v().split(',');
+    else if (k === '--json') a.json = v();
+    else if (k === '--child') a.child = v();
+    else if (k === '--model') a.model = v();
+    else if (k === '--tokenizer') a.tokenizer = v();
+    else if (k === '-h' || k === '--help') {
+      console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      process.exit(0);
+    } else die(`unknown argument ${k} (see --help)`);
+  }
+  for (const m of a.models) if (!MODELS[m]) die(`unknown model ${m}; one of ${Object.keys(MODELS)}`);
+  for (const f of a.formats) if (!['fp32', 'q80'].includes(f)) die(`unknown format ${f}; fp32 or q80`);
+  return a;
+}
+function int(s, k) {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1) die(`${k} must be an integer >= 1, got ${s}`);
+  return n;
+}
+function die(msg) {
+  console.error(`bench: ${msg}`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------
+// Child: one Rama measurement, printed as one JSON line.
+async function child(a) {
+  let Llama;
+  try {
+    ({ Llama } = await import('@rama/llama'));
+  } catch (e) {
+    die(`cannot import @rama/llama (run \`pnpm build\` first): ${e.message}`);
+  }
+  const t0 = performance.now();
+  const llama = await Llama.load({ model: a.model, tokenizer: a.tokenizer, backend: 'cpu', threads: a.threads });
+  const loadMs = performance.now() - t0;
+  const gen = llama.generate(PROMPT, { steps: a.steps, temperature: 0 });
+  for await (const _ of gen) { /* drain */ }
+  const r = await gen.result();
+  const out = {
+    tokPerSec: r.timing.tokensPerSecond,
+    promptTokPerSec: r.timing.promptTokensPerSecond,
+    ttftMs: r.timing.timeToFirstTokenMs,
+    loadMs,
+    selfMaxRssMB: process.resourceUsage().maxRSS / 1024,
+    backend: llama.backend.description,
+    tokens: r.tokens.length,
+  };
+  llama.dispose();
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+// ---------------------------------------------------------------------------
+// Parent.
+
+/** Runs a command, polling its peak RSS (VmHWM) from /proc while it runs. */
+function measure(cmd, args, env) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let hwmKB = 0;
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    const poll = setInterval(() => {
+      try {
+        const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'));
+        if (m) hwmKB = Math.max(hwmKB, Number(m[1]));
+      } catch { /* not Linux, or exited */ }
+    }, 5);
+    p.on('error', (e) => {
+      clearInterval(poll);
+      reject(e);
+    });
+    p.on('close', (code) => {
+      clearInterval(poll);
+      if (code !== 0) reject(new Error(`${cmd} exited with ${code}: ${stderr.slice(-2000)}`));
+      else resolve({ stdout, stderr, wallMs: performance.now() - t0, peakRssMB: hwmKB ? hwmKB / 1024 : undefined });
+    });
+  });
+}
+
+async function runRama(a, model, tokenizer) {
+  const r = await measure(process.execPath, [fileURLToPath(import.meta.url), '--child', 'rama', '--model', model, '--tokenizer', tokenizer,
+    '--threads', String(a.threads), '--steps', String(a.steps)], {});
+  const j = JSON.parse(r.stdout.trim().split('\n').pop());
+  return { ...j, peakRssMB: r.peakRssMB ?? j.selfMaxRssMB };
+}
+
+async function runLlama2c(a, bin, model, tokenizer) {
+  const r = await measure(bin, [model, '-z', tokenizer, '-n', String(a.steps), '-t', '0', '-i', PROMPT], { OMP_NUM_THREADS: String(a.threads) });
+  const m = /achieved tok\/s: ([\d.]+)/.exec(r.stderr + r.stdout);
+  if (!m) throw new Error(`${bin}: no "achieved tok/s" in its output`);
+  return { tokPerSec: Number(m[1]), peakRssMB: r.peakRssMB, wallMs: r.wallMs };
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((x, y) => x - y);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+const fmt = (x, d = 1) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
+
+async function parent(a) {
+  const testkit = await import('@rama/testkit').catch((e) => die(`cannot import @rama/testkit (run \`pnpm build\` first): ${e.message}`));
+  const tokenizer = testkit.sharedFile('models/tokenizer.bin');
+  if (!tokenizer) die(`shared/models/tokenizer.bin not found (set RAMA_SHARED to the shared/ folder)`);
+  const bins = {};
+  if (a.llama2c) {
+    bins.fp32 = join(a.llama2c, a.runBin);
+    bins.q80 = join(a.llama2c, a.runqBin);
+    for (const [f, b] of Object.entries(bins)) if (a.formats.includes(f) && !existsSync(b)) die(`${b} not found (build llama2.c's ${f === 'fp32' ? 'run.c' : 'runq.c'} there with -fopenmp)`);
+  }
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  console.log(`bench: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${a.threads} threads, ${a.steps} positions, ${a.runs} runs each${a.llama2c ? `, llama2.c from ${a.llama2c}` : ''}`);
+
+  const rows = [];
+  for (const m of a.models) {
+    for (const f of a.formats) {
+      const name = `${m}${f === 'q80' ? '_q80' : ''}.bin`;
+      process.stdout.write(`  ${name}: generating if needed... `);
+      const model = testkit.synthModel(name, `--shape ${MODELS[m].shape}${f === 'q80' ? ' --format q80' : ''}`);
+      const results = { rama: [], llama2c: [] };
+      for (let i = 0; i < a.runs; i++) {
+        results.rama.push(await runRama(a, model, tokenizer));
+        if (bins[f]) results.llama2c.push(await runLlama2c(a, bins[f], model, tokenizer));
+        process.stdout.write(`${i + 1} `);
+      }
+      process.stdout.write('\n');
+      rows.push({ model: MODELS[m].label, format: f, results });
+    }
+  }
+
+  const lines = [
+    '| model | format | engine | tok/s median | min | max | prompt tok/s | TTFT ms | load ms | peak RSS MB | vs llama2.c |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of rows) {
+    const ours = r.results.rama;
+    const theirs = r.results.llama2c;
+    const tok = ours.map((x) => x.tokPerSec);
+    const ratio = theirs.length ? median(tok) / median(theirs.map((x) => x.tokPerSec)) : undefined;
+    lines.push(`| ${r.model} | ${r.format} | rama (${a.threads} thr) | ${fmt(median(tok))} | ${fmt(Math.min(...tok))} | ${fmt(Math.max(...tok))} | ` +
+      `${fmt(median(ours.map((x) => x.promptTokPerSec)))} | ${fmt(median(ours.map((x) => x.ttftMs)))} | ${fmt(median(ours.map((x) => x.loadMs)), 0)} | ` +
+      `${fmt(median(ours.map((x) => x.peakRssMB)), 0)} | ${ratio === undefined ? '-' : `${fmt(ratio, 2)}x`} |`);
+    if (theirs.length) {
+      const t = theirs.map((x) => x.tokPerSec);
+      lines.push(`| ${r.model} | ${r.format} | llama2.c ${r.format === 'q80' ? 'runq' : 'run'} (OMP ${a.threads}) | ${fmt(median(t))} | ${fmt(Math.min(...t))} | ${fmt(Math.max(...t))} | - | - | - | ${fmt(median(theirs.map((x) => x.peakRssMB)), 0)} | 1.00x |`);
+    }
+  }
+  console.log(`\n${lines.join('\n')}\n`);
+  console.log(`rama backend: ${rows[0]?.results.rama[0]?.backend ?? '-'}`);
+  if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, args: a, rows }, null, 2));
+}
+
+const args = parseArgs(process.argv.slice(2));
+if (args.child === 'rama') await child(args);
+else if (args.child) die(`unknown child ${args.child}`);
+else await parent(args);

@@ -1,0 +1,822 @@
+// The CPU backend's kernels, in AssemblyScript, compiled to WebAssembly with
+// 128-bit SIMD and threads (shared memory + atomics). See ../README.md.
+//
+// Every thread (the JS main thread as thread 0, plus the pool's workers) runs
+// the same program: a list of fixed-size op records that the JS side writes
+// into the shared memory for one Step. Each op splits its work by thread id,
+// and a barrier separates consecutive ops, so a whole Step costs one wake-up
+// instead of one message per op.
+//
+// Numerics: everything except the f32 matmul reproduces src/kernels/scalar.ts
+// (and so llama2.c built with -O3) bit for bit: f32 arithmetic in the same
+// order, SIMD only across independent lanes (rows, positions, columns). The
+// f32 matmul sums in 16 f32 lanes, then adds the lanes (a different order than
+// the scalar reference's f64 sum; the conformance bound allows it, and every
+// golden still matches).
+// exp is fdlibm's, as JavaScript's Math.exp in V8, so softmax and SiLU match
+// the scalar kernels exactly (see fdlibmExp).
+
+@external("env", "exp")
+declare function hostExp(x: f64): f64;
+
+// ---------------------------------------------------------------------------
+// Control block (offsets in bytes from `ctl`). The barrier's counter and
+// generation sit on their own cache lines.
+const EPOCH: usize = 0; // bumped by the main thread to start a program
+const SLEEPERS: usize = 4; // workers blocked in atomic.wait on EPOCH
+const SHUTDOWN: usize = 8; // 1: workers return from workerLoop
+const NTHREADS: usize = 12;
+const PROGRAM: usize = 16; // address of the op list
+const FAILED: usize = 20; // nonzero: a thread trapped; everyone bails out
+const IDLE_SPIN: usize = 24; // spins before a worker sleeps between programs
+const BAR_SPIN: usize = 28; // spins before a thread sleeps in a barrier
+const BAR_COUNT: usize = 64;
+const BAR_GEN: usize = 128;
+const BAR_SLEEPERS: usize = 132;
+export const CONTROL_BYTES: i32 = 192;
+/** Where the backend puts the control block (a fixed address, so kernels can read flags). */
+const CTL_BASE: usize = 1024;
+
+// Op codes; each record is OP_WORDS i32 words: [code, args...].
+const OP_END = 0;
+const OP_COPY = 1; // dst, src, bytes
+const OP_EMBED = 2; // out, table, tokens, dim, rows
+const OP_RMSNORM = 3; // out, x, weight, n, rows, eps(f32)
+const OP_QUANTIZE = 4; // x, n, rows, gs, xq (i16), xs (f32)
+const OP_MATMUL_F32 = 5; // out, x, w, n, d, rows
+const OP_MATMUL_Q80 = 6; // out, xq, xs, wq, ws, n, d, rows, gs, blocked
+const OP_ROPE = 7; // x, n, rows, table, period
+const OP_ATTENTION = 8; // out, q, keys, values, last0, rows, nHeads, nKvHeads, headSize, scratch, scratchStride
+const OP_SWIGLU = 9; // out, gate, up, count
+const OP_ADD = 10; // out, a, b, count
+const OP_ARGMAX = 11; // out, logits, n
+export const OP_WORDS: i32 = 16;
+
+// ---------------------------------------------------------------------------
+// Thread pool: program loop, barrier, worker idle loop.
+
+/** Splits [0, total) into `n` chunks, multiples of `align`; returns this thread's start. */
+@inline function chunkStart(total: i32, tid: i32, n: i32, align: i32): i32 {
+  const per = ((total + n - 1) / n + align - 1) / align * align;
+  return min(tid * per, total);
+}
+@inline function chunkEnd(total: i32, tid: i32, n: i32, align: i32): i32 {
+  const per = ((total + n - 1) / n + align - 1) / align * align;
+  return min((tid + 1) * per, total);
+}
+
+function barrier(ctl: usize, n: i32, canWait: bool): void {
+  if (n == 1) return;
+  const gen = atomic.load<i32>(ctl + BAR_GEN);
+  if (atomic.add<i32>(ctl + BAR_COUNT, 1) == n - 1) {
+    // Last to arrive: reset the count before releasing the others.
+    atomic.store<i32>(ctl + BAR_COUNT, 0);
+    atomic.add<i32>(ctl + BAR_GEN, 1);
+    if (atomic.load<i32>(ctl + BAR_SLEEPERS) > 0) atomic.notify(ctl + BAR_GEN, 1 << 30);
+    return;
+  }
+  const limit = load<i32>(ctl + BAR_SPIN);
+  let spins = 0;
+  while (atomic.load<i32>(ctl + BAR_GEN) == gen) {
+    if (atomic.load<i32>(ctl + FAILED) != 0) return;
+    if (canWait && ++spins > limit) {
+      atomic.add<i32>(ctl + BAR_SLEEPERS, 1);
+      atomic.wait<i32>(ctl + BAR_GEN, gen, 20_000_000); // re-checks FAILED every 20 ms
+      atomic.sub<i32>(ctl + BAR_SLEEPERS, 1);
+    }
+  }
+}
+
+/** Runs the current program as thread `tid`, returning after its last barrier. */
+export function runProgram(ctl: usize, tid: i32, canWait: bool): void {
+  const n = load<i32>(ctl + NTHREADS);
+  let p = <usize>load<u32>(ctl + PROGRAM);
+  while (true) {
+    const op = load<i32>(p);
+    if (op == OP_END) break;
+    if (atomic.load<i32>(ctl + FAILED) != 0) return;
+    execute(op, p + 4, tid, n);
+    barrier(ctl, n, canWait);
+    p += <usize>(OP_WORDS * 4);
+  }
+}
+
+/** A worker's life: wait for a program (spin, then sleep), run it, repeat until shutdown. */
+export function workerLoop(ctl: usize, tid: i32, epoch: i32): void {
+  let seen = epoch;
+  while (true) {
+    const limit = load<i32>(ctl + IDLE_SPIN);
+    let spins = 0;
+    while (atomic.load<i32>(ctl + EPOCH) == seen) {
+      if (++spins > limit) {
+        // Timed, so that a terminating worker (process exit without dispose)
+        // comes back to a loop where the engine can stop it.
+        atomic.add<i32>(ctl + SLEEPERS, 1);
+        atomic.wait<i32>(ctl + EPOCH, seen, 20_000_000);
+        atomic.sub<i32>(ctl + SLEEPERS, 1);
+      }
+    }
+    seen++;
+    if (atomic.load<i32>(ctl + SHUTDOWN) != 0) return;
+    runProgram(ctl, tid, true);
+  }
+}
+
+/** Main thread: starts the program at `program` on every thread and runs its own share. */
+export function launch(ctl: usize, program: usize, canWait: bool): void {
+  store<u32>(ctl + PROGRAM, <u32>program);
+  atomic.add<i32>(ctl + EPOCH, 1);
+  if (atomic.load<i32>(ctl + SLEEPERS) > 0) atomic.notify(ctl + EPOCH, 1 << 30);
+  runProgram(ctl, 0, canWait);
+}
+
+@inline function arg(a: usize, i: i32): i32 {
+  return load<i32>(a + (<usize>i << 2));
+}
+@inline function ptr(a: usize, i: i32): usize {
+  return <usize>load<u32>(a + (<usize>i << 2));
+}
+@inline function argf(a: usize, i: i32): f32 {
+  return load<f32>(a + (<usize>i << 2));
+}
+
+/**
+ * The heavy ops (matmul, attention, quantize) hand out their work in chunks
+ * from a counter in the op's record (its last word, zero when written): a
+ * thread that runs slower (a busy core, a sibling hyperthread) takes fewer
+ * chunks instead of holding everyone at the barrier. The split never changes
+ * results: every output element is computed the same way by any thread.
+ */
+@inline function claim(a: usize, chunk: i32): i32 {
+  return atomic.add<i32>(a + <usize>((OP_WORDS - 2) * 4), 1) * chunk;
+}
+
+/** Rows per matmul chunk: about 8 chunks per thread, a multiple of 4 (the Q8_0 row blocks). */
+@inline function matmulChunk(d: i32, n: i32): i32 {
+  return max(4, ((d + n * 8 - 1) / (n * 8) + 3) & ~3);
+}
+
+function execute(op: i32, a: usize, tid: i32, n: i32): void {
+  switch (op) {
+    case OP_COPY: {
+      const bytes = arg(a, 2);
+      const s = chunkStart(bytes, tid, n, 64), e = chunkEnd(bytes, tid, n, 64);
+      if (e > s) memory.copy(ptr(a, 0) + s, ptr(a, 1) + s, e - s);
+      break;
+    }
+    case OP_EMBED: {
+      const dim = arg(a, 3), rows = arg(a, 4);
+      const out = ptr(a, 0), table = ptr(a, 1), tokens = ptr(a, 2);
+      const bytes = <usize>dim << 2;
+      for (let r = chunkStart(rows, tid, n, 1), e = chunkEnd(rows, tid, n, 1); r < e; r++) {
+        const id = load<i32>(tokens + (<usize>r << 2));
+        memory.copy(out + <usize>r * bytes, table + <usize>id * bytes, bytes);
+      }
+      break;
+    }
+    case OP_RMSNORM: {
+      const cols = arg(a, 3), rows = arg(a, 4), eps = argf(a, 5);
+      const out = ptr(a, 0), x = ptr(a, 1), w = ptr(a, 2);
+      const stride = <usize>cols << 2;
+      for (let r = chunkStart(rows, tid, n, 1), e = chunkEnd(rows, tid, n, 1); r < e; r++) {
+        rmsnorm(out + <usize>r * stride, x + <usize>r * stride, w, cols, eps);
+      }
+      break;
+    }
+    case OP_QUANTIZE: {
+      const cols = arg(a, 1), rows = arg(a, 2), gs = arg(a, 3);
+      const groups = rows * (cols / gs);
+      const chunk = max(1, groups / (n * 4));
+      for (let s = claim(a, chunk); s < groups; s = claim(a, chunk)) {
+        quantize(ptr(a, 0), ptr(a, 4), ptr(a, 5), gs, s, min(s + chunk, groups));
+      }
+      break;
+    }
+    case OP_MATMUL_F32: {
+      const cols = arg(a, 3), d = arg(a, 4), rows = arg(a, 5);
+      const chunk = matmulChunk(d, n);
+      for (let s = claim(a, chunk); s < d; s = claim(a, chunk)) {
+        matmulF32(ptr(a, 0), ptr(a, 1), ptr(a, 2), cols, d, rows, s, min(s + chunk, d));
+      }
+      break;
+    }
+    case OP_MATMUL_Q80: {
+      const cols = arg(a, 5), d = arg(a, 6), rows = arg(a, 7), gs = arg(a, 8);
+      const chunk = matmulChunk(d, n);
+      for (let s = claim(a, chunk); s < d; s = claim(a, chunk)) {
+        matmulQ80(ptr(a, 0), ptr(a, 1), ptr(a, 2), ptr(a, 3), ptr(a, 4), cols, d, rows, gs, arg(a, 9) != 0, s, min(s + chunk, d));
+      }
+      break;
+    }
+    case OP_ROPE: {
+      const cols = arg(a, 1), rows = arg(a, 2), period = arg(a, 4);
+      const x = ptr(a, 0), table = ptr(a, 3);
+      for (let r = chunkStart(rows, tid, n, 1), e = chunkEnd(rows, tid, n, 1); r < e; r++) {
+        rope(x + (<usize>(r * cols) << 2), cols, table + (<usize>(r * period) << 3), period);
+      }
+      break;
+    }
+    case OP_ATTENTION: {
+      const rows = arg(a, 5), nHeads = arg(a, 6);
+      const units = rows * nHeads;
+      const scratch = ptr(a, 9) + <usize>tid * ptr(a, 10);
+      for (let u = claim(a, 1); u < units; u = claim(a, 1)) {
+        attentionHead(ptr(a, 0), ptr(a, 1), ptr(a, 2), ptr(a, 3), arg(a, 4), u / nHeads, u % nHeads,
+          nHeads, arg(a, 7), arg(a, 8), scratch);
+      }
+      break;
+    }
+    case OP_SWIGLU: {
+      const count = arg(a, 3);
+      const s = chunkStart(count, tid, n, 16), e = chunkEnd(count, tid, n, 16);
+      swiglu(ptr(a, 0), ptr(a, 1), ptr(a, 2), s, e);
+      break;
+    }
+    case OP_ADD: {
+      const count = arg(a, 3);
+      const s = chunkStart(count, tid, n, 16), e = chunkEnd(count, tid, n, 16);
+      add(ptr(a, 0), ptr(a, 1), ptr(a, 2), s, e);
+      break;
+    }
+    case OP_ARGMAX: {
+      if (tid == 0) store<i32>(ptr(a, 0), argmax(ptr(a, 1), arg(a, 2)));
+      break;
+    }
+    default:
+      unreachable();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// exp. JavaScript's Math.exp in V8 (Node, Chrome) is fdlibm's e_exp.c; this is
+// the same algorithm, so it returns the same bits (checked on 20M arguments,
+// and again by the backend at startup: if Math.exp disagrees here, as it may
+// in another engine, EXP_FLAG makes every exp call the host's Math.exp).
+//
+// ====================================================
+// Copyright (C) 2004 by Sun Microsystems, Inc. All rights reserved.
+//
+// Permission to use, copy, modify, and distribute this
+// software is freely granted, provided that this notice
+// is preserved.
+// ====================================================
+
+/** Nonzero: use the host's Math.exp (set by the backend when fdlibmExp differs from it). */
+const EXP_FLAG: usize = CTL_BASE + 36;
+
+@inline function hiWord(x: f64): u32 {
+  return <u32>(reinterpret<u64>(x) >> 32);
+}
+@inline function loWord(x: f64): u32 {
+  return <u32>reinterpret<u64>(x);
+}
+
+function fdlibmExp(x: f64): f64 {
+  const one: f64 = 1.0;
+  const o_threshold: f64 = 7.09782712893383973096e+02;
+  const u_threshold: f64 = -7.45133219101941108420e+02;
+  const ln2HI0: f64 = 6.93147180369123816490e-01, ln2HI1: f64 = -6.93147180369123816490e-01;
+  const ln2LO0: f64 = 1.90821492927058770002e-10, ln2LO1: f64 = -1.90821492927058770002e-10;
+  const invln2: f64 = 1.44269504088896338700e+00;
+  const P1: f64 = 1.66666666666666019037e-01, P2: f64 = -2.77777777770155933842e-03;
+  const P3: f64 = 6.61375632143793436117e-05, P4: f64 = -1.65339022054652515390e-06;
+  const P5: f64 = 4.13813679705723846039e-08;
+  const E: f64 = 2.718281828459045;
+  const huge: f64 = 1.0e+300;
+  const twom1000: f64 = 9.33263618503218878990e-302;
+  const two1023: f64 = 8.988465674311579539e307;
+  let y: f64, hi: f64 = 0, lo: f64 = 0, c: f64, t: f64, twopk: f64;
+  let k: i32 = 0;
+  let hx = hiWord(x);
+  const xsb = <i32>((hx >> 31) & 1);
+  hx &= 0x7fffffff;
+  if (hx >= 0x40862E42) {
+    if (hx >= 0x7ff00000) {
+      if (((hx & 0xfffff) | loWord(x)) != 0) return x + x;
+      return xsb == 0 ? x : 0.0;
+    }
+    if (x > o_threshold) return huge * huge;
+    if (x < u_threshold) return twom1000 * twom1000;
+  }
+  if (hx > 0x3fd62e42) {
+    if (hx < 0x3FF0A2B2) {
+      if (x == 1.0) return E;
+      hi = x - (xsb ? ln2HI1 : ln2HI0);
+      lo = xsb ? ln2LO1 : ln2LO0;
+      k = 1 - xsb - xsb;
+    } else {
+      k = <i32>(invln2 * x + (xsb ? -0.5 : 0.5));
+      t = <f64>k;
+      hi = x - t * ln2HI0;
+      lo = t * ln2LO0;
+    }
+    x = hi - lo;
+  } else if (hx < 0x3e300000) {
+    if (huge + x > one) return one + x;
+  } else {
+    k = 0;
+  }
+  t = x * x;
+  if (k >= -1021) {
+    twopk = reinterpret<f64>((<u64>(0x3ff00000 + (k << 20)) << 32));
+  } else {
+    twopk = reinterpret<f64>((<u64>(0x3ff00000 + ((k + 1000) << 20)) << 32));
+  }
+  c = x - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+  if (k == 0) {
+    return one - ((x * c) / (c - 2.0) - x);
+  } else {
+    y = one - ((lo - (x * c) / (2.0 - c)) - hi);
+  }
+  if (k >= -1021) {
+    if (k == 1024) return y * 2.0 * two1023;
+    return y * twopk;
+  } else {
+    return y * twopk * twom1000;
+  }
+}
+
+/** exp as the scalar kernels compute it (Math.exp). */
+@inline function exp64(x: f64): f64 {
+  return load<i32>(EXP_FLAG) != 0 ? hostExp(x) : fdlibmExp(x);
+}
+
+/** For the backend's startup check against Math.exp. */
+export function wasmExp(x: f64): f64 {
+  return fdlibmExp(x);
+}
+
+// ---------------------------------------------------------------------------
+// Kernels. Addresses are byte addresses; sizes are element counts.
+
+@inline function at(base: usize, i: i32): usize {
+  return base + (<usize>i << 2);
+}
+
+/** o = w * (x / sqrt(mean(x^2) + eps)): the sum of squares is sequential, as in run.c. */
+function rmsnorm(o: usize, x: usize, w: usize, cols: i32, eps: f32): void {
+  let ss: f32 = 0;
+  for (let j = 0; j < cols; j++) {
+    const v = load<f32>(at(x, j));
+    ss += v * v;
+  }
+  ss = ss / <f32>cols + eps;
+  const inv: f32 = <f32>1 / sqrt<f32>(ss);
+  const vinv = f32x4.splat(inv);
+  let j = 0;
+  for (; j + 4 <= cols; j += 4) {
+    v128.store(at(o, j), f32x4.mul(v128.load(at(w, j)), f32x4.mul(vinv, v128.load(at(x, j)))));
+  }
+  for (; j < cols; j++) store<f32>(at(o, j), load<f32>(at(w, j)) * (inv * load<f32>(at(x, j))));
+}
+
+/** Horizontal sum of a f32x4 in a fixed order: (l0 + l2) + (l1 + l3). */
+@inline function hsum(v: v128): f32 {
+  const s = f32x4.add(v, f32x4.shuffle(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1);
+}
+
+/**
+ * Dot product of one f32 weight row with one input row: sixteen f32 lanes
+ * (four f32x4 accumulators) over blocks of 16, blocks of 4 into the first,
+ * then the lanes added in a fixed order, then the last n % 4 in order. Every
+ * path below gives each output exactly this sum, so results do not depend on
+ * the thread count or on batching.
+ */
+@inline function dotF32(w: usize, x: usize, cols: i32): f32 {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const end16 = cols & ~15, end4 = cols & ~3;
+  let j = 0;
+  for (; j < end16; j += 16) {
+    const o = <usize>j << 2;
+    a0 = f32x4.add(a0, f32x4.mul(v128.load(w + o), v128.load(x + o)));
+    a1 = f32x4.add(a1, f32x4.mul(v128.load(w + o, 16), v128.load(x + o, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(v128.load(w + o, 32), v128.load(x + o, 32)));
+    a3 = f32x4.add(a3, f32x4.mul(v128.load(w + o, 48), v128.load(x + o, 48)));
+  }
+  for (; j < end4; j += 4) a0 = f32x4.add(a0, f32x4.mul(v128.load(at(w, j)), v128.load(at(x, j))));
+  let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+  for (; j < cols; j++) s += load<f32>(at(w, j)) * load<f32>(at(x, j));
+  return s;
+}
+
+/** dotF32 of one weight row with two input rows at once (the weight is loaded once). */
+@inline function dotF32x2(w: usize, x: usize, y: usize, cols: i32, out: usize, outStride: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+  const end16 = cols & ~15, end4 = cols & ~3;
+  let j = 0;
+  for (; j < end16; j += 16) {
+    const o = <usize>j << 2;
+    const w0 = v128.load(w + o), w1 = v128.load(w + o, 16), w2 = v128.load(w + o, 32), w3 = v128.load(w + o, 48);
+    a0 = f32x4.add(a0, f32x4.mul(w0, v128.load(x + o)));
+    b0 = f32x4.add(b0, f32x4.mul(w0, v128.load(y + o)));
+    a1 = f32x4.add(a1, f32x4.mul(w1, v128.load(x + o, 16)));
+    b1 = f32x4.add(b1, f32x4.mul(w1, v128.load(y + o, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(w2, v128.load(x + o, 32)));
+    b2 = f32x4.add(b2, f32x4.mul(w2, v128.load(y + o, 32)));
+    a3 = f32x4.add(a3, f32x4.mul(w3, v128.load(x + o, 48)));
+    b3 = f32x4.add(b3, f32x4.mul(w3, v128.load(y + o, 48)));
+  }
+  for (; j < end4; j += 4) {
+    const w0 = v128.load(at(w, j));
+    a0 = f32x4.add(a0, f32x4.mul(w0, v128.load(at(x, j))));
+    b0 = f32x4.add(b0, f32x4.mul(w0, v128.load(at(y, j))));
+  }
+  let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+  let t = hsum(f32x4.add(f32x4.add(b0, b1), f32x4.add(b2, b3)));
+  for (; j < cols; j++) {
+    const wv = load<f32>(at(w, j));
+    s += wv * load<f32>(at(x, j));
+    t += wv * load<f32>(at(y, j));
+  }
+  store<f32>(out, s);
+  store<f32>(out + outStride, t);
+}
+
+/**
+ * out[r, i] = sum_j w[i, j] * x[r, j] for rows r < `rows` and outputs i in
+ * [i0, i1). One weight row at a time: the weights stream through memory in
+ * order (interleaving several rows' streams defeats the hardware prefetcher
+ * and was 4x slower on matrices larger than the cache). With a batch, each
+ * weight row meets every input row while it is in L1.
+ */
+function matmulF32(out: usize, x: usize, w: usize, cols: i32, d: i32, rows: i32, i0: i32, i1: i32): void {
+  const rowBytes = <usize>cols << 2;
+  const outStride = <usize>d << 2;
+  if (rows == 1) {
+    for (let i = i0; i < i1; i++) store<f32>(at(out, i), dotF32(w + <usize>i * rowBytes, x, cols));
+    return;
+  }
+  for (let i = i0; i < i1; i++) {
+    const wi = w + <usize>i * rowBytes;
+    let r = 0;
+    for (; r + 2 <= rows; r += 2) {
+      const xr = x + <usize>r * rowBytes;
+      dotF32x2(wi, xr, xr + rowBytes, cols, at(out, r * d + i), outStride);
+    }
+    if (r < rows) store<f32>(at(out, r * d + i), dotF32(wi, x + <usize>r * rowBytes, cols));
+  }
+}
+
+/**
+ * runq.c's quantize() for groups [g0, g1) of consecutive `gs` values of x:
+ * scale = max|x| / 127 (f32 division), q = round(x / scale) with halves away
+ * from zero (C's round; f32x4.nearest would round them to even). An all-zero
+ * group divides 0 by 0 and stores 0, as x86 C does. The values are stored as
+ * i16 (sign-extended once here, so the matmul multiplies 16-bit lanes).
+ */
+function quantize(x: usize, xq: usize, xs: usize, gs: i32, g0: i32, g1: i32): void {
+  const half = f32x4.splat(0.5);
+  const one = f32x4.splat(1);
+  const signBit = i32x4.splat(0x80000000);
+  for (let g = g0; g < g1; g++) {
+    const base = g * gs;
+    const xg = at(x, base);
+    let j = 0;
+    let vmax = f32x4.splat(0);
+    for (; j + 4 <= gs; j += 4) vmax = f32x4.max(vmax, f32x4.abs(v128.load(at(xg, j))));
+    let wmax: f32 = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)),
+      max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
+    for (; j < gs; j++) wmax = max(wmax, abs<f32>(load<f32>(at(xg, j))));
+    const scale: f32 = wmax / <f32>127;
+    store<f32>(at(xs, g), scale);
+    const vscale = f32x4.splat(scale);
+    const qg = xq + (<usize>base << 1);
+    j = 0;
+    for (; j + 4 <= gs; j += 4) {
+      const v = f32x4.div(v128.load(at(xg, j)), vscale);
+      const t = f32x4.trunc(v);
+      // |v - t| >= 0.5 rounds away from zero: add copysign(1, v).
+      const up = f32x4.ge(f32x4.abs(f32x4.sub(v, t)), half);
+      const step = v128.or(v128.and(v, signBit), one);
+      const r = f32x4.add(t, v128.and(step, up));
+      const q = i32x4.trunc_sat_f32x4_s(r); // NaN (0 / 0) -> 0
+      store<i16>(qg + (<usize>j << 1), <i16>i32x4.extract_lane(q, 0));
+      store<i16>(qg + (<usize>j << 1), <i16>i32x4.extract_lane(q, 1), 2);
+      store<i16>(qg + (<usize>j << 1), <i16>i32x4.extract_lane(q, 2), 4);
+      store<i16>(qg + (<usize>j << 1), <i16>i32x4.extract_lane(q, 3), 6);
+    }
+    for (; j < gs; j++) {
+      const v: f32 = load<f32>(at(xg, j)) / scale;
+      let q: i32 = 0;
+      if (v == v) {
+        const t = trunc<f32>(v);
+        q = <i32>t;
+        if (abs<f32>(v - t) >= <f32>0.5) q += v < 0 ? -1 : 1;
+      }
+      store<i16>(qg + (<usize>j << 1), <i16>q);
+    }
+  }
+}
+
+/** Sum of the four i32 lanes of each of a, b, c, d, as one i32x4 (exact: integer adds). */
+@inline function reduce4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = i32x4.add(i32x4.shuffle(a, b, 0, 1, 4, 5), i32x4.shuffle(a, b, 2, 3, 6, 7));
+  const cd = i32x4.add(i32x4.shuffle(c, d, 0, 1, 4, 5), i32x4.shuffle(c, d, 2, 3, 6, 7));
+  return i32x4.add(i32x4.shuffle(ab, cd, 0, 2, 4, 6), i32x4.shuffle(ab, cd, 1, 3, 5, 7));
+}
+
+/** int32 dot product of 16 int8 weights with 16 i16 activations, added to acc. */
+@inline function dot16(acc: v128, wp: usize, xp: usize): v128 {
+  const lo = i32x4.dot_i16x8_s(v128.load_ext<i8>(wp), v128.load(xp));
+  const hi = i32x4.dot_i16x8_s(v128.load_ext<i8>(wp, 8), v128.load(xp, 16));
+  return i32x4.add(acc, i32x4.add(lo, hi));
+}
+
+/** Integer dot product of one group: `gs` (a multiple of 16) int8 weights with i16 activations, as i32x4 partial sums. */
+@inline function groupDot(w: usize, x: usize, gs: i32): v128 {
+  let acc = i32x4.splat(0);
+  for (let k = 0; k < gs; k += 16) acc = dot16(acc, w + <usize>k, x + (<usize>k << 1));
+  return acc;
+}
+
+/**
+ * One output of runq.c's matmul: for each group an exact int32 dot product,
+ * then val += ((f32)ival * wScale) * xScale in f32, group after group. Four
+ * groups' integer sums and scalings run side by side in SIMD lanes; the f32
+ * additions into val stay in group order.
+ */
+function dotQ80(w: usize, ws: usize, x: usize, xs: usize, cols: i32, gs: i32): f32 {
+  const groups = cols / gs;
+  let val: f32 = 0;
+  let g = 0;
+  if ((gs & 15) == 0) {
+    for (; g + 4 <= groups; g += 4) {
+      const k = g * gs;
+      const a0 = groupDot(w + <usize>k, x + (<usize>k << 1), gs);
+      const a1 = groupDot(w + <usize>(k + gs), x + (<usize>(k + gs) << 1), gs);
+      const a2 = groupDot(w + <usize>(k + 2 * gs), x + (<usize>(k + 2 * gs) << 1), gs);
+      const a3 = groupDot(w + <usize>(k + 3 * gs), x + (<usize>(k + 3 * gs) << 1), gs);
+      const ival = f32x4.convert_i32x4_s(reduce4(a0, a1, a2, a3));
+      const p = f32x4.mul(f32x4.mul(ival, v128.load(at(ws, g))), v128.load(at(xs, g)));
+      val += f32x4.extract_lane(p, 0);
+      val += f32x4.extract_lane(p, 1);
+      val += f32x4.extract_lane(p, 2);
+      val += f32x4.extract_lane(p, 3);
+    }
+    for (; g < groups; g++) {
+      const k = g * gs;
+      const a = groupDot(w + <usize>k, x + (<usize>k << 1), gs);
+      const s = i32x4.add(a, i32x4.shuffle(a, a, 2, 3, 0, 1));
+      const ival = i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1);
+      val += (<f32>ival * load<f32>(at(ws, g))) * load<f32>(at(xs, g));
+    }
+    return val;
+  }
+  for (; g < groups; g++) {
+    let ival: i32 = 0;
+    for (let k = g * gs; k < (g + 1) * gs; k++) ival += <i32>load<i8>(w + <usize>k) * <i32>load<i16>(x + (<usize>k << 1));
+    val += (<f32>ival * load<f32>(at(ws, g))) * load<f32>(at(xs, g));
+  }
+  return val;
+}
+
+/**
+ * Four outputs of runq.c's matmul from a block of four weight rows stored
+ * interleaved (see interleaveQ80): group g of the four rows is 4 * gs
+ * consecutive bytes and their scales one f32x4, so the block streams through
+ * memory in order and each activation load serves four rows. Lane r of `val`
+ * adds its rows' groups in order, exactly as dotQ80 does.
+ */
+@inline function blockQ80(wp: usize, sp: usize, x: usize, xs: usize, groups: i32, gs: i32): v128 {
+  let val = f32x4.splat(0);
+  const gs2 = <usize>(2 * gs), gs3 = <usize>(3 * gs);
+  for (let g = 0; g < groups; g++) {
+    let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+    for (let k = 0; k < gs; k += 16) {
+      const xp = x + (<usize>k << 1);
+      const w = wp + <usize>k;
+      a0 = dot16(a0, w, xp);
+      a1 = dot16(a1, w + <usize>gs, xp);
+      a2 = dot16(a2, w + gs2, xp);
+      a3 = dot16(a3, w + gs3, xp);
+    }
+    const ival = f32x4.convert_i32x4_s(reduce4(a0, a1, a2, a3));
+    val = f32x4.add(val, f32x4.mul(f32x4.mul(ival, v128.load(sp)), f32x4.splat(load<f32>(at(xs, g)))));
+    wp += <usize>(4 * gs);
+    sp += 16;
+    x += <usize>gs << 1;
+  }
+  return val;
+}
+
+/**
+ * runq.c's matmul for outputs [i0, i1) of every input row. `blocked` = the
+ * first d & ~3 rows are interleaved in blocks of four (i0 is a multiple of 4);
+ * the rest, and every row of a tensor that is not, are in the standard layout.
+ */
+function matmulQ80(out: usize, xq: usize, xs: usize, wq: usize, ws: usize,
+  cols: i32, d: i32, rows: i32, gs: i32, blocked: bool, i0: i32, i1: i32): void {
+  const groups = cols / gs;
+  let i = i0;
+  if (blocked) {
+    const d4 = d & ~3;
+    for (; i + 4 <= i1 && i < d4; i += 4) {
+      const wp = wq + <usize>i * <usize>cols;
+      const sp = at(ws, i * groups);
+      for (let r = 0; r < rows; r++) {
+        v128.store(at(out, r * d + i), blockQ80(wp, sp, xq + (<usize>(r * cols) << 1), at(xs, r * groups), groups, gs));
+      }
+    }
+  }
+  for (; i < i1; i++) {
+    const wi = wq + <usize>i * <usize>cols;
+    const si = at(ws, i * groups);
+    for (let r = 0; r < rows; r++) {
+      store<f32>(at(out, r * d + i), dotQ80(wi, si, xq + (<usize>(r * cols) << 1), at(xs, r * groups), cols, gs));
+    }
+  }
+}
+
+/**
+ * Rearranges a standard-layout Q8_0 matrix [d, cols] in place for blockQ80:
+ * in each block of four rows, values go group by group ([group][row][gs]) and
+ * scales [group][row]. Rows past d & ~3 stay as they are. `tmp` holds one
+ * block (4 * cols bytes + 16 * groups).
+ */
+export function interleaveQ80(wq: usize, ws: usize, cols: i32, d: i32, gs: i32, tmp: usize): void {
+  const groups = cols / gs;
+  const blockBytes = <usize>(4 * cols);
+  for (let i = 0; i + 4 <= d; i += 4) {
+    const wp = wq + <usize>i * <usize>cols;
+    memory.copy(tmp, wp, blockBytes);
+    for (let g = 0; g < groups; g++) {
+      for (let r = 0; r < 4; r++) {
+        memory.copy(wp + <usize>((g * 4 + r) * gs), tmp + <usize>(r * cols + g * gs), <usize>gs);
+      }
+    }
+    const sp = at(ws, i * groups);
+    memory.copy(tmp, sp, <usize>(16 * groups));
+    for (let g = 0; g < groups; g++) {
+      for (let r = 0; r < 4; r++) store<f32>(at(sp, g * 4 + r), load<f32>(at(tmp, r * groups + g)));
+    }
+  }
+}
+
+/**
+ * RoPE on one row of `cols` values: pair (x[2p], x[2p+1]) turns by the angle
+ * whose (cos, sin) is table[p % period] (computed by the host with Math.cos/sin).
+ */
+function rope(x: usize, cols: i32, table: usize, period: i32): void {
+  for (let i = 0, p = 0; i + 1 < cols; i += 2, p++) {
+    if (p == period) p = 0;
+    const c = load<f32>(table + (<usize>p << 3)), s = load<f32>(table + (<usize>p << 3), 4);
+    const v0 = load<f32>(at(x, i)), v1 = load<f32>(at(x, i + 1));
+    store<f32>(at(x, i), v0 * c - v1 * s);
+    store<f32>(at(x, i + 1), v0 * s + v1 * c);
+  }
+}
+
+/**
+ * Scores of one query head against four consecutive positions' keys: lane p
+ * is sum_i q[i] * k_p[i], added in order of i (run.c's loop), so four
+ * positions' sequential sums run side by side. Keys are read four columns at
+ * a time and transposed in registers.
+ */
+@inline function scores4(q: usize, k0: usize, kvStride: usize, headSize: i32): v128 {
+  const k1 = k0 + kvStride, k2 = k1 + kvStride, k3 = k2 + kvStride;
+  let s = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= headSize; i += 4) {
+    const o = <usize>i << 2;
+    const r0 = v128.load(k0 + o), r1 = v128.load(k1 + o), r2 = v128.load(k2 + o), r3 = v128.load(k3 + o);
+    const t0 = f32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = f32x4.shuffle(r2, r3, 0, 4, 1, 5);
+    const t2 = f32x4.shuffle(r0, r1, 2, 6, 3, 7), t3 = f32x4.shuffle(r2, r3, 2, 6, 3, 7);
+    const qv = v128.load(q + o);
+    s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t0, t1, 0, 1, 4, 5), f32x4.shuffle(qv, qv, 0, 0, 0, 0)));
+    s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t0, t1, 2, 3, 6, 7), f32x4.shuffle(qv, qv, 1, 1, 1, 1)));
+    s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t2, t3, 0, 1, 4, 5), f32x4.shuffle(qv, qv, 2, 2, 2, 2)));
+    s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t2, t3, 2, 3, 6, 7), f32x4.shuffle(qv, qv, 3, 3, 3, 3)));
+  }
+  for (; i < headSize; i++) {
+    const o = <usize>i << 2;
+    let kv = f32x4.splat(load<f32>(k0 + o));
+    kv = f32x4.replace_lane(kv, 1, load<f32>(k1 + o));
+    kv = f32x4.replace_lane(kv, 2, load<f32>(k2 + o));
+    kv = f32x4.replace_lane(kv, 3, load<f32>(k3 + o));
+    s = f32x4.add(s, f32x4.mul(kv, f32x4.splat(load<f32>(q + o))));
+  }
+  return s;
+}
+
+/**
+ * One query head of one row over positions 0..last, as run.c: scores with a
+ * sequential f32 dot product (four positions per f32x4, one per lane: scores4),
+ * softmax, then the weighted sum of values (four columns per f32x4).
+ * `keys`/`values` point at the layer's [seqLen, kvDim] block.
+ */
+function attentionHead(out: usize, q: usize, keys: usize, values: usize, last0: i32, r: i32, h: i32,
+  nHeads: i32, nKvHeads: i32, headSize: i32, att: usize): void {
+  const last = last0 + r;
+  const dim = nHeads * headSize;
+  const kvDim = nKvHeads * headSize;
+  const kvStride = <usize>kvDim << 2;
+  const qh = at(q, r * dim + h * headSize);
+  const kvOff = <usize>((h / (nHeads / nKvHeads)) * headSize) << 2;
+  const kh = keys + kvOff, vh = values + kvOff;
+  const scale: f32 = sqrt<f32>(<f32>headSize);
+  const vscale = f32x4.splat(scale);
+  const count = last + 1;
+
+  let t = 0;
+  for (; t + 8 <= count; t += 8) {
+    const k0 = kh + <usize>t * kvStride;
+    v128.store(at(att, t), f32x4.div(scores4(qh, k0, kvStride, headSize), vscale));
+    v128.store(at(att, t + 4), f32x4.div(scores4(qh, k0 + 4 * kvStride, kvStride, headSize), vscale));
+  }
+  for (; t + 4 <= count; t += 4) {
+    v128.store(at(att, t), f32x4.div(scores4(qh, kh + <usize>t * kvStride, kvStride, headSize), vscale));
+  }
+  for (; t < count; t++) {
+    const k0 = kh + <usize>t * kvStride;
+    let s: f32 = 0;
+    for (let i = 0; i < headSize; i++) s += load<f32>(at(qh, i)) * load<f32>(at(k0, i));
+    store<f32>(at(att, t), s / scale);
+  }
+
+  // softmax, as @rama/sampler's (llama2.c's): max, exp(x - max) summed in order, divide.
+  let mx = load<f32>(att);
+  for (let j = 1; j < count; j++) {
+    const v = load<f32>(at(att, j));
+    if (v > mx) mx = v;
+  }
+  let sum: f32 = 0;
+  for (let j = 0; j < count; j++) {
+    const e = <f32>exp64(<f64>(load<f32>(at(att, j)) - mx));
+    store<f32>(at(att, j), e);
+    sum += e;
+  }
+  const vsum = f32x4.splat(sum);
+  let j = 0;
+  for (; j + 4 <= count; j += 4) v128.store(at(att, j), f32x4.div(v128.load(at(att, j)), vsum));
+  for (; j < count; j++) store<f32>(at(att, j), load<f32>(at(att, j)) / sum);
+
+  // out = sum_t att[t] * v[t], accumulated position by position.
+  const oh = at(out, r * dim + h * headSize);
+  const vecEnd = headSize & ~3;
+  for (let c = 0; c < vecEnd; c += 16) {
+    // up to 16 columns kept in registers across all positions
+    const w = min(16, vecEnd - c);
+    if (w == 16) {
+      let o0 = f32x4.splat(0), o1 = f32x4.splat(0), o2 = f32x4.splat(0), o3 = f32x4.splat(0);
+      for (let tt = 0; tt < count; tt++) {
+        const a = f32x4.splat(load<f32>(at(att, tt)));
+        const vp = vh + <usize>tt * kvStride + (<usize>c << 2);
+        o0 = f32x4.add(o0, f32x4.mul(a, v128.load(vp)));
+        o1 = f32x4.add(o1, f32x4.mul(a, v128.load(vp, 16)));
+        o2 = f32x4.add(o2, f32x4.mul(a, v128.load(vp, 32)));
+        o3 = f32x4.add(o3, f32x4.mul(a, v128.load(vp, 48)));
+      }
+      const op = oh + (<usize>c << 2);
+      v128.store(op, o0);
+      v128.store(op, o1, 16);
+      v128.store(op, o2, 32);
+      v128.store(op, o3, 48);
+    } else {
+      for (let cc = c; cc < vecEnd; cc += 4) {
+        let o0 = f32x4.splat(0);
+        for (let tt = 0; tt < count; tt++) {
+          const vp = vh + <usize>tt * kvStride + (<usize>cc << 2);
+          o0 = f32x4.add(o0, f32x4.mul(f32x4.splat(load<f32>(at(att, tt))), v128.load(vp)));
+        }
+        v128.store(oh + (<usize>cc << 2), o0);
+      }
+    }
+  }
+  for (let i = vecEnd; i < headSize; i++) {
+    let o0: f32 = 0;
+    for (let tt = 0; tt < count; tt++) o0 += load<f32>(at(att, tt)) * load<f32>(at(vh + <usize>tt * kvStride, i));
+    store<f32>(at(oh, i), o0);
+  }
+}
+
+/** out = silu(gate) * up over elements [s, e). */
+function swiglu(out: usize, gate: usize, up: usize, s: i32, e: i32): void {
+  for (let i = s; i < e; i++) {
+    const g = load<f32>(at(gate, i));
+    const sig: f32 = <f32>1 / (<f32>1 + <f32>exp64(-<f64>g));
+    store<f32>(at(out, i), (g * sig) * load<f32>(at(up, i)));
+  }
+}
+
+/** out = a + b over elements [s, e). */
+function add(out: usize, a: usize, b: usize, s: i32, e: i32): void {
+  let i = s;
+  for (; i + 4 <= e; i += 4) v128.store(at(out, i), f32x4.add(v128.load(at(a, i)), v128.load(at(b, i))));
+  for (; i < e; i++) store<f32>(at(out, i), load<f32>(at(a, i)) + load<f32>(at(b, i)));
+}
+
+/** Index of the largest value; the lowest index wins a tie. */
+function argmax(x: usize, n: i32): i32 {
+  let best = 0;
+  let mx = load<f32>(x);
+  for (let i = 1; i < n; i++) {
+    const v = load<f32>(at(x, i));
+    if (v > mx) {
+      mx = v;
+      best = i;
+    }
+  }
+  return best;
+}

@@ -1,0 +1,558 @@
+/**
+ * The CPU backend at native speed: tensors live in one WebAssembly memory,
+ * kernels are WebAssembly SIMD (assembly/kernels.ts), and a Step runs on every
+ * core. Ops are recorded into a program; `submit` runs it on all threads at
+ * once, so `read` and `write` find every submitted step finished.
+ */
+import {
+  ArgumentError, BackendError, byteLengthOf, colsOf, elementCount, rowsOf,
+  type Backend, type BackendOptions, type Step, type Tensor, type TensorDesc, type TensorFill,
+} from '@rama/backend';
+import {
+  CTL, MAX_PAGES, OP, OP_WORDS, PAGE, WorkerPool, canBlock, createMemory, defaultThreads, instantiate,
+  kernelsModule, sharedMemoryAvailable, type KernelExports,
+} from './wasm/runtime.js';
+
+const f32 = Math.fround;
+const ALIGN = 64;
+/** The control block's address (CTL_BASE in assembly/kernels.ts); tensors start at HEAP_BASE (the module has no static data). */
+const CTL_ADDR = 1024;
+const HEAP_BASE = PAGE;
+/** Spins before sleeping: between programs (a worker idle while JS samples) and in a barrier. */
+const IDLE_SPIN = Number(globalThis.process?.env?.RAMA_IDLE_SPIN ?? 1 << 20);
+const BAR_SPIN = Number(globalThis.process?.env?.RAMA_BAR_SPIN ?? 1 << 20);
+
+/**
+ * Whether the kernels' own exp (fdlibm's) returns Math.exp's bits here, as it
+ * does in V8. If not (another engine), kernels call Math.exp instead.
+ */
+function expMatchesHost(k: KernelExports): boolean {
+  const xs = [0, -0, 1, -1, 0.5, -0.5, 88.5, -87.25, -103.5, 700, -745.5, 1e-9, -1e-9, 0.3466, 1.0397];
+  let s = 12345;
+  for (let i = 0; i < 2000; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    xs.push(f32((s / 2 ** 32) * -40), f32((s / 2 ** 32 - 0.5) * 30));
+  }
+  return xs.every((x) => Object.is(k.wasmExp(x), Math.exp(x)));
+}
+
+class WasmTensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly dtype: Tensor['dtype'];
+  readonly label: string;
+  readonly groupSize?: number;
+  readonly byteLength: number;
+  readonly elements: number;
+  /** q8_0 stored in blocks of four interleaved rows (see interleaveQ80 in assembly/kernels.ts). */
+  blocked = false;
+  freed = false;
+
+  constructor(desc: TensorDesc, readonly ptr: number, readonly backend: WasmCpuBackend) {
+    this.shape = [...desc.shape];
+    this.dtype = desc.dtype;
+    this.label = desc.label;
+    this.groupSize = desc.groupSize;
+    this.byteLength = byteLengthOf(desc);
+    this.elements = elementCount(desc.shape);
+  }
+
+  /** q8_0: where the f32 scales start (the standard layout: values, then scales). */
+  get scalesPtr(): number {
+    return this.ptr + this.elements;
+  }
+}
+
+/** First-fit allocator over the memory, with freed blocks merged. */
+class Heap {
+  private top = HEAP_BASE;
+  private free: { at: number; size: number }[] = [];
+  constructor(private readonly memory: WebAssembly.Memory, private readonly onGrow: () => void) {}
+
+  get used(): number {
+    return this.top;
+  }
+
+  /** Whether the last block alloc returned came from reused (possibly dirty) memory. */
+  reused = false;
+
+  alloc(bytes: number, what: string): number {
+    this.reused = false;
+    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    for (let i = 0; i < this.free.length; i++) {
+      const b = this.free[i];
+      if (b.size >= size) {
+        const at = b.at;
+        if (b.size === size) this.free.splice(i, 1);
+        else {
+          b.at += size;
+          b.size -= size;
+        }
+        this.reused = true;
+        return at;
+      }
+    }
+    const at = this.top;
+    const end = at + size;
+    const have = this.memory.buffer.byteLength;
+    if (end > have) {
+      const pages = Math.ceil((end - have) / PAGE);
+      if (end > MAX_PAGES * PAGE) {
+        throw new BackendError(
+          `${what}: the CPU backend needs ${(end / 2 ** 30).toFixed(2)} GiB, more than the 4 GiB a 32-bit WebAssembly memory can hold ` +
+          `(weights + KV cache + activations must fit; try a smaller model, --q80, or a shorter context)`,
+        );
+      }
+      try {
+        this.memory.grow(pages);
+      } catch (e) {
+        throw new BackendError(`${what}: cannot grow the CPU backend's WebAssembly memory to ${(end / 2 ** 20).toFixed(0)} MiB (out of memory?)`, { cause: e });
+      }
+      this.onGrow();
+    }
+    this.top = end;
+    return at;
+  }
+
+  release(at: number, bytes: number): void {
+    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    let i = 0;
+    while (i < this.free.length && this.free[i].at < at) i++;
+    this.free.splice(i, 0, { at, size });
+    // merge with the neighbours
+    if (i + 1 < this.free.length && at + size === this.free[i + 1].at) {
+      this.free[i].size += this.free[i + 1].size;
+      this.free.splice(i + 1, 1);
+    }
+    if (i > 0 && this.free[i - 1].at + this.free[i - 1].size === at) {
+      this.free[i - 1].size += this.free[i].size;
+      this.free.splice(i, 1);
+      i--;
+    }
+    const last = this.free[this.free.length - 1];
+    if (last && last.at + last.size === this.top) {
+      this.top = last.at;
+      this.free.pop();
+    }
+  }
+}
+
+/** A growable block of backend-owned memory (scratch). A replaced block is freed after the current submit. */
+class Scratch {
+  ptr = 0;
+  size = 0;
+  constructor(private readonly be: WasmCpuBackend, private readonly what: string) {}
+  ensure(bytes: number): number {
+    if (bytes > this.size) {
+      if (this.size) this.be.retire(this.ptr, this.size);
+      const size = Math.max(bytes, Math.ceil(this.size * 1.5));
+      this.ptr = this.be.heap.alloc(size, this.what);
+      this.size = size;
+    }
+    return this.ptr;
+  }
+}
+
+export interface WasmCpuBackendOptions extends BackendOptions {
+  /** Threads including the caller's (default: every core). */
+  threads?: number;
+}
+
+export class WasmCpuBackend implements Backend {
+  readonly name = 'cpu';
+  readonly description: string;
+  readonly maxRows: number;
+  /** Threads that run each step, the caller's included. */
+  readonly threads: number;
+  readonly heap: Heap;
+  private readonly tensors = new Set<WasmTensor>();
+  private disposed = false;
+  private u8!: Uint8Array;
+  private f32v!: Float32Array;
+  private i32v!: Int32Array;
+  private retired: { at: number; size: number }[] = [];
+  readonly program: Scratch;
+  readonly quant: Scratch;
+  readonly attScratch: Scratch;
+  readonly ropeTables: Scratch;
+  private readonly canWait: number;
+
+  private constructor(
+    private readonly memory: WebAssembly.Memory,
+    private readonly kernels: KernelExports,
+    private readonly pool: WorkerPool | undefined,
+    threads: number,
+    maxRows: number,
+    shared: boolean,
+  ) {
+    this.threads = threads;
+    this.maxRows = maxRows;
+    this.description = `CPU (WebAssembly SIMD, ${threads} thread${threads === 1 ? '' : 's'}${shared ? '' : ', no SharedArrayBuffer'})`;
+    this.refreshViews();
+    this.heap = new Heap(memory, () => this.refreshViews());
+    this.program = new Scratch(this, 'step program');
+    this.quant = new Scratch(this, 'quantized activations');
+    this.attScratch = new Scratch(this, 'attention scores');
+    this.ropeTables = new Scratch(this, 'RoPE tables');
+    this.canWait = threads > 1 && canBlock() ? 1 : 0;
+    const c = CTL_ADDR >> 2;
+    this.i32v[c + (CTL.NTHREADS >> 2)] = threads;
+    this.i32v[c + (CTL.IDLE_SPIN >> 2)] = IDLE_SPIN;
+    this.i32v[c + (CTL.BAR_SPIN >> 2)] = BAR_SPIN;
+    this.i32v[c + (CTL.EXP_FLAG >> 2)] = expMatchesHost(kernels) ? 0 : 1;
+  }
+
+  static async create(opts: WasmCpuBackendOptions = {}): Promise<WasmCpuBackend> {
+    const maxRows = opts.maxRows ?? 64;
+    if (!Number.isInteger(maxRows) || maxRows < 1) throw new ArgumentError(`maxRows must be an integer >= 1, got ${maxRows}`);
+    let threads = opts.threads ?? (await defaultThreads());
+    if (!Number.isInteger(threads) || threads < 1) throw new ArgumentError(`threads must be an integer >= 1, got ${opts.threads}`);
+    const shared = sharedMemoryAvailable();
+    if (!shared) threads = 1; // no SharedArrayBuffer (a page without cross-origin isolation): one thread, still SIMD
+    const module = await kernelsModule(shared);
+    const memory = createMemory(shared, HEAP_BASE / PAGE);
+    const kernels = instantiate(module, memory);
+    const pool = threads > 1 ? await WorkerPool.start(module, memory, CTL_ADDR, threads - 1) : undefined;
+    return new WasmCpuBackend(memory, kernels, pool, threads, maxRows, shared);
+  }
+
+  private refreshViews(): void {
+    const buf = this.memory.buffer;
+    this.u8 = new Uint8Array(buf);
+    this.f32v = new Float32Array(buf);
+    this.i32v = new Int32Array(buf);
+  }
+
+  /** Frees a replaced scratch block once the work that may use it has run. */
+  retire(at: number, size: number): void {
+    this.retired.push({ at, size });
+  }
+
+  private live(): void {
+    if (this.disposed) throw new BackendError('the CPU backend was disposed');
+  }
+
+  private make(desc: TensorDesc, zero: boolean): WasmTensor {
+    this.live();
+    const bytes = byteLengthOf(desc);
+    const ptr = this.heap.alloc(bytes, desc.label);
+    // memory fresh from grow() is zero already; an upload overwrites it all
+    if (zero && this.heap.reused) this.u8.fill(0, ptr, ptr + bytes);
+    const t = new WasmTensor(desc, ptr, this);
+    this.tensors.add(t);
+    return t;
+  }
+
+  async upload(desc: TensorDesc, data: ArrayBufferView | TensorFill): Promise<Tensor> {
+    const t = this.make(desc, false);
+    try {
+      if (typeof data === 'function') await data(new Uint8Array(this.memory.buffer, t.ptr, t.byteLength));
+      else {
+        if (data.byteLength !== t.byteLength) {
+          throw new ArgumentError(`upload ${desc.label}: ${data.byteLength} bytes given, ${t.byteLength} expected`);
+        }
+        this.u8.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), t.ptr);
+      }
+    } catch (e) {
+      if (!this.disposed) this.free(t);
+      throw e;
+    }
+    this.arrange(t);
+    return t;
+  }
+
+  /**
+   * Q8_0 matrices are rearranged in place, once, into blocks of four
+   * interleaved rows: the matmul then reads memory strictly in order and
+   * shares each activation load between four rows (1.5-3x faster than four
+   * separate row streams). Needs a group size that is a multiple of 16.
+   */
+  private arrange(t: WasmTensor): void {
+    if (t.dtype !== 'q8_0' || t.shape.length !== 2) return;
+    const [d, n] = t.shape;
+    const gs = t.groupSize!;
+    if (gs % 16 !== 0 || d < 4) return;
+    const groups = n / gs;
+    const tmpBytes = 4 * n + 16 * groups;
+    const tmp = this.heap.alloc(tmpBytes, `${t.label} (rearranging)`);
+    try {
+      this.kernels.interleaveQ80(t.ptr, t.scalesPtr, n, d, gs, tmp);
+    } finally {
+      this.heap.release(tmp, tmpBytes);
+    }
+    t.blocked = true;
+  }
+
+  alloc(desc: TensorDesc): Tensor {
+    return this.make(desc, true);
+  }
+
+  write(t: Tensor, data: Float32Array | Int32Array, offset = 0): void {
+    const c = this.own(t);
+    if (c.dtype === 'q8_0') throw new ArgumentError(`write ${c.label}: only f32 and i32 tensors can be written`);
+    if (offset < 0 || offset + data.length > c.elements) {
+      throw new ArgumentError(`write ${c.label}: ${data.length} elements at ${offset} past its ${c.elements}`);
+    }
+    const at = (c.ptr >> 2) + offset;
+    if (c.dtype === 'i32') this.i32v.set(data instanceof Int32Array ? data : Int32Array.from(data), at);
+    else this.f32v.set(data instanceof Float32Array ? data : Float32Array.from(data), at);
+  }
+
+  async read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
+    const c = this.own(t);
+    if (c.dtype === 'q8_0') throw new ArgumentError(`read ${c.label}: only f32 and i32 tensors can be read`);
+    const n = Math.min(count ?? c.elements, c.elements);
+    const at = c.ptr >> 2;
+    return c.dtype === 'i32' ? this.i32v.slice(at, at + n) : this.f32v.slice(at, at + n);
+  }
+
+  free(t: Tensor): void {
+    const c = this.own(t);
+    c.freed = true;
+    this.tensors.delete(c);
+    this.heap.release(c.ptr, c.byteLength);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const t of this.tensors) t.freed = true;
+    this.tensors.clear();
+    if (this.pool) {
+      const c = CTL_ADDR >> 2;
+      Atomics.store(this.i32v, c + (CTL.SHUTDOWN >> 2), 1);
+      Atomics.add(this.i32v, c + (CTL.EPOCH >> 2), 1);
+      Atomics.notify(this.i32v, c + (CTL.EPOCH >> 2));
+      this.pool.terminate();
+    }
+  }
+
+  /** Checks that a handle is one of ours and still alive. */
+  own(t: Tensor): WasmTensor {
+    if (!(t instanceof WasmTensor) || t.backend !== this || !this.tensors.has(t)) {
+      throw new ArgumentError(`tensor ${t.label} does not belong to this CPU backend or was freed`);
+    }
+    return t;
+  }
+
+  begin(pos: number, rows: number): Step {
+    this.live();
+    if (!(Number.isInteger(rows) && rows >= 1 && rows <= this.maxRows)) throw new ArgumentError(`step rows ${rows} outside 1..${this.maxRows}`);
+    if (!(Number.isInteger(pos) && pos >= 0)) throw new ArgumentError(`step position ${pos} must be an integer >= 0`);
+    return new WasmStep(this, pos, rows);
+  }
+
+  /** Runs a recorded program on every thread; returns when all are done. */
+  run(words: Int32Array, count: number, tables: Float32Array[], ropeUses: { slot: number; table: number }[], embeds: { tokens: number; rows: number; vocab: number }[]): void {
+    this.live();
+    // Token ids are checked here, when they are known (argmax may have written them).
+    for (const e of embeds) {
+      for (let r = 0; r < e.rows; r++) {
+        const id = this.i32v[(e.tokens >> 2) + r];
+        if (!(id >= 0 && id < e.vocab)) throw new ArgumentError(`token id ${id} outside the vocabulary (0..${e.vocab - 1})`);
+      }
+    }
+    let tableBytes = 0;
+    for (const t of tables) tableBytes += t.byteLength;
+    const tablePtr = tableBytes ? this.ropeTables.ensure(tableBytes) : 0;
+    const prog = this.program.ensure((count + 1) * OP_WORDS * 4);
+    // Patch table addresses, then copy the program in (END after it).
+    const addrs: number[] = [];
+    let at = tablePtr;
+    for (const t of tables) {
+      this.f32v.set(t, at >> 2);
+      addrs.push(at);
+      at += t.byteLength;
+    }
+    for (const u of ropeUses) words[u.slot] = addrs[u.table];
+    const p = prog >> 2;
+    this.i32v.set(words.subarray(0, count * OP_WORDS), p);
+    this.i32v[p + count * OP_WORDS] = OP.END;
+    try {
+      this.kernels.launch(CTL_ADDR, prog, this.canWait);
+    } finally {
+      for (const r of this.retired) this.heap.release(r.at, r.size);
+      this.retired = [];
+    }
+    if (Atomics.load(this.i32v, (CTL_ADDR + CTL.FAILED) >> 2) !== 0) {
+      this.disposed = true;
+      this.pool?.terminate();
+      throw new BackendError(`a CPU backend worker thread failed${this.pool?.error ? `: ${this.pool.error}` : ''}`);
+    }
+  }
+}
+
+/**
+ * One step's ops, recorded as op records and run by `submit`. RoPE (cos, sin)
+ * tables are made once per step for each (rows, period, head size, theta).
+ */
+class WasmStep implements Step {
+  private words = new Int32Array(OP_WORDS * 64);
+  private count = 0;
+  private tables: Float32Array[] = [];
+  private ropeUses: { slot: number; table: number }[] = [];
+  private ropeCache = new Map<string, number>();
+  private embeds: { tokens: number; rows: number; vocab: number }[] = [];
+  private submitted = false;
+  /** The activation tensor whose quantized copy is in the quant scratch, and how. */
+  private quantized: { t: WasmTensor; rows: number; gs: number; xq: number; xs: number } | undefined;
+
+  constructor(private readonly be: WasmCpuBackend, readonly pos: number, readonly rows: number) {}
+
+  private rowsFor(out: Tensor): number {
+    return rowsOf(out) === 1 ? 1 : this.rows;
+  }
+
+  /** Appends one op record; `writes` is the tensor the op modifies. */
+  private op(code: number, writes: WasmTensor | undefined, ...args: number[]): number {
+    if (this.submitted) throw new ArgumentError('this step was already submitted');
+    if ((this.count + 1) * OP_WORDS > this.words.length) {
+      const w = new Int32Array(this.words.length * 2);
+      w.set(this.words);
+      this.words = w;
+    }
+    const base = this.count * OP_WORDS;
+    this.words[base] = code;
+    for (let i = 0; i < args.length; i++) this.words[base + 1 + i] = args[i];
+    this.count++;
+    if (this.quantized && this.quantized.t === writes) this.quantized = undefined;
+    return base;
+  }
+
+  private checkRows(t: WasmTensor, rows: number, what: string): void {
+    if (rowsOf(t) < rows) throw new ArgumentError(`${what}: ${t.label} has ${rowsOf(t)} rows, the step needs ${rows}`);
+  }
+
+  private f32(t: Tensor, what: string): WasmTensor {
+    const c = this.be.own(t);
+    if (c.dtype !== 'f32') throw new ArgumentError(`${what}: ${c.label} must be f32, is ${c.dtype}`);
+    return c;
+  }
+
+  embed(out: Tensor, table: Tensor, tokens: Tensor): void {
+    const o = this.f32(out, 'embed'), tab = this.f32(table, 'embed'), tok = this.be.own(tokens);
+    const dim = colsOf(tab), vocab = rowsOf(tab), rows = this.rowsFor(out);
+    if (colsOf(o) !== dim) throw new ArgumentError(`embed: ${o.label} has ${colsOf(o)} columns, the table ${dim}`);
+    this.checkRows(o, rows, 'embed');
+    this.embeds.push({ tokens: tok.ptr, rows, vocab });
+    this.op(OP.EMBED, o, o.ptr, tab.ptr, tok.ptr, dim, rows);
+  }
+
+  rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void {
+    const o = this.f32(out, 'rmsnorm'), xi = this.f32(x, 'rmsnorm'), w = this.f32(weight, 'rmsnorm');
+    const n = colsOf(xi), rows = this.rowsFor(out);
+    this.checkRows(xi, rows, 'rmsnorm');
+    const base = this.op(OP.RMSNORM, o, o.ptr, xi.ptr, w.ptr, n, rows, 0);
+    new Float32Array(this.words.buffer, (base + 6) * 4, 1)[0] = f32(eps);
+  }
+
+  matmul(out: Tensor, x: Tensor, w: Tensor): void {
+    const o = this.f32(out, 'matmul'), xi = this.f32(x, 'matmul'), wt = this.be.own(w);
+    const [d, n] = wt.shape;
+    const rows = this.rowsFor(out);
+    if (colsOf(xi) !== n || colsOf(o) !== d) {
+      throw new ArgumentError(`matmul: ${wt.label} is [${d}, ${n}], x ${xi.label} has ${colsOf(xi)} columns, out ${o.label} ${colsOf(o)}`);
+    }
+    this.checkRows(xi, rows, 'matmul');
+    if (wt.dtype === 'f32') {
+      this.op(OP.MATMUL_F32, o, o.ptr, xi.ptr, wt.ptr, n, d, rows);
+      return;
+    }
+    if (wt.dtype !== 'q8_0') throw new ArgumentError(`matmul: ${wt.label} must be f32 or q8_0, is ${wt.dtype}`);
+    const gs = wt.groupSize!;
+    let q = this.quantized;
+    if (!q || q.t !== xi || q.rows < rows || q.gs !== gs) {
+      const groups = (rows * n) / gs;
+      const xqBytes = Math.ceil((rows * n * 2) / 64) * 64;
+      const base = this.be.quant.ensure(xqBytes + groups * 4);
+      q = { t: xi, rows, gs, xq: base, xs: base + xqBytes };
+      this.op(OP.QUANTIZE, undefined, xi.ptr, n, rows, gs, q.xq, q.xs);
+      this.quantized = q;
+    }
+    this.op(OP.MATMUL_Q80, o, o.ptr, q.xq, q.xs, wt.ptr, wt.scalesPtr, n, d, rows, gs, wt.blocked ? 1 : 0);
+  }
+
+  rope(x: Tensor, headSize: number, theta: number): void {
+    const t = this.f32(x, 'rope');
+    const n = colsOf(t), rows = this.rowsFor(x);
+    // (cos, sin) per pair depends on the pair's index within its head: one head's worth per row,
+    // or the whole row when heads have an odd size.
+    const period = headSize % 2 === 0 ? headSize / 2 : n / 2;
+    const key = `${this.pos},${rows},${period},${headSize},${theta}`;
+    let table = this.ropeCache.get(key);
+    const base = this.op(OP.ROPE, t, t.ptr, n, rows, 0, period);
+    if (table === undefined) {
+      const tab = new Float32Array(rows * period * 2);
+      for (let r = 0; r < rows; r++) {
+        for (let p = 0; p < period; p++) {
+          const headDim = (2 * p) % headSize;
+          const freq = f32(1 / f32(Math.pow(theta, f32(headDim / headSize))));
+          const angle = f32((this.pos + r) * freq);
+          tab[(r * period + p) * 2] = Math.cos(angle);
+          tab[(r * period + p) * 2 + 1] = Math.sin(angle);
+        }
+      }
+      table = this.tables.length;
+      this.tables.push(tab);
+      this.ropeCache.set(key, table);
+    }
+    // the table's address is known at submit: remember which word to patch
+    this.ropeUses.push({ slot: base + 4, table });
+  }
+
+  storeKV(cache: Tensor, layer: number, src: Tensor): void {
+    const c = this.f32(cache, 'storeKV'), s = this.f32(src, 'storeKV');
+    const [layers, seqLen, kvDim] = c.shape;
+    if (!(layer >= 0 && layer < layers)) throw new ArgumentError(`storeKV: layer ${layer} outside 0..${layers - 1}`);
+    if (this.pos + this.rows > seqLen) throw new ArgumentError(`position ${this.pos + this.rows - 1} past the KV cache (${seqLen})`);
+    this.op(OP.COPY, c, c.ptr + (layer * seqLen + this.pos) * kvDim * 4, s.ptr, this.rows * kvDim * 4);
+  }
+
+  attention(out: Tensor, q: Tensor, keys: Tensor, values: Tensor, layer: number, headSize: number): void {
+    const o = this.f32(out, 'attention'), qi = this.f32(q, 'attention');
+    const kc = this.f32(keys, 'attention'), vc = this.f32(values, 'attention');
+    const [layers, seqLen, kvDim] = kc.shape;
+    const dim = colsOf(qi);
+    const rows = this.rowsFor(out);
+    if (!(layer >= 0 && layer < layers)) throw new ArgumentError(`attention: layer ${layer} outside 0..${layers - 1}`);
+    if (this.pos + rows > seqLen) throw new ArgumentError(`position ${this.pos + rows - 1} past the KV cache (${seqLen})`);
+    const nHeads = dim / headSize, nKv = kvDim / headSize;
+    if (!Number.isInteger(nHeads) || !Number.isInteger(nKv) || nHeads % nKv !== 0) {
+      throw new ArgumentError(`attention: head size ${headSize} does not fit dim ${dim} and kv_dim ${kvDim}`);
+    }
+    const stride = Math.ceil((seqLen * 4) / 64) * 64 + 64;
+    const scratch = this.be.attScratch.ensure(stride * this.be.threads);
+    const layerOff = layer * seqLen * kvDim * 4;
+    this.op(OP.ATTENTION, o, o.ptr, qi.ptr, kc.ptr + layerOff, vc.ptr + layerOff, this.pos, rows, nHeads, nKv, headSize, scratch, stride);
+  }
+
+  swiglu(out: Tensor, gate: Tensor, up: Tensor): void {
+    const o = this.f32(out, 'swiglu');
+    const g = this.f32(gate, 'swiglu'), u = this.f32(up, 'swiglu');
+    this.op(OP.SWIGLU, o, o.ptr, g.ptr, u.ptr, this.rowsFor(out) * colsOf(o));
+  }
+
+  add(out: Tensor, a: Tensor, b: Tensor): void {
+    const o = this.f32(out, 'add');
+    const x = this.f32(a, 'add'), y = this.f32(b, 'add');
+    this.op(OP.ADD, o, o.ptr, x.ptr, y.ptr, this.rowsFor(out) * colsOf(o));
+  }
+
+  lastRow(out: Tensor, x: Tensor): void {
+    const o = this.f32(out, 'lastRow'), xi = this.f32(x, 'lastRow');
+    const n = colsOf(xi);
+    this.checkRows(xi, this.rows, 'lastRow');
+    this.op(OP.COPY, o, o.ptr, xi.ptr + (this.rows - 1) * n * 4, n * 4);
+  }
+
+  argmax(out: Tensor, logits: Tensor): void {
+    const o = this.be.own(out), l = this.f32(logits, 'argmax');
+    this.op(OP.ARGMAX, o, o.ptr, l.ptr, colsOf(l));
+  }
+
+  submit(): void {
+    if (this.submitted) throw new ArgumentError('this step was already submitted');
+    this.submitted = true;
+    if (this.count === 0) return;
+    this.be.run(this.words, this.count, this.tables, this.ropeUses, this.embeds);
+  }
+}
