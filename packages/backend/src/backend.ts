@@ -89,6 +89,14 @@ export interface Step {
   /** out[0] = index of the largest of logits[0] (lowest index wins a tie), as i32 */
   argmax(out: Tensor, logits: Tensor): void;
 
+  /**
+   * Reads the first `count` elements (default: all) of an f32 or i32 tensor as
+   * they are when this step's work is done. The copy travels with the step
+   * (on WebGPU, in the same queue submission), so a token costs one submission
+   * and one small readback. Resolves after `submit()`.
+   */
+  read(t: Tensor, count?: number): Promise<Float32Array | Int32Array>;
+
   /** Hands the recorded work to the device (CPU: it already ran; WebGPU: one queue submission). */
   submit(): void;
 }

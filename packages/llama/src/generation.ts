@@ -5,7 +5,7 @@
  * tokens never do: each chat turn starts with one), and nothing runs at or
  * past the position limit.
  */
-import { AbortError, type Backend } from '@rama/backend';
+import { AbortError, type Backend, type Step } from '@rama/backend';
 import type { ModelConfig } from '@rama/checkpoint';
 import type { Sampler } from '@rama/sampler';
 import { BOS_ID, EOS_ID, type TextStream } from '@rama/tokenizer';
@@ -105,10 +105,15 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
     return piece;
   };
 
-  const sample = async (): Promise<{ id: number; logits?: Float32Array }> => {
-    const logits = plan.withLogits || !deviceArgmax ? ((await backend.read(state.logits)) as Float32Array) : undefined;
+  /** Records the reads a sample needs into the step, submits it, and picks the next token. */
+  const submitAndSample = async (step: Step): Promise<{ id: number; logits?: Float32Array }> => {
+    if (deviceArgmax) step.argmax(state.tokens, state.logits);
+    const logitsRead = plan.withLogits || !deviceArgmax ? step.read(state.logits) : undefined;
+    const idRead = deviceArgmax ? step.read(state.tokens, 1) : undefined;
+    step.submit();
+    const logits = logitsRead && ((await logitsRead) as Float32Array);
     const shown = logits && plan.withLogits ? logits.slice() : undefined;
-    const id = deviceArgmax ? (await backend.read(state.tokens, 1))[0] : sampler.sample(logits!, tokens);
+    const id = idRead ? (await idRead)[0] : sampler.sample(logits!, tokens);
     return { id, logits: shown };
   };
 
@@ -134,8 +139,7 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
       const step = backend.begin(pos, rows);
       forward(step, config, weights, state);
       const samples = fed + rows === feed.length;
-      if (samples && deviceArgmax) step.argmax(state.tokens, state.logits);
-      step.submit();
+      const sampled = samples ? submitAndSample(step) : (step.submit(), undefined);
       pos += rows;
       // Each position's successor: the next fed token, or a sample after the last one.
       for (let j = fed + 1; j <= fed + rows && j < feed.length && reason === undefined; j++) {
@@ -146,7 +150,10 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
         }
       }
       fed += rows;
-      if (samples && reason === undefined) yield* emitSampled(await sample());
+      if (sampled) {
+        const s = await sampled;
+        if (reason === undefined) yield* emitSampled(s);
+      }
     }
     if (fed < feed.length && reason === undefined) reason = plan.endReason;
 
@@ -158,10 +165,9 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
       if (!deviceArgmax) backend.write(state.tokens, Int32Array.of(current));
       const step = backend.begin(pos, 1);
       forward(step, config, weights, state);
-      if (deviceArgmax) step.argmax(state.tokens, state.logits);
-      step.submit();
+      const sampled = submitAndSample(step);
       pos++;
-      yield* emitSampled(await sample());
+      yield* emitSampled(await sampled);
     }
     const rest = plan.text.flush();
     if (rest) {

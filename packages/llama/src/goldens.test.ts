@@ -1,29 +1,53 @@
 /**
- * Every case of shared/goldens/generate.jsonl through the API on the CPU
- * backend: the exact token ids and the exact text llama2.c produced (see
- * LIBM_BOUND_GOLDENS in @rama/testkit for the one case checked up to a prefix).
+ * Every case of shared/goldens/generate.jsonl through the API, on every
+ * backend: the CPU (WASM with default, 1 and 2 threads, and the scalar
+ * reference) and WebGPU (the device's binding limit, and buffers split at
+ * 64 KiB). Each must give the exact token ids and text llama2.c produced (see
+ * ROUNDING_BOUND_GOLDENS in @rama/testkit for the one case checked up to a
+ * per-backend prefix).
  */
 import { describe, expect, it } from 'vitest';
-import { comparableOutput, generateGoldens, goldenExpectation, goldenModelPath, missingMessage, sharedFile } from '@rama/testkit';
+import {
+  comparableOutput, generateGoldens, goldenExpectation, goldenModelPath, missingMessage, sharedFile, type BackendKind,
+} from '@rama/testkit';
+import { CpuBackend } from '@rama/tensor-cpu';
+import { WebGpuBackend } from '@rama/tensor-webgpu';
+import type { Backend } from '@rama/backend';
 import { Llama } from './index.js';
 
-for (const threads of [undefined, 1, 2]) describe(`generate goldens (cpu${threads ? `, threads: ${threads}` : ''})`, () => {
-  for (const g of generateGoldens()) {
-    it(g.id, async (ctx) => {
-      const model = goldenModelPath(g);
-      const tokenizer = sharedFile(`models/${g.tokenizer}`);
-      if (!model || !tokenizer) return ctx.skip(missingMessage(model ? `models/${g.tokenizer}` : `models/${g.model}`));
-      const llama = await Llama.load({ model, tokenizer, backend: 'cpu', threads });
-      try {
-        const gen = llama.generate(g.prompt, { steps: g.steps, temperature: g.temperature, topp: g.topp, seed: g.seed });
-        let streamed = '';
-        for await (const t of gen) streamed += t.text;
-        const r = await gen.result();
-        expect(comparableOutput(g, r)).toEqual(goldenExpectation(g));
-        expect(streamed).toBe(r.text);
-      } finally {
-        llama.dispose();
-      }
-    });
-  }
-});
+const variants: { name: string; kind: BackendKind; make: () => Promise<Backend> }[] = [
+  { name: 'cpu', kind: 'cpu', make: () => CpuBackend.create({ maxRows: 32 }) },
+  { name: 'cpu, threads: 1', kind: 'cpu', make: () => CpuBackend.create({ maxRows: 32, threads: 1 }) },
+  { name: 'cpu, threads: 2', kind: 'cpu', make: () => CpuBackend.create({ maxRows: 32, threads: 2 }) },
+  { name: 'cpu, scalar kernels', kind: 'cpu', make: () => CpuBackend.create({ maxRows: 32, kernels: 'scalar' }) },
+  { name: 'webgpu', kind: 'webgpu', make: () => WebGpuBackend.create({ maxRows: 32 }) },
+  { name: 'webgpu, 64 KiB bindings', kind: 'webgpu', make: () => WebGpuBackend.create({ maxRows: 32, maxBindingSize: 64 << 10 }) },
+];
+
+for (const v of variants) {
+  describe(`generate goldens (${v.name})`, () => {
+    for (const g of generateGoldens()) {
+      it(g.id, async (ctx) => {
+        const model = goldenModelPath(g);
+        const tokenizer = sharedFile(`models/${g.tokenizer}`);
+        if (!model || !tokenizer) return ctx.skip(missingMessage(model ? `models/${g.tokenizer}` : `models/${g.model}`));
+        const backend = await v.make();
+        try {
+          const llama = await Llama.load({ model, tokenizer, backend });
+          try {
+            const gen = llama.generate(g.prompt, { steps: g.steps, temperature: g.temperature, topp: g.topp, seed: g.seed });
+            let streamed = '';
+            for await (const t of gen) streamed += t.text;
+            const r = await gen.result();
+            expect(comparableOutput(g, r, v.kind)).toEqual(goldenExpectation(g, v.kind));
+            expect(streamed).toBe(r.text);
+          } finally {
+            llama.dispose();
+          }
+        } finally {
+          backend.dispose();
+        }
+      });
+    }
+  });
+}

@@ -219,5 +219,10 @@ class CpuStep implements Step {
     o.i32[0] = best;
   }
 
+  read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
+    // ops ran as they were recorded: the tensor already holds the step's result
+    return this.be.read(t, count);
+  }
+
   submit(): void {}
 }

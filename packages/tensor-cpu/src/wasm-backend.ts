@@ -393,6 +393,8 @@ class WasmStep implements Step {
   private ropeCache = new Map<string, number>();
   private embeds: { tokens: number; rows: number; vocab: number }[] = [];
   private submitted = false;
+  /** Reads to answer once the program has run. */
+  private reads: (() => void)[] = [];
   /** The activation tensor whose quantized copy is in the quant scratch, and how. */
   private quantized: { t: WasmTensor; rows: number; gs: number; xq: number; xs: number } | undefined;
 
@@ -549,10 +551,16 @@ class WasmStep implements Step {
     this.op(OP.ARGMAX, o, o.ptr, l.ptr, colsOf(l));
   }
 
+  read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
+    if (this.submitted) throw new ArgumentError('read: this step was already submitted');
+    this.be.own(t);
+    return new Promise((resolve, reject) => this.reads.push(() => this.be.read(t, count).then(resolve, reject)));
+  }
+
   submit(): void {
     if (this.submitted) throw new ArgumentError('this step was already submitted');
     this.submitted = true;
-    if (this.count === 0) return;
-    this.be.run(this.words, this.count, this.tables, this.ropeUses, this.embeds);
+    if (this.count > 0) this.be.run(this.words, this.count, this.tables, this.ropeUses, this.embeds);
+    for (const answer of this.reads) answer();
   }
 }

@@ -74,6 +74,9 @@ export class WebGpuBackend implements Backend, StepHost {
   private readonly bindingsByTensor = new Map<number, Set<string>>();
   private readonly scratchBuffers = new Map<string, GPUBuffer>();
   private readonly staging = new Map<number, GPUBuffer>();
+  /** Staging buffers for reads recorded in steps: all of them, and those not in use. */
+  private readonly readbacks = new Set<GPUBuffer>();
+  private readonly freeReadbacks: GPUBuffer[] = [];
   private readonly tensors = new Set<GpuTensor>();
   /** RoPE rotation tables by `${headSize}|${theta}`, and tables outgrown (kept until dispose). */
   private readonly ropeTables = new Map<string, GpuTensor>();
@@ -244,9 +247,7 @@ export class WebGpuBackend implements Backend, StepHost {
   private async readNow(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
     this.live('read');
     const g = this.tensor(t, 'read');
-    if (g.dtype === 'q8_0') throw new ArgumentError(`read: ${g.label} is q8_0; only f32 and i32 tensors can be read`);
-    const n = count ?? g.size;
-    if (!(Number.isInteger(n) && n >= 0 && n <= g.size)) throw new ArgumentError(`read: count ${count} is outside 0..${g.size} for ${g.label}`);
+    const n = this.readCount(g, count);
     const out = g.dtype === 'f32' ? new Float32Array(n) : new Int32Array(n);
     const bytes = new Uint8Array(out.buffer);
     const cap = Math.min(STAGING_CAP, this.device.limits.maxBufferSize);
@@ -255,23 +256,61 @@ export class WebGpuBackend implements Backend, StepHost {
       const size = c1 - c0;
       const staging = this.stagingBuffer(Math.max(4, size));
       const enc = this.device.createCommandEncoder({ label: `read ${g.label}` });
-      for (const p of g.parts) {
-        const s = Math.max(c0, 4 * p.e0);
-        const e = Math.min(c1, 4 * p.e1);
-        if (s < e) enc.copyBufferToBuffer(p.buffer, s - 4 * p.e0, staging, s - c0, e - s);
-      }
+      copyOut(enc, g, c0, c1, staging);
       this.device.queue.submit([enc.finish()]);
-      try {
-        await staging.mapAsync(MAP_READ, 0, Math.max(4, size));
-      } catch (e) {
-        throw this.error ?? new BackendError(`read ${g.label}: mapping the staging buffer failed: ${(e as Error).message}`, { cause: e });
-      }
-      bytes.set(new Uint8Array(staging.getMappedRange(0, Math.max(4, size)), 0, size), c0);
-      staging.unmap();
+      bytes.set(await this.mapStaging(g, staging, size), c0);
       if (n === 0) break;
     }
     if (this.error) throw this.error;
     return out;
+  }
+
+  private readCount(g: GpuTensor, count: number | undefined): number {
+    if (g.dtype === 'q8_0') throw new ArgumentError(`read: ${g.label} is q8_0; only f32 and i32 tensors can be read`);
+    const n = count ?? g.size;
+    if (!(Number.isInteger(n) && n >= 0 && n <= g.size)) throw new ArgumentError(`read: count ${count} is outside 0..${g.size} for ${g.label}`);
+    return n;
+  }
+
+  /** Maps a staging buffer that holds `size` bytes and returns a copy of them. */
+  private async mapStaging(g: GpuTensor, staging: GPUBuffer, size: number): Promise<Uint8Array> {
+    try {
+      await staging.mapAsync(MAP_READ, 0, Math.max(4, size));
+    } catch (e) {
+      throw this.error ?? new BackendError(`read ${g.label}: mapping the staging buffer failed: ${(e as Error).message}`, { cause: e });
+    }
+    const copy = new Uint8Array(staging.getMappedRange(0, Math.max(4, size)).slice(0, size));
+    staging.unmap();
+    return copy;
+  }
+
+  recordRead(encoder: GPUCommandEncoder, g: GpuTensor, count: number | undefined): () => Promise<Float32Array | Int32Array> {
+    const n = this.readCount(g, count);
+    const size = 4 * n;
+    // Too big for one staging buffer (never the case for a token id or logits): read after the step instead.
+    if (size > Math.min(STAGING_CAP, this.device.limits.maxBufferSize)) return () => this.read(g, count);
+    // Each step read gets a staging buffer no other pending read uses; it returns to the pool once mapped back.
+    const staging = this.takeReadback(Math.max(4, size));
+    copyOut(encoder, g, 0, size, staging);
+    return async () => {
+      try {
+        const bytes = await this.mapStaging(g, staging, size);
+        if (this.error) throw this.error;
+        return g.dtype === 'f32' ? new Float32Array(bytes.buffer) : new Int32Array(bytes.buffer);
+      } finally {
+        if (!this.disposed) this.freeReadbacks.push(staging);
+      }
+    };
+  }
+
+  private takeReadback(bytes: number): GPUBuffer {
+    const i = this.freeReadbacks.findIndex((b) => b.size >= bytes);
+    if (i >= 0) return this.freeReadbacks.splice(i, 1)[0];
+    let size = 256;
+    while (size < bytes) size *= 2;
+    const b = this.device.createBuffer({ label: `readback ${size}`, size, usage: USAGE.MAP_READ | USAGE.COPY_DST });
+    this.readbacks.add(b);
+    return b;
   }
 
   private stagingBuffer(bytes: number): GPUBuffer {
@@ -410,6 +449,9 @@ export class WebGpuBackend implements Backend, StepHost {
     this.scratchBuffers.clear();
     for (const b of this.staging.values()) b.destroy();
     this.staging.clear();
+    for (const b of this.readbacks) b.destroy();
+    this.freeReadbacks.length = 0;
+    this.readbacks.clear();
     this.stepUniform.destroy();
     this.pipelines.clear();
     this.device.removeEventListener('uncapturederror', this.onError);
@@ -419,3 +461,11 @@ export class WebGpuBackend implements Backend, StepHost {
   }
 }
 
+/** Encodes the copy of bytes [c0, c1) of a (possibly split) tensor into the start of `staging`. */
+function copyOut(enc: GPUCommandEncoder, g: GpuTensor, c0: number, c1: number, staging: GPUBuffer): void {
+  for (const p of g.parts) {
+    const s = Math.max(c0, 4 * p.e0);
+    const e = Math.min(c1, 4 * p.e1);
+    if (s < e) enc.copyBufferToBuffer(p.buffer, s - 4 * p.e0, staging, s - c0, e - s);
+  }
+}

@@ -14,6 +14,8 @@ export interface StepHost {
   scratch(kind: string, bytes: number): GPUBuffer;
   ropeTable(headSize: number, theta: number, positions: number): GpuTensor;
   submitStep(pos: number, rows: number, commands: GPUCommandBuffer): void;
+  /** Records a copy of a tensor's first `count` elements into a staging buffer; the returned function maps it after submit. */
+  recordRead(encoder: GPUCommandEncoder, t: GpuTensor, count: number | undefined): () => Promise<Float32Array | Int32Array>;
   readonly device: GPUDevice;
   readonly packedDot: boolean;
 }
@@ -23,6 +25,8 @@ export class WebGpuStep implements Step, Recorder {
   private readonly encoder: GPUCommandEncoder;
   private pass: GPUComputePassEncoder | null = null;
   private submitted = false;
+  /** Reads recorded in this step, mapped once it is submitted. */
+  private readonly reads: (() => void)[] = [];
 
   constructor(
     private readonly host: StepHost,
@@ -115,11 +119,19 @@ export class WebGpuStep implements Step, Recorder {
     k.argmax(this, this.t(out, 'argmax'), this.t(logits, 'argmax'));
   }
 
+  read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
+    const g = this.t(t, 'read');
+    this.endPass();
+    const finish = this.host.recordRead(this.encoder, g, count);
+    return new Promise((resolve, reject) => this.reads.push(() => finish().then(resolve, reject)));
+  }
+
   submit(): void {
     this.open('submit');
     this.endPass();
     this.submitted = true;
     this.host.submitStep(this.pos, this.rows, this.encoder.finish());
+    for (const mapBack of this.reads) mapBack();
   }
 }
 
