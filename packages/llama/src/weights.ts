@@ -4,7 +4,7 @@
  */
 import type { Backend, Tensor, TensorDesc } from '@rama/backend';
 import type { Checkpoint, ModelConfig, TensorEntry } from '@rama/checkpoint';
-import { dequantize, quantizeWeights, viewQ80, writeQ80 } from '@rama/quant-q80';
+import { dequantize, quantizeWeights, viewQ80, writeQ80, type Q80Tensor } from '@rama/quant-q80';
 
 export interface LayerWeights {
   rmsAtt: Tensor; // (dim)
@@ -73,32 +73,45 @@ export async function uploadWeights(backend: Backend, ckpt: Checkpoint, plan: We
   const rmsFinal = await asStored('rms_final', 'rms_final');
 
   // The embedding table is looked up, not multiplied: keep it f32. Quantized
-  // models (a v2 file, or --q80) use the dequantized Q8_0 values, as runq.c does.
+  // models (a v2 file, or q80) use the dequantized Q8_0 values, as runq.c does.
+  // The values are written straight into the backend's memory.
   const emb = entry('tok_embeddings');
   const embDesc: TensorDesc = { shape: emb.shape, dtype: 'f32', label: 'tok_embeddings' };
-  let embQ80: { q: Int8Array; scales: Float32Array; groupSize: number } | undefined;
+  const elements = emb.shape[0] * emb.shape[1];
   let tokenEmbedding: Tensor;
+  let embQ80: Q80Tensor | undefined; // kept only when the shared classifier needs it
   if (emb.dtype === 'q8_0') {
-    const bytes = new Uint8Array(emb.byteLength);
-    await ckpt.readInto(emb, bytes);
-    embQ80 = viewQ80(bytes, emb.shape[0] * emb.shape[1], emb.groupSize!);
+    tokenEmbedding = track(await backend.upload(embDesc, async (dst) => {
+      const bytes = new Uint8Array(emb.byteLength);
+      await ckpt.readInto(emb, bytes);
+      dequantize(viewQ80(bytes, elements, emb.groupSize!), f32View(dst, elements));
+    }));
   } else if (plan.quantizeGroupSize !== undefined) {
-    embQ80 = quantizeWeights((await ckpt.read('tok_embeddings')) as Float32Array, plan.quantizeGroupSize);
-  }
-  if (embQ80) {
-    const values = dequantize(embQ80);
-    tokenEmbedding = track(await backend.upload(embDesc, values));
+    const gs = plan.quantizeGroupSize;
+    tokenEmbedding = track(await backend.upload(embDesc, async (dst) => {
+      const values = f32View(dst, elements);
+      await ckpt.readInto(emb, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+      embQ80 = quantizeWeights(values, gs);
+      dequantize(embQ80, values);
+    }));
   } else {
     tokenEmbedding = await asStored('tok_embeddings', 'tok_embeddings');
   }
 
   let classifier: Tensor;
   if (!cfg.sharedClassifier) classifier = await matrix('wcls', 'wcls');
+  else if (emb.dtype === 'q8_0') classifier = await asStored('tok_embeddings', 'wcls (shared)');
   else if (embQ80) {
-    const desc: TensorDesc = { shape: emb.shape, dtype: 'q8_0', groupSize: embQ80.groupSize, label: 'wcls (shared)' };
     const t = embQ80;
+    const desc: TensorDesc = { shape: emb.shape, dtype: 'q8_0', groupSize: t.groupSize, label: 'wcls (shared)' };
     classifier = track(await backend.upload(desc, (dst) => writeQ80(dst, t)));
   } else classifier = tokenEmbedding;
 
   return { tokenEmbedding, layers, rmsFinal, classifier };
+}
+
+/** A Float32Array over the backend memory an f32 tensor is uploaded into. */
+function f32View(dst: Uint8Array, elements: number): Float32Array {
+  if (dst.byteOffset % 4 !== 0) throw new Error('backend memory for an f32 tensor is not 4-byte aligned');
+  return new Float32Array(dst.buffer, dst.byteOffset, elements);
 }

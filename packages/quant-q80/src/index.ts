@@ -85,7 +85,7 @@ export function quantizeActivations(
 }
 
 /** out = q * scale per group. */
-export function dequantize(t: Q80Tensor, out = new Float32Array(t.q.length)): Float32Array {
+export function dequantize(t: Q80Tensor, out: Float32Array = new Float32Array(t.q.length)): Float32Array {
   const { q, scales, groupSize } = t;
   for (let i = 0; i < q.length; i++) out[i] = q[i] * scales[Math.floor(i / groupSize)];
   return out;
