@@ -27,6 +27,8 @@ export interface Backend {
   readonly name: string;
   /** Human description of the device, for logs and the CLI. */
   readonly description: string;
+  /** The most positions one Step may hold. */
+  readonly maxRows: number;
 
   /** Allocates a tensor and fills it (weights). */
   upload(desc: TensorDesc, data: ArrayBufferView | TensorFill): Promise<Tensor>;

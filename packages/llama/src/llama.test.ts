@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { generateGoldens, goldenModelPath, missingMessage, sharedFile, synthModel } from '@rama/testkit';
 import { FormatError, ArgumentError } from '@rama/backend';
+import { CpuBackend } from '@rama/tensor-cpu';
 import { Llama } from './index.js';
 
 const aidreams = () => ({ model: sharedFile('models/aidreams260K.bin'), tokenizer: sharedFile('models/tok512-aidreams.bin') });
@@ -31,6 +32,13 @@ describe('Llama', () => {
       expect(r.promptTokens).toBe(g.prompt_tokens.length);
       llama.dispose();
     }
+    // a backend the caller made with room for fewer positions per step than batchSize
+    const backend = await CpuBackend.create({ maxRows: 2 });
+    const llama = await Llama.load({ model, tokenizer, backend, batchSize: 32 });
+    expect(llama.batchSize).toBe(2);
+    expect((await llama.generate(g.prompt, { steps: g.steps, temperature: 0 }).result()).tokens).toEqual(g.tokens);
+    llama.dispose();
+    backend.dispose();
   });
 
   it('stops at a sampled BOS, at the context end, and when the prompt fills the steps', async (ctx) => {

@@ -98,10 +98,12 @@ export class Llama {
       const tensors: Tensor[] = [];
       const track = (t: Tensor) => (tensors.push(t), t);
       try {
+        // A backend the caller made may take fewer positions per step than asked for.
+        const rows = Math.min(batchSize, backend.maxRows);
         const weights = await uploadWeights(backend, ckpt, { quantizeGroupSize }, track);
-        const state = allocState(backend, config, batchSize, context, track);
+        const state = allocState(backend, config, rows, context, track);
         const quantized = ckpt.format === 'v2' || quantizeGroupSize !== undefined;
-        return new Llama(config, ckpt.format, tokenizer, backend, owned, weights, state, tensors, context, batchSize, quantized);
+        return new Llama(config, ckpt.format, tokenizer, backend, owned, weights, state, tensors, context, rows, quantized);
       } catch (e) {
         if (owned) backend.dispose();
         else for (const t of tensors) backend.free(t);
