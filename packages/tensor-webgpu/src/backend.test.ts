@@ -164,3 +164,104 @@ describe('WebGpuBackend', () => {
     await expect(b.read(t)).rejects.toThrow(BackendError);
   });
 });
+
+describe('matmul kernel variants (rows, workgroups)', () => {
+  const variants: { name: string; rows: WebGpuBackend; wg: WebGpuBackend }[] = [];
+  beforeAll(async () => {
+    for (const maxBindingSize of [undefined, 64 * KiB]) {
+      variants.push({
+        name: maxBindingSize ? '64 KiB bindings' : 'default bindings',
+        rows: await WebGpuBackend.create({ maxRows: 8, maxBindingSize, matmulKernels: 'rows' }),
+        wg: await WebGpuBackend.create({ maxRows: 8, maxBindingSize, matmulKernels: 'workgroups' }),
+      });
+    }
+  });
+  afterAll(() => {
+    for (const v of variants) {
+      v.rows.dispose();
+      v.wg.dispose();
+    }
+  });
+
+  // Deterministic pseudo-random values in [-1, 1).
+  const rand = (seed: number) => {
+    let s = seed >>> 0;
+    return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 31) - 1;
+  };
+
+  async function run(b: WebGpuBackend, w: { desc: { shape: number[]; dtype: 'f32' | 'q8_0'; groupSize?: number }; data: Uint8Array | Float32Array }, x: Float32Array, rows: number): Promise<Float32Array> {
+    const [d, n] = w.desc.shape;
+    const wt = await b.upload({ label: 'w', ...w.desc }, w.data);
+    const xt = await b.upload({ label: 'x', shape: [8, n], dtype: 'f32' }, x);
+    const out = b.alloc({ label: 'out', shape: [8, d], dtype: 'f32' });
+    const s = b.begin(0, rows);
+    s.matmul(out, xt, wt);
+    s.submit();
+    const got = (await b.read(out, rows * d)) as Float32Array;
+    for (const t of [wt, xt, out]) b.free(t);
+    return got;
+  }
+
+  it('describes the default: rows on SwiftShader', async () => {
+    const b = await WebGpuBackend.create();
+    try {
+      if (/swiftshader/i.test(b.description)) expect(b.matmulKernels).toBe('rows');
+      expect(b.description).toMatch(new RegExp(`${b.matmulKernels} matmul kernels`));
+    } finally {
+      b.dispose();
+    }
+    await expect(WebGpuBackend.create({ matmulKernels: 'tiles' as never })).rejects.toThrow(ArgumentError);
+  });
+
+  it('q8_0: bit-identical results (runq.c order), over tiles, batch rows and split weights', async () => {
+    // [d, n, G]: several 128-word tiles (G 32, G 4), one group per tile (G 512), a group too big
+    // for a tile (G 1024: row kernel) and groups that are not whole words (G 6: row kernel).
+    for (const [d, n, G] of [[70, 4096, 32], [33, 1100, 4], [9, 1536, 512], [5, 2048, 1024], [12, 120, 6]]) {
+      const r = rand(d * n + G);
+      const q = new Int8Array(d * n).map(() => Math.round(r() * 127));
+      const scales = Float32Array.from({ length: (d * n) / G }, () => Math.fround(0.001 + Math.abs(r()) * 0.01));
+      const data = new Uint8Array(d * n + 4 * scales.length);
+      data.set(new Uint8Array(q.buffer));
+      data.set(new Uint8Array(scales.buffer), d * n);
+      const x = Float32Array.from({ length: 8 * n }, () => Math.fround(r() * 2));
+      const w = { desc: { shape: [d, n], dtype: 'q8_0' as const, groupSize: G }, data };
+      for (const v of variants) {
+        for (const rows of [1, 5]) {
+          const a = await run(v.rows, w, x, rows);
+          const b = await run(v.wg, w, x, rows);
+          expect(b, `${v.name}, [${d}, ${n}] G ${G}, ${rows} rows`).toEqual(a);
+          expect(a.some((e) => e !== 0)).toBe(true);
+        }
+      }
+    }
+  });
+
+  it('f32: both near the exact dot product, and within one rounding of each other', async () => {
+    for (const [d, n] of [[40, 4096], [17, 1001]]) {
+      const r = rand(d + n);
+      const wv = Float32Array.from({ length: d * n }, () => Math.fround(r() * 0.1));
+      const x = Float32Array.from({ length: 8 * n }, () => Math.fround(r()));
+      const w = { desc: { shape: [d, n], dtype: 'f32' as const }, data: wv };
+      for (const v of variants) {
+        const a = await run(v.rows, w, x, 5);
+        const b = await run(v.wg, w, x, 5);
+        for (let i = 0; i < 5; i++) {
+          for (let j = 0; j < d; j++) {
+            let exact = 0;
+            let mag = 0;
+            for (let k = 0; k < n; k++) {
+              exact += wv[j * n + k] * x[i * n + k];
+              mag += Math.abs(wv[j * n + k] * x[i * n + k]);
+            }
+            // Where fma is not fused (SwiftShader), each product's rounding error is lost: up to 2^-24 * mag.
+            const bound = 2 ** -23 * Math.abs(exact) + 2 ** -24 * mag;
+            expect(Math.abs(a[i * d + j] - exact)).toBeLessThanOrEqual(bound);
+            expect(Math.abs(b[i * d + j] - exact)).toBeLessThanOrEqual(bound);
+            // Both sum the same products with compensation, in different orders: within one rounding of each other.
+            expect(Math.abs(a[i * d + j] - b[i * d + j])).toBeLessThanOrEqual(2 ** -23 * Math.abs(a[i * d + j]) + 2 ** -40 * mag);
+          }
+        }
+      }
+    }
+  });
+});

@@ -13,7 +13,7 @@ import {
 } from '@rama/backend';
 import { acquireDevice, type AcquiredDevice } from './device.js';
 import { allKernels } from './kernels/index.js';
-import type { Params } from './kernels/common.js';
+import type { MatmulKernels, Params } from './kernels/common.js';
 import { fillRopeTable } from './kernels/rope.js';
 import { compileKernel, type Compiled } from './pipelines.js';
 import { WebGpuStep, type StepHost } from './step.js';
@@ -31,6 +31,13 @@ export interface WebGpuBackendOptions extends BackendOptions {
   /** Split tensors into buffers of at most this many bytes (default and cap: the device's binding limit). */
   maxBindingSize?: number;
   powerPreference?: GPUPowerPreference;
+  /**
+   * Matmul kernels: 'rows' (one thread per output, looping over its weight
+   * row: fastest on a CPU implementation such as SwiftShader) or 'workgroups'
+   * (a workgroup per output with coalesced loads: for GPUs). Default: 'rows'
+   * on a CPU adapter (SwiftShader or a fallback adapter), else 'workgroups'.
+   */
+  matmulKernels?: MatmulKernels;
 }
 
 // Pipelines depend only on the device: compiled once per device, shared by its backends.
@@ -68,6 +75,7 @@ export class WebGpuBackend implements Backend, StepHost {
   readonly maxPartBytes: number;
   readonly device: GPUDevice;
   readonly packedDot: boolean;
+  readonly matmulKernels: MatmulKernels;
 
   private readonly pipelines = new Map<string, Compiled>();
   private readonly bindings = new Map<string, CachedBinding>();
@@ -92,13 +100,14 @@ export class WebGpuBackend implements Backend, StepHost {
   private constructor(acquired: AcquiredDevice, opts: WebGpuBackendOptions) {
     this.device = acquired.device;
     this.packedDot = acquired.packedDot;
+    this.matmulKernels = opts.matmulKernels ?? (acquired.cpuAdapter ? 'rows' : 'workgroups');
     this.maxRows = opts.maxRows ?? 512;
     const lim = this.device.limits;
     const cap = Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize);
     this.maxPartBytes = Math.floor(Math.min(opts.maxBindingSize ?? cap, cap) / 4) * 4;
     this.description = `${acquired.description}, binding limit ${mib(lim.maxStorageBufferBindingSize)}, buffer limit ${mib(lim.maxBufferSize)}${
       opts.maxBindingSize ? `, split at ${this.maxPartBytes} bytes` : ''
-    }`;
+    }, ${this.matmulKernels} matmul kernels`;
     this.stepUniform = this.device.createBuffer({ label: 'step', size: 16, usage: USAGE.UNIFORM | USAGE.COPY_DST });
     this.device.lost.then((info) => {
       if (!this.disposed) this.error ??= new BackendError(`WebGPU: device lost (${info.reason}): ${info.message}`);
@@ -116,6 +125,9 @@ export class WebGpuBackend implements Backend, StepHost {
     }
     if (opts.maxBindingSize !== undefined && !(opts.maxBindingSize >= 256)) {
       throw new ArgumentError(`maxBindingSize must be at least 256 bytes, got ${opts.maxBindingSize}`);
+    }
+    if (opts.matmulKernels !== undefined && opts.matmulKernels !== 'rows' && opts.matmulKernels !== 'workgroups') {
+      throw new ArgumentError(`matmulKernels must be 'rows' or 'workgroups', got ${String(opts.matmulKernels)}`);
     }
     const acquired = await acquireDevice(opts);
     const pipelines = await compiledKernels(acquired);

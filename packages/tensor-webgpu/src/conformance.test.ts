@@ -6,3 +6,10 @@ const reference = () => CpuBackend.create({ maxRows: 8 });
 
 describeBackendConformance('webgpu', () => WebGpuBackend.create({ maxRows: 8 }), reference);
 describeBackendConformance('webgpu, 64 KiB bindings', () => WebGpuBackend.create({ maxRows: 8, maxBindingSize: 64 << 10 }), reference);
+// The workgroup matmul kernels (the default on a GPU; SwiftShader defaults to 'rows').
+describeBackendConformance('webgpu, workgroup matmuls', () => WebGpuBackend.create({ maxRows: 8, matmulKernels: 'workgroups' }), reference);
+describeBackendConformance(
+  'webgpu, workgroup matmuls, 64 KiB bindings',
+  () => WebGpuBackend.create({ maxRows: 8, maxBindingSize: 64 << 10, matmulKernels: 'workgroups' }),
+  reference,
+);

@@ -7,6 +7,20 @@ export interface AcquiredDevice {
   description: string;
   /** Whether WGSL's dot4I8Packed may be used. */
   packedDot: boolean;
+  /** Whether the adapter is a CPU implementation (SwiftShader, or a fallback adapter): picks the matmul kernels. */
+  cpuAdapter: boolean;
+}
+
+/**
+ * A CPU implementation of WebGPU: SwiftShader (vendor "google", architecture
+ * "swiftshader"), or any adapter that says it is a fallback adapter (the
+ * attribute moved from GPUAdapter to GPUAdapterInfo; both are checked).
+ */
+export function isCpuAdapter(info: Partial<GPUAdapterInfo> | undefined, adapter?: GPUAdapter): boolean {
+  if (!info && !adapter) return false;
+  const fallback = (adapter as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter || info?.isFallbackAdapter;
+  const text = `${info?.vendor ?? ''} ${info?.architecture ?? ''} ${info?.device ?? ''} ${info?.description ?? ''}`.toLowerCase();
+  return !!fallback || text.includes('swiftshader') || (info?.vendor === 'google' && info?.architecture === 'swiftshader');
 }
 
 // The object `create()` returns in Node must outlive every device made from it,
@@ -69,6 +83,8 @@ async function requestOrWrap(opts: { device?: GPUDevice; powerPreference?: GPUPo
       device: opts.device,
       description: `WebGPU (caller's device${opts.device.label ? `: ${opts.device.label}` : ''})`,
       packedDot: !!wgsl?.has('packed_4x8_integer_dot_product'),
+      // GPUDevice.adapterInfo is newer than some implementations: without it, assume a GPU.
+      cpuAdapter: isCpuAdapter((opts.device as { adapterInfo?: GPUAdapterInfo }).adapterInfo),
     };
   }
   const gpu = await gpuEntryPoint();
@@ -92,5 +108,6 @@ async function requestOrWrap(opts: { device?: GPUDevice; powerPreference?: GPUPo
     device,
     description: `WebGPU (${name || 'unknown adapter'})`,
     packedDot: gpu.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? false,
+    cpuAdapter: isCpuAdapter(info, adapter),
   };
 }

@@ -1,7 +1,7 @@
 /// <reference types="@webgpu/types" />
 import { ArgumentError, type Step, type Tensor } from '@rama/backend';
 import * as k from './kernels/index.js';
-import type { Params, Recorder } from './kernels/common.js';
+import type { MatmulKernels, Params, Recorder } from './kernels/common.js';
 import type { GpuTensor } from './tensor.js';
 
 /** Services the backend lends a step: checked tensors, cached bind groups, scratch, the queue. */
@@ -18,6 +18,7 @@ export interface StepHost {
   recordRead(encoder: GPUCommandEncoder, t: GpuTensor, count: number | undefined): () => Promise<Float32Array | Int32Array>;
   readonly device: GPUDevice;
   readonly packedDot: boolean;
+  readonly matmulKernels: MatmulKernels;
 }
 
 /** One batch of positions recorded into one command encoder and handed to the queue in one submit. */
@@ -38,6 +39,10 @@ export class WebGpuStep implements Step, Recorder {
 
   get packedDot(): boolean {
     return this.host.packedDot;
+  }
+
+  get matmulKernels(): MatmulKernels {
+    return this.host.matmulKernels;
   }
 
   private open(op: string): void {

@@ -112,7 +112,17 @@ export interface Recorder {
    */
   ropeTable(headSize: number, theta: number, positions: number): GpuTensor;
   readonly packedDot: boolean;
+  /** Which matmul kernels to dispatch (see MatmulKernels). */
+  readonly matmulKernels: MatmulKernels;
 }
+
+/**
+ * The matmul kernel variant: 'rows' (one thread per output, looping over the
+ * whole input row: fast on a CPU implementation such as SwiftShader) or
+ * 'workgroups' (one workgroup per output, threads striding over the row with
+ * coalesced loads, then a reduction in workgroup memory: for GPUs).
+ */
+export type MatmulKernels = 'rows' | 'workgroups';
 
 /** Rows an op processes: `rows`, except one when its output has a single row. */
 export function rowsFor(rec: Recorder, out: GpuTensor): number {

@@ -1,4 +1,4 @@
-import { STEP_WGSL, Params, expect, expectDtype, rowLimit, rowsFor, type KernelDef, type Recorder } from './common.js';
+import { STEP_WGSL, Params, expect, expectDtype, grid2, rowLimit, rowsFor, type KernelDef, type Recorder } from './common.js';
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 import { matmulQ8Chunk } from './matmulQ8.js';
 
@@ -52,9 +52,87 @@ fn dot2(s: ptr<function, f32>, c: ptr<function, f32>, a: f32, b: f32) {
 }`;
 }
 
+/** Threads per workgroup of the workgroup matmul kernels (f32 and q8_0). */
+export const MM_WG = 64;
+
+// The workgroup variant, for GPUs: one workgroup of MM_WG threads per output
+// column j (and up to 4 rows of a batch), its threads striding over k so that
+// consecutive threads read consecutive vec4s (or f32s) of the weight row:
+// coalesced loads. Each thread keeps its own Dot2 pair (s, c) per row; the
+// pairs are combined in workgroup memory with TwoSum (s1 + s2 split exactly
+// into sum and error, c = c1 + c2 + error), so s + c is still the sum as if
+// accumulated in twice f32 precision and rounded once, whatever the order.
+// The reduction is two levels (8 threads per row each combine 8 pairs, then
+// one thread per row combines those 8): two barriers.
+function matmulWgWgsl(vec4: boolean): string {
+  const T = vec4 ? 'vec4<f32>' : 'f32';
+  const load = vec4
+    ? `let wv = w[wo / 4u + k];
+      for (var i = 0u; i < nr; i++) {
+        let xv = x[(ra + i - p.xRow0) * (p.n / 4u) + k];
+        var a = acc[i];
+        a = dot2(a, wv.x, xv.x);
+        a = dot2(a, wv.y, xv.y);
+        a = dot2(a, wv.z, xv.z);
+        a = dot2(a, wv.w, xv.w);
+        acc[i] = a;
+      }`
+    : `let wv = w[wo + k];
+      for (var i = 0u; i < nr; i++) { acc[i] = dot2(acc[i], wv, x[(ra + i - p.xRow0) * p.n + k]); }`;
+  return /* wgsl */ `${STEP_WGSL}
+struct P { n: u32, d: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, wRow0: u32, outE0: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<${T}>;
+@group(0) @binding(4) var<storage, read> w: array<${T}>;
+// Dot2 step on a pair (s, c): see matmul_f32.
+fn dot2(sc: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
+  let p = a * b;
+  let pe = fma(a, b, -p);
+  let t = sc.x + p;
+  let z = t - sc.x;
+  return vec2<f32>(t, sc.y + ((sc.x - (t - z)) + (p - z)) + pe);
+}
+// Combines two pairs: TwoSum of the sums, the error joins the compensations.
+fn join(u: vec2<f32>, v: vec2<f32>) -> vec2<f32> {
+  let t = u.x + v.x;
+  let z = t - u.x;
+  return vec2<f32>(t, (u.y + v.y) + ((u.x - (t - z)) + (v.x - z)));
+}
+var<workgroup> red: array<vec2<f32>, ${4 * MM_WG}>;
+@compute @workgroup_size(${MM_WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let j = p.j0 + wg.y * 65535u + wg.x;
+  let ra = p.rStart + wg.z * 4u;
+  let rb = min(p.rEnd, min(step.rows, p.rowLimit));
+  if (j >= p.j1 || ra >= rb) { return; }
+  let nr = min(4u, rb - ra);
+  let wo = (j - p.wRow0) * p.n;
+  var acc: array<vec2<f32>, 4>;
+  for (var k = lid; k < ${vec4 ? 'p.n / 4u' : 'p.n'}; k += ${MM_WG}u) {
+    ${load}
+  }
+  for (var i = 0u; i < 4u; i++) { red[i * ${MM_WG}u + lid] = acc[i]; }
+  workgroupBarrier();
+  if (lid < 32u) {
+    let b = (lid / 8u) * ${MM_WG}u + (lid % 8u) * 8u;
+    var a = red[b];
+    for (var q = 1u; q < 8u; q++) { a = join(a, red[b + q]); }
+    red[b] = a;
+  }
+  workgroupBarrier();
+  if (lid < nr) {
+    var a = red[lid * ${MM_WG}u];
+    for (var q = 1u; q < 8u; q++) { a = join(a, red[lid * ${MM_WG}u + q * 8u]); }
+    out[(ra + lid) * p.d + j - p.outE0] = a.x + a.y;
+  }
+}`;
+}
+
 export const matmulKernels: KernelDef[] = [
   { name: 'matmul_f32', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(false) },
   { name: 'matmul_f32_v4', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(true) },
+  { name: 'matmul_f32_wg', storage: ['rw', 'read', 'read'], wgsl: matmulWgWgsl(false) },
+  { name: 'matmul_f32_v4_wg', storage: ['rw', 'read', 'read'], wgsl: matmulWgWgsl(true) },
 ];
 
 /** A block of outputs one dispatch computes: rows [rStart, rEnd) by columns [j0, j1). */
@@ -103,19 +181,18 @@ export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor
       matmulQ8Chunk(rec, out, x, w, xp, ch.r0, ch.end, rows, lim, bs);
       continue;
     }
+    const wg = rec.matmulKernels === 'workgroups';
+    const kernel = (x.cols % 4 === 0 ? 'matmul_f32_v4' : 'matmul_f32') + (wg ? '_wg' : '');
     for (const b of bs) {
-      rec.dispatch(
-        x.cols % 4 === 0 ? 'matmul_f32_v4' : 'matmul_f32',
-        `mm|${out.id}|${x.id}|${w.id}|${b.key}|${lim}`,
-        [out, x, w],
-        () => ({
-          params: new Params()
-            .u(x.cols).u(out.cols).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(lim).u(xp.r0).u(b.wPart.r0).u(b.outPart.e0),
-          buffers: [b.outPart.buffer, xp.buffer, b.wPart.buffer],
-        }),
-        Math.ceil((b.j1 - b.j0) / 64),
-        Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4),
-      );
+      const rowGroups = Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4);
+      const make = () => ({
+        params: new Params()
+          .u(x.cols).u(out.cols).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(lim).u(xp.r0).u(b.wPart.r0).u(b.outPart.e0),
+        buffers: [b.outPart.buffer, xp.buffer, b.wPart.buffer],
+      });
+      const key = `${wg ? 'mmw' : 'mm'}|${out.id}|${x.id}|${w.id}|${b.key}|${lim}`;
+      if (wg) rec.dispatch(kernel, key, [out, x, w], make, ...grid2(b.j1 - b.j0), rowGroups);
+      else rec.dispatch(kernel, key, [out, x, w], make, Math.ceil((b.j1 - b.j0) / 64), rowGroups);
     }
   }
 }

@@ -1,4 +1,4 @@
-import { DIV_RN_WGSL, STEP_WGSL, Params, type KernelDef, type Recorder } from './common.js';
+import { DIV_RN_WGSL, STEP_WGSL, Params, grid2, type KernelDef, type Recorder } from './common.js';
 import type { GpuTensor, Part } from '../tensor.js';
 import type { MatmulBlock } from './matmul.js';
 
@@ -107,12 +107,83 @@ struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u
 }`;
 }
 
+/**
+ * Words of int8 weights per row a workgroup-variant tile holds (whole groups: G <= 4 * Q8_TILE_WORDS).
+ * 128 words keeps workgroup memory at 4 KiB (dots and terms for 4 rows); 256 words (8 KiB) ran
+ * twice as slow on SwiftShader (measured; workgroup memory is zero-filled per workgroup).
+ */
+const Q8_TILE_WORDS = 128;
+const Q8_WG = 64;
+
+// The workgroup variant, for GPUs: one workgroup of 64 threads per output column
+// j (and up to 4 rows of a batch). The row is walked in tiles of whole groups
+// (up to 128 words: G <= 512; a bigger G uses the row kernel): the threads read
+// consecutive u32 words (4 int8 each) of the weight row, coalesced, and store each word's i32 dot in workgroup memory;
+// then one thread per (row, group) sums its group's words (exact in any order)
+// and computes the group's term (f32(ival) * w_scale) * x_scale; then one
+// thread per row adds the tile's terms to its running sum in group order. So
+// val is the same f32 chain as runq.c's, bit for bit, and no fma can be formed
+// across the three roundings (the terms pass through workgroup memory).
+function matmulWgWgsl(packedDot: boolean): string {
+  const dot = packedDot
+    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
+    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+  const T = Q8_TILE_WORDS;
+  return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}
+${dot}
+struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32,
+  xChunk0: u32, sOff: u32, wRow0: u32, wsOff: u32, outE0: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> xq: array<u32>;
+@group(0) @binding(4) var<storage, read> w: array<u32>;
+var<workgroup> dots: array<i32, ${4 * T}>;
+var<workgroup> terms: array<f32, ${4 * T}>;
+@compute @workgroup_size(${Q8_WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let j = p.j0 + wg.y * 65535u + wg.x;
+  let ra = p.rStart + wg.z * 4u;
+  let rb = min(p.rEnd, min(step.rows, p.rowLimit));
+  if (j >= p.j1 || ra >= rb) { return; }
+  let nr = min(4u, rb - ra);
+  let jl = j - p.wRow0;
+  let xl0 = ra - p.xChunk0;
+  let gw = p.G / 4u;
+  let tg = ${T}u / gw;
+  let ww = (jl * p.n) >> 2u;  // first word of the weight row's int8 values
+  var acc = 0.0;  // thread i < nr: row ra + i
+  for (var g0 = 0u; g0 < p.ng; g0 += tg) {
+    let gn = min(tg, p.ng - g0);
+    let w0 = g0 * gw;
+    for (var q = lid; q < gn * gw; q += ${Q8_WG}u) {
+      let wv = w[ww + w0 + q];
+      for (var i = 0u; i < nr; i++) { dots[i * ${T}u + q] = dot4(xq[(xl0 + i) * p.nw + w0 + q], wv); }
+    }
+    workgroupBarrier();
+    for (var e = lid; e < nr * gn; e += ${Q8_WG}u) {
+      let i = e / gn;
+      let g = e % gn;
+      var iv = 0i;
+      for (var q = 0u; q < gw; q++) { iv += dots[i * ${T}u + g * gw + q]; }
+      let xs = bitcast<f32>(xq[p.sOff + (xl0 + i) * p.ng + g0 + g]);
+      // runq.c: ((float) ival) * w_scale * x_scale, each product rounded to f32.
+      terms[i * ${T}u + g] = (f32(iv) * bitcast<f32>(w[p.wsOff + jl * p.ng + g0 + g])) * xs;
+    }
+    workgroupBarrier();
+    if (lid < nr) {
+      for (var g = 0u; g < gn; g++) { acc = acc + terms[lid * ${T}u + g]; }
+    }
+  }
+  if (lid < nr) { out[(ra + lid) * p.d + j - p.outE0] = acc; }
+}`;
+}
+
 export function matmulQ8Kernels(packedDot: boolean): KernelDef[] {
   return [
     { name: 'q8_scales', storage: ['rw', 'read'], wgsl: scalesWgsl },
     { name: 'q8_quant', storage: ['rw', 'read'], wgsl: quantWgsl },
     { name: 'matmul_q8_words', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(true, packedDot) },
     { name: 'matmul_q8_bytes', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(false, packedDot) },
+    { name: 'matmul_q8_wg', storage: ['rw', 'read', 'read'], wgsl: matmulWgWgsl(packedDot) },
   ];
 }
 
@@ -141,20 +212,19 @@ export function matmulQ8Chunk(
   const qkey = `${x.id}|${r0}|${G}|${lim}`;
   rec.dispatch('q8_scales', `q8s|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(ng / 64), active);
   rec.dispatch('q8_quant', `q8q|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(nw / 64), active);
-  const kernel = G % 4 === 0 ? 'matmul_q8_words' : 'matmul_q8_bytes';
+  // The workgroup variant needs word-aligned groups that fit a tile; other group sizes use the row-per-thread kernels.
+  const wg = rec.matmulKernels === 'workgroups' && G % 4 === 0 && G <= 4 * Q8_TILE_WORDS;
+  const kernel = wg ? 'matmul_q8_wg' : G % 4 === 0 ? 'matmul_q8_words' : 'matmul_q8_bytes';
   for (const b of bs) {
-    rec.dispatch(
-      kernel,
-      `mmq|${out.id}|${x.id}|${w.id}|${b.key}|${lim}`,
-      [out, x, w],
-      () => ({
-        params: new Params()
-          .u(n).u(out.cols).u(G).u(ng).u(nw).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(lim)
-          .u(r0).u(sOff).u(b.wPart.r0).u(b.wPart.scaleOffset / 4).u(b.outPart.e0),
-        buffers: [b.outPart.buffer, xq, b.wPart.buffer],
-      }),
-      Math.ceil((b.j1 - b.j0) / 64),
-      Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4),
-    );
+    const rowGroups = Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4);
+    const make = () => ({
+      params: new Params()
+        .u(n).u(out.cols).u(G).u(ng).u(nw).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(lim)
+        .u(r0).u(sOff).u(b.wPart.r0).u(b.wPart.scaleOffset / 4).u(b.outPart.e0),
+      buffers: [b.outPart.buffer, xq, b.wPart.buffer],
+    });
+    const key = `${wg ? 'mmqw' : 'mmq'}|${out.id}|${x.id}|${w.id}|${b.key}|${lim}`;
+    if (wg) rec.dispatch(kernel, key, [out, x, w], make, ...grid2(b.j1 - b.j0), rowGroups);
+    else rec.dispatch(kernel, key, [out, x, w], make, Math.ceil((b.j1 - b.j0) / 64), rowGroups);
   }
 }
