@@ -5,36 +5,44 @@ import { matmulQ8Chunk } from './matmulQ8.js';
 // out[r, j] = sum_k w[j, k] * x[r, k], summed in k order as llama2.c does.
 // One thread per output column j and up to 4 rows of a batch (the weight row
 // stays in cache between them); vec4 loads when n % 4 == 0. Each sum is a
-// chain of fused multiply-adds in k order, like llama2.c built with FMA.
-function matmulWgsl(vec4: boolean): string {
-  const T = vec4 ? 'vec4<f32>' : 'f32';
-  const body = vec4
-    ? `for (var k = 0u; k < p.n / 4u; k++) {
-      let wv = w[wo / 4u + k];
-      let xv = x[xo / 4u + k];
-      dot2(&s, &c, wv.x, xv.x);
-      dot2(&s, &c, wv.y, xv.y);
-      dot2(&s, &c, wv.z, xv.z);
-      dot2(&s, &c, wv.w, xv.w);
-    }`
-    : 'for (var k = 0u; k < p.n; k++) { dot2(&s, &c, w[wo + k], x[xo + k]); }';
+// compensated (Dot2) sum in k order: see matmulF32Header.
+/**
+ * What both f32 kernels share: their params and bindings, and the
+ * Ogita-Rump-Oishi Dot2 step. The exact error of each product (fma) and of
+ * each addition (TwoSum) is carried in sc.y, so sc.x + sc.y is the sum as if
+ * accumulated in twice the precision and rounded once, as the reference
+ * (f64 accumulator) does.
+ */
+function matmulF32Header(T: string): string {
   return /* wgsl */ `${STEP_WGSL}
 struct P { n: u32, d: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, wRow0: u32, outE0: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> x: array<${T}>;
 @group(0) @binding(4) var<storage, read> w: array<${T}>;
-// Ogita-Rump-Oishi Dot2: the exact error of each product (fma) and of each
-// addition (TwoSum) is carried in c, so s + c is the sum as if accumulated in
-// twice the precision and rounded once, as the reference (f64 accumulator) does.
-fn dot2(s: ptr<function, f32>, c: ptr<function, f32>, a: f32, b: f32) {
+fn dot2(sc: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
   let p = a * b;
   let pe = fma(a, b, -p);
-  let t = *s + p;
-  let z = t - *s;
-  *c = *c + ((*s - (t - z)) + (p - z)) + pe;
-  *s = t;
+  let t = sc.x + p;
+  let z = t - sc.x;
+  return vec2<f32>(t, sc.y + ((sc.x - (t - z)) + (p - z)) + pe);
 }
+`;
+}
+
+function matmulWgsl(vec4: boolean): string {
+  const T = vec4 ? 'vec4<f32>' : 'f32';
+  const body = vec4
+    ? `for (var k = 0u; k < p.n / 4u; k++) {
+      let wv = w[wo / 4u + k];
+      let xv = x[xo / 4u + k];
+      sc = dot2(sc, wv.x, xv.x);
+      sc = dot2(sc, wv.y, xv.y);
+      sc = dot2(sc, wv.z, xv.z);
+      sc = dot2(sc, wv.w, xv.w);
+    }`
+    : 'for (var k = 0u; k < p.n; k++) { sc = dot2(sc, w[wo + k], x[xo + k]); }';
+  return /* wgsl */ `${matmulF32Header(T)}
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let j = p.j0 + gid.x;
   let ra = p.rStart + gid.y * 4u;
@@ -44,10 +52,9 @@ fn dot2(s: ptr<function, f32>, c: ptr<function, f32>, a: f32, b: f32) {
   let wo = (j - p.wRow0) * p.n;
   for (var i = 0u; i < nr; i++) {
     let xo = (ra + i - p.xRow0) * p.n;
-    var s = 0.0;
-    var c = 0.0;
+    var sc = vec2<f32>(0.0, 0.0);
     ${body}
-    out[(ra + i) * p.d + j - p.outE0] = s + c;
+    out[(ra + i) * p.d + j - p.outE0] = sc.x + sc.y;
   }
 }`;
 }
@@ -79,20 +86,7 @@ function matmulWgWgsl(vec4: boolean): string {
       }`
     : `let wv = w[wo + k];
       for (var i = 0u; i < nr; i++) { acc[i] = dot2(acc[i], wv, x[(ra + i - p.xRow0) * p.n + k]); }`;
-  return /* wgsl */ `${STEP_WGSL}
-struct P { n: u32, d: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, wRow0: u32, outE0: u32 }
-@group(0) @binding(1) var<uniform> p: P;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read> x: array<${T}>;
-@group(0) @binding(4) var<storage, read> w: array<${T}>;
-// Dot2 step on a pair (s, c): see matmul_f32.
-fn dot2(sc: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
-  let p = a * b;
-  let pe = fma(a, b, -p);
-  let t = sc.x + p;
-  let z = t - sc.x;
-  return vec2<f32>(t, sc.y + ((sc.x - (t - z)) + (p - z)) + pe);
-}
+  return /* wgsl */ `${matmulF32Header(T)}
 // Combines two pairs: TwoSum of the sums, the error joins the compensations.
 fn join(u: vec2<f32>, v: vec2<f32>) -> vec2<f32> {
   let t = u.x + v.x;

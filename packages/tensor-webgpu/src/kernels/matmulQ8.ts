@@ -15,12 +15,15 @@ const SBYTE_WGSL = /* wgsl */ `
 fn sbyte(word: u32, b: u32) -> i32 { return bitcast<i32>(word << (24u - 8u * b)) >> 24u; }
 `;
 
-const scalesWgsl = /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
+// What the two passes that quantize x share: their params and bindings.
+const QUANT_X_HEADER = /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
 struct P { n: u32, G: u32, ng: u32, nw: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, sOff: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> xq: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
-@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+`;
+
+const scalesWgsl = /* wgsl */ `${QUANT_X_HEADER}@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let g = gid.x;
   let r = p.rStart + gid.y;
   if (g >= p.ng || r >= min(p.rEnd, min(step.rows, p.rowLimit))) { return; }
@@ -30,12 +33,7 @@ struct P { n: u32, G: u32, ng: u32, nw: u32, rStart: u32, rEnd: u32, rowLimit: u
   xq[p.sOff + (r - p.rStart) * p.ng + g] = bitcast<u32>(div_rn(wmax, 127.0));
 }`;
 
-const quantWgsl = /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
-struct P { n: u32, G: u32, ng: u32, nw: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, sOff: u32 }
-@group(0) @binding(1) var<uniform> p: P;
-@group(0) @binding(2) var<storage, read_write> xq: array<u32>;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
-@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+const quantWgsl = /* wgsl */ `${QUANT_X_HEADER}@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let wi = gid.x;
   let r = p.rStart + gid.y;
   if (wi >= p.nw || r >= min(p.rEnd, min(step.rows, p.rowLimit))) { return; }
