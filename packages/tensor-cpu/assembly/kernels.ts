@@ -30,6 +30,7 @@ const PROGRAM: usize = 16; // address of the op list
 const FAILED: usize = 20; // nonzero: a thread trapped; everyone bails out
 const IDLE_SPIN: usize = 24; // spins before a worker sleeps between programs
 const BAR_SPIN: usize = 28; // spins before a thread sleeps in a barrier
+const COUNT: usize = 32; // ops in the program at PROGRAM (at least 1)
 const BAR_COUNT: usize = 64;
 const BAR_GEN: usize = 128;
 const BAR_SLEEPERS: usize = 132;
@@ -38,7 +39,6 @@ export const CONTROL_BYTES: i32 = 192;
 const CTL_BASE: usize = 1024;
 
 // Op codes; each record is OP_WORDS i32 words: [code, args...].
-const OP_END = 0;
 const OP_COPY = 1; // dst, src, bytes
 const OP_EMBED = 2; // out, table, tokens, dim, rows
 const OP_RMSNORM = 3; // out, x, weight, n, rows, eps(f32)
@@ -87,15 +87,24 @@ function barrier(ctl: usize, n: i32, canWait: bool): void {
   }
 }
 
-/** Runs the current program as thread `tid`, returning after its last barrier. */
+/**
+ * Runs the current program as thread `tid`, returning after its last barrier.
+ *
+ * Race-free because each thread reads the program's address and op count once,
+ * before its first barrier, and touches the op list only before its last one.
+ * The main thread writes the next program (list, PROGRAM, COUNT) only after it
+ * has left the last barrier of this one, which no thread can do before every
+ * thread has arrived there. (Reading the list for an end marker after the last
+ * barrier, as this loop once did, could find the next step's op there: a late
+ * thread then ran it and the barrier counts slipped by one.)
+ */
 export function runProgram(ctl: usize, tid: i32, canWait: bool): void {
   const n = load<i32>(ctl + NTHREADS);
+  const count = load<i32>(ctl + COUNT);
   let p = <usize>load<u32>(ctl + PROGRAM);
-  while (true) {
-    const op = load<i32>(p);
-    if (op == OP_END) break;
+  for (let i = 0; i < count; i++) {
     if (atomic.load<i32>(ctl + FAILED) != 0) return;
-    execute(op, p + 4, tid, n);
+    execute(load<i32>(p), p + 4, tid, n);
     barrier(ctl, n, canWait);
     p += <usize>(OP_WORDS * 4);
   }
@@ -122,9 +131,15 @@ export function workerLoop(ctl: usize, tid: i32, epoch: i32): void {
   }
 }
 
-/** Main thread: starts the program at `program` on every thread and runs its own share. */
-export function launch(ctl: usize, program: usize, canWait: bool): void {
+/**
+ * Main thread: starts the `count` ops at `program` on every thread and runs its
+ * own share. An empty program is not started: with no barrier in it, a worker
+ * could read the next launch's PROGRAM and COUNT in place of this one's.
+ */
+export function launch(ctl: usize, program: usize, count: i32, canWait: bool): void {
+  if (count <= 0) return;
   store<u32>(ctl + PROGRAM, <u32>program);
+  store<i32>(ctl + COUNT, count);
   atomic.add<i32>(ctl + EPOCH, 1);
   if (atomic.load<i32>(ctl + SLEEPERS) > 0) atomic.notify(ctl + EPOCH, 1 << 30);
   runProgram(ctl, 0, canWait);

@@ -354,8 +354,8 @@ export class WasmCpuBackend implements Backend {
     let tableBytes = 0;
     for (const t of tables) tableBytes += t.byteLength;
     const tablePtr = tableBytes ? this.ropeTables.ensure(tableBytes) : 0;
-    const prog = this.program.ensure((count + 1) * OP_WORDS * 4);
-    // Patch table addresses, then copy the program in (END after it).
+    const prog = this.program.ensure(count * OP_WORDS * 4);
+    // Patch table addresses, then copy the program in.
     const addrs: number[] = [];
     let at = tablePtr;
     for (const t of tables) {
@@ -366,9 +366,8 @@ export class WasmCpuBackend implements Backend {
     for (const u of ropeUses) words[u.slot] = addrs[u.table];
     const p = prog >> 2;
     this.i32v.set(words.subarray(0, count * OP_WORDS), p);
-    this.i32v[p + count * OP_WORDS] = OP.END;
     try {
-      this.kernels.launch(CTL_ADDR, prog, this.canWait);
+      this.kernels.launch(CTL_ADDR, prog, count, this.canWait);
     } finally {
       for (const r of this.retired) this.heap.release(r.at, r.size);
       this.retired = [];

@@ -13,7 +13,7 @@ import { KERNELS_SHARED_WASM, KERNELS_WASM } from '../generated/kernels.wasm.js'
 
 /** The module's exports (see assembly/kernels.ts). */
 export interface KernelExports {
-  launch(ctl: number, program: number, canWait: number): void;
+  launch(ctl: number, program: number, count: number, canWait: number): void;
   workerLoop(ctl: number, tid: number, epoch: number): void;
   interleaveQ80(wq: number, ws: number, cols: number, d: number, gs: number, tmp: number): void;
   wasmExp(x: number): number;
@@ -29,6 +29,7 @@ export const CTL = {
   FAILED: 20,
   IDLE_SPIN: 24,
   BAR_SPIN: 28,
+  COUNT: 32,
   EXP_FLAG: 36,
   BAR_GEN: 128,
   BYTES: 192,
@@ -36,7 +37,7 @@ export const CTL = {
 
 export const OP_WORDS = 16;
 export const OP = {
-  END: 0, COPY: 1, EMBED: 2, RMSNORM: 3, QUANTIZE: 4, MATMUL_F32: 5, MATMUL_Q80: 6,
+  COPY: 1, EMBED: 2, RMSNORM: 3, QUANTIZE: 4, MATMUL_F32: 5, MATMUL_Q80: 6,
   ROPE: 7, ATTENTION: 8, SWIGLU: 9, ADD: 10, ARGMAX: 11,
 } as const;
 
