@@ -6,10 +6,12 @@
  */
 import { ArgumentError } from '@rama/backend';
 import { parseHeader, HEADER_BYTES, type CheckpointFormat, type CheckpointLayout, type ModelConfig, type TensorEntry } from './header.js';
-import { blobSource, bufferSource, fileSource, type ByteSource } from './source.js';
+import { blobSource, bufferSource, openFileSource, type ByteSource } from './source.js';
 
 export { parseHeader, fmtBytes, MAGIC, HEADER_BYTES, V0_HEADER_BYTES, MAX_V0_DIM } from './header.js';
 export type { CheckpointFormat, CheckpointLayout, ModelConfig, TensorEntry } from './header.js';
+// The tokenizer's fromFile opens its file through this too.
+export { openFileSource, type ByteSource, type OpenFileOptions } from './source.js';
 
 /** A Q8_0 tensor as separate arrays: int8 values row-major and one f32 scale per group. */
 export interface Q80Data {
@@ -63,7 +65,7 @@ export async function openCheckpoint(
   let name: string;
   if (typeof source === 'string') {
     name = opts.name ?? source;
-    src = await fileSource(source, name, opts.chunkSize);
+    src = await openFileSource(source, { name, what: 'checkpoint', chunkSize: opts.chunkSize });
   } else if (isBlob(source)) {
     const fileName = (source as Blob & { name?: unknown }).name;
     name = opts.name ?? (typeof fileName === 'string' && fileName ? fileName : '<blob>');

@@ -147,3 +147,5 @@ export function comparableOutput(g: GenerateGolden, out: { tokens: number[]; tex
   const bound = ROUNDING_BOUND_GOLDENS[g.id]?.[backend];
   return bound ? { tokens: out.tokens.slice(0, bound) } : { tokens: out.tokens, text: out.text };
 }
+
+export { specialPaths, releaseFifo, settleWithin, type SpecialPaths, type Outcome } from './special-files.js';

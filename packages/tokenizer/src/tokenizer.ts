@@ -1,4 +1,5 @@
 import { ArgumentError, FormatError } from '@rama/backend';
+import { fmtBytes, openFileSource } from '@rama/checkpoint';
 import { TextStream } from './text-stream.js';
 
 /** llama2.c's fixed special ids (the sentencepiece export always puts them here). */
@@ -6,6 +7,12 @@ export const BOS_ID = 1;
 export const EOS_ID = 2;
 /** Byte-fallback tokens: byte b is id b + 3 (after <unk>, <s>, </s>). */
 const BYTE_OFFSET = 3;
+/**
+ * Largest tokenizer file fromFile reads. Real ones are far smaller (32,000
+ * tokens: 434 KB); the cap turns a model file passed as the tokenizer into a
+ * clear error instead of a multi-GB read.
+ */
+export const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
 
 export interface TokenizerOptions {
   /** The model's vocab size; a tokenizer with a different number of tokens is rejected. */
@@ -118,11 +125,27 @@ export class Tokenizer {
     return new Tokenizer(src, maxTokenLength, data, offsets, scores);
   }
 
-  /** Reads and parses a tokenizer.bin (Node only; fs is imported lazily so browsers can bundle this module). */
+  /**
+   * Reads and parses a tokenizer.bin (Node only; fs is imported lazily so
+   * browsers can bundle this module). Only a regular file is read, and only
+   * as many bytes as it had when opened: a FIFO, a directory or a device
+   * such as /dev/zero is refused with a FormatError naming the path.
+   */
   static async fromFile(path: string, opts: TokenizerOptions = {}): Promise<Tokenizer> {
-    const { readFile } = await import('node:fs/promises');
-    const buf = await readFile(path);
-    return Tokenizer.fromBytes(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), { ...opts, source: opts.source ?? path });
+    const source = opts.source ?? path;
+    const file = await openFileSource(path, { name: source, what: 'tokenizer' });
+    try {
+      if (file.size > MAX_TOKENIZER_BYTES) {
+        throw new FormatError(
+          `${source}: is ${fmtBytes(file.size)} bytes, more than any tokenizer.bin (at most ${fmtBytes(MAX_TOKENIZER_BYTES)} accepted; a model file given as the tokenizer?)`,
+        );
+      }
+      const bytes = new Uint8Array(file.size);
+      await file.readAt(bytes, 0);
+      return Tokenizer.fromBytes(bytes, { ...opts, source });
+    } finally {
+      await file.close();
+    }
   }
 
   /** The raw bytes of a piece (a view into the vocab: do not modify). Pieces need not be valid UTF-8. */

@@ -1,0 +1,69 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FormatError } from '@rama/backend';
+import { missingMessage, releaseFifo, settleWithin, sharedFile, specialPaths, type SpecialPaths } from '@rama/testkit';
+import { Tokenizer } from './index.js';
+
+/** Long enough for any real load; a reader blocked on a FIFO or reading /dev/zero never gets there. */
+const DEADLINE_MS = 2000;
+
+async function refusal(path: string): Promise<FormatError> {
+  const outcome = await settleWithin(Tokenizer.fromFile(path), DEADLINE_MS);
+  releaseFifo(path); // wakes a reader stuck in open(2), if the code under test blocked
+  expect(outcome.status, `Tokenizer.fromFile(${path}) must fail promptly`).toBe('rejected');
+  const err = (outcome as { reason: unknown }).reason;
+  expect(err).toBeInstanceOf(FormatError);
+  return err as FormatError;
+}
+
+describe('Tokenizer.fromFile accepts regular files only', () => {
+  let sp: SpecialPaths;
+  beforeAll(() => (sp = specialPaths('rama-tok-special-')));
+  afterAll(() => sp.cleanup());
+
+  it('a FIFO is refused without blocking', async () => {
+    const e = await refusal(sp.fifo);
+    expect(e.message).toContain(sp.fifo);
+    expect(e.message).toMatch(/is a FIFO/);
+    expect(e.message).toMatch(/not a regular file/);
+  });
+
+  it('a character device (/dev/zero) is refused instead of read without end', async () => {
+    const e = await refusal(sp.charDevice);
+    expect(e.message).toContain('/dev/zero');
+    expect(e.message).toMatch(/is a character device/);
+  });
+
+  it('a directory is refused with a FormatError, not a bare EISDIR', async () => {
+    const e = await refusal(sp.directory);
+    expect(e.message).toContain(sp.directory);
+    expect(e.message).toMatch(/is a directory/);
+  });
+
+  it('a missing file names the path', async () => {
+    const e = await refusal(sp.missing);
+    expect(e.message).toContain(sp.missing);
+    expect(e.message).toMatch(/no such file/);
+  });
+
+  it('a file far larger than any tokenizer (a model passed by mistake?) is refused before it is read', async () => {
+    const big = join(sp.directory, 'sparse.bin');
+    writeFileSync(big, '');
+    truncateSync(big, 2 ** 32); // sparse: takes no disk space
+    const e = await refusal(big);
+    expect(e.message).toContain(big);
+    expect(e.message).toMatch(/4,294,967,296 bytes/);
+  });
+
+  it('follows symlinks: to a regular file it loads, to a FIFO it is refused', async (ctx) => {
+    const fifoLink = join(sp.directory, 'fifo-link.bin');
+    symlinkSync(sp.fifo, fifoLink);
+    expect((await refusal(fifoLink)).message).toMatch(/is a FIFO/);
+    const tok = sharedFile('models/tok512-aidreams.bin');
+    if (!tok) return ctx.skip(missingMessage('models/tok512-aidreams.bin'));
+    const link = join(sp.directory, 'tok-link.bin');
+    symlinkSync(tok, link);
+    expect((await Tokenizer.fromFile(link)).vocabSize).toBe(512);
+  });
+});
