@@ -88,7 +88,11 @@ export interface Step {
   add(out: Tensor, a: Tensor, b: Tensor): void;
   /** out[0] = x[rows - 1]: the position whose logits are wanted */
   lastRow(out: Tensor, x: Tensor): void;
-  /** out[0] = index of the largest of logits[0] (lowest index wins a tie), as i32 */
+  /**
+   * out[0] = index of the largest of logits[0] (lowest index wins a tie), as
+   * i32; -1 when any logit is NaN or infinite, so a broken model is reported
+   * instead of decoding garbage.
+   */
   argmax(out: Tensor, logits: Tensor): void;
 
   /**

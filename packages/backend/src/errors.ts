@@ -33,6 +33,16 @@ export class BackendError extends RamaError {
   }
 }
 
+/**
+ * The model computed NaN or infinite values (logits), as a checkpoint whose
+ * weights hold NaN/Inf does: sampling from them would be meaningless.
+ */
+export class NumericError extends RamaError {
+  constructor(message: string) {
+    super('E_NUMERIC', message);
+  }
+}
+
 /** Work was cancelled through an AbortSignal. */
 export class AbortError extends RamaError {
   constructor(message = 'aborted') {

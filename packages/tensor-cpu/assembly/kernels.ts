@@ -849,11 +849,13 @@ function add(out: usize, a: usize, b: usize, s: i32, e: i32): void {
 }
 
 /** Index of the largest value; the lowest index wins a tie. */
+/** The largest value's index (the lowest wins a tie), or -1 when a value is NaN or infinite (a broken model). */
 function argmax(x: usize, n: i32): i32 {
   let best = 0;
   let mx = load<f32>(x);
-  for (let i = 1; i < n; i++) {
+  for (let i = 0; i < n; i++) {
     const v = load<f32>(at(x, i));
+    if ((reinterpret<u32>(v) & 0x7f800000) == 0x7f800000) return -1;
     if (v > mx) {
       mx = v;
       best = i;

@@ -215,8 +215,12 @@ class CpuStep implements Step {
     const o = this.be.own(out), l = this.be.own(logits);
     const n = colsOf(l);
     let best = 0;
-    for (let i = 1; i < n; i++) if (l.f32[i] > l.f32[best]) best = i;
-    o.i32[0] = best;
+    let finite = true;
+    for (let i = 0; i < n; i++) {
+      finite &&= Number.isFinite(l.f32[i]);
+      if (l.f32[i] > l.f32[best]) best = i;
+    }
+    o.i32[0] = finite ? best : -1;
   }
 
   read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {

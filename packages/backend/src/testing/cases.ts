@@ -346,11 +346,31 @@ function argmaxCases(): ConformanceCase[] {
       outputs: { out: exact },
     };
   };
-  return [
+  const cases = [
     mk('1000 logits', 1, 1000, 1, [], 71),
     mk('a tie: the lowest index wins', 1, 1000, 1, [700, 300, 999], 72),
     mk('20000 logits (80 KB), tie across a 64 KiB split', 1, 20000, 1, [19990, 16390], 73),
     mk('row 0 of a batch', 3, 50, 3, [], 74),
+  ];
+  const nonFinite = (name: string, n: number, at: number, value: number, seed: number): ConformanceCase => {
+    const logits = randn(rng(seed), n);
+    logits[at] = value;
+    return {
+      op: 'argmax',
+      name,
+      tensors: { logits: f32('logits', [1, n], logits), out: i32('out', [1], new Int32Array([-5])) },
+      steps: [{ pos: 0, rows: 1, run: (s, t) => s.argmax(t.out, t.logits) }],
+      // exact, and the reference itself must say -1 (a negative bound fails any element)
+      outputs: { out: (_i, want) => (want === -1 ? 0 : -1) },
+    };
+  };
+  return [
+    ...cases,
+    nonFinite('a NaN gives -1', 1000, 500, NaN, 75),
+    nonFinite('a NaN first gives -1', 1000, 0, NaN, 76),
+    nonFinite('+Infinity gives -1', 1000, 999, Infinity, 77),
+    nonFinite('-Infinity gives -1', 1000, 3, -Infinity, 78),
+    nonFinite('a NaN past a 64 KiB split gives -1', 20000, 19000, NaN, 79),
   ];
 }
 

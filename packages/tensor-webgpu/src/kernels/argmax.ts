@@ -1,7 +1,9 @@
 import { STEP_WGSL, Params, expect, expectDtype, type KernelDef, type Recorder } from './common.js';
 import { elemChunks, type GpuTensor } from '../tensor.js';
 
-// out[0] = index of the largest of logits[0]; the lowest index wins a tie.
+// out[0] = index of the largest of logits[0]; the lowest index wins a tie;
+// -1 when a logit is NaN or infinite (tested on the exponent bits: WGSL lets
+// an implementation assume floats are finite, so v != v may be optimized away).
 // One workgroup scans a part; when the row spans several buffers, each part's
 // dispatch merges with the (value, index) the previous one left in a small state.
 const WG = 256;
@@ -19,32 +21,39 @@ struct P { lo: u32, hi: u32, e0: u32, outE0: u32, first: u32, last: u32 }
 const NONE = 0xffffffffu;
 var<workgroup> bv: array<f32, ${WG}>;
 var<workgroup> bi: array<u32, ${WG}>;
+var<workgroup> bbad: array<u32, ${WG}>;
 @compute @workgroup_size(${WG}) fn main(@builtin(local_invocation_index) li: u32) {
   var best = 0.0;
   var idx = NONE;
+  var bad = 0u;
   for (var e = p.lo + li; e < p.hi; e += ${WG}u) {
     let v = logits[e - p.e0];
+    if ((bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u) { bad = 1u; }
     if (idx == NONE || v > best) { best = v; idx = e; }
   }
   bv[li] = best;
   bi[li] = idx;
+  bbad[li] = bad;
   workgroupBarrier();
   if (li != 0u) { return; }
   for (var i = 0u; i < ${WG}u; i++) {
     let j = bi[i];
+    bad = bad | bbad[i];
     if (j != NONE && (idx == NONE || bv[i] > best || (bv[i] == best && j < idx))) { best = bv[i]; idx = j; }
   }
   if (p.first == 0u) {
     // Earlier parts hold lower indices: they keep a tie.
     let pv = bitcast<f32>(state[0]);
     let pi = state[1];
+    bad = bad | state[2];
     if (pi != NONE && (idx == NONE || pv >= best)) { best = pv; idx = pi; }
   }
   if (p.last != 0u) {
-    out[0u - p.outE0] = i32(idx);
+    out[0u - p.outE0] = select(i32(idx), -1, bad != 0u);
   } else {
     state[0] = bitcast<u32>(best);
     state[1] = idx;
+    state[2] = bad;
   }
 }`,
   },
