@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ArgumentError, BackendError } from '@rama/backend';
+import { ArgumentError, BackendError, type Backend, type Tensor } from '@rama/backend';
 import { CpuBackend, ScalarCpuBackend, WasmCpuBackend } from './index.js';
 
 describe('CpuBackend.create', () => {
@@ -46,6 +46,61 @@ describe('CpuBackend.create', () => {
     await expect(be.read(b)).rejects.toThrow(ArgumentError);
     be.dispose();
     expect(() => be.begin(0, 1)).toThrow(BackendError);
+  });
+
+  describe('alloc returns zeros wherever the memory comes from', () => {
+    const f32 = (n: number, label: string) => ({ shape: [n], dtype: 'f32' as const, label });
+    const sevens = (n: number) => new Float32Array(n).fill(7);
+    // Each case leaves nonzero bytes where the next block will go, then allocates (in a fresh backend, so the layout is known).
+    const cases: [string, (be: Backend) => Promise<Tensor>][] = [
+      ['a block freed at the top, same size', async (be) => {
+        be.free(await be.upload(f32(256, 'a'), sevens(256)));
+        return be.alloc(f32(256, 'b'));
+      }],
+      ['a block freed at the top, then a larger one', async (be) => {
+        be.free(await be.upload(f32(256, 'a'), sevens(256)));
+        return be.alloc(f32(512, 'b'));
+      }],
+      ['two freed neighbours, merged', async (be) => {
+        const [a, b] = [await be.upload(f32(100, 'a'), sevens(100)), await be.upload(f32(100, 'b'), sevens(100))];
+        be.alloc(f32(256, 'keeps a and b off the top'));
+        be.free(a);
+        be.free(b);
+        return be.alloc(f32(200, 'c'));
+      }],
+      ['the first part of a freed block', async (be) => {
+        const a = await be.upload(f32(300, 'a'), sevens(300));
+        be.alloc(f32(256, 'keeps a off the top'));
+        be.free(a);
+        return be.alloc(f32(64, 'b'));
+      }],
+      ['memory a step wrote', async (be) => {
+        const x = await be.upload({ shape: [1, 128], dtype: 'f32', label: 'x' }, sevens(128));
+        const y = be.alloc({ shape: [1, 128], dtype: 'f32', label: 'y' });
+        const s = be.begin(0, 1);
+        s.add(y, x, x);
+        s.submit();
+        be.free(y);
+        be.free(x);
+        return be.alloc(f32(256, 'z'));
+      }],
+      ['the scratch a Q8_0 upload rearranges its rows in', async (be) => {
+        const [rows, cols, gs] = [8, 64, 32];
+        await be.upload({ shape: [rows, cols], dtype: 'q8_0', groupSize: gs, label: 'w' }, new Uint8Array(rows * cols + (4 * rows * cols) / gs).fill(0x3f));
+        return be.alloc(f32(256, 'a'));
+      }],
+    ];
+    for (const [name, arrange] of cases) {
+      it(name, async () => {
+        const be = await CpuBackend.create({ threads: 1, maxRows: 4 });
+        try {
+          const t = await arrange(be);
+          expect(Array.from(await be.read(t)).filter((v) => v !== 0)).toEqual([]);
+        } finally {
+          be.dispose();
+        }
+      });
+    }
   });
 
   it('rejects a token id outside the vocabulary at submit', async () => {

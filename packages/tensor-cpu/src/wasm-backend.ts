@@ -65,6 +65,12 @@ class WasmTensor implements Tensor {
 /** First-fit allocator over the memory, with freed blocks merged. */
 class Heap {
   private top = HEAP_BASE;
+  /**
+   * No block has ever reached this address: memory from here up is as grow()
+   * made it, zero. Anything below may hold an old block's bytes, also when it
+   * lies above `top` (a block freed at the top gives its memory back to `top`).
+   */
+  private clean = HEAP_BASE;
   private free: { at: number; size: number }[] = [];
   constructor(private readonly memory: WebAssembly.Memory, private readonly onGrow: () => void) {}
 
@@ -72,12 +78,16 @@ class Heap {
     return this.top;
   }
 
-  /** Whether the last block alloc returned came from reused (possibly dirty) memory. */
-  reused = false;
-
-  alloc(bytes: number, what: string): number {
-    this.reused = false;
+  /** `bytes` at a 64-byte aligned address; zero-filled if `zero`, otherwise holding whatever was there. */
+  alloc(bytes: number, what: string, zero = false): number {
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    const at = this.fromFree(size) ?? this.fromTop(size, what);
+    if (zero && at < this.clean) new Uint8Array(this.memory.buffer).fill(0, at, Math.min(at + bytes, this.clean));
+    this.clean = Math.max(this.clean, at + size);
+    return at;
+  }
+
+  private fromFree(size: number): number | undefined {
     for (let i = 0; i < this.free.length; i++) {
       const b = this.free[i];
       if (b.size >= size) {
@@ -87,10 +97,13 @@ class Heap {
           b.at += size;
           b.size -= size;
         }
-        this.reused = true;
         return at;
       }
     }
+    return undefined;
+  }
+
+  private fromTop(size: number, what: string): number {
     const at = this.top;
     const end = at + size;
     const have = this.memory.buffer.byteLength;
@@ -234,9 +247,8 @@ export class WasmCpuBackend implements Backend {
   private make(desc: TensorDesc, zero: boolean): WasmTensor {
     this.live();
     const bytes = byteLengthOf(desc);
-    const ptr = this.heap.alloc(bytes, desc.label);
-    // memory fresh from grow() is zero already; an upload overwrites it all
-    if (zero && this.heap.reused) this.u8.fill(0, ptr, ptr + bytes);
+    // an upload overwrites it all: only alloc needs zeros
+    const ptr = this.heap.alloc(bytes, desc.label, zero);
     const t = new WasmTensor(desc, ptr, this);
     this.tensors.add(t);
     return t;
