@@ -51,8 +51,13 @@ interface Flag {
   parse?: (raw: string) => unknown;
 }
 
+// Plain decimal only: Number() also takes "0x10", "0b1", " 5" and "Infinity",
+// none of which anyone means as a step count or a temperature.
+const INTEGER = /^[+-]?\d+$/;
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 /** A number check: returns the value or throws "expected ...". */
-function number(opts: { integer?: boolean; min?: number; above?: number; below?: number }) {
+export function number(opts: { integer?: boolean; min?: number; above?: number; below?: number }) {
   const parts = [opts.integer ? 'an integer' : 'a number'];
   if (opts.min !== undefined) parts.push(`>= ${opts.min}`);
   if (opts.above !== undefined) parts.push(`> ${opts.above}`);
@@ -61,7 +66,7 @@ function number(opts: { integer?: boolean; min?: number; above?: number; below?:
   return (raw: string): number => {
     const n = Number(raw);
     const ok =
-      raw.trim() !== '' &&
+      (opts.integer ? INTEGER : DECIMAL).test(raw) &&
       Number.isFinite(n) &&
       (!opts.integer || Number.isSafeInteger(n)) &&
       (opts.min === undefined || n >= opts.min) &&
@@ -104,15 +109,29 @@ export const FLAGS: readonly Flag[] = [
   { key: 'version', long: 'version', short: 'v', help: 'print the version' },
 ];
 
-function url(raw: string): string {
-  let u: URL;
+/**
+ * An http(s) address whose path decodes (the cache file is named after its
+ * last segment); throws "expected an http(s) URL" otherwise.
+ */
+export function url(raw: string): string {
+  let ok = false;
   try {
-    u = new URL(raw);
+    const u = new URL(raw);
+    ok = (u.protocol === 'http:' || u.protocol === 'https:') && decodeURIComponent(u.pathname) !== undefined;
   } catch {
-    throw new Error('expected an http(s) URL');
+    // new URL: "Invalid URL"; decodeURIComponent: "URI malformed". Both are reported below, naming the flag or variable.
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('expected an http(s) URL');
+  if (!ok) throw new Error('expected an http(s) URL');
   return raw;
+}
+
+/** Runs a check on a flag's or an environment variable's value: a bad value is a UsageError naming it. */
+export function checkValue<T>(name: string, raw: string, parse: (raw: string) => T): T {
+  try {
+    return parse(raw);
+  } catch (e) {
+    throw new UsageError(`invalid value for ${name}: ${JSON.stringify(raw)} (${(e as Error).message})`);
+  }
 }
 
 export const DEFAULTS: CliOptions = {
@@ -160,11 +179,7 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
     }
     const raw = inline ?? argv[++i];
     if (raw === undefined) throw new UsageError(`flag ${label(flag)} needs a value (${flag.arg})`);
-    try {
-      out[flag.key] = flag.parse(raw);
-    } catch (e) {
-      throw new UsageError(`invalid value for ${label(flag)}: ${JSON.stringify(raw)} (${(e as Error).message})`);
-    }
+    out[flag.key] = checkValue(label(flag), raw, flag.parse);
   }
   const opts = out as unknown as CliOptions;
   if (opts.seed === 0) opts.seed = undefined;

@@ -110,6 +110,15 @@ describe('rama -o chat', () => {
     expect(r.stderr).toContain('reached the step limit (30 positions)');
     expect(r.stderr).toMatch(/achieved tok\/s: \d/);
   });
+
+  it('a step limit of one position is "1 position"', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const r = await runCli(['-o', 'chat', '-m', model, '-t', tokenizer, '-s', '1'], { env, input: 'hi\n' });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('reached the step limit (1 position)\n');
+  });
 });
 
 describe('rama: errors', () => {
@@ -158,6 +167,17 @@ describe('rama: errors', () => {
     ['-o talk', ['-o', 'talk'], /invalid value for -o\/--mode: "talk" \(expected generate, chat\)/],
     ['--backend tpu', ['--backend', 'tpu'], /invalid value for --backend: "tpu" \(expected cpu, webgpu, auto\)/],
     ['--model-url ftp://x', ['--model-url', 'ftp://x'], /invalid value for --model-url/],
+    // Number() would take these; only plain decimal is a number here.
+    ['-s 0x10', ['-s', '0x10'], /invalid value for -s\/--step: "0x10" \(expected an integer >= 0\)/],
+    ['-s " 5"', ['-s', ' 5'], /invalid value for -s\/--step: " 5" \(expected an integer >= 0\)/],
+    ['-s 1e2', ['-s', '1e2'], /invalid value for -s\/--step: "1e2" \(expected an integer >= 0\)/],
+    ['--seed 0b1', ['--seed', '0b1'], /invalid value for --seed: "0b1"/],
+    ['--threads 0o2', ['--threads', '0o2'], /invalid value for --threads: "0o2"/],
+    ['-r 0x1', ['-r', '0x1'], /invalid value for -r\/--temperature: "0x1" \(expected a number >= 0\)/],
+    ['-l "0.9 "', ['-l', '0.9 '], /invalid value for -l\/--topp: "0.9 "/],
+    ['--min-p .5.', ['--min-p', '.5.'], /invalid value for --min-p: ".5."/],
+    ['--model-url with a malformed %-escape', ['--model-url', 'http://127.0.0.1:9/%E0%A4%A.bin'], /invalid value for --model-url: "http:\/\/127.0.0.1:9\/%E0%A4%A.bin" \(expected an http\(s\) URL/],
+    ['--tokenizer-url that is no URL', ['--tokenizer-url', 'tok.bin'], /invalid value for --tokenizer-url: "tok.bin" \(expected an http\(s\) URL/],
     ['an unknown flag', ['--frobnicate'], /unknown flag --frobnicate/],
     ['an unknown short flag', ['-x', '1'], /unknown flag -x/],
     ['a missing value', ['-m'], /flag -m\/--model needs a value/],
@@ -173,6 +193,34 @@ describe('rama: errors', () => {
       expect(r.stdout).toBe('');
     });
   }
+
+  it('plain decimal numbers are accepted: signs, fractions, exponents where a real number is expected', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const r = await runCli(['--json', '-m', model, '-t', tokenizer, '-s', '+05', '-r', '.5', '-l', '9e-1', '--min-p', '0.', '--seed', '7'], { env });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect((jsonLines(r.stdout).pop() as { tokens: number[] }).tokens).toHaveLength(6);
+  });
+
+  // A bad address from the environment is named like a bad flag, not reported as a bare "Invalid URL" or "URI malformed".
+  for (const value of ['not a url', 'ftp://127.0.0.1:9/m', 'http://127.0.0.1:9/%E0%A4%A']) {
+    it(`usage error, exit 2: RAMA_MODEL_BASE_URL=${JSON.stringify(value)}`, async () => {
+      const r = await runCli(['-p', 'hi'], { env: { ...env, RAMA_MODEL_BASE_URL: value } });
+      expect(r.code).toBe(2);
+      expect(expectOneErrorLine(r.stderr)).toBe(`rama: error: invalid value for RAMA_MODEL_BASE_URL: ${JSON.stringify(value)} (expected an http(s) URL)`);
+    });
+  }
+
+  it('RAMA_MODEL_BASE_URL is not checked when -m and -t make it unused', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const r = await runCli(['--json', '-m', model, '-t', tokenizer, '-s', '3'], { env: { ...env, RAMA_MODEL_BASE_URL: 'not a url' } });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+  });
 });
 
 describe('rama --help / --version', () => {

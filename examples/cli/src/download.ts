@@ -8,6 +8,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { checkValue, url } from './args.js';
 
 export const DEFAULT_MODEL_URL = 'https://huggingface.co/karpathy/tinyllamas/resolve/main/stories15M.bin';
 export const DEFAULT_TOKENIZER_URL = 'https://raw.githubusercontent.com/karpathy/llama2.c/master/tokenizer.bin';
@@ -31,9 +32,12 @@ export function cacheDir(env: Env = process.env): string {
   return join(homedir(), '.cache', 'rama');
 }
 
-/** Where the default files come from: the flags, else $RAMA_MODEL_BASE_URL/<name>, else the public addresses. */
+/**
+ * Where the default files come from: the flags, else $RAMA_MODEL_BASE_URL/<name>,
+ * else the public addresses. A bad RAMA_MODEL_BASE_URL is a UsageError naming it.
+ */
 export function defaultUrls(flags: { modelUrl?: string; tokenizerUrl?: string }, env: Env = process.env): { model: string; tokenizer: string } {
-  const base = env.RAMA_MODEL_BASE_URL?.replace(/\/+$/, '');
+  const base = env.RAMA_MODEL_BASE_URL ? checkValue('RAMA_MODEL_BASE_URL', env.RAMA_MODEL_BASE_URL, url).replace(/\/+$/, '') : undefined;
   return {
     model: flags.modelUrl ?? (base ? `${base}/stories15M.bin` : DEFAULT_MODEL_URL),
     tokenizer: flags.tokenizerUrl ?? (base ? `${base}/tokenizer.bin` : DEFAULT_TOKENIZER_URL),

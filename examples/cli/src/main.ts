@@ -74,6 +74,7 @@ async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenize
     }
     if (!isFile) throw new RamaError('E_NOT_FOUND', `${what} path is not a file: ${path}`);
   }
+  if (opts.model !== undefined && opts.tokenizer !== undefined) return { model: opts.model, tokenizer: opts.tokenizer };
   const urls = defaultUrls(opts);
   const model = opts.model ?? (await ensureCached(urls.model, { progress: process.stderr }));
   const tokenizer = opts.tokenizer ?? (await ensureCached(urls.tokenizer, { progress: process.stderr }));
@@ -219,7 +220,7 @@ async function chat(llama: Llama, opts: CliOptions, modelPath: string): Promise<
         out('\n');
       }
       if (full) {
-        if (!opts.json) err(`rama: the conversation reached the step limit (${limit} positions)\n`);
+        if (!opts.json) err(`rama: the conversation reached the step limit (${limit} position${limit === 1 ? '' : 's'})\n`);
         break;
       }
     }
