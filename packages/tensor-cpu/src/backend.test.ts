@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, BackendError, type Backend, type Tensor } from '@rama/backend';
 import { CpuBackend, ScalarCpuBackend, WasmCpuBackend } from './index.js';
+import { OP_WORDS } from './wasm/runtime.js';
+
+const OP_BYTES = OP_WORDS * 4;
 
 describe('CpuBackend.create', () => {
   it('makes the WASM backend by default and the scalar one on request', async () => {
@@ -25,6 +28,34 @@ describe('CpuBackend.create', () => {
     expect(() => be.alloc({ shape: [2 ** 30 + 16], dtype: 'f32', label: 'huge' })).toThrow(BackendError);
     expect(() => be.alloc({ shape: [2 ** 30 + 16], dtype: 'f32', label: 'huge' })).toThrow(/4 GiB/);
     be.dispose();
+  });
+
+  it('uses all of its 4 GiB: tensors above 2 GiB and up to the last byte work', async () => {
+    const be = await WasmCpuBackend.create({ threads: 2, maxRows: 1 });
+    const row = (label: string) => ({ shape: [1, 64], dtype: 'f32' as const, label });
+    const addressOf = (t: Tensor) => (t as unknown as { ptr: number }).ptr;
+    try {
+      // Blocks that are never touched cost address space, not memory (the test process stays ~60 MB).
+      be.alloc({ shape: [2 ** 29], dtype: 'f32', label: 'the first 2 GiB' });
+      const x = await be.upload(row('x'), new Float32Array(64).fill(2));
+      const y = be.alloc(row('y'));
+      be.alloc({ shape: [(2 ** 32 - be.heap.used - 64 * 4 - 2 * OP_BYTES) / 4], dtype: 'f32', label: 'up to the last 384 bytes' });
+      const z = be.alloc(row('z'));
+      expect(addressOf(x)).toBeGreaterThan(2 ** 31);
+      expect(addressOf(z) + 64 * 4).toBe(2 ** 32 - 2 * OP_BYTES);
+      be.write(x, new Float32Array([5, 6]), 3);
+      const s = be.begin(0, 1);
+      s.add(y, x, x);
+      s.add(z, y, x); // the program (two records) takes the last bytes
+      s.submit();
+      const want = new Float32Array(64).fill(6);
+      want.set([15, 18], 3);
+      expect(Array.from(await be.read(z))).toEqual(Array.from(want));
+      expect(be.heap.used).toBe(2 ** 32);
+      expect(() => be.alloc(row('one too many'))).toThrow(/more than the 4 GiB a 32-bit WebAssembly memory can hold/);
+    } finally {
+      be.dispose();
+    }
   });
 
   it('runs steps on every thread, reuses freed memory, and is unusable after dispose', async () => {

@@ -72,7 +72,7 @@ class Heap {
    */
   private clean = HEAP_BASE;
   private free: { at: number; size: number }[] = [];
-  constructor(private readonly memory: WebAssembly.Memory, private readonly onGrow: () => void) {}
+  constructor(private readonly memory: WebAssembly.Memory, private readonly maxPages: number, private readonly onGrow: () => void) {}
 
   get used(): number {
     return this.top;
@@ -109,9 +109,12 @@ class Heap {
     const have = this.memory.buffer.byteLength;
     if (end > have) {
       const pages = Math.ceil((end - have) / PAGE);
-      if (end > MAX_PAGES * PAGE) {
+      if (end > this.maxPages * PAGE) {
+        const limit = this.maxPages === MAX_PAGES
+          ? 'the 4 GiB a 32-bit WebAssembly memory can hold'
+          : `the ${(this.maxPages * PAGE / 2 ** 30).toFixed(2)} GiB this engine let the CPU backend reserve (32-bit WebAssembly allows at most 4 GiB)`;
         throw new BackendError(
-          `${what}: the CPU backend needs ${(end / 2 ** 30).toFixed(2)} GiB, more than the 4 GiB a 32-bit WebAssembly memory can hold ` +
+          `${what}: the CPU backend needs ${(end / 2 ** 30).toFixed(2)} GiB, more than ${limit} ` +
           `(weights + KV cache + activations must fit; try a smaller model, --q80, or a shorter context)`,
         );
       }
@@ -191,6 +194,7 @@ export class WasmCpuBackend implements Backend {
 
   private constructor(
     private readonly memory: WebAssembly.Memory,
+    maxPages: number,
     private readonly kernels: KernelExports,
     private readonly pool: WorkerPool | undefined,
     threads: number,
@@ -201,17 +205,17 @@ export class WasmCpuBackend implements Backend {
     this.maxRows = maxRows;
     this.description = `CPU (WebAssembly SIMD, ${threads} thread${threads === 1 ? '' : 's'}${shared ? '' : ', no SharedArrayBuffer'})`;
     this.refreshViews();
-    this.heap = new Heap(memory, () => this.refreshViews());
+    this.heap = new Heap(memory, maxPages, () => this.refreshViews());
     this.program = new Scratch(this, 'step program');
     this.quant = new Scratch(this, 'quantized activations');
     this.attScratch = new Scratch(this, 'attention scores');
     this.ropeTables = new Scratch(this, 'RoPE tables');
     this.canWait = threads > 1 && canBlock() ? 1 : 0;
-    const c = CTL_ADDR >> 2;
-    this.i32v[c + (CTL.NTHREADS >> 2)] = threads;
-    this.i32v[c + (CTL.IDLE_SPIN >> 2)] = IDLE_SPIN;
-    this.i32v[c + (CTL.BAR_SPIN >> 2)] = BAR_SPIN;
-    this.i32v[c + (CTL.EXP_FLAG >> 2)] = expMatchesHost(kernels) ? 0 : 1;
+    const c = CTL_ADDR >>> 2;
+    this.i32v[c + (CTL.NTHREADS >>> 2)] = threads;
+    this.i32v[c + (CTL.IDLE_SPIN >>> 2)] = IDLE_SPIN;
+    this.i32v[c + (CTL.BAR_SPIN >>> 2)] = BAR_SPIN;
+    this.i32v[c + (CTL.EXP_FLAG >>> 2)] = expMatchesHost(kernels) ? 0 : 1;
   }
 
   static async create(opts: WasmCpuBackendOptions = {}): Promise<WasmCpuBackend> {
@@ -222,10 +226,10 @@ export class WasmCpuBackend implements Backend {
     const shared = sharedMemoryAvailable();
     if (!shared) threads = 1; // no SharedArrayBuffer (a page without cross-origin isolation): one thread, still SIMD
     const module = await kernelsModule(shared);
-    const memory = createMemory(shared, HEAP_BASE / PAGE);
+    const { memory, maxPages } = createMemory(shared, HEAP_BASE / PAGE);
     const kernels = instantiate(module, memory);
     const pool = threads > 1 ? await WorkerPool.start(module, memory, CTL_ADDR, threads - 1) : undefined;
-    return new WasmCpuBackend(memory, kernels, pool, threads, maxRows, shared);
+    return new WasmCpuBackend(memory, maxPages, kernels, pool, threads, maxRows, shared);
   }
 
   private refreshViews(): void {
@@ -304,7 +308,7 @@ export class WasmCpuBackend implements Backend {
     if (offset < 0 || offset + data.length > c.elements) {
       throw new ArgumentError(`write ${c.label}: ${data.length} elements at ${offset} past its ${c.elements}`);
     }
-    const at = (c.ptr >> 2) + offset;
+    const at = (c.ptr >>> 2) + offset;
     if (c.dtype === 'i32') this.i32v.set(data instanceof Int32Array ? data : Int32Array.from(data), at);
     else this.f32v.set(data instanceof Float32Array ? data : Float32Array.from(data), at);
   }
@@ -313,7 +317,7 @@ export class WasmCpuBackend implements Backend {
     const c = this.own(t);
     if (c.dtype === 'q8_0') throw new ArgumentError(`read ${c.label}: only f32 and i32 tensors can be read`);
     const n = Math.min(count ?? c.elements, c.elements);
-    const at = c.ptr >> 2;
+    const at = c.ptr >>> 2;
     return c.dtype === 'i32' ? this.i32v.slice(at, at + n) : this.f32v.slice(at, at + n);
   }
 
@@ -330,10 +334,10 @@ export class WasmCpuBackend implements Backend {
     for (const t of this.tensors) t.freed = true;
     this.tensors.clear();
     if (this.pool) {
-      const c = CTL_ADDR >> 2;
-      Atomics.store(this.i32v, c + (CTL.SHUTDOWN >> 2), 1);
-      Atomics.add(this.i32v, c + (CTL.EPOCH >> 2), 1);
-      Atomics.notify(this.i32v, c + (CTL.EPOCH >> 2));
+      const c = CTL_ADDR >>> 2;
+      Atomics.store(this.i32v, c + (CTL.SHUTDOWN >>> 2), 1);
+      Atomics.add(this.i32v, c + (CTL.EPOCH >>> 2), 1);
+      Atomics.notify(this.i32v, c + (CTL.EPOCH >>> 2));
       this.pool.terminate();
     }
   }
@@ -359,7 +363,7 @@ export class WasmCpuBackend implements Backend {
     // Token ids are checked here, when they are known (argmax may have written them).
     for (const e of embeds) {
       for (let r = 0; r < e.rows; r++) {
-        const id = this.i32v[(e.tokens >> 2) + r];
+        const id = this.i32v[(e.tokens >>> 2) + r];
         if (!(id >= 0 && id < e.vocab)) throw new ArgumentError(`token id ${id} outside the vocabulary (0..${e.vocab - 1})`);
       }
     }
@@ -371,12 +375,12 @@ export class WasmCpuBackend implements Backend {
     const addrs: number[] = [];
     let at = tablePtr;
     for (const t of tables) {
-      this.f32v.set(t, at >> 2);
+      this.f32v.set(t, at >>> 2);
       addrs.push(at);
       at += t.byteLength;
     }
     for (const u of ropeUses) words[u.slot] = addrs[u.table];
-    const p = prog >> 2;
+    const p = prog >>> 2;
     this.i32v.set(words.subarray(0, count * OP_WORDS), p);
     try {
       this.kernels.launch(CTL_ADDR, prog, count, this.canWait);
@@ -384,7 +388,7 @@ export class WasmCpuBackend implements Backend {
       for (const r of this.retired) this.heap.release(r.at, r.size);
       this.retired = [];
     }
-    if (Atomics.load(this.i32v, (CTL_ADDR + CTL.FAILED) >> 2) !== 0) {
+    if (Atomics.load(this.i32v, (CTL_ADDR + CTL.FAILED) >>> 2) !== 0) {
       this.disposed = true;
       this.pool?.terminate();
       throw new BackendError(`a CPU backend worker thread failed${this.pool?.error ? `: ${this.pool.error}` : ''}`);

@@ -107,13 +107,16 @@ export async function defaultThreads(): Promise<number> {
   return Math.max(1, n ?? 1);
 }
 
-/** Makes the memory: as large as 32-bit WebAssembly allows, committed as it grows. */
-export function createMemory(shared: boolean, initialPages: number): WebAssembly.Memory {
+/**
+ * Makes the memory: as large as 32-bit WebAssembly allows, committed as it
+ * grows. Returns it with its maximum size in pages.
+ */
+export function createMemory(shared: boolean, initialPages: number): { memory: WebAssembly.Memory; maxPages: number } {
   let lastError: unknown;
   // A smaller maximum where a browser will not reserve 4 GiB of address space.
   for (const maximum of [MAX_PAGES, 32768, 16384]) {
     try {
-      return new WebAssembly.Memory({ initial: initialPages, maximum, shared });
+      return { memory: new WebAssembly.Memory({ initial: initialPages, maximum, shared }), maxPages: maximum };
     } catch (e) {
       lastError = e;
     }
@@ -148,8 +151,8 @@ function start(d, post) {
     exports.workerLoop(ctl, tid, epoch);
   } catch (e) {
     const i32 = new Int32Array(memory.buffer);
-    Atomics.store(i32, (ctl + ${CTL.FAILED}) >> 2, 1);
-    Atomics.notify(i32, (ctl + ${CTL.BAR_GEN}) >> 2);
+    Atomics.store(i32, (ctl + ${CTL.FAILED}) >>> 2, 1);
+    Atomics.notify(i32, (ctl + ${CTL.BAR_GEN}) >>> 2);
     post({ error: String((e && e.stack) || e) });
   }
 }
