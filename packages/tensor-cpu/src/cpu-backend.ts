@@ -5,8 +5,9 @@ import { WasmCpuBackend } from './wasm-backend.js';
 export interface CpuBackendOptions extends BackendOptions {
   /**
    * Threads that run each step, the caller's included (default: every core,
-   * os.availableParallelism() or navigator.hardwareConcurrency). Without
-   * SharedArrayBuffer (a page that is not cross-origin isolated) it is 1.
+   * os.availableParallelism() or navigator.hardwareConcurrency, which is also
+   * the most it may be). Without SharedArrayBuffer (a page that is not
+   * cross-origin isolated) it is 1.
    */
   threads?: number;
   /**

@@ -2,11 +2,23 @@
  * The worker pool under stress: many short steps in a row, run on the WASM
  * backend with several threads and on the scalar reference, compared exactly.
  */
+import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import type { Backend, Tensor } from '@rama/backend';
+import { ArgumentError, type Backend, type Tensor } from '@rama/backend';
 import { CpuBackend } from './index.js';
 
 describe('the worker pool', () => {
+  it('has at most one thread per hardware thread', async () => {
+    const cores = availableParallelism();
+    const tooMany = CpuBackend.create({ threads: cores + 1 });
+    await expect(tooMany).rejects.toThrow(ArgumentError);
+    await expect(tooMany).rejects.toThrow(`threads must be at most ${cores}, the hardware threads of this machine, got ${cores + 1}`);
+    await expect(CpuBackend.create({ threads: 999 })).rejects.toThrow(`at most ${cores}`);
+    const be = await CpuBackend.create({ threads: cores });
+    expect(be.threads).toBe(cores);
+    be.dispose();
+  });
+
   // A step whose op count differs from the one before it once let a worker
   // that left the last barrier late run an op of the next step, after which
   // the barriers paired up the wrong ops (on 2 threads, a wrong result within

@@ -9,7 +9,7 @@ import {
   type Backend, type BackendOptions, type Step, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
 import {
-  CTL, MAX_PAGES, OP, OP_WORDS, PAGE, WorkerPool, canBlock, createMemory, defaultThreads, instantiate,
+  CTL, MAX_PAGES, OP, OP_WORDS, PAGE, WorkerPool, canBlock, createMemory, defaultThreads, hardwareThreads, instantiate,
   kernelsModule, sharedMemoryAvailable, type KernelExports,
 } from './wasm/runtime.js';
 
@@ -169,7 +169,7 @@ class Scratch {
 }
 
 export interface WasmCpuBackendOptions extends BackendOptions {
-  /** Threads including the caller's (default: every core). */
+  /** Threads including the caller's (default: every core; at most the hardware threads). */
   threads?: number;
 }
 
@@ -223,6 +223,10 @@ export class WasmCpuBackend implements Backend {
     if (!Number.isInteger(maxRows) || maxRows < 1) throw new ArgumentError(`maxRows must be an integer >= 1, got ${maxRows}`);
     let threads = opts.threads ?? (await defaultThreads());
     if (!Number.isInteger(threads) || threads < 1) throw new ArgumentError(`threads must be an integer >= 1, got ${opts.threads}`);
+    const cores = await hardwareThreads();
+    if (threads > cores) {
+      throw new ArgumentError(`threads must be at most ${cores}, the hardware threads of this machine, got ${threads} (more threads than cores only slow each step down)`);
+    }
     const shared = sharedMemoryAvailable();
     if (!shared) threads = 1; // no SharedArrayBuffer (a page without cross-origin isolation): one thread, still SIMD
     const module = await kernelsModule(shared);

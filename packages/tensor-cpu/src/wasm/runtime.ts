@@ -90,21 +90,30 @@ export function sharedMemoryAvailable(): boolean {
 }
 
 /**
- * The default thread count: every core (os.availableParallelism() in Node,
- * navigator.hardwareConcurrency in a worker). On a browser's main thread it is
- * 1: that thread cannot sleep in Atomics.wait, so as thread 0 it would spin at
+ * The hardware threads this machine offers (os.availableParallelism() in Node,
+ * navigator.hardwareConcurrency in a browser): the most threads a backend may
+ * use. More only slow each step down (a thread without a core holds the others
+ * at every barrier) and cost memory.
+ */
+export async function hardwareThreads(): Promise<number> {
+  if (isNode) {
+    const os = await import('node:os');
+    return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+  }
+  const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
+  return Math.max(1, n ?? 1);
+}
+
+/**
+ * The default thread count: every core. On a browser's main thread it is 1:
+ * that thread cannot sleep in Atomics.wait, so as thread 0 it would spin at
  * every barrier, freezing the page (and, measured in Chromium, running the
  * first generation far slower than one thread does). Pass `threads`
  * explicitly, or run the model in a Web Worker, to use every core there.
  */
 export async function defaultThreads(): Promise<number> {
-  if (isNode) {
-    const os = await import('node:os');
-    return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
-  }
-  if (!canBlock()) return 1;
-  const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
-  return Math.max(1, n ?? 1);
+  if (!isNode && !canBlock()) return 1;
+  return hardwareThreads();
 }
 
 /**
