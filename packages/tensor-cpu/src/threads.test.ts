@@ -2,12 +2,35 @@
  * The worker pool under stress: many short steps in a row, run on the WASM
  * backend with several threads and on the scalar reference, compared exactly.
  */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, type Backend, type Tensor } from '@rama/backend';
 import { CpuBackend } from './index.js';
 
 describe('the worker pool', () => {
+  // Workers inherit the parent's execArgv by default: there, their inline source was parsed as an ES module
+  // and failed ("require is not defined in ES module scope").
+  it('starts in a process run as `node --input-type=module -e` (the built package)', async () => {
+    const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+    expect(existsSync(dist), `${dist} is missing: run pnpm build`).toBe(true);
+    const code = `
+      import { CpuBackend } from ${JSON.stringify(pathToFileURL(dist).href)};
+      const be = await CpuBackend.create({ threads: 2, maxRows: 1 });
+      const a = await be.upload({ shape: [1, 64], dtype: 'f32', label: 'a' }, new Float32Array(64).fill(1.5));
+      const b = be.alloc({ shape: [1, 64], dtype: 'f32', label: 'b' });
+      const s = be.begin(0, 1);
+      s.add(b, a, a);
+      s.submit();
+      console.log(be.threads, [...new Set(await be.read(b))]);
+      be.dispose();`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', code], { timeout: 60_000 });
+    expect(stdout.trim()).toBe('2 [ 3 ]');
+  });
+
   it('has at most one thread per hardware thread', async () => {
     const cores = availableParallelism();
     const tooMany = CpuBackend.create({ threads: cores + 1 });

@@ -165,11 +165,11 @@ function start(d, post) {
     post({ error: String((e && e.stack) || e) });
   }
 }
-if (typeof self !== 'undefined' && typeof self.postMessage === 'function' && typeof require === 'undefined') {
+if (!(typeof process !== 'undefined' && process.versions && process.versions.node)) {
   self.onmessage = (ev) => start(ev.data, (m) => self.postMessage(m));
 } else {
-  const { parentPort, workerData } = require('node:worker_threads');
-  start(workerData, (m) => parentPort.postMessage(m));
+  // import(), not require: this also runs where the code is parsed as an ES module
+  import('node:worker_threads').then(({ parentPort, workerData }) => start(workerData, (m) => parentPort.postMessage(m)));
 }
 `;
 
@@ -206,7 +206,9 @@ export class WorkerPool {
     };
     if (isNode) {
       const { Worker } = await import('node:worker_threads');
-      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: data });
+      // Not the parent's execArgv (the default): its module type (--input-type=module made this
+      // source an ES module), loaders and preloads are for the app's code, not this self-contained script.
+      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: data, execArgv: [] });
       this.workers.push(w);
       await new Promise<void>((resolve, reject) => {
         // Once started, a worker never keeps the process alive (unref after
