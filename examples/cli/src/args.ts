@@ -205,7 +205,8 @@ export function usage(version: string): string {
     '  printf "Hi\\nBye\\n" | rama -m chat.bin -o chat --json',
     '',
     'Downloads are cached in $RAMA_CACHE, else $XDG_CACHE_HOME/rama, else ~/.cache/rama.',
-    'RAMA_MODEL_BASE_URL replaces the download address of both default files.',
+    'RAMA_MODEL_BASE_URL replaces the download address of both default files;',
+    'RAMA_DOWNLOAD_TIMEOUT sets the seconds without data before a download fails (default 30).',
     '',
   ].join('\n');
 }

@@ -2,4 +2,7 @@
 export { main, version } from './main.js';
 export { parseCliArgs, usage, UsageError, FLAGS, DEFAULTS } from './args.js';
 export type { CliOptions, Mode, BackendFlag } from './args.js';
-export { cacheDir, cachedName, defaultUrls, download, ensureCached, DownloadError, DEFAULT_MODEL_URL, DEFAULT_TOKENIZER_URL } from './download.js';
+export { cacheDir, cachedName, defaultSources, download, ensureCached, stallTimeoutMs, DownloadError, DEFAULT_MODEL_URL, DEFAULT_TOKENIZER_URL, DEFAULT_STALL_SECONDS } from './download.js';
+export type { CacheOptions, DownloadOptions, DownloadSource, ProgressStream } from './download.js';
+export { KNOWN_FILES, findProblem } from './verify.js';
+export type { FileKind, KnownFile } from './verify.js';

@@ -8,7 +8,7 @@ import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Llama, RamaError, type GenerationResult } from '@rama/llama';
 import { parseCliArgs, usage, UsageError, type CliOptions } from './args.js';
-import { DownloadError, defaultUrls, ensureCached } from './download.js';
+import { DownloadError, defaultSources, ensureCached, stallTimeoutMs } from './download.js';
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -75,9 +75,10 @@ async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenize
     if (!isFile) throw new RamaError('E_NOT_FOUND', `${what} path is not a file: ${path}`);
   }
   if (opts.model !== undefined && opts.tokenizer !== undefined) return { model: opts.model, tokenizer: opts.tokenizer };
-  const urls = defaultUrls(opts);
-  const model = opts.model ?? (await ensureCached(urls.model, { progress: process.stderr }));
-  const tokenizer = opts.tokenizer ?? (await ensureCached(urls.tokenizer, { progress: process.stderr }));
+  const sources = defaultSources(opts);
+  const cache = { progress: process.stderr, stallMs: stallTimeoutMs() };
+  const model = opts.model ?? (await ensureCached(sources.model, cache));
+  const tokenizer = opts.tokenizer ?? (await ensureCached(sources.tokenizer, cache));
   return { model, tokenizer };
 }
 
