@@ -5,15 +5,21 @@
  * tokens never do: each chat turn starts with one), and nothing runs at or
  * past the position limit.
  */
-import { AbortError, type Backend, type Step } from '@rama/backend';
+import { AbortError, BackendError, type Backend, type Step } from '@rama/backend';
 import type { ModelConfig } from '@rama/checkpoint';
-import type { Sampler } from '@rama/sampler';
+import { checkFinite, type Sampler } from '@rama/sampler';
 import { BOS_ID, EOS_ID, type TextStream } from '@rama/tokenizer';
 import { forward } from './forward.js';
 import type { RunState } from './state.js';
 import type { LlamaWeights } from './weights.js';
 
-export type StopReason = 'steps' | 'context' | 'bos' | 'eos' | 'aborted';
+/**
+ * Why a generation ended: its position limit (`steps`) or the context's end
+ * (`context`), a sampled BOS or EOS, its AbortSignal or consumer (`aborted`),
+ * or another generation of the same model taking over while it sat suspended
+ * (`preempted`, see scheduler.ts).
+ */
+export type StopReason = 'steps' | 'context' | 'bos' | 'eos' | 'aborted' | 'preempted';
 
 export interface GeneratedToken {
   id: number;
@@ -76,7 +82,35 @@ export interface LoopPlan {
   onEnd(pos: number, last: number, reason: StopReason): void;
 }
 
-export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: GenerationResult }): AsyncGenerator<GeneratedToken> {
+/** Where a generation leaves its result; `interruptedBy` says why it was cut short from outside. */
+export interface ResultHolder {
+  value?: GenerationResult;
+  interruptedBy?: 'aborted' | 'preempted';
+}
+
+/**
+ * Most time between chances for timers, I/O and signal handlers to run. A CPU
+ * step runs synchronously and a resolved readback is only a microtask, so
+ * without a real yield a generation would hold the event loop until it ends:
+ * no abort timer, no Ctrl-C. Yielding only when this much time has passed
+ * keeps the cost (a few microseconds per yield) out of tokens/s.
+ */
+const YIELD_EVERY_MS = 10;
+
+/** Resolves on a later turn of the event loop (a macrotask). */
+function nextMacrotask(): Promise<void> {
+  if (typeof setImmediate === 'function') return new Promise((resolve) => setImmediate(resolve));
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(0);
+  });
+}
+
+export async function* runLoop(e: Engine, plan: LoopPlan, result: ResultHolder): AsyncGenerator<GeneratedToken> {
   const { backend, config, weights, state } = e;
   const { feed, sampler } = plan;
   const deviceArgmax = sampler.isGreedy;
@@ -88,6 +122,12 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
   let generated = 0;
   const t0 = performance.now();
   let tFirst = 0;
+  let lastYield = t0;
+  const letEventLoopRun = async () => {
+    if (performance.now() - lastYield < YIELD_EVERY_MS) return;
+    await nextMacrotask();
+    lastYield = performance.now();
+  };
 
   /** Records `next`, returns the text to show, or sets `reason` when a sampled token ends the sequence. */
   const accept = (next: number, sampled: boolean): string | undefined => {
@@ -114,6 +154,11 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
     const logits = logitsRead && ((await logitsRead) as Float32Array);
     const shown = logits && plan.withLogits ? logits.slice() : undefined;
     const id = idRead ? (await idRead)[0] : sampler.sample(logits!, tokens);
+    // The device argmax says -1 when the logits hold NaN or Inf (the host sampler throws itself).
+    if (id === -1) {
+      checkFinite(logits ?? (await backend.read(state.logits)));
+      throw new BackendError('the device argmax reported non-finite logits that read back finite');
+    }
     return { id, logits: shown };
   };
 
@@ -131,6 +176,7 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
     // The fed tokens, in batches of up to maxRows positions.
     let fed = 0;
     while (fed < feed.length && reason === undefined) {
+      await letEventLoopRun();
       if (plan.signal?.aborted) reason = 'aborted';
       else if (pos >= plan.endPos) reason = plan.endReason;
       if (reason) break;
@@ -159,6 +205,7 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
 
     // One position at a time from here on.
     while (reason === undefined) {
+      await letEventLoopRun();
       if (plan.signal?.aborted) reason = 'aborted';
       else if (pos >= plan.endPos) reason = plan.endReason;
       if (reason) break;
@@ -176,7 +223,7 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
     }
   } finally {
     const tEnd = performance.now();
-    reason ??= 'aborted';
+    reason ??= result.interruptedBy ?? 'aborted';
     plan.onEnd(pos, tokens[tokens.length - 1], reason);
     const promptCount = Math.min(feed.length, pos - plan.startPos);
     const promptMs = (tFirst || tEnd) - t0;
@@ -204,27 +251,34 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: { value?: Gene
  */
 export class Generation implements AsyncIterable<GeneratedToken> {
   private started = false;
-  private readonly holder: { value?: GenerationResult } = {};
-  private finished!: () => void;
-  private readonly ended = new Promise<void>((r) => (this.finished = r));
+  private readonly holder: ResultHolder & { error?: unknown } = {};
+  private settle!: () => void;
+  /** Resolves once the result is known: the run ended, failed or was preempted. */
+  private readonly settled = new Promise<void>((r) => (this.settle = r));
 
-  constructor(private readonly start: (holder: { value?: GenerationResult }) => AsyncGenerator<GeneratedToken>) {}
+  /** `body` runs the generation; it calls `settle` itself if its result is known before iteration ends. */
+  constructor(private readonly body: (holder: ResultHolder, settle: () => void) => AsyncGenerator<GeneratedToken>) {}
 
   async *[Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
     if (this.started) throw new AbortError('a Generation can be iterated only once');
     this.started = true;
     try {
-      yield* this.start(this.holder);
+      yield* this.body(this.holder, () => this.settle());
+    } catch (e) {
+      this.holder.error = e;
+      throw e;
     } finally {
-      this.finished();
+      this.settle();
     }
   }
 
   /** Runs to the end (if nobody is iterating) and returns the result. */
   async result(): Promise<GenerationResult> {
     if (!this.started) for await (const _ of this) void _;
-    await this.ended;
-    return this.holder.value!;
+    await this.settled;
+    if (this.holder.error !== undefined) throw this.holder.error;
+    if (this.holder.value === undefined) throw new AbortError('the generation ended without a result');
+    return this.holder.value;
   }
 
   /** Runs to the end and returns the text. */

@@ -4,5 +4,5 @@ export { Generation } from './generation.js';
 export type { GeneratedToken, GenerationResult, GenerationTiming, StopReason } from './generation.js';
 export type { BackendChoice, BackendName } from './backends.js';
 export { forward } from './forward.js';
-export { RamaError, FormatError, ArgumentError, BackendError, AbortError } from '@rama/backend';
+export { RamaError, FormatError, ArgumentError, BackendError, AbortError, NumericError } from '@rama/backend';
 export type { Backend } from '@rama/backend';

@@ -6,10 +6,14 @@
 import { ArgumentError, BackendError, type Backend, type Tensor } from '@rama/backend';
 import { openCheckpoint, type CheckpointFormat, type ModelConfig } from '@rama/checkpoint';
 import { chooseGroupSize } from '@rama/quant-q80';
-import { Sampler, type SamplerOptions } from '@rama/sampler';
+import { Sampler, checkSamplerOptions, type SamplerOptions } from '@rama/sampler';
 import { EOS_ID, TextStream, Tokenizer } from '@rama/tokenizer';
 import { createBackend, type BackendChoice } from './backends.js';
-import { Generation, runLoop, type GenerationResult, type LoopPlan } from './generation.js';
+import { Generation, runLoop, type GeneratedToken, type LoopPlan, type ResultHolder } from './generation.js';
+import {
+  checkBoolean, checkInteger, checkKnown, checkNumber, checkObject, checkSignal, checkString, describe,
+} from './options.js';
+import { TurnScheduler, type Turn } from './scheduler.js';
 import { allocState, type RunState } from './state.js';
 import { uploadWeights, type LlamaWeights } from './weights.js';
 
@@ -32,7 +36,18 @@ export interface LoadOptions {
   contextLength?: number;
   /** Options passed to the WebGPU backend (a GPUDevice, a forced binding limit, ...). */
   webgpu?: Record<string, unknown>;
+  /**
+   * How long a running generation may sit suspended (its consumer not asking
+   * for the next token) while another waits, before the waiting one preempts
+   * it (default 250 ms; see scheduler.ts).
+   */
+  preemptAfterMs?: number;
 }
+
+const LOAD_OPTIONS = ['model', 'tokenizer', 'backend', 'q80', 'threads', 'batchSize', 'contextLength', 'webgpu', 'preemptAfterMs'] as const;
+const SAMPLER_OPTIONS = ['temperature', 'topp', 'topk', 'minp', 'repetitionPenalty', 'repetitionWindow', 'seed'] as const;
+const GENERATE_OPTIONS = [...SAMPLER_OPTIONS, 'steps', 'echo', 'stopAtEos', 'logits', 'signal'] as const;
+const CHAT_OPTIONS = [...SAMPLER_OPTIONS, 'system', 'maxTokens', 'logits', 'signal'] as const;
 
 export interface GenerateOptions extends SamplerOptions {
   /** llama2.c's -n: positions to run, prompt included; 0 = the whole context. Default 256. */
@@ -60,7 +75,6 @@ export class Llama {
   private chatPos: number | undefined;
   /** The assistant's final EOS, fed at the start of the next turn (as llama2.c does). */
   private chatPending: number[] = [];
-  private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
 
   private constructor(
@@ -77,22 +91,19 @@ export class Llama {
     readonly batchSize: number,
     /** Whether matrices run as Q8_0 (a v2 file or q80: true). */
     readonly quantized: boolean,
+    private readonly scheduler: TurnScheduler,
   ) {}
 
   static async load(opts: LoadOptions): Promise<Llama> {
-    if (!opts || opts.model === undefined) throw new ArgumentError('Llama.load: the "model" option is required');
-    if (opts.tokenizer === undefined) throw new ArgumentError('Llama.load: the "tokenizer" option is required');
+    checkLoadOptions(opts);
     const batchSize = opts.batchSize ?? 32;
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new ArgumentError(`batchSize must be an integer >= 1, got ${batchSize}`);
 
     const ckpt = await openCheckpoint(opts.model);
     try {
       const config = ckpt.config;
       const tokenizer = await loadTokenizer(opts.tokenizer, config.vocabSize);
       const context = opts.contextLength ?? config.seqLen;
-      if (!Number.isInteger(context) || context < 1 || context > config.seqLen) {
-        throw new ArgumentError(`contextLength must be an integer in 1..${config.seqLen} (the model's seq_len), got ${context}`);
-      }
+      checkInteger('Llama.load', `contextLength (the model's seq_len is ${config.seqLen})`, context, 1, config.seqLen);
       const quantizeGroupSize = opts.q80 && ckpt.format !== 'v2' ? chooseGroupSize([config.dim, config.hiddenDim]) : undefined;
       const { backend, owned } = await createBackend(opts.backend ?? 'cpu', { maxRows: batchSize, threads: opts.threads, webgpu: opts.webgpu });
       const tensors: Tensor[] = [];
@@ -103,7 +114,8 @@ export class Llama {
         const weights = await uploadWeights(backend, ckpt, { quantizeGroupSize }, track);
         const state = allocState(backend, config, rows, context, track);
         const quantized = ckpt.format === 'v2' || quantizeGroupSize !== undefined;
-        return new Llama(config, ckpt.format, tokenizer, backend, owned, weights, state, tensors, context, rows, quantized);
+        const scheduler = new TurnScheduler(opts.preemptAfterMs ?? 250);
+        return new Llama(config, ckpt.format, tokenizer, backend, owned, weights, state, tensors, context, rows, quantized, scheduler);
       } catch (e) {
         if (owned) backend.dispose();
         else for (const t of tensors) backend.free(t);
@@ -120,13 +132,18 @@ export class Llama {
    * sequence (and ends any chat).
    */
   generate(prompt: string, opts: GenerateOptions = {}): Generation {
+    checkString('generate', 'prompt', prompt, false);
+    checkKnown('generate', opts, GENERATE_OPTIONS);
+    checkInteger('generate', 'steps', opts.steps, 0);
+    checkBoolean('generate', 'echo', opts.echo);
+    checkBoolean('generate', 'stopAtEos', opts.stopAtEos);
+    checkCommon('generate', opts);
     const steps = opts.steps ?? 256;
-    if (!Number.isInteger(steps) || steps < 0) throw new ArgumentError(`steps must be an integer >= 0, got ${steps}`);
     const endPos = steps === 0 || steps > this.contextLength ? this.contextLength : steps;
     const feed = this.tokenizer.encode(prompt, { bos: true, eos: false });
-    return this.run((h) => {
+    return this.run(() => {
       this.chatPos = undefined;
-      return runLoop(this.engine(), {
+      return {
         ...this.common(opts),
         feed,
         startPos: 0,
@@ -135,27 +152,33 @@ export class Llama {
         echo: opts.echo ?? true,
         stopAtEos: opts.stopAtEos ?? false,
         onEnd: () => {},
-      }, h);
+      };
     });
   }
 
   /**
    * One chat turn: the user's message in Llama 2's template ([INST] ... [/INST],
    * with <<SYS>> on the first turn), then the reply until EOS. The KV cache
-   * carries over, so each turn only reads its own new tokens.
+   * carries over, so each turn only reads its own new tokens. Where the
+   * conversation stands (first turn or not, the position) is read when the
+   * turn runs, so turns queued together give what they give one by one.
    */
   chat(message: string, opts: ChatOptions = {}): Generation {
-    const first = this.chatPos === undefined;
-    const rendered = first && opts.system
-      ? `[INST] <<SYS>>\n${opts.system}\n<</SYS>>\n\n${message} [/INST]`
-      : `[INST] ${message} [/INST]`;
-    return this.run((h) => {
+    checkString('chat', 'message', message, false);
+    checkKnown('chat', opts, CHAT_OPTIONS);
+    checkString('chat', 'system', opts.system);
+    checkInteger('chat', 'maxTokens', opts.maxTokens, 1);
+    checkCommon('chat', opts);
+    return this.run(() => {
+      const first = this.chatPos === undefined;
+      const rendered = first && opts.system
+        ? `[INST] <<SYS>>\n${opts.system}\n<</SYS>>\n\n${message} [/INST]`
+        : `[INST] ${message} [/INST]`;
       const startPos = this.chatPos ?? 0;
       const feed = [...(first ? [] : this.chatPending), ...this.tokenizer.encode(rendered, { bos: true, eos: false })];
       const max = opts.maxTokens;
-      if (max !== undefined && !(Number.isInteger(max) && max > 0)) throw new ArgumentError(`maxTokens must be an integer > 0, got ${max}`);
       const limit = max === undefined ? this.contextLength : Math.min(this.contextLength, startPos + feed.length - 1 + max);
-      return runLoop(this.engine(), {
+      return {
         ...this.common(opts),
         feed,
         startPos,
@@ -167,16 +190,20 @@ export class Llama {
           // The reply's last token has not entered the model yet: it goes first next turn.
           this.chatPos = reason === 'context' ? this.contextLength : pos;
           this.chatPending = reason === 'eos' || reason === 'steps' ? [last] : [];
-          if (reason === 'aborted' && last !== EOS_ID) this.chatPending = [];
         },
-      }, h);
+      };
     });
   }
 
-  /** Ends the conversation; the next chat turn starts a new one. */
+  /**
+   * Ends the conversation; the next chat turn starts a new one. Ordered with
+   * the turns: turns already started finish in the old conversation.
+   */
   resetChat(): void {
-    this.chatPos = undefined;
-    this.chatPending = [];
+    this.scheduler.enqueue(() => {
+      this.chatPos = undefined;
+      this.chatPending = [];
+    });
   }
 
   /** Frees the weights, the KV cache and (when Llama created it) the backend. */
@@ -201,21 +228,82 @@ export class Llama {
     return { backend: this.backend, config: this.config, weights: this.weights, state: this.state, maxRows: this.batchSize };
   }
 
-  /** Runs generations one at a time: a second one waits for the first to finish. */
-  private run(start: (h: { value?: GenerationResult }) => AsyncGenerator<import('./generation.js').GeneratedToken>): Generation {
+  /**
+   * Runs a generation when the scheduler grants it (one at a time; see
+   * scheduler.ts for the order and for preemption). `plan` is called then, so
+   * everything the run depends on is decided when it runs.
+   */
+  private run(plan: () => LoopPlan): Generation {
     const self = this;
-    return new Generation(async function* (h) {
-      const previous = self.queue;
-      let release!: () => void;
-      self.queue = new Promise<void>((r) => (release = r));
-      await previous;
+    const scheduler = this.scheduler;
+    return new Generation(async function* (holder: ResultHolder, settle: () => void) {
+      let inner: AsyncGenerator<GeneratedToken> | undefined;
+      let preempted = false;
+      let granted!: () => void;
+      const ready = new Promise<void>((r) => (granted = r));
+      const turn: Turn = {
+        grant: () => granted(),
+        // Only called while suspended at the yield below, where `inner` is suspended too:
+        // returning it runs its cleanup, which settles the result and the chat state now.
+        preempt: async () => {
+          preempted = true;
+          holder.interruptedBy = 'preempted';
+          await inner?.return(undefined);
+          settle();
+        },
+      };
+      scheduler.acquire(turn);
       try {
-        yield* start(h);
+        await ready;
+        inner = runLoop(self.engine(), plan(), holder);
+        while (true) {
+          const r = await inner.next();
+          if (r.done) break;
+          scheduler.suspend(turn);
+          yield r.value;
+          if (preempted) return;
+          scheduler.resume(turn);
+        }
       } finally {
-        release();
+        if (!preempted) {
+          try {
+            await inner?.return(undefined);
+          } finally {
+            scheduler.release(turn);
+          }
+        }
       }
     });
   }
+}
+
+/** Checks what generate and chat share: logits, signal, and the sampler's options. */
+function checkCommon(what: string, opts: GenerateOptions | ChatOptions): void {
+  checkBoolean(what, 'logits', opts.logits);
+  checkSignal(what, opts.signal);
+  try {
+    checkSamplerOptions(opts);
+  } catch (e) {
+    throw e instanceof ArgumentError ? new ArgumentError(`${what}: ${e.message}`) : e;
+  }
+}
+
+function checkLoadOptions(opts: LoadOptions): void {
+  const o = checkKnown('Llama.load', opts, LOAD_OPTIONS);
+  if (opts === undefined || o.model === undefined) throw new ArgumentError('Llama.load: the "model" option is required');
+  if (o.tokenizer === undefined) throw new ArgumentError('Llama.load: the "tokenizer" option is required');
+  for (const name of ['model', 'tokenizer'] as const) {
+    const v = o[name];
+    const ok = typeof v === 'string' || v instanceof Uint8Array || v instanceof ArrayBuffer || (typeof Blob !== 'undefined' && v instanceof Blob);
+    if (!ok) throw new ArgumentError(`Llama.load: ${name} must be a path, a Blob, an ArrayBuffer or a Uint8Array, got ${describe(v)}`);
+    if (v === '') throw new ArgumentError(`Llama.load: ${name} is an empty path`);
+  }
+  checkBoolean('Llama.load', 'q80', o.q80);
+  checkInteger('Llama.load', 'threads', o.threads, 1);
+  checkInteger('Llama.load', 'batchSize', o.batchSize, 1);
+  checkInteger('Llama.load', 'contextLength', o.contextLength, 1);
+  checkObject('Llama.load', 'webgpu', o.webgpu);
+  checkNumber('Llama.load', 'preemptAfterMs', o.preemptAfterMs, 0);
 }
 
 async function loadTokenizer(source: ModelSource, vocabSize: number): Promise<Tokenizer> {

@@ -1,3 +1,3 @@
 export { Rng } from './rng.js';
-export { Sampler, argmax, softmax } from './sampler.js';
+export { Sampler, argmax, softmax, checkFinite, checkSamplerOptions } from './sampler.js';
 export type { SamplerOptions } from './sampler.js';

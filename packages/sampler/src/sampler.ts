@@ -4,7 +4,7 @@
  * the same tokens. Top-k, min-p and a repetition penalty are extra filters,
  * off by default; when one is on, the general path below is used instead.
  */
-import { ArgumentError } from '@rama/backend';
+import { ArgumentError, NumericError } from '@rama/backend';
 import { Rng } from './rng.js';
 
 export interface SamplerOptions {
@@ -20,11 +20,41 @@ export interface SamplerOptions {
   repetitionPenalty?: number;
   /** How many recent tokens the penalty looks at (default 64). */
   repetitionWindow?: number;
-  /** RNG seed (llama2.c: the -s value). Default: the current time. */
-  seed?: number;
+  /** RNG seed (llama2.c: the -s value): an integer, taken modulo 2^64, that is not 0 there. Default: the current time. */
+  seed?: number | bigint;
+}
+
+const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/**
+ * Every sampling option, checked before use: a NaN or a string would
+ * otherwise pass the comparisons below and silently change sampling.
+ */
+export function checkSamplerOptions(opts: SamplerOptions): void {
+  const fail = (name: string, rule: string, v: unknown) => {
+    throw new ArgumentError(`${name} must be ${rule}, got ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`);
+  };
+  const { temperature, topp, topk, minp, repetitionPenalty, repetitionWindow, seed } = opts;
+  if (temperature !== undefined && !(isNumber(temperature) && temperature >= 0)) fail('temperature', 'a finite number >= 0', temperature);
+  if (topp !== undefined && !isNumber(topp)) fail('topp', 'a finite number (<= 0 or >= 1 turns top-p off)', topp);
+  if (topk !== undefined && !(isNumber(topk) && Number.isInteger(topk) && topk >= 0)) fail('topk', 'an integer >= 0', topk);
+  if (minp !== undefined && !(isNumber(minp) && minp >= 0 && minp < 1)) fail('minp', 'a number in [0, 1)', minp);
+  if (repetitionPenalty !== undefined && !(isNumber(repetitionPenalty) && repetitionPenalty > 0)) {
+    fail('repetitionPenalty', 'a finite number > 0 (1 = off)', repetitionPenalty);
+  }
+  if (repetitionWindow !== undefined && !(isNumber(repetitionWindow) && Number.isInteger(repetitionWindow) && repetitionWindow >= 1)) {
+    fail('repetitionWindow', 'an integer >= 1', repetitionWindow);
+  }
+  if (seed !== undefined) {
+    const integer = typeof seed === 'bigint' || (isNumber(seed) && Number.isSafeInteger(seed));
+    if (!integer) fail('seed', 'an integer (a bigint beyond 2^53)', seed);
+    // xorshift* stays at 0 forever from a zero state: every coin would be 0.
+    if (BigInt.asUintN(64, BigInt(seed)) === 0n) fail('seed', 'nonzero modulo 2^64 (a zero state never changes)', seed);
+  }
 }
 
 const f32 = Math.fround;
+const F32_MAX = 3.4028234663852886e38;
 
 /** Index of the largest value; the lowest index wins a tie. */
 export function argmax(x: ArrayLike<number>, n = x.length): number {
@@ -51,6 +81,15 @@ export function softmax(x: Float32Array, n = x.length): void {
   for (let i = 0; i < n; i++) x[i] = x[i] / sum;
 }
 
+/** Throws a NumericError when the logits hold a NaN or an infinity (a broken model, not a sampling choice). */
+export function checkFinite(logits: ArrayLike<number>, n = logits.length): void {
+  for (let i = 0; i < n; i++) {
+    if (!Number.isFinite(logits[i])) {
+      throw new NumericError(`the model's logits hold ${logits[i]} (token ${i}): the forward pass produced non-finite values; do the checkpoint's weights hold NaN or Inf?`);
+    }
+  }
+}
+
 /** llama2.c's sample_mult: the first index whose CDF exceeds the coin. */
 function sampleMultinomial(probs: Float32Array, n: number, coin: number): number {
   let cdf = 0;
@@ -73,35 +112,33 @@ export class Sampler {
   private readonly order: Int32Array;
 
   constructor(readonly vocabSize: number, opts: SamplerOptions = {}) {
+    checkSamplerOptions(opts);
     this.temperature = opts.temperature ?? 1.0;
     this.topp = opts.topp ?? 0.9;
     this.topk = opts.topk ?? 0;
     this.minp = opts.minp ?? 0;
     this.repetitionPenalty = opts.repetitionPenalty ?? 1;
     this.repetitionWindow = opts.repetitionWindow ?? 64;
-    const check = (ok: boolean, what: string) => {
-      if (!ok) throw new ArgumentError(what);
-    };
-    check(Number.isFinite(this.temperature) && this.temperature >= 0, `temperature must be >= 0, got ${this.temperature}`);
-    check(Number.isFinite(this.topp), `topp must be a number, got ${this.topp}`);
-    check(Number.isInteger(this.topk) && this.topk >= 0, `topk must be an integer >= 0, got ${this.topk}`);
-    check(this.minp >= 0 && this.minp < 1, `minp must be in [0, 1), got ${this.minp}`);
-    check(this.repetitionPenalty > 0, `repetitionPenalty must be > 0, got ${this.repetitionPenalty}`);
     this.rng = new Rng(opts.seed ?? Date.now());
     this.order = new Int32Array(vocabSize);
   }
 
   /** True when sampling is plain argmax with no logit processing: a backend may do it on the device. */
   get isGreedy(): boolean {
-    return this.temperature === 0 && this.repetitionPenalty === 1;
+    return f32(this.temperature) === 0 && this.repetitionPenalty === 1;
   }
 
   /** Samples the next token. Mutates `logits` (as llama2.c does). `history` feeds the repetition penalty. */
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
     const n = this.vocabSize;
+    checkFinite(logits, n);
     if (this.repetitionPenalty !== 1) this.penalize(logits, history);
-    if (this.temperature === 0) return argmax(logits, n);
     const t = f32(this.temperature);
+    if (t === 0) return argmax(logits, n);
+    // A temperature so small that the largest logit divided by it overflows f32
+    // would make softmax compute inf - inf = NaN. Its limit is greedy decoding.
+    const best = argmax(logits, n);
+    if (!Number.isFinite(f32(logits[best] / t))) return best;
     for (let i = 0; i < n; i++) logits[i] = logits[i] / t;
     softmax(logits, n);
     const coin = this.rng.nextF32();
@@ -117,7 +154,9 @@ export class Sampler {
     for (const id of seen) {
       if (id < 0 || id >= this.vocabSize) continue;
       const l = logits[id];
-      logits[id] = l > 0 ? l / this.repetitionPenalty : l * this.repetitionPenalty;
+      // Clamped: a tiny penalty (a huge boost) must not turn a logit into an infinity.
+      const v = l > 0 ? l / this.repetitionPenalty : l * this.repetitionPenalty;
+      logits[id] = Math.min(F32_MAX, Math.max(-F32_MAX, v));
     }
   }
 
