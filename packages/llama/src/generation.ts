@@ -60,6 +60,8 @@ export interface Engine {
   weights: LlamaWeights;
   state: RunState;
   maxRows: number;
+  /** Most ms of synchronous work between event-loop turns (see letEventLoopRun). */
+  yieldEveryMs: number;
 }
 
 export interface LoopPlan {
@@ -88,15 +90,6 @@ export interface ResultHolder {
   interruptedBy?: 'aborted' | 'preempted';
 }
 
-/**
- * Most time between chances for timers, I/O and signal handlers to run. A CPU
- * step runs synchronously and a resolved readback is only a microtask, so
- * without a real yield a generation would hold the event loop until it ends:
- * no abort timer, no Ctrl-C. Yielding only when this much time has passed
- * keeps the cost (a few microseconds per yield) out of tokens/s.
- */
-const YIELD_EVERY_MS = 10;
-
 /** Resolves on a later turn of the event loop (a macrotask). */
 function nextMacrotask(): Promise<void> {
   if (typeof setImmediate === 'function') return new Promise((resolve) => setImmediate(resolve));
@@ -123,8 +116,12 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: ResultHolder):
   const t0 = performance.now();
   let tFirst = 0;
   let lastYield = t0;
+  // A CPU step runs synchronously and a resolved readback is only a microtask,
+  // so without a real yield a generation would hold the event loop until it
+  // ends: no abort timer, no Ctrl-C. Yielding only after e.yieldEveryMs of
+  // work keeps the cost (microseconds per yield) out of tokens/s.
   const letEventLoopRun = async () => {
-    if (performance.now() - lastYield < YIELD_EVERY_MS) return;
+    if (performance.now() - lastYield < e.yieldEveryMs) return;
     await nextMacrotask();
     lastYield = performance.now();
   };

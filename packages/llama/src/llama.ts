@@ -42,9 +42,14 @@ export interface LoadOptions {
    * it (default 250 ms; see scheduler.ts).
    */
   preemptAfterMs?: number;
+  /**
+   * Most milliseconds of synchronous work between event-loop turns during a
+   * generation (default 10; `Infinity` never yields, for benchmarks).
+   */
+  yieldEveryMs?: number;
 }
 
-const LOAD_OPTIONS = ['model', 'tokenizer', 'backend', 'q80', 'threads', 'batchSize', 'contextLength', 'webgpu', 'preemptAfterMs'] as const;
+const LOAD_OPTIONS = ['model', 'tokenizer', 'backend', 'q80', 'threads', 'batchSize', 'contextLength', 'webgpu', 'preemptAfterMs', 'yieldEveryMs'] as const;
 const SAMPLER_OPTIONS = ['temperature', 'topp', 'topk', 'minp', 'repetitionPenalty', 'repetitionWindow', 'seed'] as const;
 const GENERATE_OPTIONS = [...SAMPLER_OPTIONS, 'steps', 'echo', 'stopAtEos', 'logits', 'signal'] as const;
 const CHAT_OPTIONS = [...SAMPLER_OPTIONS, 'system', 'maxTokens', 'logits', 'signal'] as const;
@@ -92,6 +97,7 @@ export class Llama {
     /** Whether matrices run as Q8_0 (a v2 file or q80: true). */
     readonly quantized: boolean,
     private readonly scheduler: TurnScheduler,
+    private readonly yieldEveryMs: number,
   ) {}
 
   static async load(opts: LoadOptions): Promise<Llama> {
@@ -115,7 +121,7 @@ export class Llama {
         const state = allocState(backend, config, rows, context, track);
         const quantized = ckpt.format === 'v2' || quantizeGroupSize !== undefined;
         const scheduler = new TurnScheduler(opts.preemptAfterMs ?? 250);
-        return new Llama(config, ckpt.format, tokenizer, backend, owned, weights, state, tensors, context, rows, quantized, scheduler);
+        return new Llama(config, ckpt.format, tokenizer, backend, owned, weights, state, tensors, context, rows, quantized, scheduler, opts.yieldEveryMs ?? 10);
       } catch (e) {
         if (owned) backend.dispose();
         else for (const t of tensors) backend.free(t);
@@ -225,7 +231,9 @@ export class Llama {
 
   private engine() {
     if (this.disposed) throw new BackendError('this Llama was disposed');
-    return { backend: this.backend, config: this.config, weights: this.weights, state: this.state, maxRows: this.batchSize };
+    return {
+      backend: this.backend, config: this.config, weights: this.weights, state: this.state, maxRows: this.batchSize, yieldEveryMs: this.yieldEveryMs,
+    };
   }
 
   /**
@@ -304,6 +312,7 @@ function checkLoadOptions(opts: LoadOptions): void {
   checkInteger('Llama.load', 'contextLength', o.contextLength, 1);
   checkObject('Llama.load', 'webgpu', o.webgpu);
   checkNumber('Llama.load', 'preemptAfterMs', o.preemptAfterMs, 0);
+  if (o.yieldEveryMs !== Infinity) checkNumber('Llama.load', 'yieldEveryMs', o.yieldEveryMs, 0);
 }
 
 async function loadTokenizer(source: ModelSource, vocabSize: number): Promise<Tokenizer> {
