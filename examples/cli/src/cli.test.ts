@@ -223,6 +223,34 @@ describe('rama: errors', () => {
   });
 });
 
+describe('rama --backend webgpu/auto where there is no GPU adapter', () => {
+  // A Vulkan loader told to load only a driver that does not exist finds none, as on a machine without a GPU.
+  const noDriver = join(cache, 'no-such-driver.json');
+  const noGpu = { ...env, VK_ICD_FILENAMES: noDriver, VK_DRIVER_FILES: noDriver, VK_ADD_DRIVER_FILES: '' };
+
+  it("webgpu: stderr is exactly rama's one-line error (no driver or Dawn diagnostics), exit 1", async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const r = await runCli(['--backend', 'webgpu', '-m', model, '-t', tokenizer, '-p', 'hi', '-s', '5'], { env: noGpu });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^rama: error: WebGPU: no adapter found[^\n]*\n$/);
+    expect(r.stdout).toBe('');
+  });
+
+  it('auto: runs on the CPU, and stderr carries only the tok/s line', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const r = await runCli(['--backend', 'auto', '-m', model, '-t', tokenizer, '-p', 'hi', '-s', '5', '-r', '0'], { env: noGpu });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^achieved tok\/s: \d+(\.\d+)?\n$/);
+    const json = await runCli(['--json', '--backend', 'auto', '-m', model, '-t', tokenizer, '-p', 'hi', '-s', '5', '-r', '0'], { env: noGpu });
+    expect(json.stderr).toBe('');
+    expect((jsonLines(json.stdout).pop() as { backend: { name: string } }).backend.name).toBe('cpu');
+  });
+});
+
 describe('rama --help / --version', () => {
   it('--help lists every flag on stdout, exit 0', async () => {
     const r = await runCli(['--help'], { env });

@@ -58,7 +58,12 @@ function report(e: unknown): number {
   if (e instanceof RamaError || e instanceof DownloadError) line(error.message);
   else if (error?.code === 'ENOENT' && typeof error.path === 'string') line(`file not found: ${error.path}`);
   else line(error?.message ?? String(e));
-  if (process.env.RAMA_DEBUG && error?.stack) err(`${error.stack}\n`);
+  if (process.env.RAMA_DEBUG && error?.stack) {
+    err(`${error.stack}\n`);
+    // The cause keeps what a library saw underneath (for WebGPU: Dawn's own diagnostics).
+    const cause = (error as { cause?: { message?: string } }).cause;
+    if (cause) err(`caused by: ${cause.message ?? String(cause)}\n`);
+  }
   return 1;
 }
 

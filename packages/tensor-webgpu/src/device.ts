@@ -30,16 +30,59 @@ let nodeGpu: GPU | undefined;
 const isNode = (): boolean =>
   typeof process !== 'undefined' && typeof process.versions === 'object' && !!process.versions?.node;
 
+const NO_ADAPTER =
+  'WebGPU: no adapter found (needs a GPU, or in Node a Vulkan driver such as SwiftShader: set VK_ICD_FILENAMES)';
+
+// A variable specifier keeps bundlers from resolving Node-only modules in a browser build.
+const importNode = <T>(spec: string): Promise<T> => import(/* @vite-ignore */ /* webpackIgnore: true */ spec) as Promise<T>;
+
+/**
+ * Asks a child process whether Dawn finds an adapter. Without one, Dawn
+ * writes the Vulkan loader's complaints and its own (with a C++ source line)
+ * straight to file descriptor 2, which JavaScript cannot redirect around a
+ * call; a child's stderr can be captured instead. Returns what Dawn printed
+ * there when it found no adapter, null when it found one, and undefined when
+ * the child could not answer (then the caller asks Dawn in this process).
+ */
+async function dawnLogWithoutAdapter(spec: string): Promise<string | null | undefined> {
+  try {
+    const { spawn } = await importNode<typeof import('node:child_process')>('node:child_process');
+    const { createRequire } = await importNode<typeof import('node:module')>('node:module');
+    const { pathToFileURL } = await importNode<typeof import('node:url')>('node:url');
+    const entry = pathToFileURL(createRequire(import.meta.url).resolve(spec)).href;
+    const code = `const { create } = await import(${JSON.stringify(entry)});
+const adapter = await create([]).requestAdapter();
+process.stdout.write(adapter ? 'adapter' : 'none', () => process.exit(0));`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let log = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));
+    // A child that hangs must not hang the caller: it is then asked in-process, as before.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const exit = await new Promise<number | null>((resolve) => {
+      child.on('error', () => resolve(null));
+      child.on('close', resolve);
+    });
+    clearTimeout(timer);
+    if (exit !== 0) return undefined;
+    return out === 'none' ? log : out === 'adapter' ? null : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function gpuEntryPoint(): Promise<GPU> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return nav.gpu;
   if (isNode()) {
     if (!nodeGpu) {
-      // A variable specifier keeps bundlers from pulling Dawn into a browser build.
       const spec = 'webgpu';
+      const dawnLog = await dawnLogWithoutAdapter(spec);
+      if (typeof dawnLog === 'string') throw new BackendError(NO_ADAPTER, { cause: new Error(dawnLog.trim()) });
       let mod: { create: (flags: string[]) => GPU; globals: object };
       try {
-        mod = await import(/* @vite-ignore */ /* webpackIgnore: true */ spec);
+        mod = await importNode(spec);
       } catch (e) {
         throw new BackendError(`WebGPU: cannot load the "webgpu" package (Dawn for Node): ${(e as Error).message}`, { cause: e });
       }
@@ -89,11 +132,7 @@ async function requestOrWrap(opts: { device?: GPUDevice; powerPreference?: GPUPo
   }
   const gpu = await gpuEntryPoint();
   const adapter = await gpu.requestAdapter(opts.powerPreference ? { powerPreference: opts.powerPreference } : undefined);
-  if (!adapter) {
-    throw new BackendError(
-      'WebGPU: no adapter found (needs a GPU, or in Node a Vulkan driver such as SwiftShader: set VK_ICD_FILENAMES)',
-    );
-  }
+  if (!adapter) throw new BackendError(NO_ADAPTER);
   const requiredLimits: Record<string, number> = {};
   for (const k of WANTED_LIMITS) requiredLimits[k] = adapter.limits[k];
   let device: GPUDevice;
