@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Rng, Sampler, argmax, softmax } from './index.js';
+import { Rng, Sampler, argmax, checkFinite, checkSamplerOptions, softmax } from './index.js';
 
 describe('Rng', () => {
   it('reproduces llama2.c xorshift* for seed 42', () => {
@@ -68,5 +68,41 @@ describe('Sampler', () => {
   it('rejects bad options', () => {
     expect(() => new Sampler(5, { temperature: -1 })).toThrow(/temperature/);
     expect(() => new Sampler(5, { topk: 1.5 })).toThrow(/topk/);
+  });
+});
+
+describe('Sampler edge cases', () => {
+  const logits = () => new Float32Array([1, 3, 2.5, 0.5, -2]);
+  it('a temperature whose scaled logits overflow f32 samples greedily (its limit), never NaN', () => {
+    for (const temperature of [1e-45, 1e-38, 1e-30]) {
+      for (let seed = 1; seed < 20; seed++) expect(new Sampler(5, { temperature, seed }).sample(logits())).toBe(1);
+    }
+    expect(new Sampler(5, { temperature: 1e-46 }).isGreedy).toBe(true); // rounds to 0 as f32
+  });
+  it('a tiny repetition penalty boosts to the largest finite logit, not to infinity', () => {
+    const l = logits();
+    const s = new Sampler(5, { temperature: 1, repetitionPenalty: 1e-308, seed: 3 });
+    const id = s.sample(l, [3]);
+    expect(id).toBe(3);
+    expect(l.every((v) => !Number.isNaN(v))).toBe(true);
+  });
+  it('non-finite logits are a NumericError naming the value and token', async () => {
+    const { NumericError } = await import('@rama/backend');
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const l = logits();
+      l[2] = bad;
+      expect(() => new Sampler(5, { temperature: 0.8, seed: 1 }).sample(l)).toThrow(NumericError);
+      expect(() => checkFinite(l)).toThrow(new RegExp(`${bad} \\(token 2\\)`));
+    }
+  });
+  it('rejects seeds that are not integers or that leave xorshift at 0', () => {
+    for (const seed of [NaN, 1.5, Infinity, 'abc', 1e300, 0, 2 ** 64, 2n ** 64n]) {
+      expect(() => new Sampler(5, { seed: seed as never })).toThrow(/seed must be/);
+    }
+    expect(() => checkSamplerOptions({ repetitionWindow: -5 })).toThrow(/repetitionWindow/);
+    expect(() => checkSamplerOptions({ repetitionWindow: NaN })).toThrow(/repetitionWindow/);
+    expect(() => checkSamplerOptions({ temperature: '1' as never })).toThrow(/temperature/);
+    // a negative seed is taken modulo 2^64, as C converts it to unsigned
+    expect(new Sampler(5, { seed: -1, temperature: 1 }).sample(logits())).toBeGreaterThanOrEqual(0);
   });
 });
