@@ -99,9 +99,11 @@ function barrier(ctl: usize, n: i32, canWait: bool): void {
  * thread then ran it and the barrier counts slipped by one.)
  */
 export function runProgram(ctl: usize, tid: i32, canWait: bool): void {
-  const n = load<i32>(ctl + NTHREADS);
-  const count = load<i32>(ctl + COUNT);
-  let p = <usize>load<u32>(ctl + PROGRAM);
+  runOps(ctl, tid, load<i32>(ctl + NTHREADS), <usize>load<u32>(ctl + PROGRAM), load<i32>(ctl + COUNT), canWait);
+}
+
+/** Runs `count` ops from `p` as thread `tid` of `n`, with a barrier after each. */
+function runOps(ctl: usize, tid: i32, n: i32, p: usize, count: i32, canWait: bool): void {
   for (let i = 0; i < count; i++) {
     if (atomic.load<i32>(ctl + FAILED) != 0) return;
     execute(load<i32>(p), p + 4, tid, n);
@@ -133,11 +135,17 @@ export function workerLoop(ctl: usize, tid: i32, epoch: i32): void {
 
 /**
  * Main thread: starts the `count` ops at `program` on every thread and runs its
- * own share. An empty program is not started: with no barrier in it, a worker
- * could read the next launch's PROGRAM and COUNT in place of this one's.
+ * own share; or, if `solo`, runs them all itself while the workers stay idle
+ * (the backend's choice when the other cores are busy). An empty program is
+ * not started: with no barrier in it, a worker could read the next launch's
+ * PROGRAM and COUNT in place of this one's.
  */
-export function launch(ctl: usize, program: usize, count: i32, canWait: bool): void {
+export function launch(ctl: usize, program: usize, count: i32, solo: bool, canWait: bool): void {
   if (count <= 0) return;
+  if (solo) {
+    runOps(ctl, 0, 1, program, count, false);
+    return;
+  }
   store<u32>(ctl + PROGRAM, <u32>program);
   store<i32>(ctl + COUNT, count);
   atomic.add<i32>(ctl + EPOCH, 1);

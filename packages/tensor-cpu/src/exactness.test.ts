@@ -107,8 +107,10 @@ async function runCase(be: Backend, c: Case): Promise<Record<string, Data>> {
 
 const bits = (a: Data) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 
-for (const threads of [1, 2, 3]) {
-  describe(`wasm kernels are bit-exact with the scalar ones (threads: ${threads})`, async () => {
+// threads undefined: the default, which runs each program on every thread or on the caller's alone (its
+// first runs of a kind alternate: all, alone, all), so each case runs three times there.
+for (const threads of [1, 2, 3, undefined]) {
+  describe(`wasm kernels are bit-exact with the scalar ones (threads: ${threads ?? 'default'})`, async () => {
     const ref = await CpuBackend.create({ kernels: 'scalar', maxRows: 8 });
     const be = await CpuBackend.create({ threads, maxRows: 8 });
     afterAll(() => {
@@ -118,9 +120,31 @@ for (const threads of [1, 2, 3]) {
     for (const c of cases()) {
       it(c.name, async () => {
         const want = await runCase(ref, c);
-        const got = await runCase(be, c);
-        for (const k of c.out) expect(bits(got[k]), k).toEqual(bits(want[k]));
+        for (let run = 0; run < (threads === undefined ? 3 : 1); run++) {
+          const got = await runCase(be, c);
+          for (const k of c.out) expect(bits(got[k]), k).toEqual(bits(want[k]));
+        }
       });
     }
   });
 }
+
+// The f32 matmul sums in SIMD lanes (not the scalar order), but every output the same way on any thread.
+describe('the f32 matmul gives the same bits on 1, 2 and 3 threads and the default', async () => {
+  const backends = await Promise.all([1, 2, 3, undefined].map((threads) => CpuBackend.create({ threads, maxRows: 8 })));
+  afterAll(() => backends.forEach((be) => be.dispose()));
+  let seed = 300;
+  for (const [d, n, rows] of [[768, 288, 1], [301, 256, 4], [4000, 64, 1], [10, 24, 2], [288, 768, 5]]) {
+    it(`${d}x${n}, ${rows} rows`, async () => {
+      const r = rng(seed++);
+      const c: Case = {
+        name: '',
+        tensors: { x: f32([5, n], randn(r, 5 * n)), w: f32([d, n], randn(r, d * n, 0.1)), out: f32([5, d], randn(r, 5 * d)) },
+        pos: 0, rows, run: (s, t) => s.matmul(t.out, t.x, t.w), out: ['out'],
+      };
+      const results = [];
+      for (const be of backends) results.push(bits((await runCase(be, c)).out));
+      for (const got of results.slice(1)) expect(got).toEqual(results[0]);
+    });
+  }
+});

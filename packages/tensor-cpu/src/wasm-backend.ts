@@ -12,15 +12,22 @@ import {
   CTL, MAX_PAGES, OP, OP_WORDS, PAGE, WorkerPool, canBlock, createMemory, defaultThreads, hardwareThreads, instantiate,
   kernelsModule, sharedMemoryAvailable, type KernelExports,
 } from './wasm/runtime.js';
+import { ThreadModeChooser } from './wasm/adaptive.js';
 
 const f32 = Math.fround;
 const ALIGN = 64;
 /** The control block's address (CTL_BASE in assembly/kernels.ts); tensors start at HEAP_BASE (the module has no static data). */
 const CTL_ADDR = 1024;
 const HEAP_BASE = PAGE;
-/** Spins before sleeping: between programs (a worker idle while JS samples) and in a barrier. */
-const IDLE_SPIN = Number(globalThis.process?.env?.RAMA_IDLE_SPIN ?? 1 << 20);
-const BAR_SPIN = Number(globalThis.process?.env?.RAMA_BAR_SPIN ?? 1 << 20);
+/**
+ * Spins before sleeping: between programs (a worker idle while JS samples)
+ * and in a barrier. Short, because a spinning thread holds a core that a
+ * thread it waits for may need (with one busy process beside, 2^20 spins made
+ * 2 threads ~8x slower than 1); long enough to cover the JavaScript between
+ * two decoding steps and a barrier's usual wait without a sleep and wake-up.
+ */
+const IDLE_SPIN = Number(globalThis.process?.env?.RAMA_IDLE_SPIN ?? 1 << 17);
+const BAR_SPIN = Number(globalThis.process?.env?.RAMA_BAR_SPIN ?? 1 << 14);
 
 /**
  * Whether the kernels' own exp (fdlibm's) returns Math.exp's bits here, as it
@@ -169,7 +176,12 @@ class Scratch {
 }
 
 export interface WasmCpuBackendOptions extends BackendOptions {
-  /** Threads including the caller's (default: every core; at most the hardware threads). */
+  /**
+   * Threads including the caller's, at most the hardware threads. Given, every
+   * step runs on exactly that many. Default: every core, but each step runs
+   * on the caller's thread alone while that has been faster lately (when
+   * other processes keep the cores busy).
+   */
   threads?: number;
 }
 
@@ -191,6 +203,8 @@ export class WasmCpuBackend implements Backend {
   readonly attScratch: Scratch;
   readonly ropeTables: Scratch;
   private readonly canWait: number;
+  /** Whether a program runs on every thread or the caller's alone (default thread count only). */
+  private readonly modes: ThreadModeChooser | undefined;
 
   private constructor(
     private readonly memory: WebAssembly.Memory,
@@ -198,12 +212,15 @@ export class WasmCpuBackend implements Backend {
     private readonly kernels: KernelExports,
     private readonly pool: WorkerPool | undefined,
     threads: number,
+    adaptive: boolean,
     maxRows: number,
     shared: boolean,
   ) {
     this.threads = threads;
     this.maxRows = maxRows;
-    this.description = `CPU (WebAssembly SIMD, ${threads} thread${threads === 1 ? '' : 's'}${shared ? '' : ', no SharedArrayBuffer'})`;
+    this.modes = adaptive && threads > 1 ? new ThreadModeChooser() : undefined;
+    const count = `${this.modes ? 'up to ' : ''}${threads} thread${threads === 1 ? '' : 's'}`;
+    this.description = `CPU (WebAssembly SIMD, ${count}${shared ? '' : ', no SharedArrayBuffer'})`;
     this.refreshViews();
     this.heap = new Heap(memory, maxPages, () => this.refreshViews());
     this.program = new Scratch(this, 'step program');
@@ -233,7 +250,7 @@ export class WasmCpuBackend implements Backend {
     const { memory, maxPages } = createMemory(shared, HEAP_BASE / PAGE);
     const kernels = instantiate(module, memory);
     const pool = threads > 1 ? await WorkerPool.start(module, memory, CTL_ADDR, threads - 1) : undefined;
-    return new WasmCpuBackend(memory, maxPages, kernels, pool, threads, maxRows, shared);
+    return new WasmCpuBackend(memory, maxPages, kernels, pool, threads, opts.threads === undefined, maxRows, shared);
   }
 
   private refreshViews(): void {
@@ -362,7 +379,7 @@ export class WasmCpuBackend implements Backend {
   }
 
   /** Runs a recorded program on every thread; returns when all are done. */
-  run(words: Int32Array, count: number, tables: Float32Array[], ropeUses: { slot: number; table: number }[], embeds: { tokens: number; rows: number; vocab: number }[]): void {
+  run(words: Int32Array, count: number, rows: number, tables: Float32Array[], ropeUses: { slot: number; table: number }[], embeds: { tokens: number; rows: number; vocab: number }[]): void {
     this.live();
     // Token ids are checked here, when they are known (argmax may have written them).
     for (const e of embeds) {
@@ -387,7 +404,11 @@ export class WasmCpuBackend implements Backend {
     const p = prog >>> 2;
     this.i32v.set(words.subarray(0, count * OP_WORDS), p);
     try {
-      this.kernels.launch(CTL_ADDR, prog, count, this.canWait);
+      const kind = `${count}:${rows}`;
+      const mode = this.modes?.pick(kind) ?? 'all';
+      const t0 = performance.now();
+      this.kernels.launch(CTL_ADDR, prog, count, mode === 'solo' ? 1 : 0, this.canWait);
+      this.modes?.record(kind, mode, performance.now() - t0);
     } finally {
       for (const r of this.retired) this.heap.release(r.at, r.size);
       this.retired = [];
@@ -579,7 +600,7 @@ class WasmStep implements Step {
   submit(): void {
     if (this.submitted) throw new ArgumentError('this step was already submitted');
     this.submitted = true;
-    if (this.count > 0) this.be.run(this.words, this.count, this.tables, this.ropeUses, this.embeds);
+    if (this.count > 0) this.be.run(this.words, this.count, this.rows, this.tables, this.ropeUses, this.embeds);
     for (const answer of this.reads) answer();
   }
 }

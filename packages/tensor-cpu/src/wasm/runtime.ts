@@ -13,7 +13,7 @@ import { KERNELS_SHARED_WASM, KERNELS_WASM } from '../generated/kernels.wasm.js'
 
 /** The module's exports (see assembly/kernels.ts). */
 export interface KernelExports {
-  launch(ctl: number, program: number, count: number, canWait: number): void;
+  launch(ctl: number, program: number, count: number, solo: number, canWait: number): void;
   workerLoop(ctl: number, tid: number, epoch: number): void;
   interleaveQ80(wq: number, ws: number, cols: number, d: number, gs: number, tmp: number): void;
   wasmExp(x: number): number;

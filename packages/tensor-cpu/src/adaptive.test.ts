@@ -1,0 +1,56 @@
+/**
+ * The default thread count's choice between every thread and the caller's
+ * alone, fed with made-up timings (what a busy or idle machine would show).
+ */
+import { describe, expect, it } from 'vitest';
+import { ThreadModeChooser, type ThreadMode } from './wasm/adaptive.js';
+
+/** Runs `programs` programs of one kind whose time per mode `cost` gives; returns the milliseconds spent per mode. */
+function simulate(chooser: ThreadModeChooser, programs: number, cost: (mode: ThreadMode, i: number) => number) {
+  const spent = { all: 0, solo: 0 };
+  const picks: ThreadMode[] = [];
+  for (let i = 0; i < programs; i++) {
+    const mode = chooser.pick('70:1');
+    const ms = cost(mode, i);
+    chooser.record('70:1', mode, ms);
+    spent[mode] += ms;
+    picks.push(mode);
+  }
+  return { spent, picks };
+}
+
+describe('ThreadModeChooser', () => {
+  it('tries both, then keeps the faster; probing the slower costs a few percent', () => {
+    for (const [all, solo] of [[2, 2.5], [20, 2.5], [2, 200]]) {
+      const { spent, picks } = simulate(new ThreadModeChooser(), 5000, (m) => (m === 'all' ? all : solo));
+      expect(picks.slice(0, 6).sort()).toEqual(['all', 'all', 'all', 'solo', 'solo', 'solo']);
+      const slower = all < solo ? 'solo' : 'all';
+      const ideal = 5000 * Math.min(all, solo);
+      expect(spent.all + spent.solo, `all ${all} ms, solo ${solo} ms`).toBeLessThan(ideal * 1.05 + 3 * Math.max(all, solo));
+      expect(picks.slice(6)).toContain(slower); // still probed after the warm-up
+    }
+  });
+
+  it('follows a change of load within a few hundred milliseconds', () => {
+    // idle machine: every thread 2 ms, alone 2.5 ms; then a busy process starts: every thread 20 ms; then it stops
+    const phase = (i: number) => (i < 1000 || i >= 2000 ? 'idle' : 'busy');
+    const { picks } = simulate(new ThreadModeChooser(), 3000, (m, i) => (m === 'solo' ? 2.5 : phase(i) === 'idle' ? 2 : 20));
+    expect(picks.slice(950, 1000).filter((m) => m === 'all').length).toBeGreaterThanOrEqual(48);
+    // busy: after at most a few slow programs, alone (~50 programs of 2.5 ms = 125 ms)
+    expect(picks.slice(1050, 2000).filter((m) => m === 'solo').length).toBeGreaterThanOrEqual(900);
+    // idle again: back to every thread once a probe sees it (probes come every 32 x 20 ms = 640 ms of runs, ~260 programs)
+    expect(picks.slice(2400, 3000).filter((m) => m === 'all').length).toBeGreaterThanOrEqual(580);
+  });
+
+  it('keeps kinds of programs apart', () => {
+    const c = new ThreadModeChooser();
+    for (let i = 0; i < 50; i++) {
+      for (const [kind, all, solo] of [['70:1', 2, 3], ['70:32', 40, 30]] as const) {
+        const mode = c.pick(kind);
+        c.record(kind, mode, mode === 'all' ? all : solo);
+      }
+    }
+    expect(c.pick('70:1')).toBe('all');
+    expect(c.pick('70:32')).toBe('solo');
+  });
+});
