@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FormatError, ArgumentError, byteLengthOf } from '@rama/backend';
 import { missingMessage, sharedFile, synthModel } from '@rama/testkit';
-import { openCheckpoint, parseHeader, MAGIC, type Checkpoint, type Q80Data } from './index.js';
+import { openCheckpoint, parseHeader, MAGIC, MAX_LAYERS, type Checkpoint, type Q80Data } from './index.js';
 
 const GQA = '--dim 64 --hidden 192 --layers 2 --heads 8 --kv-heads 2 --vocab 512 --seq 64 --seed 7';
 
@@ -312,10 +312,10 @@ describe('malformed files give a FormatError naming the file', () => {
   });
 
   it('a header claiming enormous dims on a small file fails in parseHeader, reading only the header', async () => {
-    const head = akHeader({ dims: [1 << 30, 1 << 30, 1 << 20, 1 << 10, 1 << 10, 1 << 30, 1 << 30] });
+    const head = akHeader({ dims: [1 << 30, 1 << 30, MAX_LAYERS, 1 << 10, 1 << 10, 1 << 30, 1 << 30] });
     const file = concat(head, new Uint8Array(4096));
     await expectFormatError(() => parseHeader(head, file.byteLength, 'huge.bin'), /huge\.bin/, /implies ~\S+ bytes but the file has 4,352/);
-    const v0head = new Uint8Array(new Int32Array([1 << 20, 1 << 30, 1 << 30, 1 << 10, 1 << 10, -(1 << 30), 1 << 30]).buffer);
+    const v0head = new Uint8Array(new Int32Array([1 << 20, 1 << 30, MAX_LAYERS, 1 << 10, 1 << 10, -(1 << 30), 1 << 30]).buffer);
     await expectFormatError(() => parseHeader(v0head, 28 + 100, 'huge-v0.bin'), /huge-v0\.bin/, /implies/);
     // Opened through a Blob that records every slice: only the header is ever read.
     const slices: [number, number][] = [];
@@ -327,6 +327,19 @@ describe('malformed files give a FormatError naming the file', () => {
     }
     await expectFormatError(openCheckpoint(new RecordingBlob([file]), { name: 'huge-blob.bin' }), /huge-blob\.bin/);
     expect(slices).toEqual([[0, 256]]);
+  });
+
+  it('a header of millions of tiny layers whose size matches the file is refused, not built into a huge tensor table', () => {
+    // dim 2, one head, vocab 1: a layer takes 104 bytes of file but ~2.4 KB of tensor table. Before MAX_LAYERS this
+    // took 31 s and 2.4 GB of heap for a 104 MB file; past ~1.9 M layers the table's Map threw a RangeError.
+    const v1 = (L: number) => akHeader({ dims: [2, 1, L, 1, 1, 1, 1] });
+    const size = (L: number) => 256 + 104 * L + 16;
+    const t0 = performance.now();
+    expectFormatError(() => parseHeader(v1(1_000_000), size(1_000_000), 'deep.bin'), /^deep\.bin: v1 header has n_layers 1,000,000; at most 4,096/);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(parseHeader(v1(MAX_LAYERS), size(MAX_LAYERS), 'deep.bin').tensors.size).toBe(9 * MAX_LAYERS + 2);
+    const v0 = new Uint8Array(Int32Array.from([2, 1, MAX_LAYERS + 1, 1, 1, 1, 1]).buffer);
+    expectFormatError(() => parseHeader(v0, 28 + 104 * (MAX_LAYERS + 1) + 16 + 4, 'deep-v0.bin'), /n_layers 4,097/);
   });
 
   it('parseHeader is pure and agrees with openCheckpoint', async (ctx) => {

@@ -58,6 +58,14 @@ export const HEADER_BYTES = 256;
 export const V0_HEADER_BYTES = 28;
 /** Largest first int32 accepted as a legacy v0 `dim`. */
 export const MAX_V0_DIM = 1 << 20;
+/**
+ * Most layers accepted (the largest Llama has 126). The tensor table costs
+ * ~2.4 KB of heap per layer while a layer of tiny matrices takes ~100 bytes
+ * of file, so without a cap a crafted file whose size matches a header of
+ * millions of layers would take many times its size in memory (9 Map entries
+ * per layer; past 2^24 entries a RangeError).
+ */
+export const MAX_LAYERS = 4096;
 
 const NORM_EPS = 1e-5;
 const ROPE_THETA = 10000;
@@ -102,6 +110,9 @@ function validateShape(src: string, r: Raw, what: string, groupSize?: number): v
     if (!(v > 0)) {
       throw new FormatError(`${src}: ${what} header has ${name} ${name === 'vocab_size' ? r.vocab : v}; expected a positive integer (${describe(r)})`);
     }
+  }
+  if (r.layers > MAX_LAYERS) {
+    throw new FormatError(`${src}: ${what} header has n_layers ${fmtBytes(r.layers)}; at most ${fmtBytes(MAX_LAYERS)} are supported (${describe(r)})`);
   }
   if (r.dim % r.heads !== 0) {
     throw new FormatError(`${src}: dim ${r.dim} is not divisible by n_heads ${r.heads}`);

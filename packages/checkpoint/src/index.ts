@@ -8,7 +8,7 @@ import { ArgumentError } from '@rama/backend';
 import { parseHeader, HEADER_BYTES, type CheckpointFormat, type CheckpointLayout, type ModelConfig, type TensorEntry } from './header.js';
 import { blobSource, bufferSource, openFileSource, type ByteSource } from './source.js';
 
-export { parseHeader, fmtBytes, MAGIC, HEADER_BYTES, V0_HEADER_BYTES, MAX_V0_DIM } from './header.js';
+export { parseHeader, fmtBytes, MAGIC, HEADER_BYTES, V0_HEADER_BYTES, MAX_V0_DIM, MAX_LAYERS } from './header.js';
 export type { CheckpointFormat, CheckpointLayout, ModelConfig, TensorEntry } from './header.js';
 // The tokenizer's fromFile opens its file through this too.
 export { openFileSource, type ByteSource, type OpenFileOptions } from './source.js';

@@ -149,3 +149,5 @@ export function comparableOutput(g: GenerateGolden, out: { tokens: number[]; tex
 }
 
 export { specialPaths, releaseFifo, settleWithin, type SpecialPaths, type Outcome } from './special-files.js';
+export { fuzzParams, trackAllocations, AllocationLimitExceeded, type FuzzParams, type AllocationLog } from './fuzz.js';
+export { applyMutations, mutationsArb, lyingInt32, type Mutation, type MutationOptions } from './mutate.js';

@@ -2,33 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { FormatError, RamaError } from '@rama/backend';
 import { missingMessage, sharedFile } from '@rama/testkit';
 import { Tokenizer } from './index.js';
-
-/** Builds a tokenizer.bin image: header, then {score, len, bytes} per entry. */
-function build(maxLen: number, entries: [number, number[] | string][]): Uint8Array {
-  const parts = entries.map(([score, piece]) => {
-    const p = typeof piece === 'string' ? new TextEncoder().encode(piece) : Uint8Array.from(piece);
-    const e = new Uint8Array(8 + p.length);
-    const v = new DataView(e.buffer);
-    v.setFloat32(0, score, true);
-    v.setInt32(4, p.length, true);
-    e.set(p, 8);
-    return e;
-  });
-  const out = new Uint8Array(4 + parts.reduce((n, p) => n + p.length, 0));
-  new DataView(out.buffer).setInt32(0, maxLen, true);
-  let at = 4;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-/** A tiny vocab with byte fallback: <unk> <s> </s>, 256 byte tokens, then merges. */
-function tiny(extra: [number, string][] = []): Uint8Array {
-  const bytes: [number, string][] = Array.from({ length: 256 }, (_, b) => [0, `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`]);
-  return build(8, [[0, '<unk>'], [0, '\n<s>\n'], [0, '\n</s>\n'], ...bytes, [-1, ' '], ...extra]);
-}
+import { build, tiny } from './test-vocab.js';
 
 const expectFormat = (f: () => unknown, re: RegExp) => {
   let err: unknown;
@@ -81,6 +55,14 @@ describe('Tokenizer.fromBytes', () => {
     expectFormat(() => Tokenizer.fromBytes(huge, src), /has length 2147483647, but 2 bytes remain/);
   });
 
+  it('rejects more tokens than encode can index (2^24: the most entries a V8 Map holds)', () => {
+    // 2^24 + 1 empty entries (8 zero bytes each) after the header; before the cap this loaded and encode threw a RangeError.
+    const n = 2 ** 24 + 1;
+    const bin = new Uint8Array(4 + 8 * n);
+    new DataView(bin.buffer).setInt32(0, 1, true);
+    expectFormat(() => Tokenizer.fromBytes(bin, { source: 'many.bin' }), /^many\.bin: has more than 16,777,216 tokens/);
+  });
+
   it('rejects a vocab size other than the model expects', () => {
     const bin = build(2, [[0, 'a'], [0, 'b']]);
     expect(Tokenizer.fromBytes(bin, { expectedVocabSize: 2 }).vocabSize).toBe(2);
@@ -127,6 +109,16 @@ describe('encode on a synthetic vocab', () => {
   it('never merges a pair whose score is not above -1e10 (llama2.c best_score start)', () => {
     const { t, id } = vocab([[-1e10, 'ab'], [-1e9, 'bc']]);
     expect(t.encode('abc', { bos: false })).toEqual([id(' '), id('a'), id('bc')]);
+  });
+
+  it('refuses BOS or EOS in a vocab too small to have them (found by the fuzz tests)', () => {
+    // Before: BOS in a one-token vocab made encode throw a TypeError, and EOS in a two-token one returned id 2.
+    const one = Tokenizer.fromBytes(build(1, [[0, ' ']]), { source: 'one.bin' });
+    expectFormat(() => one.encode(''), /^one\.bin has 1 tokens, too few for BOS \(id 1\)$/);
+    expect(one.encode(' ', { bos: false })).toEqual([0, 0]);
+    const two = Tokenizer.fromBytes(build(1, [[0, ' '], [0, '']]), { source: 'two.bin' });
+    expectFormat(() => two.encode(' ', { eos: true }), /^two\.bin has 2 tokens, too few for EOS \(id 2\)$/);
+    expect(two.encode('', { bos: true })).toEqual([1]);
   });
 
   it('refuses byte fallback past the end of a small vocab', () => {

@@ -13,6 +13,12 @@ const BYTE_OFFSET = 3;
  * clear error instead of a multi-GB read.
  */
 export const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
+/**
+ * Most tokens accepted: encode keeps a Map from piece to id, and V8's Maps
+ * hold at most 2^24 entries (a larger vocab loaded, then failed in encode with
+ * a RangeError). Real vocabs have at most a few hundred thousand.
+ */
+export const MAX_VOCAB_SIZE = 1 << 24;
 
 export interface TokenizerOptions {
   /** The model's vocab size; a tokenizer with a different number of tokens is rejected. */
@@ -94,7 +100,9 @@ export class Tokenizer {
       }
       pieceBytes += len;
       off += 8 + len;
-      count++;
+      if (++count > MAX_VOCAB_SIZE) {
+        throw new FormatError(`${src}: has more than ${fmtBytes(MAX_VOCAB_SIZE)} tokens, the most supported`);
+      }
     }
     if (count === 0) throw new FormatError(`${src}: contains no tokens (only the ${bytes.length}-byte header)`);
     const expected = opts.expectedVocabSize;
@@ -167,6 +175,9 @@ export class Tokenizer {
    */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const { bos = true, eos = false } = opts;
+    // A vocab of one or two tokens has no BOS (1) or EOS (2): refuse rather than emit an id it lacks.
+    if (bos) this.requireSpecial(BOS_ID, 'BOS');
+    if (eos) this.requireSpecial(EOS_ID, 'EOS');
     const t = (this.lookup ??= this.buildTables());
     let bytes = new TextEncoder().encode(text);
     // llama2.c reads the text as a C string: nothing after a NUL exists for it.
@@ -230,6 +241,12 @@ export class Tokenizer {
   private checkId(id: number): void {
     if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
       throw new ArgumentError(`token id ${id} is out of range for ${this.source} (vocab size ${this.vocabSize})`);
+    }
+  }
+
+  private requireSpecial(id: number, what: string): void {
+    if (id >= this.vocabSize) {
+      throw new FormatError(`${this.source} has ${this.vocabSize} tokens, too few for ${what} (id ${id})`);
     }
   }
 
