@@ -207,6 +207,14 @@ describe('synthetic v0 / v1 / q80 with the same weights', () => {
     } finally {
       for (const s of sources) await s.close();
     }
+    // A chunk size that cannot advance a read loop: before, a Blob read with chunkSize 0 spun forever on
+    // microtasks (no timer could stop it). The path cases come first: code without the check fails there.
+    for (const chunkSize of [0, -1, 0.5, NaN]) {
+      await expect(openCheckpoint(path, { chunkSize })).rejects.toThrow(/chunkSize must be a positive integer/);
+    }
+    for (const chunkSize of [0, -1, 0.5, NaN]) {
+      await expect(openCheckpoint(new Blob([bytes]), { chunkSize })).rejects.toThrow(ArgumentError);
+    }
     await sources[0].close(); // twice is fine
     await expect(sources[0].read('rms_final')).rejects.toThrow(/closed/);
   });

@@ -3,7 +3,7 @@
  * dynamic import so the package stays importable in a browser), a Blob, or an
  * in-memory buffer.
  */
-import { FormatError } from '@rama/backend';
+import { ArgumentError, FormatError } from '@rama/backend';
 
 export interface ByteSource {
   readonly size: number;
@@ -16,6 +16,14 @@ export interface ByteSource {
 export const DEFAULT_CHUNK = 1 << 30;
 /** Largest single Blob slice read (each slice is materialized as an ArrayBuffer before copying). */
 const BLOB_CHUNK = 1 << 28;
+
+/** A read loop advances by at most `chunk` bytes a turn: zero, a fraction or NaN would never finish. */
+function checkChunk(chunk: number): number {
+  if (!Number.isSafeInteger(chunk) || chunk < 1) {
+    throw new ArgumentError(`chunkSize must be a positive integer number of bytes, got ${chunk}`);
+  }
+  return chunk;
+}
 
 interface FileHandleLike {
   read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
@@ -81,7 +89,7 @@ const OPEN_ERRORS: Record<string, string> = {
 export async function openFileSource(path: string, opts: OpenFileOptions = {}): Promise<ByteSource> {
   const name = opts.name ?? path;
   const what = opts.what ?? 'file';
-  const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
+  const chunk = checkChunk(opts.chunkSize ?? DEFAULT_CHUNK);
   const label = name === path ? path : `${name} (${path})`;
   const fs = (await import('node:fs/promises')) as unknown as FsLike;
   const cannotOpen = (e: unknown): FormatError => {
@@ -141,6 +149,7 @@ export async function openFileSource(path: string, opts: OpenFileOptions = {}): 
 }
 
 export function blobSource(blob: Blob, name: string, chunk = BLOB_CHUNK): ByteSource {
+  checkChunk(chunk);
   let closed = false;
   return {
     size: blob.size,
