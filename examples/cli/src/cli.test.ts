@@ -6,8 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { comparableOutput, generateGoldens, goldenExpectation, goldenModelPath, missingMessage, sharedFile } from '@rama/testkit';
-import { jsonLines, runCli } from './run-cli.js';
+import { comparableOutput, generateGoldens, goldenExpectation, goldenModelPath, missingMessage, sharedFile, synthModel } from '@rama/testkit';
+import { havePty, jsonLines, runCli, runPty, type PtyRun, type PtyStep } from './run-cli.js';
 
 const cache = mkdtempSync(join(tmpdir(), 'rama-cli-test-'));
 afterAll(() => rmSync(cache, { recursive: true, force: true }));
@@ -118,6 +118,51 @@ describe('rama -o chat', () => {
     const r = await runCli(['-o', 'chat', '-m', model, '-t', tokenizer, '-s', '1'], { env, input: 'hi\n' });
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('reached the step limit (1 position)\n');
+  });
+});
+
+describe('rama -o chat on a terminal', () => {
+  // Random weights and 4096 positions: a greedy reply that, unless stopped,
+  // runs for tens of seconds to the end of the context, which ends the chat.
+  const longReplies = () => synthModel('cli-chat-seq4096.bin', '--dim 256 --hidden 768 --layers 8 --heads 8 --vocab 512 --seq 4096');
+  const args = (model: string, tokenizer: string) => ['-o', 'chat', '-m', model, '-t', tokenizer, '-s', '0', '-r', '0'];
+  // Generous limits: each wait ends as soon as its text appears.
+  const WAIT = 60;
+  const replyUnderway: PtyStep = ['expect', 'Assistant: [\\s\\S]{20}', WAIT];
+  const atPrompt: PtyStep = ['expect', 'User: ', WAIT];
+
+  /** The steps and the session's output, when a step failed. */
+  const explain = (r: PtyRun, steps: PtyStep[]) => (r.failed === null ? '' : `step ${r.failed} ${JSON.stringify(steps[r.failed])}: ${r.why}\n${r.output.slice(-2000)}`);
+
+  it('Ctrl-C stops a reply and returns to the User: prompt, the chat goes on, and Ctrl-C at the prompt ends it', async (ctx) => {
+    const tokenizer = sharedFile(TOK512);
+    if (!tokenizer) return ctx.skip(missingMessage(TOK512));
+    if (!havePty()) return ctx.skip('skipped: python3 with its pty module is needed to drive a terminal');
+    const model = longReplies();
+    if (!model) return ctx.skip(missingMessage('tools/synth-model.mjs'));
+    const steps: PtyStep[] = [
+      atPrompt, ['send', 'hello\r'], replyUnderway, ['send', '\x03'],
+      atPrompt, ['send', 'again\r'], replyUnderway, ['send', '\x03'],
+      atPrompt, ['send', '\x03'],
+      ['exit', WAIT],
+    ];
+    const r = await runPty(steps, args(model, tokenizer), { env });
+    expect(explain(r, steps)).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.output).not.toContain('reached the step limit');
+    expect(r.output).toMatch(/achieved tok\/s: \d/);
+  });
+
+  it('Ctrl-D at the prompt ends the chat', async (ctx) => {
+    const tokenizer = sharedFile(TOK512);
+    if (!tokenizer) return ctx.skip(missingMessage(TOK512));
+    if (!havePty()) return ctx.skip('skipped: python3 with its pty module is needed to drive a terminal');
+    const model = longReplies();
+    if (!model) return ctx.skip(missingMessage('tools/synth-model.mjs'));
+    const steps: PtyStep[] = [atPrompt, ['send', 'hello\r'], replyUnderway, ['send', '\x03'], atPrompt, ['send', '\x04'], ['exit', WAIT]];
+    const r = await runPty(steps, args(model, tokenizer), { env });
+    expect(explain(r, steps)).toBe('');
+    expect(r.status).toBe(0);
   });
 });
 

@@ -2,7 +2,7 @@
  * Test helper: runs the BUILT command (dist/rama.js) as a child process.
  * turbo builds it before `test`; for a local run: pnpm --filter @rama/cli build.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -44,4 +44,35 @@ export function jsonLines(stdout: string): Record<string, unknown>[] {
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** One step of a terminal session (see pty-session.py): wait for a pattern, type text, or wait for the end. */
+export type PtyStep = ['expect', string, number] | ['send', string] | ['exit', number];
+
+export interface PtyRun {
+  /** Index of the step that failed, or null. */
+  failed: number | null;
+  why: string | null;
+  status: number | null;
+  output: string;
+}
+
+const PTY_SESSION = fileURLToPath(new URL('./pty-session.py', import.meta.url));
+
+/** Whether python3 (with its pty module) can drive a terminal session here. */
+export const havePty = (): boolean => spawnSync('python3', ['-c', 'import pty'], { stdio: 'ignore' }).status === 0;
+
+/** Runs the built command on a pseudo-terminal, typing and waiting as `steps` say. */
+export function runPty(steps: PtyStep[], args: string[], opts: { env?: Record<string, string | undefined> } = {}): Promise<PtyRun> {
+  if (!existsSync(RAMA)) throw new Error(`${RAMA} is missing: build it first (pnpm --filter @rama/cli build)`);
+  return new Promise((resolve, reject) => {
+    const child = spawn('python3', [PTY_SESSION, JSON.stringify(steps), '--', process.execPath, RAMA, ...args], {
+      env: { ...process.env, RAMA_MODEL_BASE_URL: NO_NETWORK, RAMA_DEBUG: '', ...opts.env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as PtyRun) : reject(new Error(`pty-session.py exited with ${code}: ${out}`))));
+  });
 }
