@@ -1,6 +1,7 @@
 /// <reference types="@webgpu/types" />
-import { ArgumentError, BackendError, type Tensor } from '@rama/backend';
+import { ArgumentError, BackendError, contiguousRows, type Tensor } from '@rama/backend';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ScalarCpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from './index.js';
 import { compileKernel } from './pipelines.js';
 import type { GpuTensor } from './tensor.js';
@@ -121,7 +122,7 @@ describe('WebGpuBackend', () => {
       for (const [pos, rows] of [[0, 8], [1022, 4], [5000, 3], [4, 8]]) {
         const data = Float32Array.from({ length: 8 * n }, (_, i) => Math.fround(Math.sin(i * 12.9898 + pos) * 3));
         b.write(x, data);
-        const s = b.begin(pos, rows);
+        const s = b.begin(contiguousRows(pos, rows));
         s.rope(x, hs, 10000);
         s.submit();
         const want = data.slice();
@@ -142,6 +143,126 @@ describe('WebGpuBackend', () => {
     } finally {
       c.dispose();
     }
+    // Or from a cache of several slots ([layers, slots, seqLen, kvDim]).
+    const d = await WebGpuBackend.create({ maxRows: 8 });
+    try {
+      d.alloc({ label: 'keys', shape: [2, 4, 500, 32], dtype: 'f32' });
+      expect(d.ropeTable(16, 10000, 1).rows).toBe(500);
+    } finally {
+      d.dispose();
+    }
+  });
+
+  it('rotates each row by its own position, bit-identically, over a split rotation table', async () => {
+    for (const b of [be, small]) {
+      const hs = 16;
+      const n = 32;
+      const x = b.alloc({ label: 'x', shape: [5, n], dtype: 'f32' });
+      // At 64 KiB a table part holds 1024 positions: these rows read three parts, out of order.
+      const positions = [1023, 5, 2100, 1024, 5];
+      const data = Float32Array.from({ length: 5 * n }, (_, i) => Math.fround(Math.cos(i * 7.31) * 2));
+      b.write(x, data);
+      const s = b.begin({ positions, slots: [0, 1, 2, 0, 3] });
+      s.rope(x, hs, 10000);
+      s.submit();
+      const want = data.slice();
+      positions.forEach((pos, r) => ropeRef(want, r * n, n, hs, pos, 10000));
+      expect(await b.read(x)).toEqual(want);
+      b.free(x);
+    }
+  });
+
+  it('rows of several sequences: storeKV and attention on a 4-D cache spanning several buffers', async () => {
+    // [2 layers, 3 slots, 300 positions, 32]: 512 cache rows per 64 KiB buffer, so layer 1's slot 0
+    // (rows 900..1199) and slot 2 (rows 1500..1799) each cross a buffer boundary.
+    const layers = 2, slots = 3, seq = 300, hs = 16, nHeads = 4, kvDim = 32, dim = nHeads * hs;
+    const r = (seed: number, n: number) => Float32Array.from({ length: n }, (_, i) => Math.fround(Math.sin(i * 12.9898 + seed) * 43758.5453 % 1));
+    const cacheData = [r(1, layers * slots * seq * kvDim), r(2, layers * slots * seq * kvDim)];
+    const rows = { positions: [150, 151, 152, 299, 10], slots: [0, 0, 0, 2, 1] };
+    async function run(b: WebGpuBackend | ScalarCpuBackend, layout: { positions: number[]; slots: number[] }, pick: number[]) {
+      const n = pick.length;
+      const sel = (d: Float32Array, w: number) => {
+        const o = new Float32Array(8 * w);
+        pick.forEach((p, i) => o.set(d.subarray(p * w, (p + 1) * w), i * w));
+        return o;
+      };
+      const q = await b.upload({ label: 'q', shape: [8, dim], dtype: 'f32' }, sel(r(3, 5 * dim), dim));
+      const k = await b.upload({ label: 'k', shape: [8, kvDim], dtype: 'f32' }, sel(r(4, 5 * kvDim), kvDim));
+      const v = await b.upload({ label: 'v', shape: [8, kvDim], dtype: 'f32' }, sel(r(5, 5 * kvDim), kvDim));
+      const keys = await b.upload({ label: 'keys', shape: [layers, slots, seq, kvDim], dtype: 'f32' }, cacheData[0].slice());
+      const values = await b.upload({ label: 'values', shape: [layers, slots, seq, kvDim], dtype: 'f32' }, cacheData[1].slice());
+      const out = b.alloc({ label: 'out', shape: [8, dim], dtype: 'f32' });
+      const s = b.begin(layout);
+      s.rope(q, hs, 10000);
+      s.rope(k, hs, 10000);
+      s.storeKV(keys, 1, k);
+      s.storeKV(values, 1, v);
+      s.attention(out, q, keys, values, 1, hs);
+      s.submit();
+      const res = { out: (await b.read(out, n * dim)) as Float32Array, keys: (await b.read(keys)) as Float32Array };
+      for (const t of [q, k, v, keys, values, out]) b.free(t);
+      return res;
+    }
+    const cpu = new ScalarCpuBackend({ maxRows: 8 });
+    try {
+      const want = await run(cpu, rows, [0, 1, 2, 3, 4]);
+      for (const b of [be, small]) {
+        const got = await run(b, rows, [0, 1, 2, 3, 4]);
+        expect(got.keys).toEqual(want.keys);
+        for (let i = 0; i < want.out.length; i++) expect(Math.abs(got.out[i] - want.out[i])).toBeLessThanOrEqual(2e-5);
+        // A sequence's results do not depend on what else the step holds: slot 2's row alone gives the same bits.
+        const alone = await run(b, { positions: [299], slots: [2] }, [3]);
+        expect(alone.out).toEqual(got.out.slice(3 * dim, 4 * dim));
+      }
+    } finally {
+      cpu.dispose();
+    }
+  });
+
+  it('gathers rows in place (out = x), across split rows', async () => {
+    for (const [b, n] of [[be, 24], [small, 17000]] as const) {
+      const data = Float32Array.from({ length: 5 * n }, (_, i) => i);
+      const x = await b.upload({ label: 'x', shape: [5, n], dtype: 'f32' }, data);
+      const s = b.begin(contiguousRows(0, 5));
+      s.gather(x, x, [4, 0, 2]);
+      s.submit();
+      const want = data.slice();
+      [4, 0, 2].forEach((r, i) => want.set(data.subarray(r * n, (r + 1) * n), i * n));
+      expect(await b.read(x)).toEqual(want);
+      b.free(x);
+    }
+  });
+
+  it('makes no bind groups per step: positions, slots and row counts live in the step buffer', async () => {
+    const dim = 32, hs = 8, vocab = 50;
+    const t = (label: string, shape: number[]) => be.alloc({ label, shape, dtype: 'f32' });
+    const x = t('x', [8, dim]), keys = t('keys', [1, 4, 16, dim]), values = t('values', [1, 4, 16, dim]);
+    const out = t('out', [8, dim]), last = t('last', [8, dim]), norm = t('norm', [dim]), cls = t('cls', [vocab, dim]), logits = t('logits', [8, vocab]);
+    const ids = be.alloc({ label: 'ids', shape: [8], dtype: 'i32' });
+    const step = (positions: number[], slots: number[], pick: number[]) => {
+      const s = be.begin({ positions, slots });
+      s.rope(x, hs, 10000);
+      s.storeKV(keys, 0, x);
+      s.storeKV(values, 0, x);
+      s.attention(out, x, keys, values, 0, hs);
+      s.gather(last, out, pick);
+      s.rmsnorm(last, last, norm, 1e-5);
+      s.matmul(logits, last, cls);
+      s.argmax(ids, logits);
+      s.submit();
+    };
+    const bindings = () => (be as unknown as { bindings: Map<string, unknown> }).bindings.size;
+    // A prompt (its last row's logits), then a decoding step (every row's logits).
+    step([0, 1, 2, 3], [0, 0, 0, 0], [3]);
+    step([4, 0], [0, 1], [0, 1]);
+    const made = bindings();
+    step([0, 1, 2, 5, 1], [2, 2, 2, 0, 1], [2, 3, 4]);
+    step([6, 2, 3], [0, 1, 2], [0, 1, 2]);
+    step([7, 4, 3, 0, 1, 2, 3], [0, 2, 1, 3, 3, 3, 3], [0, 1, 2, 6]);
+    step([8], [0], [0]);
+    expect(bindings()).toBe(made);
+    await be.read(ids);
+    for (const u of [x, keys, values, out, last, norm, cls, logits, ids]) be.free(u);
   });
 
   it('rejects freed tensors, other backends\' tensors and bad steps', async () => {
@@ -150,8 +271,9 @@ describe('WebGpuBackend', () => {
     await expect(be.read(t)).rejects.toThrow(ArgumentError);
     const other = small.alloc({ label: 'theirs', shape: [4], dtype: 'f32' });
     expect(() => be.write(other, new Float32Array(4))).toThrow(/not a tensor of this WebGPU backend/);
-    expect(() => be.begin(0, 9)).toThrow(/maxRows/);
-    const s = be.begin(0, 1);
+    expect(() => be.begin(contiguousRows(0, 9))).toThrow(/outside 1\.\.8/);
+    expect(() => be.begin({ positions: [0, 1], slots: [0] })).toThrow(ArgumentError);
+    const s = be.begin(contiguousRows(0, 1));
     s.submit();
     expect(() => s.submit()).toThrow(/already submitted/);
   });
@@ -194,7 +316,7 @@ describe('matmul kernel variants (rows, workgroups)', () => {
     const wt = await b.upload({ label: 'w', ...w.desc }, w.data);
     const xt = await b.upload({ label: 'x', shape: [8, n], dtype: 'f32' }, x);
     const out = b.alloc({ label: 'out', shape: [8, d], dtype: 'f32' });
-    const s = b.begin(0, rows);
+    const s = b.begin(contiguousRows(0, rows));
     s.matmul(out, xt, wt);
     s.submit();
     const got = (await b.read(out, rows * d)) as Float32Array;

@@ -3,17 +3,19 @@ import {
   ArgumentError,
   BackendError,
   byteLengthOf,
-
+  checkStepRows,
+  kvGeometry,
   type Backend,
   type BackendOptions,
   type Step,
+  type StepRows,
   type Tensor,
   type TensorDesc,
   type TensorFill,
 } from '@rama/backend';
 import { acquireDevice, type AcquiredDevice } from './device.js';
 import { allKernels } from './kernels/index.js';
-import type { MatmulKernels, Params } from './kernels/common.js';
+import { STEP_HEADER, type MatmulKernels, type Params } from './kernels/common.js';
 import { fillRopeTable } from './kernels/rope.js';
 import { compileKernel, type Compiled } from './pipelines.js';
 import { WebGpuStep, type StepHost } from './step.js';
@@ -89,8 +91,8 @@ export class WebGpuBackend implements Backend, StepHost {
   /** RoPE rotation tables by `${headSize}|${theta}`, and tables outgrown (kept until dispose). */
   private readonly ropeTables = new Map<string, GpuTensor>();
   private readonly retiredRopeTables: GpuTensor[] = [];
-  private readonly stepUniform: GPUBuffer;
-  private readonly stepWords = new Uint32Array(4);
+  /** The step buffer every bind group shares (see STEP_WGSL): rows, gathered row counts, (position, slot) per row. */
+  private readonly stepBuffer: GPUBuffer;
   private readChain: Promise<unknown> = Promise.resolve();
   private error: BackendError | undefined;
   private disposed = false;
@@ -108,7 +110,11 @@ export class WebGpuBackend implements Backend, StepHost {
     this.description = `${acquired.description}, binding limit ${mib(lim.maxStorageBufferBindingSize)}, buffer limit ${mib(lim.maxBufferSize)}${
       opts.maxBindingSize ? `, split at ${this.maxPartBytes} bytes` : ''
     }, ${this.matmulKernels} matmul kernels`;
-    this.stepUniform = this.device.createBuffer({ label: 'step', size: 16, usage: USAGE.UNIFORM | USAGE.COPY_DST });
+    this.stepBuffer = this.device.createBuffer({
+      label: 'step',
+      size: 4 * (STEP_HEADER + 2 * this.maxRows),
+      usage: USAGE.STORAGE | USAGE.COPY_DST,
+    });
     this.device.lost.then((info) => {
       if (!this.disposed) this.error ??= new BackendError(`WebGPU: device lost (${info.reason}): ${info.message}`);
     });
@@ -351,13 +357,9 @@ export class WebGpuBackend implements Backend, StepHost {
     for (const p of g.parts) p.buffer.destroy();
   }
 
-  begin(pos: number, rows: number): Step {
+  begin(rows: StepRows): Step {
     this.live('begin');
-    if (!(Number.isInteger(pos) && pos >= 0)) throw new ArgumentError(`begin: pos must be a non-negative integer, got ${pos}`);
-    if (!(Number.isInteger(rows) && rows >= 1 && rows <= this.maxRows)) {
-      throw new ArgumentError(`begin: rows must be 1..${this.maxRows} (maxRows), got ${rows}`);
-    }
-    return new WebGpuStep(this, pos, rows);
+    return new WebGpuStep(this, checkStepRows(rows, this.maxRows));
   }
 
   record(kernel: string, key: string, tensors: GpuTensor[], make: () => { params: Params; buffers: GPUBuffer[] }): CachedBinding {
@@ -373,7 +375,7 @@ export class WebGpuBackend implements Backend, StepHost {
     const bindGroup = this.device.createBindGroup({
       label: key,
       layout: compiled.layout,
-      entries: [this.stepUniform, pbuf, ...buffers].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: [this.stepBuffer, pbuf, ...buffers].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     const b = { pipeline: compiled.pipeline, bindGroup, params: pbuf };
     this.bindings.set(key, b);
@@ -389,7 +391,7 @@ export class WebGpuBackend implements Backend, StepHost {
     const key = `${kind}|${bytes}`;
     let b = this.scratchBuffers.get(key);
     if (!b) {
-      b = this.device.createBuffer({ label: `scratch ${key}`, size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC });
+      b = this.device.createBuffer({ label: `scratch ${key}`, size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST });
       this.scratchBuffers.set(key, b);
     }
     return b;
@@ -397,8 +399,9 @@ export class WebGpuBackend implements Backend, StepHost {
 
   /**
    * The rotation table is sized once, at the first rope call, to the largest
-   * seqLen of the KV caches allocated so far (f32 [layers, seqLen, kvDim] with
-   * kvDim a multiple of headSize), or to pos + rows if that is more. Only a
+   * seqLen of the KV caches allocated so far (f32 [layers, slots, seqLen, kvDim]
+   * or [layers, seqLen, kvDim], kvDim a multiple of headSize), or to the
+   * positions the step needs (its highest position + 1) if that is more. Only a
    * step past its capacity rebuilds it, at double the capacity (or more): an
    * allocation happens only when the position range grows, never per token in
    * steady state. An outgrown table may still be used by a recorded step that
@@ -414,7 +417,9 @@ export class WebGpuBackend implements Backend, StepHost {
       cap = Math.max(cap, 2 * cur.rows);
     } else {
       for (const t of this.tensors) {
-        if (t.dtype === 'f32' && t.shape.length === 3 && t.shape[2] % headSize === 0) cap = Math.max(cap, t.shape[1]);
+        if (t.dtype !== 'f32' || (t.shape.length !== 3 && t.shape.length !== 4)) continue;
+        const g = kvGeometry(t, 'rope');
+        if (g.kvDim % headSize === 0) cap = Math.max(cap, g.seqLen);
       }
     }
     const desc: TensorDesc = { label: `rope table (head ${headSize}, theta ${theta}, ${cap} positions)`, shape: [cap, headSize], dtype: 'f32' };
@@ -431,12 +436,10 @@ export class WebGpuBackend implements Backend, StepHost {
     return table;
   }
 
-  submitStep(pos: number, rows: number, commands: GPUCommandBuffer): void {
+  submitStep(words: Uint32Array<ArrayBuffer>, commands: GPUCommandBuffer): void {
     this.live('submit');
-    // Written just before its own submission, so steps recorded out of order still see their pos and rows.
-    this.stepWords[0] = pos;
-    this.stepWords[1] = rows;
-    this.device.queue.writeBuffer(this.stepUniform, 0, this.stepWords);
+    // Written just before its own submission, so steps recorded out of order still see their own rows.
+    this.device.queue.writeBuffer(this.stepBuffer, 0, words);
     this.device.queue.submit([commands]);
   }
 
@@ -464,7 +467,7 @@ export class WebGpuBackend implements Backend, StepHost {
     for (const b of this.readbacks) b.destroy();
     this.freeReadbacks.length = 0;
     this.readbacks.clear();
-    this.stepUniform.destroy();
+    this.stepBuffer.destroy();
     this.pipelines.clear();
     this.device.removeEventListener('uncapturederror', this.onError);
     // Dawn frees destroyed buffers only once a later submission completes. The

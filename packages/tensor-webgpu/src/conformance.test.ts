@@ -1,8 +1,9 @@
 import { describeBackendConformance } from '@rama/backend/testing';
-import { CpuBackend } from '@rama/tensor-cpu';
+import { ScalarCpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from './index.js';
 
-const reference = () => CpuBackend.create({ maxRows: 8 });
+// The scalar CPU backend (the reference kernels) is what every case is compared against.
+const reference = async () => new ScalarCpuBackend({ maxRows: 8 });
 
 describeBackendConformance('webgpu', () => WebGpuBackend.create({ maxRows: 8 }), reference);
 describeBackendConformance('webgpu, 64 KiB bindings', () => WebGpuBackend.create({ maxRows: 8, maxBindingSize: 64 << 10 }), reference);

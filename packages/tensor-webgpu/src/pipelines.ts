@@ -33,7 +33,8 @@ export async function compileKernel(device: GPUDevice, def: KernelDef): Promise<
   const layout = device.createBindGroupLayout({
     label: def.name,
     entries: [
-      { binding: 0, visibility: COMPUTE, buffer: { type: 'uniform' } },
+      // The step buffer (rows, positions, slots: see STEP_WGSL), then the dispatch's params.
+      { binding: 0, visibility: COMPUTE, buffer: { type: 'read-only-storage' } },
       { binding: 1, visibility: COMPUTE, buffer: { type: 'uniform' } },
       ...def.storage.map((a, i) => ({
         binding: i + 2,

@@ -6,6 +6,7 @@
  * dispose() does).
  */
 import { expect, it } from 'vitest';
+import { contiguousRows } from '@rama/backend';
 import { WebGpuBackend } from './index.js';
 
 const MB = 1 << 20;
@@ -17,7 +18,7 @@ async function cycle(i: number): Promise<void> {
   const x = be.alloc({ label: 'x', shape: [4, 1024], dtype: 'f32' });
   const y = be.alloc({ label: 'y', shape: [4, 1024], dtype: 'f32' });
   be.write(x, new Float32Array(4096).fill(1));
-  const s = be.begin(0, 4);
+  const s = be.begin(contiguousRows(0, 4));
   s.matmul(y, x, w);
   s.matmul(x, y, q);
   s.submit();

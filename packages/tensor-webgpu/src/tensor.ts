@@ -168,7 +168,7 @@ export interface ElemChunk {
   parts: Part[];
 }
 
-export function elemChunks(tensors: GpuTensor[], e0: number, e1: number, shifts?: number[]): ElemChunk[] {
+export function elemChunks(tensors: { parts: Part[] }[], e0: number, e1: number, shifts?: number[]): ElemChunk[] {
   const out: ElemChunk[] = [];
   const idx = tensors.map(() => 0);
   let e = e0;

@@ -1,11 +1,15 @@
-import { STEP_WGSL, Params, expect, expectDtype, type KernelDef, type Recorder } from './common.js';
-import { elemChunks, type GpuTensor } from '../tensor.js';
+import { STEP_WGSL, Params, expectDtype, expect, type KernelDef, type Recorder, type RowFlow } from './common.js';
+import type { GpuTensor } from '../tensor.js';
 
-// out[0] = index of the largest of logits[0]; the lowest index wins a tie;
-// -1 when a logit is NaN or infinite (tested on the exponent bits: WGSL lets
-// an implementation assume floats are finite, so v != v may be optimized away).
-// One workgroup scans a part; when the row spans several buffers, each part's
-// dispatch merges with the (value, index) the previous one left in a small state.
+// out[r] = index of the largest of logits[r], for each row of logits the step
+// holds; the lowest index wins a tie; -1 when a logit of that row is NaN or
+// infinite (tested on the exponent bits: WGSL lets an implementation assume
+// floats are finite, so v != v may be optimized away).
+// One dispatch per buffer part of logits, one workgroup per row in that part
+// scanning the row's elements there. A row split over several parts (wider
+// than a binding) is continued by each part's dispatch from the (value,
+// index, bad) the previous one left in a small per-row state; the part
+// holding its end writes out[r].
 const WG = 256;
 
 export const argmaxKernels: KernelDef[] = [
@@ -13,7 +17,7 @@ export const argmaxKernels: KernelDef[] = [
     name: 'argmax',
     storage: ['rw', 'read', 'rw'],
     wgsl: /* wgsl */ `${STEP_WGSL}
-struct P { lo: u32, hi: u32, e0: u32, outE0: u32, first: u32, last: u32 }
+struct P { cols: u32, e0: u32, e1: u32, r0: u32, rowsWord: u32, outE0: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<i32>;
 @group(0) @binding(3) var<storage, read> logits: array<f32>;
@@ -22,14 +26,20 @@ const NONE = 0xffffffffu;
 var<workgroup> bv: array<f32, ${WG}>;
 var<workgroup> bi: array<u32, ${WG}>;
 var<workgroup> bbad: array<u32, ${WG}>;
-@compute @workgroup_size(${WG}) fn main(@builtin(local_invocation_index) li: u32) {
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let r = p.r0 + wg.x;
+  if (r >= rowCount(p.rowsWord)) { return; }
+  // The part of row r held here: elements [lo, hi) of the flat tensor.
+  let rs = r * p.cols;
+  let lo = max(rs, p.e0);
+  let hi = min(rs + p.cols, p.e1);
   var best = 0.0;
   var idx = NONE;
   var bad = 0u;
-  for (var e = p.lo + li; e < p.hi; e += ${WG}u) {
+  for (var e = lo + li; e < hi; e += ${WG}u) {
     let v = logits[e - p.e0];
     if ((bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u) { bad = 1u; }
-    if (idx == NONE || v > best) { best = v; idx = e; }
+    if (idx == NONE || v > best) { best = v; idx = e - rs; }
   }
   bv[li] = best;
   bi[li] = idx;
@@ -41,44 +51,44 @@ var<workgroup> bbad: array<u32, ${WG}>;
     bad = bad | bbad[i];
     if (j != NONE && (idx == NONE || bv[i] > best || (bv[i] == best && j < idx))) { best = bv[i]; idx = j; }
   }
-  if (p.first == 0u) {
-    // Earlier parts hold lower indices: they keep a tie.
-    let pv = bitcast<f32>(state[0]);
-    let pi = state[1];
-    bad = bad | state[2];
+  let so = 4u * r;
+  if (rs < p.e0) {
+    // The row began in an earlier part, which holds lower indices: it keeps a tie.
+    let pv = bitcast<f32>(state[so]);
+    let pi = state[so + 1u];
+    bad = bad | state[so + 2u];
     if (pi != NONE && (idx == NONE || pv >= best)) { best = pv; idx = pi; }
   }
-  if (p.last != 0u) {
-    out[0u - p.outE0] = select(i32(idx), -1, bad != 0u);
+  if (rs + p.cols <= p.e1) {
+    out[r - p.outE0] = select(i32(idx), -1, bad != 0u);
   } else {
-    state[0] = bitcast<u32>(best);
-    state[1] = idx;
-    state[2] = bad;
+    state[so] = bitcast<u32>(best);
+    state[so + 1u] = idx;
+    state[so + 2u] = bad;
   }
 }`,
   },
 ];
 
-export function argmax(rec: Recorder, out: GpuTensor, logits: GpuTensor): void {
+export function argmax(rec: Recorder, out: GpuTensor, logits: GpuTensor, rows: RowFlow): void {
   expectDtype('argmax', out, 'i32');
   expectDtype('argmax', logits, 'f32');
   expect(logits.cols > 0, 'argmax', `${logits.label} is empty`);
   const outPart = out.parts[0];
-  const state = rec.scratch('argmax', 16);
-  const chunks = elemChunks([logits], 0, logits.cols);
-  chunks.forEach((ch, i) => {
-    const lp = ch.parts[0];
-    const first = i === 0 ? 1 : 0;
-    const last = i === chunks.length - 1 ? 1 : 0;
+  expect(outPart.e1 >= rows.count, 'argmax', `${out.label}'s first ${rows.count} ids must lie in one buffer`);
+  const state = rec.scratch('argmax', 16 * logits.rows);
+  logits.parts.forEach((lp, i) => {
+    const n = Math.min(lp.r1, rows.count) - lp.r0;
+    if (n <= 0) return;
     rec.dispatch(
       'argmax',
-      `argmax|${out.id}|${logits.id}|${ch.e0}`,
+      `argmax|${out.id}|${logits.id}|${i}|${rows.word}`,
       [out, logits],
       () => ({
-        params: new Params().u(ch.e0).u(ch.e1).u(lp.e0).u(outPart.e0).u(first).u(last),
+        params: new Params().u(logits.cols).u(lp.e0).u(lp.e1).u(lp.r0).u(rows.word).u(outPart.e0),
         buffers: [outPart.buffer, lp.buffer, state],
       }),
-      1,
+      n,
     );
   });
 }

@@ -1,13 +1,17 @@
-import { DIV_RN_WGSL, STEP_WGSL, Params, expect, expectDtype, rowLimit, rowsFor, type KernelDef, type Recorder } from './common.js';
+import { checkRowsInCache, kvGeometry } from '@rama/backend';
+import { DIV_RN_WGSL, STEP_WGSL, Params, expect, expectDtype, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 
-// Causal GQA attention, fused: one workgroup per (query row, head) streams the
-// layer's keys and values in tiles of 32 positions with an online softmax
-// (running max m, running sum l, unnormalised output acc), so nothing sized by
-// seqLen is ever stored. When the layer's cache spans several buffers, one
-// dispatch per buffer continues the same online softmax from a small state
-// ([m, l, acc] per row and head) left by the previous dispatch; the last one
-// normalises into `out`.
+// Causal GQA attention, fused: one workgroup per (query row, head) streams
+// positions 0..positions[r] of its row's slot of the layer's keys and values
+// (cache rows (layer * slots + slots[r]) * seqLen + t) in tiles of 32 with an
+// online softmax (running max m, running sum l, unnormalised output acc), so
+// nothing sized by seqLen is ever stored. When the layer's cache spans several
+// buffers, one dispatch per buffer continues the same online softmax from a
+// small state ([m, l, acc] per row and head) left by the previous dispatch
+// (a row whose positions lie in other buffers passes it on unchanged); the
+// last one normalises into `out`. Row r's position and slot come from the step
+// buffer, so the bind groups do not depend on them.
 //
 // Each score is computed as the CPU reference does: a sequential f32 sum over
 // the head dimension of separately rounded products (score = score + q_i * k_i,
@@ -26,8 +30,9 @@ fn div_rn_signed(a: f32, b: f32) -> f32 {
   let r = div_rn(abs(a), b);
   return select(r, -r, a < 0.0);
 }
-struct P { qCols: u32, hs: u32, kvDim: u32, kvMul: u32, layerRow0: u32, kRow0: u32, vRow0: u32, t0: u32,
-  t1: u32, rStart: u32, rowLimit: u32, qRow0: u32, outRow0: u32, first: u32, last: u32, sqrtHs: f32 }
+// c0, c1: the cache rows this dispatch's buffers hold; layerSlot0 = layer * slots.
+struct P { qCols: u32, hs: u32, kvDim: u32, kvMul: u32, layerSlot0: u32, seqLen: u32, kRow0: u32, vRow0: u32, c0: u32,
+  c1: u32, rStart: u32, rowsWord: u32, qRow0: u32, outRow0: u32, first: u32, last: u32, sqrtHs: f32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> q: array<f32>;
@@ -39,7 +44,7 @@ var<workgroup> sc: array<f32, ${TILE}>;
 @compute @workgroup_size(${TILE}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let h = wg.x;
   let r = p.rStart + wg.y;
-  if (r >= min(step.rows, p.rowLimit)) { return; }
+  if (r >= rowCount(p.rowsWord)) { return; }
   let hs = p.hs;
   let qo = (r - p.qRow0) * p.qCols + h * hs;
   let kvh = h / p.kvMul;
@@ -54,11 +59,14 @@ var<workgroup> sc: array<f32, ${TILE}>;
     for (var i = 0u; i * ${TILE}u + li < hs; i++) { acc[i] = state[so + 2u + i * ${TILE}u + li]; }
   }
   workgroupBarrier();
-  let hi = min(p.t1, step.pos + r + 1u);
-  for (var t0 = p.t0; t0 < hi; t0 += ${TILE}u) {
+  // This row's cache rows [base, base + position] that lie in this dispatch's buffers.
+  let base = (p.layerSlot0 + rowSlot(r)) * p.seqLen;
+  let lo = max(p.c0, base);
+  let hi = min(p.c1, base + rowPos(r) + 1u);
+  for (var t0 = lo; t0 < hi; t0 += ${TILE}u) {
     let n = min(${TILE}u, hi - t0);
     if (li < n) {
-      let ko = (p.layerRow0 + t0 + li - p.kRow0) * p.kvDim + kvh * hs;
+      let ko = (t0 + li - p.kRow0) * p.kvDim + kvh * hs;
       var s = 0.0;
       for (var d = 0u; d < hs; d++) {
         let prod = qs[d] * kc[ko + d];
@@ -75,7 +83,7 @@ var<workgroup> sc: array<f32, ${TILE}>;
     for (var j = 0u; j < n; j++) {
       let pj = exp(sc[j] - mt);
       l += pj;
-      let vo = (p.layerRow0 + t0 + j - p.vRow0) * p.kvDim + kvh * hs + li;
+      let vo = (t0 + j - p.vRow0) * p.kvDim + kvh * hs + li;
       for (var i = 0u; i * ${TILE}u + li < hs; i++) { acc[i] += pj * vc[vo + i * ${TILE}u]; }
     }
     m = mt;
@@ -92,17 +100,15 @@ var<workgroup> sc: array<f32, ${TILE}>;
   },
 ];
 
-/** Position ranges [t0, t1) of one layer that lie in one part of both caches. */
-function kvChunks(keys: GpuTensor, values: GpuTensor, layerRow0: number, positions: number): { t0: number; t1: number; kp: Part; vp: Part }[] {
-  const res: { t0: number; t1: number; kp: Part; vp: Part }[] = [];
-  let t = 0;
-  while (t < positions) {
-    const row = layerRow0 + t;
-    const kp = keys.parts.find((p) => p.r0 <= row && row < p.r1)!;
-    const vp = values.parts.find((p) => p.r0 <= row && row < p.r1)!;
-    const t1 = Math.min(kp.r1, vp.r1) - layerRow0;
-    res.push({ t0: t, t1, kp, vp });
-    t = t1;
+/** Ranges [c0, c1) of cache rows within [row0, row1) (one layer, all slots) that lie in one part of both caches. */
+function kvChunks(keys: GpuTensor, values: GpuTensor, row0: number, row1: number): { c0: number; c1: number; kp: Part; vp: Part }[] {
+  const res: { c0: number; c1: number; kp: Part; vp: Part }[] = [];
+  for (let c = row0; c < row1; ) {
+    const kp = keys.parts.find((p) => p.r0 <= c && c < p.r1)!;
+    const vp = values.parts.find((p) => p.r0 <= c && c < p.r1)!;
+    const c1 = Math.min(kp.r1, vp.r1, row1);
+    res.push({ c0: c, c1, kp, vp });
+    c = c1;
   }
   return res;
 }
@@ -115,11 +121,13 @@ export function attention(
   values: GpuTensor,
   layer: number,
   headSize: number,
+  rows: RowFlow,
 ): void {
   for (const t of [out, q, keys, values]) expectDtype('attention', t, 'f32');
-  expect(keys.shape.length === 3 && values.shape.join() === keys.shape.join(), 'attention', `${keys.label} and ${values.label} must both be [layers, seqLen, kvDim]`);
-  const [layers, seqLen, kvDim] = keys.shape;
-  expect(Number.isInteger(layer) && layer >= 0 && layer < layers, 'attention', `layer ${layer} is outside 0..${layers - 1}`);
+  const g = kvGeometry(keys, 'attention');
+  expect(values.shape.join() === keys.shape.join(), 'attention', `${keys.label} and ${values.label} must have the same shape`);
+  checkRowsInCache(keys, layer, rec.layout, 'attention');
+  const { kvDim, seqLen } = g;
   expect(headSize > 0 && headSize <= MAX_HEAD && q.cols % headSize === 0 && kvDim % headSize === 0, 'attention', `head size ${headSize} must divide ${q.cols} and ${kvDim} and be at most ${MAX_HEAD}`);
   expect(out.cols === q.cols, 'attention', `${out.label} has ${out.cols} columns, ${q.label} has ${q.cols}`);
   const nHeads = q.cols / headSize;
@@ -128,31 +136,42 @@ export function attention(
   for (const c of [keys, values]) {
     if (!c.parts.every((p) => p.wholeRows)) rowChunks('attention', [c], 0); // throws the "whole rows" error
   }
-  const rows = rowsFor(rec, out);
-  const lim = rowLimit(out);
-  expect(rec.pos + rows <= seqLen, 'attention', `positions up to ${rec.pos + rows - 1} exceed seqLen ${seqLen}`);
-  const layerRow0 = layer * seqLen;
-  const kv = kvChunks(keys, values, layerRow0, rec.pos + rows);
+  const layerSlot0 = layer * g.slots;
+  const kv = kvChunks(keys, values, layerSlot0 * seqLen, (layerSlot0 + g.slots) * seqLen);
   const sqrtHs = Math.fround(Math.sqrt(headSize));
-  for (const ch of rowChunks('attention', [out, q], rows)) {
+  // Cache row of row r's position 0, and of its own position.
+  const start = (r: number): number => (layerSlot0 + rec.slots[r]) * seqLen;
+  const own = (r: number): number => start(r) + rec.positions[r];
+  for (const ch of rowChunks('attention', [out, q], rows.count)) {
     const [op, qp] = ch.parts;
     const state = rec.scratch('attention', 4 * (ch.end - ch.r0) * nHeads * (headSize + 2));
-    kv.forEach((c, i) => {
-      const first = i === 0 ? 1 : 0;
-      const last = i === kv.length - 1 ? 1 : 0;
+    // Only the buffers these rows read: from the chunk holding the lowest row any of them starts at
+    // to the one holding the highest row any of them reads (all of them for a single sequence's rows).
+    let lo = Infinity;
+    let hi = -1;
+    for (let r = ch.r0; r < ch.r1; r++) {
+      lo = Math.min(lo, start(r));
+      hi = Math.max(hi, own(r));
+    }
+    const iLo = kv.findIndex((c) => c.c1 > lo);
+    const iHi = kv.findIndex((c) => c.c1 > hi);
+    for (let i = iLo; i <= iHi; i++) {
+      const c = kv[i];
+      const isFirst = i === iLo ? 1 : 0;
+      const isLast = i === iHi ? 1 : 0;
       rec.dispatch(
         'attention',
-        `attn|${out.id}|${q.id}|${keys.id}|${values.id}|${layer}|${headSize}|${ch.r0}|${c.t0}|${last}|${lim}`,
+        `attn|${out.id}|${q.id}|${keys.id}|${values.id}|${layer}|${headSize}|${ch.r0}|${c.c0}|${isFirst}|${isLast}|${rows.word}`,
         [out, q, keys, values],
         () => ({
           params: new Params()
-            .u(q.cols).u(headSize).u(kvDim).u(nHeads / nKv).u(layerRow0).u(c.kp.r0).u(c.vp.r0).u(c.t0)
-            .u(c.t1).u(ch.r0).u(lim).u(qp.r0).u(op.r0).u(first).u(last).f(sqrtHs),
+            .u(q.cols).u(headSize).u(kvDim).u(nHeads / nKv).u(layerSlot0).u(seqLen).u(c.kp.r0).u(c.vp.r0).u(c.c0)
+            .u(c.c1).u(ch.r0).u(rows.word).u(qp.r0).u(op.r0).u(isFirst).u(isLast).f(sqrtHs),
           buffers: [op.buffer, qp.buffer, c.kp.buffer, c.vp.buffer, state],
         }),
         nHeads,
         ch.r1 - ch.r0,
       );
-    });
+    }
   }
 }

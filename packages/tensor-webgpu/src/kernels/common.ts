@@ -1,8 +1,8 @@
 /// <reference types="@webgpu/types" />
-import { ArgumentError, BackendError, rowsOf } from '@rama/backend';
-import type { GpuTensor } from '../tensor.js';
+import { ArgumentError, BackendError, type CheckedRows } from '@rama/backend';
+import { elemChunks, type GpuTensor, type Part } from '../tensor.js';
 
-/** A storage binding: read-only or read-write. Bindings 0 (step) and 1 (params) are uniforms. */
+/** A storage binding: read-only or read-write. Binding 0 is the step buffer (read-only storage), 1 the params uniform. */
 export type Access = 'read' | 'rw';
 
 /** A GPU program as plain data: its WGSL and the storage bindings it declares from @binding(2) on. */
@@ -12,10 +12,28 @@ export interface KernelDef {
   wgsl: string;
 }
 
-/** Declarations every kernel starts with: the per-step uniform (written at submit) and the per-dispatch params. */
+/**
+ * Words of the step buffer before the rows' (position, slot) pairs: word 0 is
+ * the step's row count, words 1..STEP_HEADER-1 the row counts of gathered data
+ * (see RowFlow).
+ */
+export const STEP_HEADER = 8;
+
+/**
+ * Declarations every kernel starts with: the step buffer (binding 0), which
+ * the host writes with queue.writeBuffer just before the step's submission, so
+ * cached bind groups never hold per-step values. Its u32 words:
+ *   [0]                          the step's row count
+ *   [1 .. STEP_HEADER)           row counts of gathered data in this step
+ *   [STEP_HEADER + 2r], [.. + 1] row r's position and KV slot
+ */
 export const STEP_WGSL = /* wgsl */ `
-struct Step { pos: u32, rows: u32, _a: u32, _b: u32 }
-@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(0) var<storage, read> step: array<u32>;
+// Rows an op processes: word w of the step buffer (a RowFlow's word).
+fn rowCount(w: u32) -> u32 { return step[w]; }
+// Row r's position in its sequence, and its sequence's KV slot.
+fn rowPos(r: u32) -> u32 { return step[${STEP_HEADER}u + 2u * r]; }
+fn rowSlot(r: u32) -> u32 { return step[${STEP_HEADER + 1}u + 2u * r]; }
 `;
 
 /**
@@ -81,12 +99,25 @@ export class Params {
   }
 }
 
-export const NO_LIMIT = 0xffffffff;
+/**
+ * How many rows an op processes in this step (`count`, known when recording,
+ * which sizes the dispatch) and the step-buffer word its shader reads that
+ * count from (`word`: 0 for the step's rows, 1.. for the rows of a gather's
+ * output and what is computed from it). The word, not the count, goes into
+ * the cached params, so a bind group serves steps of any row count.
+ */
+export interface RowFlow {
+  count: number;
+  word: number;
+}
 
 /** The services kernels record work through (implemented by the backend and its Step). */
 export interface Recorder {
-  readonly pos: number;
+  /** The step's rows, and each row's position and KV slot (also as `layout`, for @rama/backend's checks). */
   readonly rows: number;
+  readonly layout: CheckedRows;
+  readonly positions: readonly number[];
+  readonly slots: readonly number[];
   /**
    * Dispatches `kernel` with a bind group made once per `key` (cached until a
    * tensor in `tensors` is freed): params and buffers are built by `make` only
@@ -124,16 +155,6 @@ export interface Recorder {
  */
 export type MatmulKernels = 'rows' | 'workgroups';
 
-/** Rows an op processes: `rows`, except one when its output has a single row. */
-export function rowsFor(rec: Recorder, out: GpuTensor): number {
-  return rowsOf(out) === 1 ? 1 : rec.rows;
-}
-
-/** The params value that caps the row count in the shader: min(step.rows, rowLimit). */
-export function rowLimit(out: GpuTensor): number {
-  return rowsOf(out) === 1 ? 1 : NO_LIMIT;
-}
-
 export function expect(cond: boolean, op: string, what: string): void {
   if (!cond) throw new ArgumentError(`${op}: ${what}`);
 }
@@ -153,4 +174,26 @@ export function singlePart(op: string, t: GpuTensor): GPUBuffer {
     throw new BackendError(`${op}: ${t.label} (${t.byteLength} bytes) must fit in one buffer binding`);
   }
   return t.parts[0].buffer;
+}
+
+/**
+ * Queues copies of elements [s0, s0 + n) of `src` to [d0, d0 + n) of `dst`
+ * (tensors or a one-part view of a scratch buffer): one copyBufferToBuffer per
+ * pair of parts the range crosses. src and dst must not share a buffer.
+ */
+export function copyElems(rec: Recorder, src: { parts: Part[] }, s0: number, dst: { parts: Part[] }, d0: number, n: number): void {
+  for (const ch of elemChunks([dst, src], d0, d0 + n, [0, s0 - d0])) {
+    const [dp, sp] = ch.parts;
+    rec.copy(sp.buffer, 4 * (ch.e0 + s0 - d0 - sp.e0), dp.buffer, 4 * (ch.e0 - dp.e0), 4 * (ch.e1 - ch.e0));
+  }
+}
+
+/** Splits 0..n into runs [start, end) where `continues(i)` says item i extends the run of item i - 1. */
+export function runs(n: number, continues: (i: number) => boolean): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 0; i < n; i++) {
+    if (i > 0 && continues(i)) out[out.length - 1][1] = i + 1;
+    else out.push([i, i + 1]);
+  }
+  return out;
 }

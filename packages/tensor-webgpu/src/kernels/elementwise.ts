@@ -1,4 +1,4 @@
-import { STEP_WGSL, Params, grid2, type KernelDef, type Recorder, rowLimit, rowsFor } from './common.js';
+import { STEP_WGSL, Params, grid2, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { elemChunks, type GpuTensor } from '../tensor.js';
 
 /**
@@ -22,13 +22,13 @@ export function elementwiseKernels(name: string, expr: string): KernelDef[] {
       name: vname,
       storage: ['rw', ...(oa ? [] : ['read' as const]), ...(ob ? [] : ['read' as const])],
       wgsl: /* wgsl */ `${STEP_WGSL}
-struct P { e0: u32, e1: u32, cols: u32, rowLimit: u32, outE0: u32, aE0: u32, bE0: u32 }
+struct P { e0: u32, e1: u32, cols: u32, rowsWord: u32, outE0: u32, aE0: u32, bE0: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 ${decls.join('\n')}
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let e = p.e0 + gid.y * nwg.x * 64u + gid.x;
-  if (e >= min(p.e1, min(step.rows, p.rowLimit) * p.cols)) { return; }
+  if (e >= min(p.e1, rowCount(p.rowsWord) * p.cols)) { return; }
   let a = ${oa ? 'out[e - p.outE0]' : 'ina[e - p.aE0]'};
   let b = ${ob ? 'out[e - p.outE0]' : 'inb[e - p.bE0]'};
   out[e - p.outE0] = ${expr};
@@ -37,10 +37,9 @@ ${decls.join('\n')}
   });
 }
 
-export function elementwise(rec: Recorder, name: string, out: GpuTensor, a: GpuTensor, b: GpuTensor): void {
-  const rows = rowsFor(rec, out);
-  const lim = rowLimit(out);
-  for (const ch of elemChunks([out, a, b], 0, rows * out.cols)) {
+/** Applies the kernel to the first rows.count rows (the shader reads the count from the step buffer). */
+export function elementwise(rec: Recorder, name: string, out: GpuTensor, a: GpuTensor, b: GpuTensor, rows: RowFlow): void {
+  for (const ch of elemChunks([out, a, b], 0, rows.count * out.cols)) {
     const [op, ap, bp] = ch.parts;
     const oa = ap.buffer === op.buffer;
     const ob = bp.buffer === op.buffer;
@@ -48,10 +47,10 @@ export function elementwise(rec: Recorder, name: string, out: GpuTensor, a: GpuT
     const staticEnd = Math.min(op.e1, ap.e1, bp.e1);
     rec.dispatch(
       kernel,
-      `${name}|${out.id}|${a.id}|${b.id}|${ch.e0}|${lim}`,
+      `${name}|${out.id}|${a.id}|${b.id}|${ch.e0}|${rows.word}`,
       [out, a, b],
       () => ({
-        params: new Params().u(ch.e0).u(staticEnd).u(out.cols).u(lim).u(op.e0).u(ap.e0).u(bp.e0),
+        params: new Params().u(ch.e0).u(staticEnd).u(out.cols).u(rows.word).u(op.e0).u(ap.e0).u(bp.e0),
         buffers: [op.buffer, ...(oa ? [] : [ap.buffer]), ...(ob ? [] : [bp.buffer])],
       }),
       ...grid2(Math.ceil((ch.e1 - ch.e0) / 64)),

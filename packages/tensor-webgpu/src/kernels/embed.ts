@@ -1,14 +1,15 @@
-import { STEP_WGSL, Params, expect, expectDtype, rowLimit, rowsFor, singlePart, type KernelDef, type Recorder } from './common.js';
+import { STEP_WGSL, Params, expect, expectDtype, singlePart, type KernelDef, type Recorder } from './common.js';
 import { rowChunks, type GpuTensor } from '../tensor.js';
 
-// out[r] = table[tokens[r]]. The token is only known on the device, so each
-// part of a split table gets its own dispatch and writes the rows it holds.
+// out[r] = table[tokens[r]] for each of the step's rows. The token is only
+// known on the device, so each part of a split table gets its own dispatch and
+// writes the rows it holds.
 export const embedKernels: KernelDef[] = [
   {
     name: 'embed',
     storage: ['rw', 'read', 'read'],
     wgsl: /* wgsl */ `${STEP_WGSL}
-struct P { cols: u32, rStart: u32, rEnd: u32, rowLimit: u32, outRow0: u32, tab0: u32, tab1: u32 }
+struct P { cols: u32, rStart: u32, rEnd: u32, outRow0: u32, tab0: u32, tab1: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> tab: array<f32>;
@@ -16,7 +17,7 @@ struct P { cols: u32, rStart: u32, rEnd: u32, rowLimit: u32, outRow0: u32, tab0:
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c = gid.x;
   let r = p.rStart + gid.y;
-  if (c >= p.cols || r >= p.rEnd || r >= min(step.rows, p.rowLimit)) { return; }
+  if (c >= p.cols || r >= p.rEnd || r >= rowCount(0u)) { return; }
   let t = tokens[r];
   if (t < i32(p.tab0) || t >= i32(p.tab1)) { return; }
   out[(r - p.outRow0) * p.cols + c] = tab[(u32(t) - p.tab0) * p.cols + c];
@@ -29,7 +30,7 @@ export function embed(rec: Recorder, out: GpuTensor, table: GpuTensor, tokens: G
   expectDtype('embed', tokens, 'i32');
   expectDtype('embed', out, 'f32');
   expect(table.cols === out.cols, 'embed', `${out.label} has ${out.cols} columns, ${table.label} has ${table.cols}`);
-  const rows = rowsFor(rec, out);
+  const rows = rec.rows;
   expect(tokens.size >= rows, 'embed', `${tokens.label} holds ${tokens.size} tokens, ${rows} needed`);
   const tok = singlePart('embed', tokens);
   for (const ch of rowChunks('embed', [out], rows)) {
@@ -37,10 +38,10 @@ export function embed(rec: Recorder, out: GpuTensor, table: GpuTensor, tokens: G
     table.parts.forEach((tp, ti) => {
       rec.dispatch(
         'embed',
-        `embed|${out.id}|${table.id}|${tokens.id}|${ch.r0}|${ti}|${rowLimit(out)}`,
+        `embed|${out.id}|${table.id}|${tokens.id}|${ch.r0}|${ti}`,
         [out, table, tokens],
         () => ({
-          params: new Params().u(out.cols).u(ch.r0).u(ch.end).u(rowLimit(out)).u(op.r0).u(tp.r0).u(tp.r1),
+          params: new Params().u(out.cols).u(ch.r0).u(ch.end).u(op.r0).u(tp.r0).u(tp.r1),
           buffers: [op.buffer, tp.buffer, tok],
         }),
         Math.ceil(out.cols / 64),

@@ -9,7 +9,7 @@ import { rmsnormKernels } from './rmsnorm.js';
 import { ropeKernels } from './rope.js';
 import { swigluKernels } from './swiglu.js';
 
-/** Every program the backend compiles at creation (storeKV and lastRow are buffer copies). */
+/** Every program the backend compiles at creation (storeKV and gather are buffer copies). */
 export function allKernels(packedDot: boolean): KernelDef[] {
   return [
     ...embedKernels,
@@ -32,5 +32,5 @@ export { storeKV } from './storeKV.js';
 export { attention } from './attention.js';
 export { swiglu } from './swiglu.js';
 export { add } from './add.js';
-export { lastRow } from './lastRow.js';
+export { gather } from './gather.js';
 export { argmax } from './argmax.js';

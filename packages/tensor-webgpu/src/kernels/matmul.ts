@@ -1,4 +1,4 @@
-import { STEP_WGSL, Params, expect, expectDtype, grid2, rowLimit, rowsFor, type KernelDef, type Recorder } from './common.js';
+import { STEP_WGSL, Params, expect, expectDtype, grid2, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 import { matmulQ8Chunk } from './matmulQ8.js';
 
@@ -15,7 +15,7 @@ import { matmulQ8Chunk } from './matmulQ8.js';
  */
 function matmulF32Header(T: string): string {
   return /* wgsl */ `${STEP_WGSL}
-struct P { n: u32, d: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, wRow0: u32, outE0: u32 }
+struct P { n: u32, d: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowsWord: u32, xRow0: u32, wRow0: u32, outE0: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> x: array<${T}>;
@@ -46,7 +46,7 @@ function matmulWgsl(vec4: boolean): string {
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let j = p.j0 + gid.x;
   let ra = p.rStart + gid.y * 4u;
-  let rb = min(p.rEnd, min(step.rows, p.rowLimit));
+  let rb = min(p.rEnd, rowCount(p.rowsWord));
   if (j >= p.j1 || ra >= rb) { return; }
   let nr = min(4u, rb - ra);
   let wo = (j - p.wRow0) * p.n;
@@ -97,7 +97,7 @@ var<workgroup> red: array<vec2<f32>, ${4 * MM_WG}>;
 @compute @workgroup_size(${MM_WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let j = p.j0 + wg.y * 65535u + wg.x;
   let ra = p.rStart + wg.z * 4u;
-  let rb = min(p.rEnd, min(step.rows, p.rowLimit));
+  let rb = min(p.rEnd, rowCount(p.rowsWord));
   if (j >= p.j1 || ra >= rb) { return; }
   let nr = min(4u, rb - ra);
   let wo = (j - p.wRow0) * p.n;
@@ -160,19 +160,19 @@ function blocks(out: GpuTensor, w: GpuTensor, chunkR0: number, chunkEnd: number,
   return res;
 }
 
-export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor): void {
+export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor, flow: RowFlow): void {
   expectDtype('matmul', out, 'f32');
   expectDtype('matmul', x, 'f32');
   expectDtype('matmul', w, 'f32', 'q8_0');
   expect(w.cols === x.cols, 'matmul', `${w.label} has ${w.cols} columns but ${x.label} has ${x.cols}`);
   expect(w.rows === out.cols, 'matmul', `${w.label} has ${w.rows} rows but ${out.label} has ${out.cols} columns`);
-  const rows = rowsFor(rec, out);
-  const lim = rowLimit(out);
+  const rows = flow.count;
+  const rowsWord = flow.word; // the step-buffer word holding the row count (see RowFlow)
   for (const ch of rowChunks('matmul', [x], rows)) {
     const xp = ch.parts[0];
     const bs = blocks(out, w, ch.r0, ch.end, rows);
     if (w.dtype === 'q8_0') {
-      matmulQ8Chunk(rec, out, x, w, xp, ch.r0, ch.end, rows, lim, bs);
+      matmulQ8Chunk(rec, out, x, w, xp, ch.r0, ch.end, rows, rowsWord, bs);
       continue;
     }
     const wg = rec.matmulKernels === 'workgroups';
@@ -181,10 +181,10 @@ export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor
       const rowGroups = Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4);
       const make = () => ({
         params: new Params()
-          .u(x.cols).u(out.cols).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(lim).u(xp.r0).u(b.wPart.r0).u(b.outPart.e0),
+          .u(x.cols).u(out.cols).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(rowsWord).u(xp.r0).u(b.wPart.r0).u(b.outPart.e0),
         buffers: [b.outPart.buffer, xp.buffer, b.wPart.buffer],
       });
-      const key = `${wg ? 'mmw' : 'mm'}|${out.id}|${x.id}|${w.id}|${b.key}|${lim}`;
+      const key = `${wg ? 'mmw' : 'mm'}|${out.id}|${x.id}|${w.id}|${b.key}|${rowsWord}`;
       if (wg) rec.dispatch(kernel, key, [out, x, w], make, ...grid2(b.j1 - b.j0), rowGroups);
       else rec.dispatch(kernel, key, [out, x, w], make, Math.ceil((b.j1 - b.j0) / 64), rowGroups);
     }

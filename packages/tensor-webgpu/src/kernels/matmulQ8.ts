@@ -17,7 +17,7 @@ fn sbyte(word: u32, b: u32) -> i32 { return bitcast<i32>(word << (24u - 8u * b))
 
 // What the two passes that quantize x share: their params and bindings.
 const QUANT_X_HEADER = /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
-struct P { n: u32, G: u32, ng: u32, nw: u32, rStart: u32, rEnd: u32, rowLimit: u32, xRow0: u32, sOff: u32 }
+struct P { n: u32, G: u32, ng: u32, nw: u32, rStart: u32, rEnd: u32, rowsWord: u32, xRow0: u32, sOff: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> xq: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
@@ -26,7 +26,7 @@ struct P { n: u32, G: u32, ng: u32, nw: u32, rStart: u32, rEnd: u32, rowLimit: u
 const scalesWgsl = /* wgsl */ `${QUANT_X_HEADER}@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let g = gid.x;
   let r = p.rStart + gid.y;
-  if (g >= p.ng || r >= min(p.rEnd, min(step.rows, p.rowLimit))) { return; }
+  if (g >= p.ng || r >= min(p.rEnd, rowCount(p.rowsWord))) { return; }
   let xo = (r - p.xRow0) * p.n + g * p.G;
   var wmax = 0.0;
   for (var i = 0u; i < p.G; i++) { let v = abs(x[xo + i]); if (v > wmax) { wmax = v; } }
@@ -36,7 +36,7 @@ const scalesWgsl = /* wgsl */ `${QUANT_X_HEADER}@compute @workgroup_size(64) fn 
 const quantWgsl = /* wgsl */ `${QUANT_X_HEADER}@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let wi = gid.x;
   let r = p.rStart + gid.y;
-  if (wi >= p.nw || r >= min(p.rEnd, min(step.rows, p.rowLimit))) { return; }
+  if (wi >= p.nw || r >= min(p.rEnd, rowCount(p.rowsWord))) { return; }
   let rl = r - p.rStart;
   let xo = (r - p.xRow0) * p.n;
   var packed = 0u;
@@ -75,7 +75,7 @@ function matmulWgsl(words: boolean, packedDot: boolean): string {
       }`;
   return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}
 ${dot}
-struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32,
+struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowsWord: u32,
   xChunk0: u32, sOff: u32, wRow0: u32, wsOff: u32, outE0: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -84,7 +84,7 @@ struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let j = p.j0 + gid.x;
   let ra = p.rStart + gid.y * 4u;
-  let rb = min(p.rEnd, min(step.rows, p.rowLimit));
+  let rb = min(p.rEnd, rowCount(p.rowsWord));
   if (j >= p.j1 || ra >= rb) { return; }
   let nr = min(4u, rb - ra);
   let jl = j - p.wRow0;
@@ -129,7 +129,7 @@ function matmulWgWgsl(packedDot: boolean): string {
   const T = Q8_TILE_WORDS;
   return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}
 ${dot}
-struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowLimit: u32,
+struct P { n: u32, d: u32, G: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowsWord: u32,
   xChunk0: u32, sOff: u32, wRow0: u32, wsOff: u32, outE0: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -140,7 +140,7 @@ var<workgroup> terms: array<f32, ${4 * T}>;
 @compute @workgroup_size(${Q8_WG}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let j = p.j0 + wg.y * 65535u + wg.x;
   let ra = p.rStart + wg.z * 4u;
-  let rb = min(p.rEnd, min(step.rows, p.rowLimit));
+  let rb = min(p.rEnd, rowCount(p.rowsWord));
   if (j >= p.j1 || ra >= rb) { return; }
   let nr = min(4u, rb - ra);
   let jl = j - p.wRow0;
@@ -195,7 +195,7 @@ export function matmulQ8Chunk(
   r0: number,
   end: number,
   rows: number,
-  lim: number,
+  rowsWord: number,
   bs: MatmulBlock[],
 ): void {
   const n = x.cols;
@@ -206,8 +206,8 @@ export function matmulQ8Chunk(
   const sOff = rc * nw;
   const xq = rec.scratch('xq', 4 * (sOff + rc * ng));
   const active = Math.min(end, rows) - r0;
-  const qparams = (): Params => new Params().u(n).u(G).u(ng).u(nw).u(r0).u(end).u(lim).u(xp.r0).u(sOff);
-  const qkey = `${x.id}|${r0}|${G}|${lim}`;
+  const qparams = (): Params => new Params().u(n).u(G).u(ng).u(nw).u(r0).u(end).u(rowsWord).u(xp.r0).u(sOff);
+  const qkey = `${x.id}|${r0}|${G}|${rowsWord}`;
   rec.dispatch('q8_scales', `q8s|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(ng / 64), active);
   rec.dispatch('q8_quant', `q8q|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(nw / 64), active);
   // The workgroup variant needs word-aligned groups that fit a tile; other group sizes use the row-per-thread kernels.
@@ -217,11 +217,11 @@ export function matmulQ8Chunk(
     const rowGroups = Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4);
     const make = () => ({
       params: new Params()
-        .u(n).u(out.cols).u(G).u(ng).u(nw).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(lim)
+        .u(n).u(out.cols).u(G).u(ng).u(nw).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(rowsWord)
         .u(r0).u(sOff).u(b.wPart.r0).u(b.wPart.scaleOffset / 4).u(b.outPart.e0),
       buffers: [b.outPart.buffer, xq, b.wPart.buffer],
     });
-    const key = `${wg ? 'mmqw' : 'mmq'}|${out.id}|${x.id}|${w.id}|${b.key}|${lim}`;
+    const key = `${wg ? 'mmqw' : 'mmq'}|${out.id}|${x.id}|${w.id}|${b.key}|${rowsWord}`;
     if (wg) rec.dispatch(kernel, key, [out, x, w], make, ...grid2(b.j1 - b.j0), rowGroups);
     else rec.dispatch(kernel, key, [out, x, w], make, Math.ceil((b.j1 - b.j0) / 64), rowGroups);
   }

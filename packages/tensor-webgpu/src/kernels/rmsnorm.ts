@@ -1,4 +1,4 @@
-import { DIV_RN_WGSL, STEP_WGSL, Params, expect, expectDtype, rowLimit, rowsFor, singlePart, type KernelDef, type Recorder } from './common.js';
+import { DIV_RN_WGSL, STEP_WGSL, Params, expect, expectDtype, singlePart, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor } from '../tensor.js';
 
 // llama2.c: ss = sum(x^2) (in order), ss = ss / n + eps, ss = 1 / sqrt(ss),
@@ -7,7 +7,7 @@ import { rowChunks, type GpuTensor } from '../tensor.js';
 function rmsnormWgsl(inPlace: boolean): string {
   const X = inPlace ? 'out' : 'xin';
   return /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
-struct P { n: u32, rStart: u32, rowLimit: u32, outRow0: u32, xRow0: u32, eps: f32 }
+struct P { n: u32, rStart: u32, rowsWord: u32, outRow0: u32, xRow0: u32, eps: f32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
@@ -15,7 +15,7 @@ ${inPlace ? '' : '@group(0) @binding(4) var<storage, read> xin: array<f32>;'}
 var<workgroup> inv: f32;
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let r = p.rStart + wg.x;
-  if (r >= min(step.rows, p.rowLimit)) { return; }
+  if (r >= rowCount(p.rowsWord)) { return; }
   let xo = (r - p.xRow0) * p.n;
   let oo = (r - p.outRow0) * p.n;
   if (li == 0u) {
@@ -36,20 +36,19 @@ export const rmsnormKernels: KernelDef[] = [
   { name: 'rmsnorm_inplace', storage: ['rw', 'read'], wgsl: rmsnormWgsl(true) },
 ];
 
-export function rmsnorm(rec: Recorder, out: GpuTensor, x: GpuTensor, weight: GpuTensor, eps: number): void {
+export function rmsnorm(rec: Recorder, out: GpuTensor, x: GpuTensor, weight: GpuTensor, eps: number, rows: RowFlow): void {
   for (const t of [out, x, weight]) expectDtype('rmsnorm', t, 'f32');
   expect(x.cols === out.cols && weight.size === out.cols, 'rmsnorm', `${out.label}, ${x.label} and ${weight.label} must have ${out.cols} columns`);
   const w = singlePart('rmsnorm', weight);
-  const rows = rowsFor(rec, out);
-  for (const ch of rowChunks('rmsnorm', [out, x], rows)) {
+  for (const ch of rowChunks('rmsnorm', [out, x], rows.count)) {
     const [op, xp] = ch.parts;
     const inPlace = op.buffer === xp.buffer;
     rec.dispatch(
       inPlace ? 'rmsnorm_inplace' : 'rmsnorm',
-      `rmsnorm|${out.id}|${x.id}|${weight.id}|${ch.r0}|${eps}|${rowLimit(out)}`,
+      `rmsnorm|${out.id}|${x.id}|${weight.id}|${ch.r0}|${eps}|${rows.word}`,
       [out, x, weight],
       () => ({
-        params: new Params().u(out.cols).u(ch.r0).u(rowLimit(out)).u(op.r0).u(xp.r0).f(eps),
+        params: new Params().u(out.cols).u(ch.r0).u(rows.word).u(op.r0).u(xp.r0).f(eps),
         buffers: inPlace ? [op.buffer, w] : [op.buffer, w, xp.buffer],
       }),
       ch.r1 - ch.r0,

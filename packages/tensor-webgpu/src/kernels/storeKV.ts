@@ -1,21 +1,24 @@
-import { expect, expectDtype, rowsFor, type Recorder } from './common.js';
-import { elemChunks, type GpuTensor } from '../tensor.js';
+import { checkRowsInCache, kvOffset } from '@rama/backend';
+import { copyElems, expect, expectDtype, runs, type Recorder } from './common.js';
+import type { GpuTensor } from '../tensor.js';
 
-// cache[layer, pos + r] = src[r]. The rows are contiguous in both tensors and
-// the host knows pos and rows when recording, so this is a buffer copy (one per
-// pair of parts it crosses) rather than a kernel.
+// cache[layer, slots[r], positions[r]] = src[r] for each of the step's rows.
+// The host knows every row's destination when recording, so this is buffer
+// copies rather than a kernel: one per run of rows that are consecutive
+// positions of one slot (contiguous in both tensors: a prompt's rows are one
+// run, each decoding row its own), and per pair of buffer parts a run crosses.
+// Copies are ordered with the step's dispatches, so attention later in the
+// step sees them.
 export function storeKV(rec: Recorder, cache: GpuTensor, layer: number, src: GpuTensor): void {
   expectDtype('storeKV', cache, 'f32');
   expectDtype('storeKV', src, 'f32');
-  expect(cache.shape.length === 3, 'storeKV', `${cache.label} must be [layers, seqLen, kvDim], got [${cache.shape.join(', ')}]`);
-  const [layers, seqLen, kvDim] = cache.shape;
-  expect(src.cols === kvDim, 'storeKV', `${src.label} has ${src.cols} columns, ${cache.label} has kvDim ${kvDim}`);
-  expect(Number.isInteger(layer) && layer >= 0 && layer < layers, 'storeKV', `layer ${layer} is outside 0..${layers - 1}`);
-  const rows = rowsFor(rec, src);
-  expect(rec.pos + rows <= seqLen, 'storeKV', `positions ${rec.pos}..${rec.pos + rows - 1} exceed seqLen ${seqLen}`);
-  const dst0 = (layer * seqLen + rec.pos) * kvDim;
-  for (const ch of elemChunks([src, cache], 0, rows * kvDim, [0, dst0])) {
-    const [sp, cp] = ch.parts;
-    rec.copy(sp.buffer, 4 * (ch.e0 - sp.e0), cp.buffer, 4 * (ch.e0 + dst0 - cp.e0), 4 * (ch.e1 - ch.e0));
+  const g = checkRowsInCache(cache, layer, rec.layout, 'storeKV');
+  expect(src.cols === g.kvDim, 'storeKV', `${src.label} has ${src.cols} columns, ${cache.label} has kvDim ${g.kvDim}`);
+  expect(src.rows >= rec.rows, 'storeKV', `${src.label} has ${src.rows} rows, the step has ${rec.rows}`);
+  const { positions, slots } = rec;
+  const contiguous = (r: number): boolean => slots[r] === slots[r - 1] && positions[r] === positions[r - 1] + 1;
+  for (const [r0, r1] of runs(rec.rows, contiguous)) {
+    const dst0 = kvOffset(g, layer, slots[r0]) + positions[r0] * g.kvDim;
+    copyElems(rec, src, r0 * g.kvDim, cache, dst0, (r1 - r0) * g.kvDim);
   }
 }

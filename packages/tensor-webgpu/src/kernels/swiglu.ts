@@ -1,4 +1,4 @@
-import { DIV_RN_WGSL, expect, expectDtype, type Recorder } from './common.js';
+import { DIV_RN_WGSL, expect, expectDtype, type Recorder, type RowFlow } from './common.js';
 import type { GpuTensor } from '../tensor.js';
 import { elementwise, elementwiseKernels } from './elementwise.js';
 
@@ -9,8 +9,8 @@ export const swigluKernels = elementwiseKernels('swiglu', 'silu(a) * b').map((k)
   wgsl: `${k.wgsl}\n${DIV_RN_WGSL}\nfn silu(g: f32) -> f32 { return g * div_rn(1.0, 1.0 + exp(-g)); }`,
 }));
 
-export function swiglu(rec: Recorder, out: GpuTensor, gate: GpuTensor, up: GpuTensor): void {
+export function swiglu(rec: Recorder, out: GpuTensor, gate: GpuTensor, up: GpuTensor, rows: RowFlow): void {
   for (const t of [out, gate, up]) expectDtype('swiglu', t, 'f32');
   expect(gate.size === out.size && up.size === out.size, 'swiglu', `${out.label}, ${gate.label} and ${up.label} must have the same shape`);
-  elementwise(rec, 'swiglu', out, gate, up);
+  elementwise(rec, 'swiglu', out, gate, up, rows);
 }
