@@ -42,24 +42,49 @@ export interface Backend {
   free(t: Tensor): void;
 
   /**
-   * Starts recording the work for `rows` consecutive positions starting at
-   * `pos` (1 row when decoding; a prompt may run as one batch).
+   * Starts recording one step's work. Each row of the step is one position of
+   * one sequence: row r is position `rows.positions[r]` of the sequence whose
+   * KV cache is slot `rows.slots[r]` (default: every row in slot 0). Rows of
+   * several sequences may share a step (batched decoding: one row per
+   * sequence, and a prompt's rows beside them); each row only ever reads and
+   * writes its own slot, so a sequence's results do not depend on what else
+   * the step holds.
    */
-  begin(pos: number, rows: number): Step;
-
+  begin(rows: StepRows): Step;
   /** Frees every tensor and the device resources. The backend is unusable afterwards. */
   dispose(): void;
 }
 
+/** The rows of a step (see Backend.begin). */
+export interface StepRows {
+  /** Position of each row within its sequence; its length is the step's row count (1..maxRows). */
+  readonly positions: ArrayLike<number>;
+  /** KV slot of each row's sequence (default: all 0). */
+  readonly slots?: ArrayLike<number>;
+}
+
+/** `count` consecutive positions from `pos` of the sequence in `slot` (a prompt, or one decoding row). */
+export function contiguousRows(pos: number, count: number, slot = 0): StepRows {
+  return { positions: Array.from({ length: count }, (_, r) => pos + r), slots: new Array<number>(count).fill(slot) };
+}
+
 /**
- * One batch of positions' work. Activation tensors are [maxRows, n]: each op
- * processes `rows` rows of them, except that an op whose output has a single
- * row processes one row (the classifier after `lastRow`).
- * Row r is position `pos + r`.
+ * One step's work. Activation tensors are [maxRows, n]; row r of them belongs
+ * to row r of the step. How many rows an op processes follows the data: the
+ * step's row count for tensors computed from `embed`'s output, and `k` for the
+ * output of a `gather` of k rows and everything computed from it (the
+ * classifier runs only on the rows whose logits are wanted).
+ *
+ * KV caches are [layers, slots, seqLen, kvDim] (or [layers, seqLen, kvDim]:
+ * one slot).
  */
 export interface Step {
-  readonly pos: number;
+  /** Rows of this step. */
   readonly rows: number;
+  /** Position of each row. */
+  readonly positions: readonly number[];
+  /** KV slot of each row. */
+  readonly slots: readonly number[];
 
   /** out[r] = table[tokens[r]]  (table: f32 [vocab, dim], tokens: i32 [maxRows]) */
   embed(out: Tensor, table: Tensor, tokens: Tensor): void;
@@ -71,27 +96,32 @@ export interface Step {
    * each group's dot product accumulates in int32, as llama2.c's runq.c does.
    */
   matmul(out: Tensor, x: Tensor, w: Tensor): void;
-  /** Rotates each consecutive pair (x[2i], x[2i+1]) of every head of row r by (pos + r) * theta^(-2i/headSize). */
+  /** Rotates each consecutive pair (x[2i], x[2i+1]) of every head of row r by positions[r] * theta^(-2i/headSize). */
   rope(x: Tensor, headSize: number, theta: number): void;
-  /** cache[layer, pos + r] = src[r]  (cache: [layers, seqLen, kvDim]) */
+  /** cache[layer, slots[r], positions[r]] = src[r] */
   storeKV(cache: Tensor, layer: number, src: Tensor): void;
   /**
-   * Causal grouped-query attention of query rows q ([.., nHeads * headSize])
-   * over positions 0..pos+r of the layer's keys and values
-   * ([layers, seqLen, nKvHeads * headSize]); query head h reads KV head
-   * floor(h / (nHeads / nKvHeads)).
+   * Causal grouped-query attention of query rows q ([.., nHeads * headSize]):
+   * row r attends over positions 0..positions[r] of its own slot's keys and
+   * values (cache[layer, slots[r]], rows of nKvHeads * headSize); query head
+   * h reads KV head floor(h / (nHeads / nKvHeads)).
    */
   attention(out: Tensor, q: Tensor, keys: Tensor, values: Tensor, layer: number, headSize: number): void;
   /** out = silu(gate) * up, elementwise */
   swiglu(out: Tensor, gate: Tensor, up: Tensor): void;
   /** out = a + b, elementwise (out may alias a) */
   add(out: Tensor, a: Tensor, b: Tensor): void;
-  /** out[0] = x[rows - 1]: the position whose logits are wanted */
-  lastRow(out: Tensor, x: Tensor): void;
   /**
-   * out[0] = index of the largest of logits[0] (lowest index wins a tie), as
-   * i32; -1 when any logit is NaN or infinite, so a broken model is reported
-   * instead of decoding garbage.
+   * out[i] = x[rows[i]] for each i: the rows whose logits are wanted (each
+   * sequence's last row). Ops on `out` and what is computed from it process
+   * rows.length rows.
+   */
+  gather(out: Tensor, x: Tensor, rows: ArrayLike<number>): void;
+  /**
+   * out[i] = index of the largest of logits[i] (lowest index wins a tie), as
+   * i32, for each row logits holds in this step; -1 when any logit of that row
+   * is NaN or infinite, so a broken model is reported instead of decoding
+   * garbage.
    */
   argmax(out: Tensor, logits: Tensor): void;
 

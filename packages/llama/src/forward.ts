@@ -8,8 +8,11 @@ import type { ModelConfig } from '@rama/checkpoint';
 import type { RunState } from './state.js';
 import type { LlamaWeights } from './weights.js';
 
-/** Runs the step's positions through the model; leaves the last position's logits in s.logits. */
-export function forward(step: Step, c: ModelConfig, w: LlamaWeights, s: RunState): void {
+/**
+ * Runs the step's rows through the model; leaves the logits of the rows in
+ * `wanted` (row indices of the step, in order) in s.logits[0..wanted.length).
+ */
+export function forward(step: Step, c: ModelConfig, w: LlamaWeights, s: RunState, wanted: readonly number[]): void {
   step.embed(s.x, w.tokenEmbedding, s.tokens);
 
   for (let l = 0; l < c.nLayers; l++) {
@@ -37,8 +40,9 @@ export function forward(step: Step, c: ModelConfig, w: LlamaWeights, s: RunState
     step.add(s.x, s.x, s.xb);
   }
 
-  // only the last position's logits are needed
-  step.lastRow(s.xLast, s.x);
+  // only the logits of each sequence's last row are needed
+  if (wanted.length === 0) return;
+  step.gather(s.xLast, s.x, wanted);
   step.rmsnorm(s.xFinal, s.xLast, w.rmsFinal, c.normEps);
   step.matmul(s.logits, s.xFinal, w.classifier);
 }

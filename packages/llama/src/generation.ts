@@ -5,13 +5,10 @@
  * tokens never do: each chat turn starts with one), and nothing runs at or
  * past the position limit.
  */
-import { AbortError, BackendError, type Backend, type Step } from '@rama/backend';
-import type { ModelConfig } from '@rama/checkpoint';
+import { AbortError, BackendError } from '@rama/backend';
 import { checkFinite, type Sampler } from '@rama/sampler';
 import { BOS_ID, EOS_ID, type TextStream } from '@rama/tokenizer';
-import { forward } from './forward.js';
-import type { RunState } from './state.js';
-import type { LlamaWeights } from './weights.js';
+import type { BatchRunner } from './batch.js';
 
 /**
  * Why a generation ended: its position limit (`steps`) or the context's end
@@ -53,21 +50,12 @@ export interface GenerationResult {
   timing: GenerationTiming;
 }
 
-/** What the loop needs from the model. */
-export interface Engine {
-  backend: Backend;
-  config: ModelConfig;
-  weights: LlamaWeights;
-  state: RunState;
-  maxRows: number;
-  /** Most ms of synchronous work between event-loop turns (see letEventLoopRun). */
-  yieldEveryMs: number;
-}
-
 export interface LoopPlan {
   /** Tokens to feed first (at least one), starting at position `startPos`. */
   feed: number[];
   startPos: number;
+  /** The sequence's KV slot. */
+  slot: number;
   /** No position at or past this runs. */
   endPos: number;
   /** Why we stop when endPos is reached. */
@@ -80,8 +68,11 @@ export interface LoopPlan {
   text: TextStream;
   signal?: AbortSignal;
   withLogits: boolean;
-  /** Called with the position after the last one run, so a chat knows where to continue. */
-  onEnd(pos: number, last: number, reason: StopReason): void;
+  /**
+   * Called with the position after the last one run and the tokens that
+   * entered the model (from startPos), so a session knows what its cache holds.
+   */
+  onEnd(pos: number, last: number, reason: StopReason, entered: readonly number[]): void;
 }
 
 /** Where a generation leaves its result; `interruptedBy` says why it was cut short from outside. */
@@ -90,21 +81,15 @@ export interface ResultHolder {
   interruptedBy?: 'aborted' | 'preempted';
 }
 
-/** Resolves on a later turn of the event loop (a macrotask). */
-function nextMacrotask(): Promise<void> {
-  if (typeof setImmediate === 'function') return new Promise((resolve) => setImmediate(resolve));
-  return new Promise((resolve) => {
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => {
-      channel.port1.close();
-      resolve();
-    };
-    channel.port2.postMessage(0);
-  });
-}
+/** Prompt rows handed to the runner at once: a long prompt is read in chunks so an abort stops it between them. */
+const PROMPT_CHUNK = 64;
 
-export async function* runLoop(e: Engine, plan: LoopPlan, result: ResultHolder): AsyncGenerator<GeneratedToken> {
-  const { backend, config, weights, state } = e;
+/**
+ * One sequence's token loop: feeds the prompt, then samples one token at a
+ * time, asking the batch runner for each step's rows (which it may run beside
+ * other sequences' rows).
+ */
+export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: ResultHolder): AsyncGenerator<GeneratedToken> {
   const { feed, sampler } = plan;
   const deviceArgmax = sampler.isGreedy;
   const tokens = [feed[0]];
@@ -115,16 +100,6 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: ResultHolder):
   let generated = 0;
   const t0 = performance.now();
   let tFirst = 0;
-  let lastYield = t0;
-  // A CPU step runs synchronously and a resolved readback is only a microtask,
-  // so without a real yield a generation would hold the event loop until it
-  // ends: no abort timer, no Ctrl-C. Yielding only after e.yieldEveryMs of
-  // work keeps the cost (microseconds per yield) out of tokens/s.
-  const letEventLoopRun = async () => {
-    if (performance.now() - lastYield < e.yieldEveryMs) return;
-    await nextMacrotask();
-    lastYield = performance.now();
-  };
 
   /** Records `next`, returns the text to show, or sets `reason` when a sampled token ends the sequence. */
   const accept = (next: number, sampled: boolean): string | undefined => {
@@ -142,19 +117,21 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: ResultHolder):
     return piece;
   };
 
-  /** Records the reads a sample needs into the step, submits it, and picks the next token. */
-  const submitAndSample = async (step: Step): Promise<{ id: number; logits?: Float32Array }> => {
-    if (deviceArgmax) step.argmax(state.tokens, state.logits);
-    const logitsRead = plan.withLogits || !deviceArgmax ? step.read(state.logits) : undefined;
-    const idRead = deviceArgmax ? step.read(state.tokens, 1) : undefined;
-    step.submit();
-    const logits = logitsRead && ((await logitsRead) as Float32Array);
-    const shown = logits && plan.withLogits ? logits.slice() : undefined;
-    const id = idRead ? (await idRead)[0] : sampler.sample(logits!, tokens);
-    // The device argmax says -1 when the logits hold NaN or Inf (the host sampler throws itself).
-    if (id === -1) {
-      checkFinite(logits ?? (await backend.read(state.logits)));
-      throw new BackendError('the device argmax reported non-finite logits that read back finite');
+  /** Runs `rows` tokens from `pos` (beside other sequences), and picks the next token when `sample` is set. */
+  const advance = async (rows: number[], sample: boolean): Promise<{ id: number; logits?: Float32Array } | undefined> => {
+    const r = await runner.advance({ slot: plan.slot, pos, tokens: rows, argmax: sample && deviceArgmax, logits: sample && (plan.withLogits || !deviceArgmax) });
+    pos += rows.length;
+    if (!sample) return undefined;
+    const shown = r.logits && plan.withLogits ? r.logits.slice() : undefined;
+    let id: number;
+    if (r.id === undefined) id = sampler.sample(r.logits!, tokens);
+    else {
+      id = r.id;
+      // The device argmax says -1 when the logits hold NaN or Inf (the host sampler throws itself).
+      if (id === -1) {
+        checkFinite(r.logits!);
+        throw new BackendError('the device argmax reported non-finite logits that read back finite');
+      }
     }
     return { id, logits: shown };
   };
@@ -169,59 +146,58 @@ export async function* runLoop(e: Engine, plan: LoopPlan, result: ResultHolder):
     }
   };
 
+  /** Hands a token to the consumer; the runner does not wait for this sequence while it is suspended. */
+  const handOut = function* (t: GeneratedToken): Generator<GeneratedToken> {
+    runner.leave();
+    try {
+      yield t;
+    } finally {
+      runner.enter();
+    }
+  };
+
+  runner.enter();
   try {
-    // The fed tokens, in batches of up to maxRows positions.
+    // The fed tokens, in chunks.
     let fed = 0;
     while (fed < feed.length && reason === undefined) {
-      await letEventLoopRun();
       if (plan.signal?.aborted) reason = 'aborted';
       else if (pos >= plan.endPos) reason = plan.endReason;
       if (reason) break;
-      const rows = Math.min(e.maxRows, feed.length - fed, plan.endPos - pos);
-      backend.write(state.tokens, Int32Array.from(feed.slice(fed, fed + rows)));
-      const step = backend.begin(pos, rows);
-      forward(step, config, weights, state);
-      const samples = fed + rows === feed.length;
-      const sampled = samples ? submitAndSample(step) : (step.submit(), undefined);
-      pos += rows;
+      const rows = Math.min(PROMPT_CHUNK, feed.length - fed, plan.endPos - pos);
+      const last = fed + rows === feed.length;
+      const sampled = await advance(feed.slice(fed, fed + rows), last);
       // Each position's successor: the next fed token, or a sample after the last one.
       for (let j = fed + 1; j <= fed + rows && j < feed.length && reason === undefined; j++) {
         const piece = accept(feed[j], false);
         if (piece !== undefined && plan.echo) {
           text += piece;
-          yield { id: feed[j], text: piece, prompt: true };
+          yield* handOut({ id: feed[j], text: piece, prompt: true });
         }
       }
       fed += rows;
-      if (sampled) {
-        const s = await sampled;
-        if (reason === undefined) yield* emitSampled(s);
-      }
+      if (sampled && reason === undefined) for (const t of emitSampled(sampled)) yield* handOut(t);
     }
     if (fed < feed.length && reason === undefined) reason = plan.endReason;
 
     // One position at a time from here on.
     while (reason === undefined) {
-      await letEventLoopRun();
       if (plan.signal?.aborted) reason = 'aborted';
       else if (pos >= plan.endPos) reason = plan.endReason;
       if (reason) break;
-      if (!deviceArgmax) backend.write(state.tokens, Int32Array.of(current));
-      const step = backend.begin(pos, 1);
-      forward(step, config, weights, state);
-      const sampled = submitAndSample(step);
-      pos++;
-      yield* emitSampled(await sampled);
+      const sampled = (await advance([current], true))!;
+      for (const t of emitSampled(sampled)) yield* handOut(t);
     }
     const rest = plan.text.flush();
     if (rest) {
       text += rest;
-      yield { id: current, text: rest, prompt: false };
+      yield* handOut({ id: current, text: rest, prompt: false });
     }
   } finally {
+    runner.leave();
     const tEnd = performance.now();
     reason ??= result.interruptedBy ?? 'aborted';
-    plan.onEnd(pos, tokens[tokens.length - 1], reason);
+    plan.onEnd(pos, tokens[tokens.length - 1], reason, tokens.slice(0, pos - plan.startPos));
     const promptCount = Math.min(feed.length, pos - plan.startPos);
     const promptMs = (tFirst || tEnd) - t0;
     const generateMs = tFirst ? tEnd - tFirst : 0;

@@ -1,7 +1,7 @@
 /**
  * Activations and the KV cache, allocated once on the backend (llama2.c's
- * RunState). Per-position buffers hold up to `maxRows` positions so a prompt
- * can run as one batch.
+ * RunState). Per-row buffers hold up to `maxRows` rows, so a prompt can run
+ * as one batch and many sequences can decode in one step.
  */
 import type { Backend, Tensor } from '@rama/backend';
 import type { ModelConfig } from '@rama/checkpoint';
@@ -16,14 +16,14 @@ export interface RunState {
   q: Tensor; // (maxRows, dim)
   k: Tensor; // (maxRows, kv_dim)
   v: Tensor; // (maxRows, kv_dim)
-  keyCache: Tensor; // (layer, context, kv_dim)
-  valueCache: Tensor; // (layer, context, kv_dim)
-  xLast: Tensor; // (1, dim) the last position's residual
-  xFinal: Tensor; // (1, dim) after the final rmsnorm
-  logits: Tensor; // (1, vocab_size)
+  keyCache: Tensor; // (layer, slots, context, kv_dim): one KV slot per sequence
+  valueCache: Tensor; // (layer, slots, context, kv_dim)
+  xLast: Tensor; // (maxRows, dim) the residual of each sequence's last row (gathered)
+  xFinal: Tensor; // (maxRows, dim) after the final rmsnorm
+  logits: Tensor; // (maxRows, vocab_size)
 }
 
-export function allocState(backend: Backend, c: ModelConfig, maxRows: number, context: number, track: (t: Tensor) => Tensor): RunState {
+export function allocState(backend: Backend, c: ModelConfig, maxRows: number, context: number, slots: number, track: (t: Tensor) => Tensor): RunState {
   const f32 = (label: string, ...shape: number[]) => track(backend.alloc({ shape, dtype: 'f32', label }));
   return {
     tokens: track(backend.alloc({ shape: [maxRows], dtype: 'i32', label: 'tokens' })),
@@ -35,10 +35,10 @@ export function allocState(backend: Backend, c: ModelConfig, maxRows: number, co
     q: f32('q', maxRows, c.dim),
     k: f32('k', maxRows, c.kvDim),
     v: f32('v', maxRows, c.kvDim),
-    keyCache: f32('key_cache', c.nLayers, context, c.kvDim),
-    valueCache: f32('value_cache', c.nLayers, context, c.kvDim),
-    xLast: f32('x_last', 1, c.dim),
-    xFinal: f32('x_final', 1, c.dim),
-    logits: f32('logits', 1, c.vocabSize),
+    keyCache: f32('key_cache', c.nLayers, slots, context, c.kvDim),
+    valueCache: f32('value_cache', c.nLayers, slots, context, c.kvDim),
+    xLast: f32('x_last', maxRows, c.dim),
+    xFinal: f32('x_final', maxRows, c.dim),
+    logits: f32('logits', maxRows, c.vocabSize),
   };
 }

@@ -46,10 +46,11 @@ const OP_QUANTIZE = 4; // x, n, rows, gs, xq (i16), xs (f32)
 const OP_MATMUL_F32 = 5; // out, x, w, n, d, rows
 const OP_MATMUL_Q80 = 6; // out, xq, xs, wq, ws, n, d, rows, gs, blocked
 const OP_ROPE = 7; // x, n, rows, table, period
-const OP_ATTENTION = 8; // out, q, keys, values, last0, rows, nHeads, nKvHeads, headSize, scratch, scratchStride
+const OP_ATTENTION = 8; // out, q, keys, values, rowTable, rows, nHeads, nKvHeads, headSize, scratch, scratchStride
+// (rowTable: per row, i32 last position and u32 byte offset of its KV slot from `keys`/`values`)
 const OP_SWIGLU = 9; // out, gate, up, count
 const OP_ADD = 10; // out, a, b, count
-const OP_ARGMAX = 11; // out, logits, n
+const OP_ARGMAX = 11; // out, logits, n, rows
 export const OP_WORDS: i32 = 16;
 
 // ---------------------------------------------------------------------------
@@ -270,7 +271,10 @@ function execute(op: i32, a: usize, tid: i32, n: i32): void {
       const units = rows * nHeads;
       const scratch = ptr(a, 9) + <usize>tid * ptr(a, 10);
       for (let u = claim(a, 1); u < units; u = claim(a, 1)) {
-        attentionHead(ptr(a, 0), ptr(a, 1), ptr(a, 2), ptr(a, 3), arg(a, 4), u / nHeads, u % nHeads,
+        const r = u / nHeads;
+        const row = ptr(a, 4) + (<usize>r << 3);
+        const last = load<i32>(row), slotOff = <usize>load<u32>(row + 4);
+        attentionHead(ptr(a, 0), ptr(a, 1), ptr(a, 2) + slotOff, ptr(a, 3) + slotOff, last, r, u % nHeads,
           nHeads, arg(a, 7), arg(a, 8), scratch);
       }
       break;
@@ -288,7 +292,9 @@ function execute(op: i32, a: usize, tid: i32, n: i32): void {
       break;
     }
     case OP_ARGMAX: {
-      if (tid == 0) store<i32>(ptr(a, 0), argmax(ptr(a, 1), arg(a, 2)));
+      // one row of logits per thread in turn
+      const cols = arg(a, 2), rows = arg(a, 3);
+      for (let r = tid; r < rows; r += n) store<i32>(ptr(a, 0) + (<usize>r << 2), argmax(ptr(a, 1) + (<usize>r * <usize>cols << 2), cols));
       break;
     }
     default:
@@ -750,14 +756,13 @@ function rope(x: usize, cols: i32, table: usize, period: i32): void {
 }
 
 /**
- * One query head of one row over positions 0..last, as run.c: scores with a
+ * One query head of query row r over positions 0..last, as run.c: scores with a
  * sequential f32 dot product (four positions per f32x4, one per lane: scores4),
  * softmax, then the weighted sum of values (four columns per f32x4).
- * `keys`/`values` point at the layer's [seqLen, kvDim] block.
+ * `keys`/`values` point at the row's [seqLen, kvDim] block (its layer and KV slot).
  */
-function attentionHead(out: usize, q: usize, keys: usize, values: usize, last0: i32, r: i32, h: i32,
+function attentionHead(out: usize, q: usize, keys: usize, values: usize, last: i32, r: i32, h: i32,
   nHeads: i32, nKvHeads: i32, headSize: i32, att: usize): void {
-  const last = last0 + r;
   const dim = nHeads * headSize;
   const kvDim = nKvHeads * headSize;
   const kvStride = <usize>kvDim << 2;

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { ArgumentError, BackendError, type Backend, type Tensor } from '@rama/backend';
+import { ArgumentError, BackendError, contiguousRows, type Backend, type Tensor } from '@rama/backend';
 import { CpuBackend, ScalarCpuBackend, WasmCpuBackend } from './index.js';
 import { OP_WORDS } from './wasm/runtime.js';
 
@@ -50,7 +50,7 @@ describe('CpuBackend.create', () => {
       expect(addressOf(x)).toBeGreaterThan(2 ** 31);
       expect(addressOf(z) + 64 * 4).toBe(2 ** 32 - 2 * OP_BYTES);
       be.write(x, new Float32Array([5, 6]), 3);
-      const s = be.begin(0, 1);
+      const s = be.begin(contiguousRows(0, 1));
       s.add(y, x, x);
       s.add(z, y, x); // the program (two records) takes the last bytes
       s.submit();
@@ -69,7 +69,7 @@ describe('CpuBackend.create', () => {
     const a = await be.upload({ shape: [4, 100], dtype: 'f32', label: 'a' }, new Float32Array(400).fill(1.5));
     const b = be.alloc({ shape: [4, 100], dtype: 'f32', label: 'b' });
     for (let i = 0; i < 50; i++) {
-      const s = be.begin(0, 3);
+      const s = be.begin(contiguousRows(0, 3));
       s.add(b, b, a);
       s.submit();
     }
@@ -82,7 +82,7 @@ describe('CpuBackend.create', () => {
     expect(Array.from(await be.read(c)).every((v) => v === 0)).toBe(true); // reused memory is zeroed
     await expect(be.read(b)).rejects.toThrow(ArgumentError);
     be.dispose();
-    expect(() => be.begin(0, 1)).toThrow(BackendError);
+    expect(() => be.begin(contiguousRows(0, 1))).toThrow(BackendError);
   });
 
   describe('alloc returns zeros wherever the memory comes from', () => {
@@ -114,7 +114,7 @@ describe('CpuBackend.create', () => {
       ['memory a step wrote', async (be) => {
         const x = await be.upload({ shape: [1, 128], dtype: 'f32', label: 'x' }, sevens(128));
         const y = be.alloc({ shape: [1, 128], dtype: 'f32', label: 'y' });
-        const s = be.begin(0, 1);
+        const s = be.begin(contiguousRows(0, 1));
         s.add(y, x, x);
         s.submit();
         be.free(y);
@@ -145,7 +145,7 @@ describe('CpuBackend.create', () => {
     const table = await be.upload({ shape: [10, 8], dtype: 'f32', label: 'table' }, new Float32Array(80));
     const tokens = await be.upload({ shape: [1], dtype: 'i32', label: 'tokens' }, new Int32Array([10]));
     const out = be.alloc({ shape: [1, 8], dtype: 'f32', label: 'out' });
-    const s = be.begin(0, 1);
+    const s = be.begin(contiguousRows(0, 1));
     s.embed(out, table, tokens);
     expect(() => s.submit()).toThrow(ArgumentError);
     be.dispose();

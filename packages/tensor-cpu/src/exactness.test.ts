@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { rng } from '@rama/backend/testing';
-import type { Backend, Step, Tensor, TensorDesc } from '@rama/backend';
+import { contiguousRows, type Backend, type Step, type Tensor, type TensorDesc } from '@rama/backend';
 import { quantizeWeights, writeQ80 } from '@rama/quant-q80';
 import { CpuBackend } from './index.js';
 
@@ -96,7 +96,7 @@ function cases(): Case[] {
 async function runCase(be: Backend, c: Case): Promise<Record<string, Data>> {
   const t: Record<string, Tensor> = {};
   for (const [k, v] of Object.entries(c.tensors)) t[k] = v.data ? await be.upload(v.desc, v.data.slice()) : be.alloc(v.desc);
-  const s = be.begin(c.pos, c.rows);
+  const s = be.begin(contiguousRows(c.pos, c.rows));
   c.run(s, t);
   s.submit();
   const res: Record<string, Data> = {};

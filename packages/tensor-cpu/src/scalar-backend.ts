@@ -1,6 +1,6 @@
 import {
-  ArgumentError, BackendError, byteLengthOf, colsOf, elementCount, rowsOf,
-  type Backend, type BackendOptions, type Step, type Tensor, type TensorDesc, type TensorFill,
+  ArgumentError, BackendError, byteLengthOf, checkRowsInCache, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
+  type Backend, type BackendOptions, type CheckedRows, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
 import { matmulQ80, quantizeActivations, viewQ80 } from '@rama/quant-q80';
 import * as k from './kernels/scalar.js';
@@ -112,10 +112,9 @@ export class ScalarCpuBackend implements Backend {
     return t;
   }
 
-  begin(pos: number, rows: number): Step {
+  begin(rows: StepRows): Step {
     this.live();
-    if (!(rows >= 1 && rows <= this.maxRows)) throw new ArgumentError(`step rows ${rows} outside 1..${this.maxRows}`);
-    return new CpuStep(this, pos, rows);
+    return new CpuStep(this, checkStepRows(rows, this.maxRows));
   }
 
   /** Scratch of at least n floats for attention scores. */
@@ -133,17 +132,23 @@ export class ScalarCpuBackend implements Backend {
 }
 
 class CpuStep implements Step {
-  constructor(private readonly be: ScalarCpuBackend, readonly pos: number, readonly rows: number) {}
+  readonly rows: number;
+  readonly positions: readonly number[];
+  readonly slots: readonly number[];
+  private readonly rowFlow: RowFlow<CpuTensor>;
 
-  /** Rows an op processes: one for single-row outputs, else the step's rows. */
-  private rowsFor(out: Tensor): number {
-    return rowsOf(out) === 1 ? 1 : this.rows;
+  constructor(private readonly be: ScalarCpuBackend, private readonly layout: CheckedRows) {
+    this.rows = layout.positions.length;
+    this.positions = layout.positions;
+    this.slots = layout.slots;
+    this.rowFlow = new RowFlow(this.rows);
   }
 
   embed(out: Tensor, table: Tensor, tokens: Tensor): void {
     const o = this.be.own(out), tab = this.be.own(table), tok = this.be.own(tokens);
     const dim = colsOf(tab), vocab = rowsOf(tab);
-    for (let r = 0; r < this.rowsFor(out); r++) {
+    this.rowFlow.set(o, this.rows, 'embed');
+    for (let r = 0; r < this.rows; r++) {
       const id = tok.i32[r];
       if (!(id >= 0 && id < vocab)) throw new ArgumentError(`token id ${id} outside the vocabulary (0..${vocab - 1})`);
       o.f32.set(tab.f32.subarray(id * dim, (id + 1) * dim), r * dim);
@@ -153,13 +158,15 @@ class CpuStep implements Step {
   rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void {
     const o = this.be.own(out), xi = this.be.own(x), w = this.be.own(weight);
     const n = colsOf(xi);
-    for (let r = 0; r < this.rowsFor(out); r++) k.rmsnorm(o.f32, r * n, xi.f32, r * n, w.f32, n, eps);
+    const rows = this.rowFlow.flow(o, xi, 'rmsnorm');
+    for (let r = 0; r < rows; r++) k.rmsnorm(o.f32, r * n, xi.f32, r * n, w.f32, n, eps);
   }
 
   matmul(out: Tensor, x: Tensor, w: Tensor): void {
     const o = this.be.own(out), xi = this.be.own(x), wt = this.be.own(w);
     const [d, n] = wt.shape;
-    for (let r = 0; r < this.rowsFor(out); r++) {
+    const rows = this.rowFlow.flow(o, xi, 'matmul');
+    for (let r = 0; r < rows; r++) {
       if (wt.dtype === 'f32') k.matmulF32(o.f32, r * d, xi.f32, r * n, wt.f32, n, d);
       else {
         const gs = wt.groupSize!;
@@ -173,54 +180,70 @@ class CpuStep implements Step {
   rope(x: Tensor, headSize: number, theta: number): void {
     const t = this.be.own(x);
     const n = colsOf(t);
-    for (let r = 0; r < this.rowsFor(x); r++) k.rope(t.f32, r * n, n, headSize, this.pos + r, theta);
+    const rows = this.rowFlow.flow(t, t, 'rope');
+    for (let r = 0; r < rows; r++) k.rope(t.f32, r * n, n, headSize, this.positions[r], theta);
   }
 
   storeKV(cache: Tensor, layer: number, src: Tensor): void {
     const c = this.be.own(cache), s = this.be.own(src);
-    const [, seqLen, kvDim] = c.shape;
-    if (this.pos + this.rows > seqLen) throw new ArgumentError(`position ${this.pos + this.rows - 1} past the KV cache (${seqLen})`);
-    c.f32.set(s.f32.subarray(0, this.rows * kvDim), (layer * seqLen + this.pos) * kvDim);
+    const g = checkRowsInCache(c, layer, this.layout, 'storeKV');
+    for (let r = 0; r < this.rows; r++) {
+      const at = kvOffset(g, layer, this.slots[r]) + this.positions[r] * g.kvDim;
+      c.f32.set(s.f32.subarray(r * g.kvDim, (r + 1) * g.kvDim), at);
+    }
   }
 
   attention(out: Tensor, q: Tensor, keys: Tensor, values: Tensor, layer: number, headSize: number): void {
     const o = this.be.own(out), qi = this.be.own(q), kc = this.be.own(keys), vc = this.be.own(values);
-    const [, seqLen, kvDim] = kc.shape;
+    const g = checkRowsInCache(kc, layer, this.layout, 'attention');
     const dim = colsOf(qi);
-    const att = this.be.scores(seqLen);
-    for (let r = 0; r < this.rowsFor(out); r++) {
-      k.attention(o.f32, r * dim, qi.f32, r * dim, kc.f32, vc.f32, layer * seqLen * kvDim,
-        this.pos + r, dim / headSize, kvDim / headSize, headSize, att);
+    const att = this.be.scores(g.seqLen);
+    const rows = this.rowFlow.flow(o, qi, 'attention');
+    for (let r = 0; r < rows; r++) {
+      k.attention(o.f32, r * dim, qi.f32, r * dim, kc.f32, vc.f32, kvOffset(g, layer, this.slots[r]),
+        this.positions[r], dim / headSize, g.kvDim / headSize, headSize, att);
     }
   }
 
   swiglu(out: Tensor, gate: Tensor, up: Tensor): void {
-    const o = this.be.own(out);
+    const o = this.be.own(out), gi = this.be.own(gate);
     const n = colsOf(o);
-    k.swiglu(o.f32, this.be.own(gate).f32, this.be.own(up).f32, 0, this.rowsFor(out) * n);
+    k.swiglu(o.f32, gi.f32, this.be.own(up).f32, 0, this.rowFlow.flow(o, gi, 'swiglu') * n);
   }
 
   add(out: Tensor, a: Tensor, b: Tensor): void {
-    const o = this.be.own(out);
-    k.add(o.f32, this.be.own(a).f32, this.be.own(b).f32, 0, this.rowsFor(out) * colsOf(o));
+    const o = this.be.own(out), ai = this.be.own(a);
+    k.add(o.f32, ai.f32, this.be.own(b).f32, 0, this.rowFlow.flow(o, ai, 'add') * colsOf(o));
   }
 
-  lastRow(out: Tensor, x: Tensor): void {
+  gather(out: Tensor, x: Tensor, rows: ArrayLike<number>): void {
     const o = this.be.own(out), xi = this.be.own(x);
     const n = colsOf(xi);
-    o.f32.set(xi.f32.subarray((this.rows - 1) * n, this.rows * n));
+    const have = this.rowFlow.of(xi);
+    const which = Array.from(rows);
+    if (which.length < 1 || which.length > rowsOf(o)) throw new ArgumentError(`gather: ${which.length} rows into ${o.label}'s ${rowsOf(o)}`);
+    for (const r of which) if (!(Number.isInteger(r) && r >= 0 && r < have)) throw new ArgumentError(`gather: row ${r} outside 0..${have - 1}`);
+    // Through a copy: out may alias x.
+    const picked = which.map((r) => xi.f32.slice(r * n, (r + 1) * n));
+    picked.forEach((row, i) => o.f32.set(row, i * n));
+    this.rowFlow.set(o, which.length, 'gather');
   }
 
   argmax(out: Tensor, logits: Tensor): void {
     const o = this.be.own(out), l = this.be.own(logits);
     const n = colsOf(l);
-    let best = 0;
-    let finite = true;
-    for (let i = 0; i < n; i++) {
-      finite &&= Number.isFinite(l.f32[i]);
-      if (l.f32[i] > l.f32[best]) best = i;
+    const rows = this.rowFlow.of(l);
+    if (o.i32.length < rows) throw new ArgumentError(`argmax: ${o.label} holds ${o.i32.length} ids, the step has ${rows} rows of logits`);
+    for (let r = 0; r < rows; r++) {
+      const row = l.f32.subarray(r * n, (r + 1) * n);
+      let best = 0;
+      let finite = true;
+      for (let i = 0; i < n; i++) {
+        finite &&= Number.isFinite(row[i]);
+        if (row[i] > row[best]) best = i;
+      }
+      o.i32[r] = finite ? best : -1;
     }
-    o.i32[0] = finite ? best : -1;
   }
 
   read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {

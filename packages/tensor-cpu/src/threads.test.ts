@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ArgumentError, type Backend, type Tensor } from '@rama/backend';
+import { ArgumentError, contiguousRows, type Backend, type Tensor } from '@rama/backend';
 import { CpuBackend } from './index.js';
 
 describe('the worker pool', () => {
@@ -22,7 +22,7 @@ describe('the worker pool', () => {
       const be = await CpuBackend.create({ threads: 2, maxRows: 1 });
       const a = await be.upload({ shape: [1, 64], dtype: 'f32', label: 'a' }, new Float32Array(64).fill(1.5));
       const b = be.alloc({ shape: [1, 64], dtype: 'f32', label: 'b' });
-      const s = be.begin(0, 1);
+      const s = be.begin(contiguousRows(0, 1));
       s.add(b, a, a);
       s.submit();
       console.log(be.threads, [...new Set(await be.read(b))]);
@@ -56,7 +56,7 @@ describe('the worker pool', () => {
       tmp: be.alloc({ shape: [1, N], dtype: 'f32', label: 'tmp' }),
     });
     const step = (r: { be: Backend; one: Tensor; acc: Tensor; tmp: Tensor }, i: number) => {
-      const s = r.be.begin(0, 1);
+      const s = r.be.begin(contiguousRows(0, 1));
       if (i % 2 === 0) s.add(r.acc, r.acc, r.one);
       else {
         s.add(r.tmp, r.acc, r.one);

@@ -5,8 +5,8 @@
  * once, so `read` and `write` find every submitted step finished.
  */
 import {
-  ArgumentError, BackendError, byteLengthOf, colsOf, elementCount, rowsOf,
-  type Backend, type BackendOptions, type Step, type Tensor, type TensorDesc, type TensorFill,
+  ArgumentError, BackendError, byteLengthOf, checkRowsInCache, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
+  type Backend, type BackendOptions, type CheckedRows, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
 import {
   CTL, MAX_PAGES, OP, OP_WORDS, PAGE, WorkerPool, canBlock, createMemory, defaultThreads, hardwareThreads, instantiate,
@@ -226,7 +226,7 @@ export class WasmCpuBackend implements Backend {
     this.program = new Scratch(this, 'step program');
     this.quant = new Scratch(this, 'quantized activations');
     this.attScratch = new Scratch(this, 'attention scores');
-    this.ropeTables = new Scratch(this, 'RoPE tables');
+    this.ropeTables = new Scratch(this, 'step tables (RoPE, attention rows)');
     this.canWait = threads > 1 && canBlock() ? 1 : 0;
     const c = CTL_ADDR >>> 2;
     this.i32v[c + (CTL.NTHREADS >>> 2)] = threads;
@@ -371,15 +371,13 @@ export class WasmCpuBackend implements Backend {
     return t;
   }
 
-  begin(pos: number, rows: number): Step {
+  begin(rows: StepRows): Step {
     this.live();
-    if (!(Number.isInteger(rows) && rows >= 1 && rows <= this.maxRows)) throw new ArgumentError(`step rows ${rows} outside 1..${this.maxRows}`);
-    if (!(Number.isInteger(pos) && pos >= 0)) throw new ArgumentError(`step position ${pos} must be an integer >= 0`);
-    return new WasmStep(this, pos, rows);
+    return new WasmStep(this, checkStepRows(rows, this.maxRows));
   }
 
   /** Runs a recorded program on every thread; returns when all are done. */
-  run(words: Int32Array, count: number, rows: number, tables: Float32Array[], ropeUses: { slot: number; table: number }[], embeds: { tokens: number; rows: number; vocab: number }[]): void {
+  run(words: Int32Array, count: number, rows: number, tables: (Float32Array | Int32Array)[], tableUses: { slot: number; table: number }[], embeds: { tokens: number; rows: number; vocab: number }[]): void {
     this.live();
     // Token ids are checked here, when they are known (argmax may have written them).
     for (const e of embeds) {
@@ -389,18 +387,18 @@ export class WasmCpuBackend implements Backend {
       }
     }
     let tableBytes = 0;
-    for (const t of tables) tableBytes += t.byteLength;
+    for (const t of tables) tableBytes += Math.ceil(t.byteLength / 16) * 16;
     const tablePtr = tableBytes ? this.ropeTables.ensure(tableBytes) : 0;
     const prog = this.program.ensure(count * OP_WORDS * 4);
     // Patch table addresses, then copy the program in.
     const addrs: number[] = [];
     let at = tablePtr;
     for (const t of tables) {
-      this.f32v.set(t, at >>> 2);
+      this.u8.set(new Uint8Array(t.buffer, t.byteOffset, t.byteLength), at);
       addrs.push(at);
-      at += t.byteLength;
+      at += Math.ceil(t.byteLength / 16) * 16;
     }
-    for (const u of ropeUses) words[u.slot] = addrs[u.table];
+    for (const u of tableUses) words[u.slot] = addrs[u.table];
     const p = prog >>> 2;
     this.i32v.set(words.subarray(0, count * OP_WORDS), p);
     try {
@@ -428,9 +426,10 @@ export class WasmCpuBackend implements Backend {
 class WasmStep implements Step {
   private words = new Int32Array(OP_WORDS * 64);
   private count = 0;
-  private tables: Float32Array[] = [];
-  private ropeUses: { slot: number; table: number }[] = [];
-  private ropeCache = new Map<string, number>();
+  /** Per-step data the kernels read (RoPE (cos, sin) tables, attention row tables); their addresses are patched in at submit. */
+  private tables: (Float32Array | Int32Array)[] = [];
+  private tableUses: { slot: number; table: number }[] = [];
+  private tableCache = new Map<string, number>();
   private embeds: { tokens: number; rows: number; vocab: number }[] = [];
   private submitted = false;
   /** Reads to answer once the program has run. */
@@ -438,10 +437,37 @@ class WasmStep implements Step {
   /** The activation tensor whose quantized copy is in the quant scratch, and how. */
   private quantized: { t: WasmTensor; rows: number; gs: number; xq: number; xs: number } | undefined;
 
-  constructor(private readonly be: WasmCpuBackend, readonly pos: number, readonly rows: number) {}
+  readonly rows: number;
+  readonly positions: readonly number[];
+  readonly slots: readonly number[];
+  private readonly rowFlow: RowFlow<WasmTensor>;
 
-  private rowsFor(out: Tensor): number {
-    return rowsOf(out) === 1 ? 1 : this.rows;
+  constructor(private readonly be: WasmCpuBackend, private readonly layout: CheckedRows) {
+    this.rows = layout.positions.length;
+    this.positions = layout.positions;
+    this.slots = layout.slots;
+    this.rowFlow = new RowFlow(this.rows);
+  }
+
+  /** A per-step table, made once per key; `slot` is the op word that receives its address at submit. */
+  private useTable(key: string, slot: number, make: () => Float32Array | Int32Array): void {
+    let table = this.tableCache.get(key);
+    if (table === undefined) {
+      table = this.tables.length;
+      this.tables.push(make());
+      this.tableCache.set(key, table);
+    }
+    this.tableUses.push({ slot, table });
+  }
+
+  /** Copies row runs: consecutive rows whose destinations are consecutive too become one copy. */
+  private copyRows(dst: WasmTensor, rowBytes: number, pieces: { dst: number; src: number }[]): void {
+    for (let i = 0; i < pieces.length; ) {
+      let j = i + 1;
+      while (j < pieces.length && pieces[j].dst === pieces[j - 1].dst + rowBytes && pieces[j].src === pieces[j - 1].src + rowBytes) j++;
+      this.op(OP.COPY, dst, pieces[i].dst, pieces[i].src, (j - i) * rowBytes);
+      i = j;
+    }
   }
 
   /** Appends one op record; `writes` is the tensor the op modifies. */
@@ -472,17 +498,16 @@ class WasmStep implements Step {
 
   embed(out: Tensor, table: Tensor, tokens: Tensor): void {
     const o = this.f32(out, 'embed'), tab = this.f32(table, 'embed'), tok = this.be.own(tokens);
-    const dim = colsOf(tab), vocab = rowsOf(tab), rows = this.rowsFor(out);
+    const dim = colsOf(tab), vocab = rowsOf(tab), rows = this.rows;
     if (colsOf(o) !== dim) throw new ArgumentError(`embed: ${o.label} has ${colsOf(o)} columns, the table ${dim}`);
-    this.checkRows(o, rows, 'embed');
+    this.rowFlow.set(o, rows, 'embed');
     this.embeds.push({ tokens: tok.ptr, rows, vocab });
     this.op(OP.EMBED, o, o.ptr, tab.ptr, tok.ptr, dim, rows);
   }
 
   rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void {
     const o = this.f32(out, 'rmsnorm'), xi = this.f32(x, 'rmsnorm'), w = this.f32(weight, 'rmsnorm');
-    const n = colsOf(xi), rows = this.rowsFor(out);
-    this.checkRows(xi, rows, 'rmsnorm');
+    const n = colsOf(xi), rows = this.rowFlow.flow(o, xi, 'rmsnorm');
     const base = this.op(OP.RMSNORM, o, o.ptr, xi.ptr, w.ptr, n, rows, 0);
     new Float32Array(this.words.buffer, (base + 6) * 4, 1)[0] = f32(eps);
   }
@@ -490,11 +515,10 @@ class WasmStep implements Step {
   matmul(out: Tensor, x: Tensor, w: Tensor): void {
     const o = this.f32(out, 'matmul'), xi = this.f32(x, 'matmul'), wt = this.be.own(w);
     const [d, n] = wt.shape;
-    const rows = this.rowsFor(out);
     if (colsOf(xi) !== n || colsOf(o) !== d) {
       throw new ArgumentError(`matmul: ${wt.label} is [${d}, ${n}], x ${xi.label} has ${colsOf(xi)} columns, out ${o.label} ${colsOf(o)}`);
     }
-    this.checkRows(xi, rows, 'matmul');
+    const rows = this.rowFlow.flow(o, xi, 'matmul');
     if (wt.dtype === 'f32') {
       this.op(OP.MATMUL_F32, o, o.ptr, xi.ptr, wt.ptr, n, d, rows);
       return;
@@ -502,7 +526,7 @@ class WasmStep implements Step {
     if (wt.dtype !== 'q8_0') throw new ArgumentError(`matmul: ${wt.label} must be f32 or q8_0, is ${wt.dtype}`);
     const gs = wt.groupSize!;
     let q = this.quantized;
-    if (!q || q.t !== xi || q.rows < rows || q.gs !== gs) {
+    if (!q || q.t !== xi || q.rows !== rows || q.gs !== gs) {
       const groups = (rows * n) / gs;
       const xqBytes = Math.ceil((rows * n * 2) / 64) * 64;
       const base = this.be.quant.ensure(xqBytes + groups * 4);
@@ -515,80 +539,89 @@ class WasmStep implements Step {
 
   rope(x: Tensor, headSize: number, theta: number): void {
     const t = this.f32(x, 'rope');
-    const n = colsOf(t), rows = this.rowsFor(x);
+    const n = colsOf(t), rows = this.rowFlow.flow(t, t, 'rope');
     // (cos, sin) per pair depends on the pair's index within its head: one head's worth per row,
-    // or the whole row when heads have an odd size.
+    // or the whole row when heads have an odd size. Row r turns by its own position.
     const period = headSize % 2 === 0 ? headSize / 2 : n / 2;
-    const key = `${this.pos},${rows},${period},${headSize},${theta}`;
-    let table = this.ropeCache.get(key);
     const base = this.op(OP.ROPE, t, t.ptr, n, rows, 0, period);
-    if (table === undefined) {
+    this.useTable(`rope,${rows},${period},${headSize},${theta}`, base + 4, () => {
       const tab = new Float32Array(rows * period * 2);
       for (let r = 0; r < rows; r++) {
         for (let p = 0; p < period; p++) {
           const headDim = (2 * p) % headSize;
           const freq = f32(1 / f32(Math.pow(theta, f32(headDim / headSize))));
-          const angle = f32((this.pos + r) * freq);
+          const angle = f32(this.positions[r] * freq);
           tab[(r * period + p) * 2] = Math.cos(angle);
           tab[(r * period + p) * 2 + 1] = Math.sin(angle);
         }
       }
-      table = this.tables.length;
-      this.tables.push(tab);
-      this.ropeCache.set(key, table);
-    }
-    // the table's address is known at submit: remember which word to patch
-    this.ropeUses.push({ slot: base + 4, table });
+      return tab;
+    });
   }
 
   storeKV(cache: Tensor, layer: number, src: Tensor): void {
     const c = this.f32(cache, 'storeKV'), s = this.f32(src, 'storeKV');
-    const [layers, seqLen, kvDim] = c.shape;
-    if (!(layer >= 0 && layer < layers)) throw new ArgumentError(`storeKV: layer ${layer} outside 0..${layers - 1}`);
-    if (this.pos + this.rows > seqLen) throw new ArgumentError(`position ${this.pos + this.rows - 1} past the KV cache (${seqLen})`);
-    this.op(OP.COPY, c, c.ptr + (layer * seqLen + this.pos) * kvDim * 4, s.ptr, this.rows * kvDim * 4);
+    const g = checkRowsInCache(c, layer, this.layout, 'storeKV');
+    const rowBytes = g.kvDim * 4;
+    const pieces = this.positions.map((pos, r) => ({ dst: c.ptr + (kvOffset(g, layer, this.slots[r]) + pos * g.kvDim) * 4, src: s.ptr + r * rowBytes }));
+    this.copyRows(c, rowBytes, pieces);
   }
 
   attention(out: Tensor, q: Tensor, keys: Tensor, values: Tensor, layer: number, headSize: number): void {
     const o = this.f32(out, 'attention'), qi = this.f32(q, 'attention');
     const kc = this.f32(keys, 'attention'), vc = this.f32(values, 'attention');
-    const [layers, seqLen, kvDim] = kc.shape;
+    const g = checkRowsInCache(kc, layer, this.layout, 'attention');
     const dim = colsOf(qi);
-    const rows = this.rowsFor(out);
-    if (!(layer >= 0 && layer < layers)) throw new ArgumentError(`attention: layer ${layer} outside 0..${layers - 1}`);
-    if (this.pos + rows > seqLen) throw new ArgumentError(`position ${this.pos + rows - 1} past the KV cache (${seqLen})`);
-    const nHeads = dim / headSize, nKv = kvDim / headSize;
+    const rows = this.rowFlow.flow(o, qi, 'attention');
+    const nHeads = dim / headSize, nKv = g.kvDim / headSize;
     if (!Number.isInteger(nHeads) || !Number.isInteger(nKv) || nHeads % nKv !== 0) {
-      throw new ArgumentError(`attention: head size ${headSize} does not fit dim ${dim} and kv_dim ${kvDim}`);
+      throw new ArgumentError(`attention: head size ${headSize} does not fit dim ${dim} and kv_dim ${g.kvDim}`);
     }
-    const stride = Math.ceil((seqLen * 4) / 64) * 64 + 64;
+    const stride = Math.ceil((g.seqLen * 4) / 64) * 64 + 64;
     const scratch = this.be.attScratch.ensure(stride * this.be.threads);
-    const layerOff = layer * seqLen * kvDim * 4;
-    this.op(OP.ATTENTION, o, o.ptr, qi.ptr, kc.ptr + layerOff, vc.ptr + layerOff, this.pos, rows, nHeads, nKv, headSize, scratch, stride);
+    const layerOff = kvOffset(g, layer, 0) * 4;
+    const base = this.op(OP.ATTENTION, o, o.ptr, qi.ptr, kc.ptr + layerOff, vc.ptr + layerOff, 0, rows, nHeads, nKv, headSize, scratch, stride);
+    // Per row: the last position it attends to, and its slot's byte offset from slot 0.
+    this.useTable(`attention-rows,${g.seqLen},${g.kvDim},${rows}`, base + 5, () => {
+      const tab = new Int32Array(rows * 2);
+      for (let r = 0; r < rows; r++) {
+        tab[2 * r] = this.positions[r];
+        tab[2 * r + 1] = this.slots[r] * g.seqLen * g.kvDim * 4;
+      }
+      return tab;
+    });
   }
 
   swiglu(out: Tensor, gate: Tensor, up: Tensor): void {
     const o = this.f32(out, 'swiglu');
     const g = this.f32(gate, 'swiglu'), u = this.f32(up, 'swiglu');
-    this.op(OP.SWIGLU, o, o.ptr, g.ptr, u.ptr, this.rowsFor(out) * colsOf(o));
+    this.op(OP.SWIGLU, o, o.ptr, g.ptr, u.ptr, this.rowFlow.flow(o, g, 'swiglu') * colsOf(o));
   }
 
   add(out: Tensor, a: Tensor, b: Tensor): void {
     const o = this.f32(out, 'add');
     const x = this.f32(a, 'add'), y = this.f32(b, 'add');
-    this.op(OP.ADD, o, o.ptr, x.ptr, y.ptr, this.rowsFor(out) * colsOf(o));
+    this.op(OP.ADD, o, o.ptr, x.ptr, y.ptr, this.rowFlow.flow(o, x, 'add') * colsOf(o));
   }
 
-  lastRow(out: Tensor, x: Tensor): void {
-    const o = this.f32(out, 'lastRow'), xi = this.f32(x, 'lastRow');
+  gather(out: Tensor, x: Tensor, rows: ArrayLike<number>): void {
+    const o = this.f32(out, 'gather'), xi = this.f32(x, 'gather');
     const n = colsOf(xi);
-    this.checkRows(xi, this.rows, 'lastRow');
-    this.op(OP.COPY, o, o.ptr, xi.ptr + (this.rows - 1) * n * 4, n * 4);
+    if (colsOf(o) !== n) throw new ArgumentError(`gather: ${o.label} has ${colsOf(o)} columns, ${xi.label} ${n}`);
+    const have = this.rowFlow.of(xi);
+    const which = Array.from(rows);
+    if (which.length < 1) throw new ArgumentError('gather: no rows');
+    for (const r of which) if (!(Number.isInteger(r) && r >= 0 && r < have)) throw new ArgumentError(`gather: row ${r} outside 0..${have - 1}`);
+    if (o === xi && which.some((r, i) => r !== i)) throw new ArgumentError('gather: out may not alias x unless the rows stay in place');
+    this.rowFlow.set(o, which.length, 'gather');
+    this.copyRows(o, n * 4, which.map((r, i) => ({ dst: o.ptr + i * n * 4, src: xi.ptr + r * n * 4 })));
   }
 
   argmax(out: Tensor, logits: Tensor): void {
     const o = this.be.own(out), l = this.f32(logits, 'argmax');
-    this.op(OP.ARGMAX, o, o.ptr, l.ptr, colsOf(l));
+    const rows = this.rowFlow.of(l);
+    if (o.dtype !== 'i32' || o.elements < rows) throw new ArgumentError(`argmax: ${o.label} must be i32 with room for ${rows} ids`);
+    this.op(OP.ARGMAX, o, o.ptr, l.ptr, colsOf(l), rows);
   }
 
   read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
@@ -600,7 +633,7 @@ class WasmStep implements Step {
   submit(): void {
     if (this.submitted) throw new ArgumentError('this step was already submitted');
     this.submitted = true;
-    if (this.count > 0) this.be.run(this.words, this.count, this.rows, this.tables, this.ropeUses, this.embeds);
+    if (this.count > 0) this.be.run(this.words, this.count, this.rows, this.tables, this.tableUses, this.embeds);
     for (const answer of this.reads) answer();
   }
 }

@@ -3,7 +3,7 @@
  * the per-element error bound a backend must meet against the reference.
  *
  * Bounds on |got - want| per element (eps = 2^-23):
- * - embed, storeKV, lastRow, add, argmax: exact (copies, one correctly
+ * - embed, storeKV, gather, add, argmax: exact (copies, one correctly
  *   rounded add, an index with the lowest index winning a tie).
  * - rmsnorm, swiglu: 1e-5 * |want| + 1e-6 (sqrt and exp may be a few ulp off on GPUs).
  * - rope: 1e-5 * (|x0| + |x1|) + 1e-6 (sin and cos within a few ulp).
@@ -22,7 +22,7 @@
  * binding limit is exercised across its splits (a row-split weight, a logits
  * row split into segments, a KV cache layer spanning two buffers).
  */
-import type { Step } from '../backend.js';
+import type { Step, StepRows } from '../backend.js';
 import type { Tensor, TensorDesc } from '../tensor.js';
 
 export type HostData = Float32Array | Int32Array | Uint8Array;
@@ -36,11 +36,14 @@ export interface CaseTensor {
 /** Allowed |got - want| for element i of an output. */
 export type Bound = (i: number, want: number) => number;
 
+/** One step of a case: `rows` consecutive positions from `pos` in slot 0, or an explicit `layout`. */
+export type CaseStep = ({ pos: number; rows: number } | { layout: StepRows }) & { run: (s: Step, t: Record<string, Tensor>) => void };
+
 export interface ConformanceCase {
   op: string;
   name: string;
   tensors: Record<string, CaseTensor>;
-  steps: { pos: number; rows: number; run: (s: Step, t: Record<string, Tensor>) => void }[];
+  steps: CaseStep[];
   /** Outputs compared after the last step, each with its bound. */
   outputs: Record<string, Bound>;
 }
@@ -121,7 +124,7 @@ function embedCases(): ConformanceCase[] {
   };
   return [
     make('5 rows of a 600x32 table (76.8 KB)', 600, 32, 6, 5, 1),
-    make('single-row output', 100, 24, 1, 3, 2),
+    make('single-row output', 100, 24, 1, 1, 2),
   ];
 }
 
@@ -144,7 +147,7 @@ function rmsnormCases(): ConformanceCase[] {
   return [
     make('4 of 6 rows, n 48', 48, 6, 4, false, 3),
     make('in place (out = x), 3 rows, n 1000', 1000, 4, 3, true, 4),
-    make('single-row output', 64, 1, 5, false, 5),
+    make('single-row output', 64, 1, 1, false, 5),
   ];
 }
 
@@ -172,7 +175,7 @@ function matmulCases(): ConformanceCase[] {
     mk('300x64 weight (76.8 KB), 5 of 6 rows', 300, 64, 6, 6, 5, 6),
     mk('37x19 (odd sizes), 3 rows', 37, 19, 4, 4, 3, 7),
     mk('single-row output, 17000 outputs (68 KB row)', 17000, 8, 1, 1, 1, 8),
-    mk('single-row output from a batch step', 50, 16, 1, 1, 4, 9),
+    mk('single-row output, 50 outputs', 50, 16, 1, 1, 1, 9),
   ];
 }
 
@@ -311,25 +314,30 @@ function elementwiseCases(): ConformanceCase[] {
     mk('add', '3 of 6 rows', [6, 40], 3, '', 51),
     mk('add', 'in place (out = a)', [4, 40], 4, 'a', 52),
     mk('add', 'in place (out = b)', [4, 40], 2, 'b', 53),
-    mk('add', 'single 17000-wide row (68 KB)', [1, 17000], 3, '', 54),
+    mk('add', 'single 17000-wide row (68 KB)', [1, 17000], 1, '', 54),
     mk('swiglu', '4 of 6 rows', [6, 100], 4, '', 55),
     mk('swiglu', 'in place (out = gate)', [3, 100], 3, 'a', 56),
-    mk('swiglu', 'single-row output', [1, 64], 2, '', 57),
+    mk('swiglu', 'single-row output', [1, 64], 1, '', 57),
   ];
 }
 
-function lastRowCases(): ConformanceCase[] {
-  const mk = (name: string, xRows: number, n: number, rows: number, seed: number): ConformanceCase => {
+function gatherCases(): ConformanceCase[] {
+  const mk = (name: string, xRows: number, n: number, rows: number, which: number[], seed: number): ConformanceCase => {
     const r = rng(seed);
     return {
-      op: 'lastRow',
+      op: 'gather',
       name,
-      tensors: { x: f32('x', [xRows, n], randn(r, xRows * n)), out: f32('out', [1, n], randn(r, n)) },
-      steps: [{ pos: 0, rows, run: (s, t) => s.lastRow(t.out, t.x) }],
+      tensors: { x: f32('x', [xRows, n], randn(r, xRows * n)), out: f32('out', [which.length, n], randn(r, which.length * n)) },
+      steps: [{ pos: 0, rows, run: (s, t) => s.gather(t.out, t.x, which) }],
       outputs: { out: exact },
     };
   };
-  return [mk('row 4 of 6', 6, 40, 4, 61), mk('row 2 of 3, 17000 wide (68 KB rows)', 3, 17000, 2, 62), mk('1 row', 4, 16, 1, 63)];
+  return [
+    mk('the last of 4 of 6 rows', 6, 40, 4, [3], 61),
+    mk('row 2 of 3, 17000 wide (68 KB rows)', 3, 17000, 3, [2], 62),
+    mk('1 row', 4, 16, 1, [0], 63),
+    mk('rows 4, 0, 2 of 5 (out of order)', 5, 24, 5, [4, 0, 2], 64),
+  ];
 }
 
 function argmaxCases(): ConformanceCase[] {
@@ -337,11 +345,11 @@ function argmaxCases(): ConformanceCase[] {
     const r = rng(seed);
     const logits = randn(r, rowsT * n);
     for (const i of ties) logits[i] = 100;
-    if (rowsT > 1) logits[n + 1] = 1000; // row 1 is not looked at
+    if (rowsT > 1) logits[n + 1] = 1000; // row 1's own maximum
     return {
       op: 'argmax',
       name,
-      tensors: { logits: f32('logits', [rowsT, n], logits), out: i32('out', [1], new Int32Array([-5])) },
+      tensors: { logits: f32('logits', [rowsT, n], logits), out: i32('out', [rowsT], new Int32Array(rowsT).fill(-5)) },
       steps: [{ pos: 0, rows, run: (s, t) => s.argmax(t.out, t.logits) }],
       outputs: { out: exact },
     };
@@ -350,7 +358,7 @@ function argmaxCases(): ConformanceCase[] {
     mk('1000 logits', 1, 1000, 1, [], 71),
     mk('a tie: the lowest index wins', 1, 1000, 1, [700, 300, 999], 72),
     mk('20000 logits (80 KB), tie across a 64 KiB split', 1, 20000, 1, [19990, 16390], 73),
-    mk('row 0 of a batch', 3, 50, 3, [], 74),
+    mk('each row of a batch', 3, 50, 3, [], 74),
   ];
   const nonFinite = (name: string, n: number, at: number, value: number, seed: number): ConformanceCase => {
     const logits = randn(rng(seed), n);
@@ -374,7 +382,7 @@ function argmaxCases(): ConformanceCase[] {
   ];
 }
 
-/** A step of several ops: the classifier path after lastRow, single-row outputs throughout. */
+/** Steps of several ops: the classifier path after a gather; rows of several sequences in one step. */
 function pipelineCases(): ConformanceCase[] {
   const r = rng(81);
   const dim = 32;
@@ -383,7 +391,7 @@ function pipelineCases(): ConformanceCase[] {
   const wcls = randn(r, vocab * dim, 0.2);
   const c1: ConformanceCase = {
     op: 'pipeline',
-    name: 'lastRow -> rmsnorm -> matmul -> argmax in one step',
+    name: 'gather (last row) -> rmsnorm -> matmul -> argmax in one step',
     tensors: {
       x: f32('x', [4, dim], x),
       xLast: f32('xLast', [1, dim]),
@@ -398,7 +406,7 @@ function pipelineCases(): ConformanceCase[] {
         pos: 7,
         rows: 4,
         run: (s, t) => {
-          s.lastRow(t.xLast, t.x);
+          s.gather(t.xLast, t.x, [3]);
           s.rmsnorm(t.xFinal, t.xLast, t.norm, 1e-5);
           s.matmul(t.logits, t.xFinal, t.cls);
           s.argmax(t.token, t.logits);
@@ -446,7 +454,65 @@ function pipelineCases(): ConformanceCase[] {
     ],
     outputs: { keys: rel(1e-5, 1e-5), out: rel(1e-4, 1e-5), out2: rel(1e-4, 1e-5) },
   };
-  return [c1, c2];
+  // The classifier for two sequences at once: gather their last rows, then one row each.
+  const r3 = rng(83);
+  const c3: ConformanceCase = {
+    op: 'pipeline',
+    name: 'gather 2 of 5 rows -> rmsnorm -> matmul -> argmax per row',
+    tensors: {
+      x: f32('x', [5, dim], randn(r3, 5 * dim)),
+      xLast: f32('xLast', [2, dim]),
+      xFinal: f32('xFinal', [2, dim]),
+      norm: f32('norm', [dim], randn(r3, dim)),
+      cls: f32('cls', [vocab, dim], randn(r3, vocab * dim, 0.2)),
+      logits: f32('logits', [2, vocab]),
+      token: i32('token', [5], new Int32Array(5).fill(-5)),
+    },
+    steps: [
+      {
+        layout: { positions: [3, 0, 1, 2, 9], slots: [1, 0, 0, 0, 2] },
+        run: (s, t) => {
+          s.gather(t.xLast, t.x, [3, 4]);
+          s.rmsnorm(t.xFinal, t.xLast, t.norm, 1e-5);
+          s.matmul(t.logits, t.xFinal, t.cls);
+          s.argmax(t.token, t.logits);
+        },
+      },
+    ],
+    outputs: { xLast: exact, xFinal: rel(1e-5, 1e-6), logits: rel(1e-4, 1e-5), token: exact },
+  };
+  // Rows of three sequences in one step (a prompt's rows beside two decoding rows):
+  // each row is rotated by its own position and reads and writes only its own slot.
+  const r4 = rng(84);
+  const slots = 3, seq = 12, layers = 2, nHeads = 4, nKv = 2;
+  const kvDim = nKv * hs;
+  const qDim = nHeads * hs;
+  const c4: ConformanceCase = {
+    op: 'pipeline',
+    name: '3 sequences in one step: rope, storeKV, attention on a [2, 3, 12, 16] cache',
+    tensors: {
+      q: f32('q', [4, qDim], randn(r4, 4 * qDim)),
+      k: f32('k', [4, kvDim], randn(r4, 4 * kvDim)),
+      v: f32('v', [4, kvDim], randn(r4, 4 * kvDim)),
+      keys: f32('keys', [layers, slots, seq, kvDim], randn(r4, layers * slots * seq * kvDim)),
+      values: f32('values', [layers, slots, seq, kvDim], randn(r4, layers * slots * seq * kvDim)),
+      out: f32('out', [4, qDim]),
+    },
+    steps: [
+      {
+        layout: { positions: [4, 6, 7, 0], slots: [2, 0, 0, 1] },
+        run: (s, t) => {
+          s.rope(t.q, hs, 10000);
+          s.rope(t.k, hs, 10000);
+          s.storeKV(t.keys, 1, t.k);
+          s.storeKV(t.values, 1, t.v);
+          s.attention(t.out, t.q, t.keys, t.values, 1, hs);
+        },
+      },
+    ],
+    outputs: { q: rel(1e-5, 1e-6), keys: rel(1e-5, 1e-6), values: exact, out: rel(1e-4, 1e-5) },
+  };
+  return [c1, c2, c3, c4];
 }
 
 export function conformanceCases(): ConformanceCase[] {
@@ -459,7 +525,7 @@ export function conformanceCases(): ConformanceCase[] {
     ...storeKVCases(),
     ...attentionCases(),
     ...elementwiseCases(),
-    ...lastRowCases(),
+    ...gatherCases(),
     ...argmaxCases(),
     ...pipelineCases(),
   ];

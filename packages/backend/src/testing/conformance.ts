@@ -9,7 +9,7 @@
  * Both backends must accept steps of at least 6 rows (maxRows >= 6).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../backend.js';
+import { contiguousRows, type Backend } from '../backend.js';
 import type { Tensor } from '../tensor.js';
 import { conformanceCases, type ConformanceCase } from './cases.js';
 
@@ -20,7 +20,7 @@ async function runCase(be: Backend, c: ConformanceCase): Promise<Record<string, 
       t[name] = spec.data ? await be.upload(spec.desc, spec.data.slice()) : be.alloc(spec.desc);
     }
     for (const st of c.steps) {
-      const step = be.begin(st.pos, st.rows);
+      const step = be.begin('layout' in st ? st.layout : contiguousRows(st.pos, st.rows));
       st.run(step, t);
       step.submit();
     }
