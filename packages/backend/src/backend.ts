@@ -1,4 +1,4 @@
-import type { Tensor, TensorDesc } from './tensor.js';
+import type { DType, Tensor, TensorDesc } from './tensor.js';
 
 /**
  * Writes a tensor's bytes, in the standard layout, into memory the backend
@@ -30,6 +30,14 @@ export interface Backend {
   /** The most positions one Step may hold. */
   readonly maxRows: number;
 
+  /**
+   * Whether this backend stores tensors of a registered element type (see
+   * registerDType) and has kernels for them, so the model can ask before it
+   * uploads (and convert, or pick another backend). `upload` and `alloc` of
+   * a type it does not support throw an ArgumentError naming the tensor and
+   * the type (checkSupported).
+   */
+  supports(dtype: DType): boolean;
   /** Allocates a tensor and fills it (weights). */
   upload(desc: TensorDesc, data: ArrayBufferView | TensorFill): Promise<Tensor>;
   /** Allocates a zero-filled tensor (activations, KV cache). */

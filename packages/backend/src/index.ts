@@ -1,7 +1,8 @@
 export type { Backend, Step, StepRows, TensorFill, BackendOptions } from './backend.js';
 export { contiguousRows } from './backend.js';
-export type { DType, Tensor, TensorDesc } from './tensor.js';
-export { byteLengthOf, elementCount, rowsOf, colsOf } from './tensor.js';
-export { RamaError, FormatError, ArgumentError, BackendError, AbortError, NumericError } from './errors.js';
+export type { DType, DTypes, DTypeKind, DTypeTraits, Tensor, TensorDesc } from './tensor.js';
+export { byteLengthOf, checkSupported, dtypeTraits, elementCount, isDType, registerDType, registeredDTypes, rowsOf, colsOf } from './tensor.js';
+// The error classes live in @rama/core; re-exported so existing imports keep working.
+export { RamaError, FormatError, ArgumentError, BackendError, AbortError, NumericError } from '@rama/core';
 export { checkStepRows, checkRowsInCache, kvGeometry, kvOffset, RowFlow } from './rows.js';
 export type { CheckedRows, KVGeometry } from './rows.js';

@@ -3,7 +3,7 @@
  * checks, and the geometry of a KV cache with several slots.
  */
 import type { StepRows } from './backend.js';
-import { ArgumentError } from './errors.js';
+import { ArgumentError } from '@rama/core';
 import type { TensorDesc } from './tensor.js';
 
 /** A step's rows, checked and as plain arrays. */

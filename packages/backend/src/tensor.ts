@@ -1,13 +1,114 @@
 /**
- * Element types a backend stores.
- * - f32: IEEE float32.
- * - i32: int32 (token ids).
- * - q8_0: llama2.c's Q8_0 weights: int8 values quantized in groups of
- *   `groupSize` consecutive elements along the last dimension, one f32 scale per
- *   group. The standard byte layout (what `upload` receives) is exactly a v2
- *   checkpoint tensor: all int8 values row-major, then all f32 scales.
+ * Element types, described by traits the way ggml describes its types
+ * (ggml_type_traits: type name, block size, type size, is-quantized): a type
+ * is a registered name, and what the rest of Rama needs to know about its
+ * bytes comes from its traits. Adding a type (f16 kernels, GGUF's q4_0 or
+ * q6_K, ...) means registering it here and writing kernels in the backends
+ * that support it; the Backend interface does not change. Each backend says
+ * which types it stores with `Backend.supports(dtype)`.
  */
-export type DType = 'f32' | 'i32' | 'q8_0';
+import { ArgumentError } from '@rama/core';
+import type { Backend } from './backend.js';
+
+/**
+ * The registered type names. Open by declaration merging: a package that
+ * registers a type adds its name here as well, so `DType` includes it:
+ *
+ *   declare module '@rama/backend' { interface DTypes { gguf_q4_0: true } }
+ *   registerDType({ name: 'gguf_q4_0', kind: 'quantized', blockSize: 32, bytesPerBlock: 18, layout: '...' });
+ */
+export interface DTypes {
+  f32: true;
+  i32: true;
+  q8_0: true;
+  f16: true;
+  bf16: true;
+}
+
+/** Name of a registered element type. */
+export type DType = keyof DTypes;
+
+export type DTypeKind = 'float' | 'int' | 'quantized';
+
+/** What Rama knows about an element type's bytes (its standard layout, the one `upload` receives). */
+export interface DTypeTraits {
+  readonly name: DType;
+  readonly kind: DTypeKind;
+  /**
+   * Elements per block: a fixed count (1 for plain types; ggml's block types
+   * have 32 or 256), or 'groupSize' when each tensor's `groupSize` sets it
+   * (llama2.c's q8_0). Blocks never straddle rows: the last dimension must
+   * be a multiple of a fixed block size.
+   */
+  readonly blockSize: number | 'groupSize';
+  /** Bytes per block; for a 'groupSize' type, a function of the group size. */
+  readonly bytesPerBlock: number | ((groupSize: number) => number);
+  /** A short description of the byte layout. */
+  readonly layout: string;
+}
+
+const registry = new Map<string, DTypeTraits>();
+
+/** Adds an element type (or fails if its name is taken by a different one). Returns its traits. */
+export function registerDType(traits: DTypeTraits): DTypeTraits {
+  const { name, kind, blockSize, bytesPerBlock } = traits;
+  if (typeof name !== 'string' || !/^[a-z][a-z0-9_]*$/i.test(name)) throw new ArgumentError(`registerDType: bad name ${JSON.stringify(name)}`);
+  if (!['float', 'int', 'quantized'].includes(kind)) throw new ArgumentError(`registerDType ${name}: kind must be float, int or quantized, got ${JSON.stringify(kind)}`);
+  if (blockSize !== 'groupSize' && !(Number.isSafeInteger(blockSize) && blockSize >= 1)) {
+    throw new ArgumentError(`registerDType ${name}: blockSize must be a positive integer or 'groupSize', got ${String(blockSize)}`);
+  }
+  const fixedBytes = typeof bytesPerBlock === 'number';
+  if (fixedBytes ? !(Number.isSafeInteger(bytesPerBlock) && bytesPerBlock >= 1) : typeof bytesPerBlock !== 'function') {
+    throw new ArgumentError(`registerDType ${name}: bytesPerBlock must be a positive integer or a function of the group size`);
+  }
+  if (fixedBytes === (blockSize === 'groupSize')) {
+    throw new ArgumentError(`registerDType ${name}: a fixed blockSize takes a number of bytesPerBlock, a 'groupSize' one a function`);
+  }
+  const old = registry.get(name);
+  if (old) {
+    if (old.kind === kind && old.blockSize === blockSize && old.bytesPerBlock === bytesPerBlock) return old;
+    throw new ArgumentError(`registerDType: ${name} is already registered with other traits`);
+  }
+  const t = Object.freeze({ ...traits });
+  registry.set(name, t);
+  return t;
+}
+
+/** The traits of a registered type; an ArgumentError naming `label` for any other name. */
+export function dtypeTraits(dtype: string, label?: string): DTypeTraits {
+  const t = registry.get(dtype);
+  if (!t) {
+    throw new ArgumentError(
+      `${label ? `${label}: ` : ''}unknown dtype ${JSON.stringify(dtype)}; registered: ${[...registry.keys()].join(', ')}`,
+    );
+  }
+  return t;
+}
+
+/** Whether `dtype` names a registered type. */
+export function isDType(dtype: unknown): dtype is DType {
+  return typeof dtype === 'string' && registry.has(dtype);
+}
+
+/** Every registered type, in registration order. */
+export function registeredDTypes(): DTypeTraits[] {
+  return [...registry.values()];
+}
+
+registerDType({ name: 'f32', kind: 'float', blockSize: 1, bytesPerBlock: 4, layout: 'IEEE-754 binary32, little-endian' });
+registerDType({ name: 'i32', kind: 'int', blockSize: 1, bytesPerBlock: 4, layout: 'two\'s-complement int32, little-endian (token ids)' });
+registerDType({
+  name: 'q8_0',
+  kind: 'quantized',
+  blockSize: 'groupSize',
+  bytesPerBlock: (groupSize) => groupSize + 4,
+  layout:
+    "llama2.c's Q8_0 (runq.c, a v2 checkpoint tensor): groups of `groupSize` consecutive elements (set per tensor) " +
+    'as int8, one f32 scale per group; all int8 values row-major first, then all f32 scales. Not GGUF\'s Q8_0 ' +
+    '(blocks of 32 with an f16 scale inline)',
+});
+registerDType({ name: 'f16', kind: 'float', blockSize: 1, bytesPerBlock: 2, layout: 'IEEE-754 binary16, little-endian' });
+registerDType({ name: 'bf16', kind: 'float', blockSize: 1, bytesPerBlock: 2, layout: 'bfloat16 (the high 16 bits of a binary32), little-endian' });
 
 /** Shape, type and name of a tensor. Matrices are [rows, cols] = [out, in], as in llama2.c. */
 export interface TensorDesc {
@@ -15,7 +116,7 @@ export interface TensorDesc {
   readonly dtype: DType;
   /** A human name for errors and debugging, e.g. "layers.3.wq". */
   readonly label: string;
-  /** q8_0 only: elements per quantization group (divides the last dimension). */
+  /** Types whose blockSize is 'groupSize' (q8_0) only: elements per quantization group (divides the element count). */
   readonly groupSize?: number;
 }
 
@@ -31,17 +132,43 @@ export function elementCount(shape: readonly number[]): number {
   return n;
 }
 
-/** Bytes of a tensor in the standard layout (see DType). */
+/**
+ * Bytes of a tensor in its type's standard layout, from the type's traits.
+ * An unknown type, a missing or non-dividing group size, or a last dimension
+ * that is not a multiple of a fixed block size is an ArgumentError naming
+ * the tensor.
+ */
 export function byteLengthOf(desc: TensorDesc): number {
+  const t = dtypeTraits(desc.dtype, desc.label);
   const n = elementCount(desc.shape);
-  if (desc.dtype === 'q8_0') {
+  if (t.blockSize === 'groupSize') {
     const gs = desc.groupSize ?? 0;
-    if (!(gs > 0) || n % gs !== 0) {
-      throw new RangeError(`${desc.label}: q8_0 group size ${gs} does not divide ${n} elements`);
+    if (!Number.isSafeInteger(gs) || gs <= 0 || n % gs !== 0) {
+      throw new ArgumentError(`${desc.label}: ${t.name} group size ${gs} does not divide ${n} elements`);
     }
-    return n + 4 * (n / gs);
+    return (n / gs) * (t.bytesPerBlock as (groupSize: number) => number)(gs);
   }
-  return 4 * n;
+  const bs = t.blockSize;
+  if (bs > 1 && desc.shape.length > 0 && desc.shape[desc.shape.length - 1] % bs !== 0) {
+    throw new ArgumentError(`${desc.label}: ${t.name} stores blocks of ${bs} elements; the last dimension ${desc.shape[desc.shape.length - 1]} is not a multiple of ${bs}`);
+  }
+  return (n / bs) * (t.bytesPerBlock as number);
+}
+
+/**
+ * What a backend's upload and alloc do first: a tensor of a registered type
+ * the backend does not support is an ArgumentError naming the tensor, the
+ * type and the backend (not a failure in some kernel later).
+ */
+export function checkSupported(backend: Pick<Backend, 'name' | 'supports'>, desc: TensorDesc, op?: string): void {
+  const what = op ? `${op} ${desc.label}` : desc.label;
+  dtypeTraits(desc.dtype, what);
+  if (!backend.supports(desc.dtype)) {
+    const have = registeredDTypes().map((t) => t.name).filter((d) => backend.supports(d));
+    throw new ArgumentError(
+      `${what}: the ${backend.name} backend does not support dtype ${desc.dtype} (it supports ${have.join(', ')}); convert the tensor or use another backend`,
+    );
+  }
 }
 
 /** Rows of an activation tensor: its leading dimension (1 for a single vector). */

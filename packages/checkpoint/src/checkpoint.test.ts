@@ -2,7 +2,8 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FormatError, ArgumentError, byteLengthOf } from '@rama/backend';
+import { byteLengthOf } from '@rama/backend';
+import { FormatError, ArgumentError } from '@rama/core';
 import { missingMessage, sharedFile, synthModel } from '@rama/testkit';
 import { openCheckpoint, parseHeader, MAGIC, MAX_LAYERS, type Checkpoint, type Q80Data } from './index.js';
 

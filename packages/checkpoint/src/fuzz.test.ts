@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FormatError, RamaError } from '@rama/backend';
+import { FormatError, RamaError } from '@rama/core';
 import { applyMutations, fuzzParams, lyingInt32, missingMessage, mutationsArb, sharedFile, synthModel, trackAllocations, type Mutation } from '@rama/testkit';
 import { MAGIC, MAX_LAYERS, openCheckpoint, parseHeader, type Checkpoint } from './index.js';
 

@@ -4,7 +4,10 @@
  * tensor, and every size is checked against the real file size before the
  * tensor table is built.
  */
-import { FormatError, type TensorDesc } from '@rama/backend';
+import type { TensorDesc } from '@rama/backend';
+import { FormatError, fmtBytes } from '@rama/core';
+
+export { fmtBytes };
 
 export interface ModelConfig {
   readonly dim: number;
@@ -69,12 +72,6 @@ export const MAX_LAYERS = 4096;
 
 const NORM_EPS = 1e-5;
 const ROPE_THETA = 10000;
-
-/** 60816028 -> "60,816,028"; sizes beyond 2^53 are shown approximately. */
-export function fmtBytes(n: number): string {
-  if (!Number.isSafeInteger(n)) return `~${n.toExponential(3)}`;
-  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-}
 
 interface Raw {
   dim: number;

@@ -4,13 +4,13 @@
  * big is allocated; tensors are then read one at a time, straight into memory
  * the caller provides (a backend's heap or a mapped GPU buffer).
  */
-import { ArgumentError } from '@rama/backend';
+import { ArgumentError } from '@rama/core';
 import { parseHeader, HEADER_BYTES, type CheckpointFormat, type CheckpointLayout, type ModelConfig, type TensorEntry } from './header.js';
 import { blobSource, bufferSource, openFileSource, type ByteSource } from './source.js';
 
 export { parseHeader, fmtBytes, MAGIC, HEADER_BYTES, V0_HEADER_BYTES, MAX_V0_DIM, MAX_LAYERS } from './header.js';
 export type { CheckpointFormat, CheckpointLayout, ModelConfig, TensorEntry } from './header.js';
-// The tokenizer's fromFile opens its file through this too.
+// openFileSource now lives in @rama/core/node; re-exported for existing callers.
 export { openFileSource, type ByteSource, type OpenFileOptions } from './source.js';
 
 /** A Q8_0 tensor as separate arrays: int8 values row-major and one f32 scale per group. */

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError } from '@rama/backend';
+import { FormatError } from '@rama/core';
 import { missingMessage, releaseFifo, settleWithin, specialPaths, synthModel, type SpecialPaths } from '@rama/testkit';
 import { openCheckpoint } from './index.js';
 

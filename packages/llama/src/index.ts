@@ -5,5 +5,5 @@ export { Session } from './session.js';
 export type { GeneratedToken, GenerationResult, GenerationTiming, StopReason } from './generation.js';
 export type { BackendChoice, BackendName } from './backends.js';
 export { forward } from './forward.js';
-export { RamaError, FormatError, ArgumentError, BackendError, AbortError, NumericError } from '@rama/backend';
+export { RamaError, FormatError, ArgumentError, BackendError, AbortError, NumericError } from '@rama/core';
 export type { Backend } from '@rama/backend';

@@ -4,7 +4,7 @@
  * inside (or, worse, a silently different behaviour). Sampling options are
  * checked by the Sampler itself.
  */
-import { ArgumentError } from '@rama/backend';
+import { ArgumentError } from '@rama/core';
 
 type Options = Record<string, unknown>;
 

@@ -7,7 +7,7 @@
  * (half to even), runq.c rounds activations with C's round() (half away from
  * zero). Matching both is what makes our outputs equal llama2.c's.
  */
-import { ArgumentError } from '@rama/backend';
+import { ArgumentError } from '@rama/core';
 
 export const Q_MAX = 127;
 

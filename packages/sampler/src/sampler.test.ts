@@ -87,7 +87,7 @@ describe('Sampler edge cases', () => {
     expect(l.every((v) => !Number.isNaN(v))).toBe(true);
   });
   it('non-finite logits are a NumericError naming the value and token', async () => {
-    const { NumericError } = await import('@rama/backend');
+    const { NumericError } = await import('@rama/core');
     for (const bad of [NaN, Infinity, -Infinity]) {
       const l = logits();
       l[2] = bad;

@@ -4,8 +4,11 @@
  * the same tokens. Top-k, min-p and a repetition penalty are extra filters,
  * off by default; when one is on, the general path below is used instead.
  */
-import { ArgumentError, NumericError } from '@rama/backend';
+import { ArgumentError, NumericError, softmax } from '@rama/core';
 import { Rng } from './rng.js';
+
+/** llama2.c's f32 softmax; it lives in @rama/core (the CPU kernels share it) and is re-exported here. */
+export { softmax };
 
 export interface SamplerOptions {
   /** 0 = greedy argmax (default 1.0, as llama2.c). */
@@ -67,18 +70,6 @@ export function argmax(x: ArrayLike<number>, n = x.length): number {
     }
   }
   return best;
-}
-
-/** llama2.c's softmax over the first n values, in place, with every step rounded to f32 as C does. */
-export function softmax(x: Float32Array, n = x.length): void {
-  let max = x[0];
-  for (let i = 1; i < n; i++) if (x[i] > max) max = x[i];
-  let sum = 0;
-  for (let i = 0; i < n; i++) {
-    x[i] = Math.exp(f32(x[i] - max));
-    sum = f32(sum + x[i]);
-  }
-  for (let i = 0; i < n; i++) x[i] = x[i] / sum;
 }
 
 /** Throws a NumericError when the logits hold a NaN or an infinity (a broken model, not a sampling choice). */

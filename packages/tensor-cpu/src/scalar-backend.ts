@@ -1,6 +1,6 @@
 import {
-  ArgumentError, BackendError, byteLengthOf, checkRowsInCache, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
-  type Backend, type BackendOptions, type CheckedRows, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
+  ArgumentError, BackendError, byteLengthOf, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
+  type Backend, type BackendOptions, type CheckedRows, type DType, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
 import { matmulQ80, quantizeActivations, viewQ80 } from '@rama/quant-q80';
 import * as k from './kernels/scalar.js';
@@ -57,8 +57,14 @@ export class ScalarCpuBackend implements Backend {
     if (this.disposed) throw new BackendError('the CPU backend was disposed');
   }
 
+  /** f32, i32 and llama2.c's q8_0: the types these kernels handle (see Backend.supports). */
+  supports(dtype: DType): boolean {
+    return dtype === 'f32' || dtype === 'i32' || dtype === 'q8_0';
+  }
+
   private make(desc: TensorDesc): CpuTensor {
     this.live();
+    checkSupported(this, desc);
     const bytes = new Uint8Array(byteLengthOf(desc));
     const t = new CpuTensor(desc, bytes);
     this.tensors.add(t);

@@ -5,8 +5,8 @@
  * once, so `read` and `write` find every submitted step finished.
  */
 import {
-  ArgumentError, BackendError, byteLengthOf, checkRowsInCache, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
-  type Backend, type BackendOptions, type CheckedRows, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
+  ArgumentError, BackendError, byteLengthOf, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
+  type Backend, type BackendOptions, type CheckedRows, type DType, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
 import {
   CTL, MAX_PAGES, OP, OP_WORDS, PAGE, WorkerPool, canBlock, createMemory, defaultThreads, hardwareThreads, instantiate,
@@ -269,8 +269,14 @@ export class WasmCpuBackend implements Backend {
     if (this.disposed) throw new BackendError('the CPU backend was disposed');
   }
 
+  /** f32, i32 and llama2.c's q8_0: the types these kernels handle (see Backend.supports). */
+  supports(dtype: DType): boolean {
+    return dtype === 'f32' || dtype === 'i32' || dtype === 'q8_0';
+  }
+
   private make(desc: TensorDesc, zero: boolean): WasmTensor {
     this.live();
+    checkSupported(this, desc);
     const bytes = byteLengthOf(desc);
     // an upload overwrites it all: only alloc needs zeros
     const ptr = this.heap.alloc(bytes, desc.label, zero);

@@ -4,9 +4,11 @@ import {
   BackendError,
   byteLengthOf,
   checkStepRows,
+  checkSupported,
   kvGeometry,
   type Backend,
   type BackendOptions,
+  type DType,
   type Step,
   type StepRows,
   type Tensor,
@@ -153,11 +155,16 @@ export class WebGpuBackend implements Backend, StepHost {
     return t;
   }
 
+  /** f32, i32 and llama2.c's q8_0: the types these kernels handle (see Backend.supports). */
+  supports(dtype: DType): boolean {
+    return dtype === 'f32' || dtype === 'i32' || dtype === 'q8_0';
+  }
+
   private checkDesc(desc: TensorDesc): number {
     if (!Array.isArray(desc.shape) || desc.shape.length === 0 || !desc.shape.every((d) => Number.isInteger(d) && d > 0)) {
       throw new ArgumentError(`${desc.label}: shape must be positive integers, got [${desc.shape}]`);
     }
-    if (!['f32', 'i32', 'q8_0'].includes(desc.dtype)) throw new ArgumentError(`${desc.label}: unknown dtype ${desc.dtype}`);
+    checkSupported(this, desc);
     try {
       return byteLengthOf(desc);
     } catch (e) {

@@ -14,7 +14,7 @@ import fc from 'fast-check';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RamaError } from '@rama/backend';
+import { RamaError } from '@rama/core';
 import { applyMutations, fuzzParams, mutationsArb, sharedFile, trackAllocations, type Mutation } from '@rama/testkit';
 import { TextStream, Tokenizer } from './index.js';
 import { build, tiny } from './test-vocab.js';

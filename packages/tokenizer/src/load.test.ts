@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FormatError, RamaError } from '@rama/backend';
+import { FormatError, RamaError } from '@rama/core';
 import { missingMessage, sharedFile } from '@rama/testkit';
 import { Tokenizer } from './index.js';
 import { build, tiny } from './test-vocab.js';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError } from '@rama/backend';
+import { FormatError } from '@rama/core';
 import { missingMessage, releaseFifo, settleWithin, sharedFile, specialPaths, type SpecialPaths } from '@rama/testkit';
 import { MAX_TOKENIZER_BYTES, Tokenizer } from './index.js';
 

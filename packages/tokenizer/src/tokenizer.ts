@@ -1,5 +1,5 @@
-import { ArgumentError, FormatError } from '@rama/backend';
-import { fmtBytes, openFileSource } from '@rama/checkpoint';
+import { ArgumentError, FormatError, fmtBytes } from '@rama/core';
+import { openFileSource } from '@rama/core/node';
 import { TextStream } from './text-stream.js';
 
 /** llama2.c's fixed special ids (the sentencepiece export always puts them here). */

@@ -9,8 +9,9 @@
  * Both backends must accept steps of at least 6 rows (maxRows >= 6).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ArgumentError } from '@rama/core';
 import { contiguousRows, type Backend } from '../backend.js';
-import type { Tensor } from '../tensor.js';
+import { byteLengthOf, registeredDTypes, type Tensor, type TensorDesc } from '../tensor.js';
 import { conformanceCases, type ConformanceCase } from './cases.js';
 
 async function runCase(be: Backend, c: ConformanceCase): Promise<Record<string, Float32Array | Int32Array>> {
@@ -74,6 +75,28 @@ export function describeBackendConformance(
     afterAll(() => {
       be?.dispose();
       ref?.dispose();
+    });
+    it('dtypes: supports f32 and i32; refuses upload and alloc of a registered type it does not support', async () => {
+      const b = be!;
+      expect(b.supports('f32')).toBe(true);
+      expect(b.supports('i32')).toBe(true);
+      for (const t of registeredDTypes().filter((d) => !b.supports(d.name))) {
+        const grouped = t.blockSize === 'groupSize';
+        const desc: TensorDesc = {
+          label: `layers.0.w1 (${t.name})`,
+          shape: [4, grouped ? 64 : 2 * (t.blockSize as number)],
+          dtype: t.name,
+          ...(grouped ? { groupSize: 32 } : {}),
+        };
+        const err = await b.upload(desc, new Uint8Array(byteLengthOf(desc))).then(
+          (x) => (b.free(x), undefined),
+          (e: unknown) => e,
+        );
+        expect(err, `upload of ${t.name}`).toBeInstanceOf(ArgumentError);
+        expect((err as Error).message).toContain(desc.label);
+        expect((err as Error).message).toContain(`dtype ${t.name}`);
+        expect(() => b.alloc(desc), `alloc of ${t.name}`).toThrow(ArgumentError);
+      }
     });
     for (const c of conformanceCases()) {
       it(`${c.op}: ${c.name}`, async () => {

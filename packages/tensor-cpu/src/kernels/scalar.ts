@@ -3,7 +3,7 @@
  * llama2.c's run.c writes them (f32 results, same loop order where it decides
  * the result). Each works on one row; the backend loops over a step's rows.
  */
-import { softmax } from '@rama/sampler';
+import { softmax } from '@rama/core';
 
 const f32 = Math.fround;
 

@@ -5,9 +5,9 @@
  * the open descriptor stand between the FIFO and a reader blocked forever.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { FormatError } from '@rama/backend';
+import { FormatError } from './errors.js';
 import { releaseFifo, settleWithin, specialPaths, type SpecialPaths } from '@rama/testkit';
-import { openFileSource } from './index.js';
+import { openFileSource } from './node.js';
 
 vi.mock('node:fs/promises', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs/promises')>();
@@ -25,7 +25,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
 
 describe('openFileSource: a FIFO swapped in after stat', () => {
   let sp: SpecialPaths;
-  beforeAll(() => (sp = specialPaths('rama-ckpt-race-')));
+  beforeAll(() => (sp = specialPaths('rama-core-race-')));
   afterAll(() => sp.cleanup());
 
   it('is refused by the check on the open descriptor, without blocking', async () => {
