@@ -42,6 +42,12 @@ describe('ThreadModeChooser', () => {
     expect(picks.slice(2400, 3000).filter((m) => m === 'all').length).toBeGreaterThanOrEqual(580);
   });
 
+  it('is not switched by one slow run', () => {
+    // every thread 2 ms, but one run in 40 interrupted (10 ms); alone 2.6 ms
+    const { spent } = simulate(new ThreadModeChooser(), 4000, (m, i) => (m === 'solo' ? 2.6 : i % 40 === 39 ? 10 : 2));
+    expect(spent.solo).toBeLessThan(0.05 * (spent.all + spent.solo));
+  });
+
   it('keeps kinds of programs apart', () => {
     const c = new ThreadModeChooser();
     for (let i = 0; i < 50; i++) {

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ArgumentError, contiguousRows, type Backend, type Tensor } from '@rama/backend';
 import { CpuBackend } from './index.js';
 
@@ -22,7 +22,7 @@ describe('the worker pool', () => {
       const be = await CpuBackend.create({ threads: 2, maxRows: 1 });
       const a = await be.upload({ shape: [1, 64], dtype: 'f32', label: 'a' }, new Float32Array(64).fill(1.5));
       const b = be.alloc({ shape: [1, 64], dtype: 'f32', label: 'b' });
-      const s = be.begin(contiguousRows(0, 1));
+      const s = be.begin({ positions: [0] });
       s.add(b, a, a);
       s.submit();
       console.log(be.threads, [...new Set(await be.read(b))]);
@@ -44,11 +44,19 @@ describe('the worker pool', () => {
 
   // A step whose op count differs from the one before it once let a worker
   // that left the last barrier late run an op of the next step, after which
-  // the barriers paired up the wrong ops (on 2 threads, a wrong result within
-  // 2k-120k alternating steps). The values are small integers, so f32 sums are
-  // exact and a late or repeated add shows as a whole chunk off by 1 or 2.
+  // the barriers paired up the wrong ops. A thread that sleeps at a barrier
+  // wakes late (tens of microseconds after the last one arrives: the main
+  // thread has written the next step by then), so with barriers that sleep at
+  // once (RAMA_BAR_SPIN=0) the old loop failed within the first 500
+  // alternating steps, every time; with its default spin, within 2k-120k. The values are
+  // small integers, so f32 sums are exact and a late or repeated add shows as
+  // a whole chunk off by 1 or 2.
   it('alternating 1-op and 2-op steps on 2 threads match the scalar backend exactly', async () => {
-    const STEPS = 500_000, CHECK_EVERY = 1000, N = 256;
+    vi.stubEnv('RAMA_BAR_SPIN', '0');
+    vi.resetModules(); // the spin is read when the module loads
+    const { CpuBackend: SleepingCpuBackend } = await import('./index.js');
+    vi.unstubAllEnvs();
+    const STEPS = 30_000, CHECK_EVERY = 500, N = 256;
     const make = async (be: Backend) => ({
       be,
       one: await be.upload({ shape: [1, N], dtype: 'f32', label: 'one' }, new Float32Array(N).fill(1)),
@@ -64,7 +72,7 @@ describe('the worker pool', () => {
       }
       s.submit();
     };
-    const wasm = await make(await CpuBackend.create({ threads: 2, maxRows: 1 }));
+    const wasm = await make(await SleepingCpuBackend.create({ threads: 2, maxRows: 1 }));
     const ref = await make(await CpuBackend.create({ kernels: 'scalar', maxRows: 1 }));
     try {
       for (let i = 0; i < STEPS; i++) {
