@@ -17,9 +17,10 @@
  * token until it hands in a request, suspends at a yield, or ends; a
  * suspended consumer (slow or abandoned) never holds the others back.
  */
-import { AbortError, type Backend } from '@rama/backend';
-import type { ModelConfig } from '@rama/checkpoint';
+import type { Backend } from '@rama/backend';
+import { AbortError } from '@rama/core';
 import { forward } from './forward.js';
+import type { ModelSpec } from './spec.js';
 import type { RunState } from './state.js';
 import type { LlamaWeights } from './weights.js';
 
@@ -59,7 +60,7 @@ export class BatchRunner {
 
   constructor(
     private readonly backend: Backend,
-    private readonly config: ModelConfig,
+    private readonly spec: ModelSpec,
     private readonly weights: LlamaWeights,
     private readonly state: RunState,
     /** Most rows per step. */
@@ -141,17 +142,17 @@ export class BatchRunner {
     try {
       backend.write(state.tokens, Int32Array.from(tokens));
       const step = backend.begin({ positions, slots });
-      forward(step, this.config, this.weights, this.state, gathered.map((f) => f.row));
+      forward(step, this.spec, this.weights, this.state, gathered.map((f) => f.row));
       const wantIds = gathered.some((f) => f.req.argmax);
       const wantLogits = gathered.some((f) => f.req.logits);
       if (wantIds) step.argmax(state.tokens, state.logits);
-      const logitsRead = wantLogits ? step.read(state.logits, gathered.length * this.config.vocabSize) : undefined;
+      const logitsRead = wantLogits ? step.read(state.logits, gathered.length * this.spec.vocabSize) : undefined;
       const idsRead = wantIds ? step.read(state.tokens, gathered.length) : undefined;
       step.submit();
       const ids = idsRead && (await idsRead);
       let logits = logitsRead && ((await logitsRead) as Float32Array);
       // A row whose argmax says NaN/Inf: its logits are read so the sequence can say which.
-      if (!logits && ids?.some((id) => id === -1)) logits = (await backend.read(state.logits, gathered.length * this.config.vocabSize)) as Float32Array;
+      if (!logits && ids?.some((id) => id === -1)) logits = (await backend.read(state.logits, gathered.length * this.spec.vocabSize)) as Float32Array;
 
       for (const f of finishing) {
         this.pending.splice(this.pending.indexOf(f.req), 1);
@@ -159,7 +160,7 @@ export class BatchRunner {
         const result: RowResult = {};
         if (g >= 0 && ids && f.req.argmax) result.id = ids[g];
         if (g >= 0 && logits && (f.req.logits || result.id === -1)) {
-          const v = this.config.vocabSize;
+          const v = this.spec.vocabSize;
           result.logits = logits.slice(g * v, (g + 1) * v);
         }
         this.busy++;

@@ -4,7 +4,7 @@
  * every line is one named op on preallocated tensors.
  */
 import type { Step } from '@rama/backend';
-import type { ModelConfig } from '@rama/checkpoint';
+import type { ModelSpec } from './spec.js';
 import type { RunState } from './state.js';
 import type { LlamaWeights } from './weights.js';
 
@@ -12,7 +12,7 @@ import type { LlamaWeights } from './weights.js';
  * Runs the step's rows through the model; leaves the logits of the rows in
  * `wanted` (row indices of the step, in order) in s.logits[0..wanted.length).
  */
-export function forward(step: Step, c: ModelConfig, w: LlamaWeights, s: RunState, wanted: readonly number[]): void {
+export function forward(step: Step, c: ModelSpec, w: LlamaWeights, s: RunState, wanted: readonly number[]): void {
   step.embed(s.x, w.tokenEmbedding, s.tokens);
 
   for (let l = 0; l < c.nLayers; l++) {
@@ -23,8 +23,8 @@ export function forward(step: Step, c: ModelConfig, w: LlamaWeights, s: RunState
     step.matmul(s.q, s.xb, layer.wq);
     step.matmul(s.k, s.xb, layer.wk);
     step.matmul(s.v, s.xb, layer.wv);
-    step.rope(s.q, c.headSize, c.ropeTheta);
-    step.rope(s.k, c.headSize, c.ropeTheta);
+    step.rope(s.q, c.headSize, c.rope.theta);
+    step.rope(s.k, c.headSize, c.rope.theta);
     step.storeKV(s.keyCache, l, s.k);
     step.storeKV(s.valueCache, l, s.v);
     step.attention(s.xb, s.q, s.keyCache, s.valueCache, l, c.headSize);

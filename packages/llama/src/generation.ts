@@ -5,9 +5,9 @@
  * tokens never do: each chat turn starts with one), and nothing runs at or
  * past the position limit.
  */
-import { AbortError, BackendError } from '@rama/backend';
+import { AbortError, BackendError } from '@rama/core';
 import { checkFinite, type Sampler } from '@rama/sampler';
-import { BOS_ID, EOS_ID, type TextStream } from '@rama/tokenizer';
+import type { TextStream } from '@rama/tokenizer';
 import type { BatchRunner } from './batch.js';
 
 /**
@@ -43,6 +43,8 @@ export interface GenerationResult {
   reason: StopReason;
   /** Every id that entered the model or was produced: BOS, the prompt, then each sampled token. */
   tokens: number[];
+  /** The position in the session's KV cache where tokens[0] entered (0 unless a chat turn continues a conversation). */
+  position: number;
   /** All text yielded, joined. */
   text: string;
   promptTokens: number;
@@ -64,6 +66,9 @@ export interface LoopPlan {
   echo: boolean;
   /** End when EOS is sampled (chat), instead of printing it and going on (generate). */
   stopAtEos: boolean;
+  /** The model's BOS (a sampled one ends the sequence, as in llama2.c) and its stop ids (EOS, end of turn). */
+  bosId: number;
+  stopIds: readonly number[];
   sampler: Sampler;
   text: TextStream;
   signal?: AbortSignal;
@@ -103,12 +108,12 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
 
   /** Records `next`, returns the text to show, or sets `reason` when a sampled token ends the sequence. */
   const accept = (next: number, sampled: boolean): string | undefined => {
-    if (sampled && next === BOS_ID) {
+    if (sampled && next === plan.bosId) {
       reason = 'bos';
       return undefined;
     }
     tokens.push(next);
-    if (sampled && next === EOS_ID && plan.stopAtEos) {
+    if (sampled && plan.stopAtEos && plan.stopIds.includes(next)) {
       reason = 'eos';
       return undefined;
     }
@@ -204,6 +209,7 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
     result.value = {
       reason,
       tokens,
+      position: plan.startPos,
       text,
       promptTokens: promptCount,
       generatedTokens: generated,

@@ -4,7 +4,8 @@
  * own KV slot, their steps batched together. `generate` and `chat` on the
  * model itself use a default session.
  */
-import { ArgumentError, BackendError, type Backend, type Tensor } from '@rama/backend';
+import type { Backend, Tensor } from '@rama/backend';
+import { ArgumentError, BackendError } from '@rama/core';
 import { openCheckpoint, type CheckpointFormat, type ModelConfig } from '@rama/checkpoint';
 import { chooseGroupSize } from '@rama/quant-q80';
 import { Tokenizer } from '@rama/tokenizer';
@@ -14,6 +15,7 @@ import type { Generation } from './generation.js';
 import { checkBoolean, checkInteger, checkKnown, checkNumber, checkObject, describe } from './options.js';
 import { Session, type ChatOptions, type GenerateOptions } from './session.js';
 import { allocState } from './state.js';
+import { checkSupported, llama2cSpec, type ModelSpec } from './spec.js';
 import { uploadWeights } from './weights.js';
 
 export type { ChatOptions, GenerateOptions } from './session.js';
@@ -63,6 +65,9 @@ export class Llama {
   private disposed = false;
 
   private constructor(
+    /** The model, described by data (dimensions, RoPE, special ids, chat template). */
+    readonly spec: ModelSpec,
+    /** The llama2.c header it was read from. */
     readonly config: ModelConfig,
     readonly format: CheckpointFormat,
     readonly tokenizer: Tokenizer,
@@ -91,6 +96,8 @@ export class Llama {
     const ckpt = await openCheckpoint(opts.model);
     try {
       const config = ckpt.config;
+      const spec = llama2cSpec(config);
+      checkSupported(spec, ckpt.source);
       const tokenizer = await loadTokenizer(opts.tokenizer, config.vocabSize);
       const context = opts.contextLength ?? config.seqLen;
       checkInteger('Llama.load', `contextLength (the model's seq_len is ${config.seqLen})`, context, 1, config.seqLen);
@@ -102,10 +109,10 @@ export class Llama {
         // A backend the caller made may take fewer rows per step than asked for.
         const rows = Math.min(batchSize, backend.maxRows);
         const weights = await uploadWeights(backend, ckpt, { quantizeGroupSize }, track);
-        const state = allocState(backend, config, rows, context, sessions, track);
+        const state = allocState(backend, spec, rows, context, sessions, track);
         const quantized = ckpt.format === 'v2' || quantizeGroupSize !== undefined;
-        const runner = new BatchRunner(backend, config, weights, state, rows, opts.yieldEveryMs ?? 10);
-        return new Llama(config, ckpt.format, tokenizer, backend, owned, tensors, context, rows, sessions, quantized, runner, opts.preemptAfterMs ?? 250);
+        const runner = new BatchRunner(backend, spec, weights, state, rows, opts.yieldEveryMs ?? 10);
+        return new Llama(spec, config, ckpt.format, tokenizer, backend, owned, tensors, context, rows, sessions, quantized, runner, opts.preemptAfterMs ?? 250);
       } catch (e) {
         if (owned) backend.dispose();
         else for (const t of tensors) backend.free(t);
@@ -133,7 +140,7 @@ export class Llama {
       throw new ArgumentError(`all ${this.sessions} session slots are in use: load with a larger \`sessions\` or dispose a session`);
     }
     const host = {
-      config: this.config,
+      spec: this.spec,
       tokenizer: this.tokenizer,
       contextLength: this.contextLength,
       runner: this.runner,

@@ -4,14 +4,14 @@
  * scheduler.ts), while other sessions' generations run beside it in the same
  * batched steps (see batch.ts).
  */
-import { ArgumentError, BackendError } from '@rama/backend';
-import type { ModelConfig } from '@rama/checkpoint';
+import { ArgumentError, BackendError } from '@rama/core';
 import { Sampler, checkSamplerOptions, type SamplerOptions } from '@rama/sampler';
 import { TextStream, type Tokenizer } from '@rama/tokenizer';
 import type { BatchRunner } from './batch.js';
 import { Generation, runLoop, type GeneratedToken, type LoopPlan, type ResultHolder } from './generation.js';
 import { checkBoolean, checkInteger, checkKnown, checkSignal, checkString } from './options.js';
 import { TurnScheduler, type Turn } from './scheduler.js';
+import type { ModelSpec } from './spec.js';
 
 export interface GenerateOptions extends SamplerOptions {
   /** llama2.c's -n: positions to run, prompt included; 0 = the whole context. Default 256. */
@@ -23,6 +23,12 @@ export interface GenerateOptions extends SamplerOptions {
   /** Attach each sampled token's logits. */
   logits?: boolean;
   signal?: AbortSignal;
+  /**
+   * A prompt longer than the context is an ArgumentError, unless this is true:
+   * then BOS and the prompt's last tokens are kept, leaving a quarter of the
+   * context for the reply.
+   */
+  truncate?: boolean;
 }
 
 export interface ChatOptions extends SamplerOptions {
@@ -32,15 +38,35 @@ export interface ChatOptions extends SamplerOptions {
   maxTokens?: number;
   logits?: boolean;
   signal?: AbortSignal;
+  /**
+   * When the conversation would not fit in the context (with room for a
+   * reply), keep the system prompt and drop the oldest turns, re-reading what
+   * is kept from position 0 (default true). False: the turn stops with reason
+   * `context` when the context is full.
+   */
+  contextShift?: boolean;
 }
 
 const SAMPLER_OPTIONS = ['temperature', 'topp', 'topk', 'minp', 'repetitionPenalty', 'repetitionWindow', 'seed'] as const;
-const GENERATE_OPTIONS = [...SAMPLER_OPTIONS, 'steps', 'echo', 'stopAtEos', 'logits', 'signal'] as const;
-const CHAT_OPTIONS = [...SAMPLER_OPTIONS, 'system', 'maxTokens', 'logits', 'signal'] as const;
+const GENERATE_OPTIONS = [...SAMPLER_OPTIONS, 'steps', 'echo', 'stopAtEos', 'logits', 'signal', 'truncate'] as const;
+const CHAT_OPTIONS = [...SAMPLER_OPTIONS, 'system', 'maxTokens', 'logits', 'signal', 'contextShift'] as const;
+
+/** One finished chat turn, as the session keeps it for a context shift. */
+interface ChatTurn {
+  message: string;
+  /** The reply's tokens that entered the cache or will at the next turn (a final EOS). */
+  reply: number[];
+}
+
+/** An open conversation: its system prompt and its turns since the last shift. */
+interface Conversation {
+  system: string | undefined;
+  turns: ChatTurn[];
+}
 
 /** What a session needs from its model. */
 export interface SessionHost {
-  readonly config: ModelConfig;
+  readonly spec: ModelSpec;
   readonly tokenizer: Tokenizer;
   readonly contextLength: number;
   readonly runner: BatchRunner;
@@ -53,9 +79,9 @@ export interface SessionHost {
 export class Session {
   /** The ids in this session's KV cache, position by position. */
   private cache: number[] = [];
-  /** Whether a conversation is open (the next chat turn continues it). */
-  private chatOpen = false;
-  /** The assistant's final EOS, fed at the start of the next turn (as llama2.c does). */
+  /** The open conversation (the next chat turn continues it), if any. */
+  private conversation: Conversation | undefined;
+  /** The reply's last token, not in the cache yet: fed first next turn (llama2.c feeds the EOS so). */
   private chatPending: number[] = [];
   private disposed = false;
   private readonly scheduler: TurnScheduler;
@@ -79,19 +105,26 @@ export class Session {
    * sampled tokens until `steps` positions ran or BOS is sampled. Starts a new
    * sequence in this session (and ends any chat).
    */
-  generate(prompt: string, opts: GenerateOptions = {}): Generation {
-    checkString('generate', 'prompt', prompt, false);
+  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
+    if (typeof prompt !== 'string') checkTokenIds(prompt, this.host.spec.vocabSize);
     checkKnown('generate', opts, GENERATE_OPTIONS);
     checkInteger('generate', 'steps', opts.steps, 0);
     checkBoolean('generate', 'echo', opts.echo);
     checkBoolean('generate', 'stopAtEos', opts.stopAtEos);
+    checkBoolean('generate', 'truncate', opts.truncate);
     checkCommon('generate', opts);
     const context = this.host.contextLength;
     const steps = opts.steps ?? 256;
     const endPos = steps === 0 || steps > context ? context : steps;
-    const feed = this.host.tokenizer.encode(prompt, { bos: true, eos: false });
+    let feed = typeof prompt === 'string' ? this.host.tokenizer.encode(prompt, { bos: true, eos: false }) : [...prompt];
+    if (feed.length > context) {
+      if (!opts.truncate) {
+        throw new ArgumentError(`generate: the prompt is ${feed.length} tokens, longer than the context (${context}); pass truncate: true to keep its end`);
+      }
+      feed = [feed[0], ...feed.slice(feed.length - (context - 1 - Math.floor(context / 4)))];
+    }
     return this.run(() => {
-      this.chatOpen = false;
+      this.conversation = undefined;
       this.chatPending = [];
       return {
         ...this.common(opts),
@@ -109,8 +142,9 @@ export class Session {
   }
 
   /**
-   * One chat turn: the user's message in Llama 2's template ([INST] ... [/INST],
-   * with <<SYS>> on the first turn), then the reply until EOS. The KV cache
+   * One chat turn: the user's message in the model's chat template (for
+   * llama2.c models Llama 2's [INST] ... [/INST], with <<SYS>> on the first
+   * turn), then the reply until a stop id (EOS). The KV cache
    * carries over, so each turn only reads its own new tokens. Where the
    * conversation stands (first turn or not, the position) is read when the
    * turn runs, so turns queued together give what they give one by one.
@@ -120,19 +154,28 @@ export class Session {
     checkKnown('chat', opts, CHAT_OPTIONS);
     checkString('chat', 'system', opts.system);
     checkInteger('chat', 'maxTokens', opts.maxTokens, 1);
+    checkBoolean('chat', 'contextShift', opts.contextShift);
     checkCommon('chat', opts);
     return this.run(() => {
       const context = this.host.contextLength;
-      const first = !this.chatOpen;
-      if (first) this.cache = [];
-      const rendered = first && opts.system
-        ? `[INST] <<SYS>>\n${opts.system}\n<</SYS>>\n\n${message} [/INST]`
-        : `[INST] ${message} [/INST]`;
-      const startPos = this.cache.length;
-      const feed = [...(first ? [] : this.chatPending), ...this.host.tokenizer.encode(rendered, { bos: true, eos: false })];
+      if (!this.conversation) {
+        this.conversation = { system: opts.system, turns: [] };
+        this.cache = [];
+        this.chatPending = [];
+      }
+      const conv = this.conversation;
+      let startPos = this.cache.length;
+      let feed = [...this.chatPending, ...this.renderTurn(message, conv.turns.length === 0 ? conv.system : undefined)];
+      // Room kept for the reply when deciding to shift.
+      const reserve = Math.max(1, Math.min(opts.maxTokens ?? Infinity, Math.floor(context / 4)));
+      if ((opts.contextShift ?? true) && startPos + feed.length + reserve > context) {
+        const kept = this.shift(conv, message, context - reserve);
+        startPos = 0;
+        feed = kept;
+      }
       const max = opts.maxTokens;
       const limit = max === undefined ? context : Math.min(context, startPos + feed.length - 1 + max);
-      this.chatOpen = true;
+      const promptLength = feed.length;
       return {
         ...this.common(opts),
         feed,
@@ -142,12 +185,50 @@ export class Session {
         echo: false,
         stopAtEos: true,
         onEnd: (_pos, last, reason, entered) => {
-          this.cache = [...this.cache, ...entered];
+          this.cache = startPos === 0 ? [...entered] : [...this.cache, ...entered];
           // The reply's last token has not entered the model yet: it goes first next turn.
           this.chatPending = reason === 'eos' || reason === 'steps' ? [last] : [];
+          conv.turns.push({ message, reply: [...entered.slice(promptLength), ...this.chatPending] });
         },
       };
     });
+  }
+
+  /** One user turn's tokens in the model's chat template. */
+  private renderTurn(message: string, system: string | undefined): number[] {
+    const { tokenizer, spec } = this.host;
+    return tokenizer.encode(spec.chatTemplate.userTurn(message, system), { bos: spec.chatTemplate.bosPerTurn, eos: false });
+  }
+
+  /**
+   * A context shift: drops the oldest turns until the system prompt, the
+   * turns kept and this message fit in `budget` tokens; returns the tokens to
+   * read from position 0 (the kept conversation, re-rendered with the system
+   * prompt on its first turn, then this message).
+   */
+  private shift(conv: Conversation, message: string, budget: number): number[] {
+    for (let drop = 1; drop <= conv.turns.length; drop++) {
+      const kept = conv.turns.slice(drop);
+      const tokens: number[] = [];
+      kept.forEach((t, i) => tokens.push(...this.renderTurn(t.message, i === 0 ? conv.system : undefined), ...t.reply));
+      tokens.push(...this.renderTurn(message, kept.length === 0 ? conv.system : undefined));
+      if (tokens.length <= budget || kept.length === 0) {
+        if (tokens.length > this.host.contextLength) {
+          throw new ArgumentError(`chat: the message is ${tokens.length} tokens with the system prompt, longer than the context (${this.host.contextLength})`);
+        }
+        conv.turns = kept;
+        this.chatPending = [];
+        return tokens;
+      }
+    }
+    // No earlier turns: this message (with the system prompt) is the whole conversation.
+    const tokens = this.renderTurn(message, conv.system);
+    if (tokens.length > this.host.contextLength) {
+      throw new ArgumentError(`chat: the message is ${tokens.length} tokens with the system prompt, longer than the context (${this.host.contextLength})`);
+    }
+    conv.turns = [];
+    this.chatPending = [];
+    return tokens;
   }
 
   /**
@@ -156,7 +237,7 @@ export class Session {
    */
   reset(): void {
     this.scheduler.enqueue(() => {
-      this.chatOpen = false;
+      this.conversation = undefined;
       this.chatPending = [];
       this.cache = [];
     });
@@ -169,13 +250,15 @@ export class Session {
     this.scheduler.enqueue(() => this.host.releaseSlot(this.slot));
   }
 
-  private common(opts: SamplerOptions & { logits?: boolean; signal?: AbortSignal }): Pick<LoopPlan, 'sampler' | 'text' | 'signal' | 'withLogits' | 'slot'> {
+  private common(opts: SamplerOptions & { logits?: boolean; signal?: AbortSignal }): Pick<LoopPlan, 'sampler' | 'text' | 'signal' | 'withLogits' | 'slot' | 'bosId' | 'stopIds'> {
     return {
-      sampler: new Sampler(this.host.config.vocabSize, opts),
+      sampler: new Sampler(this.host.spec.vocabSize, opts),
       text: new TextStream(this.host.tokenizer),
       signal: opts.signal,
       withLogits: opts.logits ?? false,
       slot: this.slot,
+      bosId: this.host.spec.bosId,
+      stopIds: this.host.spec.stopIds,
     };
   }
 
@@ -227,6 +310,13 @@ export class Session {
         }
       }
     });
+  }
+}
+
+function checkTokenIds(ids: unknown, vocabSize: number): void {
+  if (!Array.isArray(ids) || ids.length === 0) throw new ArgumentError('generate: prompt must be a string or a non-empty array of token ids');
+  for (const id of ids) {
+    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) throw new ArgumentError(`generate: token id ${String(id)} outside the vocabulary (0..${vocabSize - 1})`);
   }
 }
 

@@ -116,3 +116,63 @@ describe('sessions', () => {
     }
   });
 });
+
+describe('context shift', () => {
+  const files = () => ({ model: sharedFile('models/aidreams260K.bin'), tokenizer: sharedFile('models/tok512-aidreams.bin') });
+  const messages = Array.from({ length: 50 }, (_, i) => ['hi', 'tell me a story', 'what then?', 'why?', 'and the dog?'][i % 5] + (i % 3 ? '' : ' please'));
+
+  it('a 50-turn chat on a 128-position context goes on past it; every reply equals replaying the kept tokens from scratch', async (ctx) => {
+    const { model, tokenizer } = files();
+    if (!model || !tokenizer) return ctx.skip(missingMessage('models/aidreams260K.bin'));
+    const llama = await Llama.load({ model, tokenizer, contextLength: 128, sessions: 2 });
+    try {
+      const chat = llama.session();
+      const replay = llama.session();
+      let shifts = 0;
+      let total = 0;
+      for (const [turn, message] of messages.entries()) {
+        const r = await chat.chat(message, { system: 'You are kind.', temperature: 0, maxTokens: 24 }).result();
+        expect(['eos', 'steps']).toContain(r.reason);
+        if (turn > 0 && r.position === 0) shifts++;
+        total += r.tokens.length;
+        // What the model read before the reply: the kept cache up to this turn, then the turn's prompt.
+        const prompt = [...chat.tokens.slice(0, r.position), ...r.tokens.slice(0, r.promptTokens)];
+        const ref = await replay.generate(prompt, { temperature: 0, stopAtEos: true, echo: false, steps: r.position + r.tokens.length - 1 }).result();
+        expect(ref.tokens.slice(prompt.length), `turn ${turn}`).toEqual(r.tokens.slice(r.promptTokens));
+        // The system prompt is kept through every shift.
+        const sys = llama.tokenizer.encode('[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\n');
+        expect(chat.tokens.slice(0, sys.length - 1)).toEqual(sys.slice(0, -1));
+      }
+      expect(total).toBeGreaterThan(4 * 128);
+      expect(shifts).toBeGreaterThan(3);
+    } finally {
+      llama.dispose();
+    }
+  });
+
+  it('contextShift: false stops at the context; a prompt longer than the context is an ArgumentError unless truncated', async (ctx) => {
+    const { model, tokenizer } = files();
+    if (!model || !tokenizer) return ctx.skip(missingMessage('models/aidreams260K.bin'));
+    const llama = await Llama.load({ model, tokenizer, contextLength: 64 });
+    try {
+      const reasons: string[] = [];
+      for (const message of messages.slice(0, 10)) {
+        const r = await llama.chat(message, { temperature: 0, maxTokens: 24, contextShift: false }).result();
+        reasons.push(r.reason);
+        if (r.reason === 'context') break;
+      }
+      expect(reasons).toContain('context');
+
+      const long = 'once upon a time there was a little dog who liked to play in the park with his friends every day. '.repeat(2);
+      expect(llama.tokenizer.encode(long).length).toBeGreaterThan(64);
+      expect(() => llama.generate(long)).toThrow(/longer than the context \(64\).*truncate/);
+      const t = await llama.generate(long, { truncate: true, temperature: 0 }).result();
+      expect(t.tokens[0]).toBe(1);
+      expect(t.promptTokens).toBe(64 - 16);
+      expect(t.reason).toBe('context');
+      expect(t.generatedTokens).toBe(64 - t.promptTokens + 1);
+    } finally {
+      llama.dispose();
+    }
+  });
+});

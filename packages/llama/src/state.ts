@@ -4,7 +4,7 @@
  * as one batch and many sequences can decode in one step.
  */
 import type { Backend, Tensor } from '@rama/backend';
-import type { ModelConfig } from '@rama/checkpoint';
+import type { ModelSpec } from './spec.js';
 
 export interface RunState {
   tokens: Tensor; // (maxRows) i32: the ids entering the model; argmax writes the next one into [0]
@@ -23,7 +23,7 @@ export interface RunState {
   logits: Tensor; // (maxRows, vocab_size)
 }
 
-export function allocState(backend: Backend, c: ModelConfig, maxRows: number, context: number, slots: number, track: (t: Tensor) => Tensor): RunState {
+export function allocState(backend: Backend, c: ModelSpec, maxRows: number, context: number, slots: number, track: (t: Tensor) => Tensor): RunState {
   const f32 = (label: string, ...shape: number[]) => track(backend.alloc({ shape, dtype: 'f32', label }));
   return {
     tokens: track(backend.alloc({ shape: [maxRows], dtype: 'i32', label: 'tokens' })),
