@@ -4,12 +4,16 @@
 //
 //   pnpm build && pnpm bench [--llama2c-dir DIR] [--runs N] [--steps N]
 //        [--threads N] [--models s15,s110] [--formats fp32,q80] [--json FILE]
+//        [--contention]
 //
 // Each measurement is one child process (one model load, one generation of
 // --steps positions, greedy, prompt "Once upon a time"), so load time and peak
-// RSS belong to one engine. With --llama2c-dir, DIR/run (fp32) and DIR/runq
-// (q80), built with OpenMP, run interleaved with ours (OMP_NUM_THREADS = the
-// thread count), and the table shows the ratio measured in the same run.
+// RSS belong to one engine. Rama runs with its default thread count unless
+// --threads pins one. With --llama2c-dir, DIR/run (fp32) and DIR/runq (q80),
+// built with OpenMP, run interleaved with ours (OMP_NUM_THREADS = --threads,
+// or every core), and the table shows the ratio measured in the same run.
+// --contention: a busy process (a tight loop on one core) runs beside, and
+// Rama runs with 1 thread, 2 threads and the default, interleaved.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -23,7 +27,7 @@ const MODELS = {
 };
 
 function parseArgs(argv) {
-  const a = { runs: 5, steps: 200, threads: availableParallelism(), models: ['s15', 's110'], formats: ['fp32', 'q80'], runBin: 'run', runqBin: 'runq' };
+  const a = { runs: 5, steps: 200, threads: undefined, models: ['s15', 's110'], formats: ['fp32', 'q80'], runBin: 'run', runqBin: 'runq' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -41,11 +45,13 @@ function parseArgs(argv) {
     else if (k === '--models') a.models = v().split(',');
     else if (k === '--formats') a.formats = v().split(',');
     else if (k === '--json') a.json = v();
+    else if (k === '--contention') a.contention = true;
     else if (k === '--child') a.child = v();
     else if (k === '--model') a.model = v();
     else if (k === '--tokenizer') a.tokenizer = v();
     else if (k === '-h' || k === '--help') {
-      console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+      console.log(lines.slice(0, lines.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
       process.exit(0);
     } else die(`unknown argument ${k} (see --help)`);
   }
@@ -122,15 +128,16 @@ function measure(cmd, args, env) {
   });
 }
 
-async function runRama(a, model, tokenizer) {
+/** One Rama generation in a child process; `threads` undefined: the default. */
+async function runRama(a, model, tokenizer, threads = a.threads) {
   const r = await measure(process.execPath, [fileURLToPath(import.meta.url), '--child', 'rama', '--model', model, '--tokenizer', tokenizer,
-    '--threads', String(a.threads), '--steps', String(a.steps)], {});
+    ...(threads === undefined ? [] : ['--threads', String(threads)]), '--steps', String(a.steps)], {});
   const j = JSON.parse(r.stdout.trim().split('\n').pop());
   return { ...j, peakRssMB: r.peakRssMB ?? j.selfMaxRssMB };
 }
 
 async function runLlama2c(a, bin, model, tokenizer) {
-  const r = await measure(bin, [model, '-z', tokenizer, '-n', String(a.steps), '-t', '0', '-i', PROMPT], { OMP_NUM_THREADS: String(a.threads) });
+  const r = await measure(bin, [model, '-z', tokenizer, '-n', String(a.steps), '-t', '0', '-i', PROMPT], { OMP_NUM_THREADS: String(a.threads ?? availableParallelism()) });
   const m = /achieved tok\/s: ([\d.]+)/.exec(r.stderr + r.stdout);
   if (!m) throw new Error(`${bin}: no "achieved tok/s" in its output`);
   return { tokPerSec: Number(m[1]), peakRssMB: r.peakRssMB, wallMs: r.wallMs };
@@ -154,14 +161,14 @@ async function parent(a) {
     for (const [f, b] of Object.entries(bins)) if (a.formats.includes(f) && !existsSync(b)) die(`${b} not found (build llama2.c's ${f === 'fp32' ? 'run.c' : 'runq.c'} there with -fopenmp)`);
   }
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  console.log(`bench: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${a.threads} threads, ${a.steps} positions, ${a.runs} runs each${a.llama2c ? `, llama2.c from ${a.llama2c}` : ''}`);
+  const threadsLabel = a.threads === undefined ? 'default' : String(a.threads);
+  if (a.contention) return contention(a, testkit, tokenizer, cpu);
+  console.log(`bench: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${threadsLabel} threads, ${a.steps} positions, ${a.runs} runs each${a.llama2c ? `, llama2.c from ${a.llama2c}` : ''}`);
 
   const rows = [];
   for (const m of a.models) {
     for (const f of a.formats) {
-      const name = `${m}${f === 'q80' ? '_q80' : ''}.bin`;
-      process.stdout.write(`  ${name}: generating if needed... `);
-      const model = testkit.synthModel(name, `--shape ${MODELS[m].shape}${f === 'q80' ? ' --format q80' : ''}`);
+      const model = synth(testkit, m, f);
       const results = { rama: [], llama2c: [] };
       for (let i = 0; i < a.runs; i++) {
         results.rama.push(await runRama(a, model, tokenizer));
@@ -182,17 +189,73 @@ async function parent(a) {
     const theirs = r.results.llama2c;
     const tok = ours.map((x) => x.tokPerSec);
     const ratio = theirs.length ? median(tok) / median(theirs.map((x) => x.tokPerSec)) : undefined;
-    lines.push(`| ${r.model} | ${r.format} | rama (${a.threads} thr) | ${fmt(median(tok))} | ${fmt(Math.min(...tok))} | ${fmt(Math.max(...tok))} | ` +
+    lines.push(`| ${r.model} | ${r.format} | rama (${threadsLabel} thr) | ${fmt(median(tok))} | ${fmt(Math.min(...tok))} | ${fmt(Math.max(...tok))} | ` +
       `${fmt(median(ours.map((x) => x.promptTokPerSec)))} | ${fmt(median(ours.map((x) => x.ttftMs)))} | ${fmt(median(ours.map((x) => x.loadMs)), 0)} | ` +
       `${fmt(median(ours.map((x) => x.peakRssMB)), 0)} | ${ratio === undefined ? '-' : `${fmt(ratio, 2)}x`} |`);
     if (theirs.length) {
       const t = theirs.map((x) => x.tokPerSec);
-      lines.push(`| ${r.model} | ${r.format} | llama2.c ${r.format === 'q80' ? 'runq' : 'run'} (OMP ${a.threads}) | ${fmt(median(t))} | ${fmt(Math.min(...t))} | ${fmt(Math.max(...t))} | - | - | - | ${fmt(median(theirs.map((x) => x.peakRssMB)), 0)} | 1.00x |`);
+      lines.push(`| ${r.model} | ${r.format} | llama2.c ${r.format === 'q80' ? 'runq' : 'run'} (OMP ${a.threads ?? availableParallelism()}) | ${fmt(median(t))} | ${fmt(Math.min(...t))} | ${fmt(Math.max(...t))} | - | - | - | ${fmt(median(theirs.map((x) => x.peakRssMB)), 0)} | 1.00x |`);
     }
   }
   console.log(`\n${lines.join('\n')}\n`);
   console.log(`rama backend: ${rows[0]?.results.rama[0]?.backend ?? '-'}`);
   if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, args: a, rows }, null, 2));
+}
+
+/** The synthetic model file for a model key and format (generated once into .cache/models). */
+function synth(testkit, m, f) {
+  const name = `${m}${f === 'q80' ? '_q80' : ''}.bin`;
+  process.stdout.write(`  ${name}: generating if needed... `);
+  return testkit.synthModel(name, `--shape ${MODELS[m].shape}${f === 'q80' ? ' --format q80' : ''}`);
+}
+
+/**
+ * --contention: tokens/s for 1 thread, 2 threads and the default, interleaved
+ * run by run, with a busy process (a tight loop, one core) running beside.
+ */
+async function contention(a, testkit, tokenizer, cpu) {
+  if (availableParallelism() < 2) die('--contention compares 1 and 2 threads: it needs at least 2 cores');
+  const configs = [1, 2, undefined];
+  const label = (t) => (t === undefined ? 'default' : `${t} thr`);
+  console.log(`bench --contention: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, a busy process beside, ` +
+    `${a.steps} positions, ${a.runs} runs each of ${configs.map(label).join(', ')}`);
+  const busy = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+  // never leave it running: also on Ctrl-C or a failed run
+  const stop = () => busy.kill();
+  process.once('exit', stop);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
+  const rows = [];
+  try {
+    for (const m of a.models) {
+      for (const f of a.formats) {
+        const model = synth(testkit, m, f);
+        const results = configs.map(() => []);
+        for (let i = 0; i < a.runs; i++) {
+          for (const [j, t] of configs.entries()) results[j].push(await runRama(a, model, tokenizer, t));
+          process.stdout.write(`${i + 1} `);
+        }
+        process.stdout.write('\n');
+        rows.push({ model: MODELS[m].label, format: f, results });
+      }
+    }
+  } finally {
+    stop();
+  }
+  const cell = (rs) => {
+    const tok = rs.map((x) => x.tokPerSec);
+    return `${fmt(median(tok))} (${fmt(Math.min(...tok))}-${fmt(Math.max(...tok))})`;
+  };
+  const lines = [
+    `| model | format | ${configs.map((t) => `${label(t)} tok/s median (min-max)`).join(' | ')} | default / best of 1, 2 |`,
+    `|---|---|${configs.map(() => '---:|').join('')}---:|`,
+  ];
+  for (const r of rows) {
+    const [one, two, def] = r.results.map((rs) => median(rs.map((x) => x.tokPerSec)));
+    lines.push(`| ${r.model} | ${r.format} | ${r.results.map(cell).join(' | ')} | ${fmt(def / Math.max(one, two), 2)}x |`);
+  }
+  console.log(`\n${lines.join('\n')}\n`);
+  console.log(`rama backend (default): ${rows[0]?.results[2][0]?.backend ?? '-'}`);
+  if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, contention: true, args: a, rows }, null, 2));
 }
 
 const args = parseArgs(process.argv.slice(2));
