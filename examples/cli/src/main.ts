@@ -206,7 +206,8 @@ async function chat(llama: Llama, opts: CliOptions, modelPath: string): Promise<
         if (!tty && !opts.json) out(`User: ${message}\n`);
       }
       running = new AbortController();
-      const gen = llama.chat(message, { ...sampling, system: turn === 0 ? opts.system : undefined, signal: running.signal });
+      // llama2.c's chat: the step limit (-s) ends the conversation, so no context shift here.
+      const gen = llama.chat(message, { ...sampling, system: turn === 0 ? opts.system : undefined, signal: running.signal, contextShift: false });
       if (!opts.json) out('Assistant: ');
       for await (const t of gen) if (!opts.json) out(t.text);
       const r = await gen.result();
