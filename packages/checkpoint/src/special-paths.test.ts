@@ -3,6 +3,7 @@ import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError } from '@rama/core';
 import { missingMessage, releaseFifo, settleWithin, specialPaths, synthModel, type SpecialPaths } from '@rama/testkit';
+import { itRefusesSpecialPaths } from '@rama/testkit/vitest';
 import { openCheckpoint } from './index.js';
 
 /** Long enough for any real open; a reader blocked on a FIFO never gets there. */
@@ -24,30 +25,7 @@ describe('openCheckpoint accepts regular files only', () => {
   beforeAll(() => (sp = specialPaths('rama-ckpt-special-')));
   afterAll(() => sp.cleanup());
 
-  it('a FIFO is refused without blocking', async () => {
-    const e = await refusal(sp.fifo);
-    expect(e.message).toContain(sp.fifo);
-    expect(e.message).toMatch(/is a FIFO/);
-    expect(e.message).toMatch(/not a regular file/);
-  });
-
-  it('a character device (/dev/zero) is refused', async () => {
-    const e = await refusal(sp.charDevice);
-    expect(e.message).toContain('/dev/zero');
-    expect(e.message).toMatch(/is a character device/);
-  });
-
-  it('a directory is refused with a FormatError, not a bare EISDIR', async () => {
-    const e = await refusal(sp.directory);
-    expect(e.message).toContain(sp.directory);
-    expect(e.message).toMatch(/is a directory/);
-  });
-
-  it('a missing file names the path', async () => {
-    const e = await refusal(sp.missing);
-    expect(e.message).toContain(sp.missing);
-    expect(e.message).toMatch(/no such file/);
-  });
+  itRefusesSpecialPaths(refusal, () => sp);
 
   it('names the path as well as a caller-given name', async () => {
     const e = await refusal(sp.directory, { name: 'my-model' });

@@ -76,3 +76,4 @@ export async function settleWithin<T>(p: Promise<T>, ms: number): Promise<Outcom
     clearTimeout(timer);
   }
 }
+

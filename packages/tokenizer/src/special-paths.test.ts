@@ -3,6 +3,7 @@ import { symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError } from '@rama/core';
 import { missingMessage, releaseFifo, settleWithin, sharedFile, specialPaths, type SpecialPaths } from '@rama/testkit';
+import { itRefusesSpecialPaths } from '@rama/testkit/vitest';
 import { MAX_TOKENIZER_BYTES, Tokenizer } from './index.js';
 
 /** Long enough for any real load; a reader blocked on a FIFO or reading /dev/zero never gets there. */
@@ -22,30 +23,7 @@ describe('Tokenizer.fromFile accepts regular files only', () => {
   beforeAll(() => (sp = specialPaths('rama-tok-special-')));
   afterAll(() => sp.cleanup());
 
-  it('a FIFO is refused without blocking', async () => {
-    const e = await refusal(sp.fifo);
-    expect(e.message).toContain(sp.fifo);
-    expect(e.message).toMatch(/is a FIFO/);
-    expect(e.message).toMatch(/not a regular file/);
-  });
-
-  it('a character device (/dev/zero) is refused instead of read without end', async () => {
-    const e = await refusal(sp.charDevice);
-    expect(e.message).toContain('/dev/zero');
-    expect(e.message).toMatch(/is a character device/);
-  });
-
-  it('a directory is refused with a FormatError, not a bare EISDIR', async () => {
-    const e = await refusal(sp.directory);
-    expect(e.message).toContain(sp.directory);
-    expect(e.message).toMatch(/is a directory/);
-  });
-
-  it('a missing file names the path', async () => {
-    const e = await refusal(sp.missing);
-    expect(e.message).toContain(sp.missing);
-    expect(e.message).toMatch(/no such file/);
-  });
+  itRefusesSpecialPaths(refusal, () => sp);
 
   it('a file far larger than any tokenizer (a model passed by mistake?) is refused before it is read', async () => {
     const big = join(sp.directory, 'sparse.bin');
