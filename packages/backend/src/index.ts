@@ -4,5 +4,5 @@ export type { DType, DTypes, DTypeKind, DTypeTraits, Tensor, TensorDesc } from '
 export { byteLengthOf, checkSupported, dtypeTraits, elementCount, isDType, registerDType, registeredDTypes, rowsOf, colsOf } from './tensor.js';
 // The error classes live in @rama/core; re-exported so existing imports keep working.
 export { RamaError, FormatError, ArgumentError, BackendError, AbortError, NumericError } from '@rama/core';
-export { checkStepRows, checkRowsInCache, kvGeometry, kvOffset, RowFlow } from './rows.js';
+export { checkGatherRows, checkStepRows, checkRowsInCache, kvGeometry, kvOffset, RowFlow } from './rows.js';
 export type { CheckedRows, KVGeometry } from './rows.js';

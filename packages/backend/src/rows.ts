@@ -87,3 +87,11 @@ export class RowFlow<T extends TensorDesc = TensorDesc> {
     return n;
   }
 }
+
+/** Checks a gather's rows: 1..outRows of them, each one of the `have` rows its input holds; returns them as an array. */
+export function checkGatherRows(rows: ArrayLike<number> | undefined, have: number, outRows: number, outLabel: string): number[] {
+  const which = Array.from(rows ?? []);
+  if (which.length < 1 || which.length > outRows) throw new ArgumentError(`gather: ${which.length} rows into ${outLabel}'s ${outRows}`);
+  for (const r of which) if (!(Number.isInteger(r) && r >= 0 && r < have)) throw new ArgumentError(`gather: row ${r} outside 0..${have - 1}`);
+  return which;
+}

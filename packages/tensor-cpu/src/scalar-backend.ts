@@ -1,5 +1,5 @@
 import {
-  ArgumentError, BackendError, byteLengthOf, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
+  ArgumentError, BackendError, byteLengthOf, checkGatherRows, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
   type Backend, type BackendOptions, type CheckedRows, type DType, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
 import { matmulQ80, quantizeActivations, viewQ80 } from '@rama/quant-q80';
@@ -225,10 +225,7 @@ class CpuStep implements Step {
   gather(out: Tensor, x: Tensor, rows: ArrayLike<number>): void {
     const o = this.be.own(out), xi = this.be.own(x);
     const n = colsOf(xi);
-    const have = this.rowFlow.of(xi);
-    const which = Array.from(rows);
-    if (which.length < 1 || which.length > rowsOf(o)) throw new ArgumentError(`gather: ${which.length} rows into ${o.label}'s ${rowsOf(o)}`);
-    for (const r of which) if (!(Number.isInteger(r) && r >= 0 && r < have)) throw new ArgumentError(`gather: row ${r} outside 0..${have - 1}`);
+    const which = checkGatherRows(rows, this.rowFlow.of(xi), rowsOf(o), o.label);
     // Through a copy: out may alias x.
     const picked = which.map((r) => xi.f32.slice(r * n, (r + 1) * n));
     picked.forEach((row, i) => o.f32.set(row, i * n));

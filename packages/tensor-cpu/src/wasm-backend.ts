@@ -5,7 +5,7 @@
  * once, so `read` and `write` find every submitted step finished.
  */
 import {
-  ArgumentError, BackendError, byteLengthOf, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
+  ArgumentError, BackendError, byteLengthOf, checkGatherRows, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
   type Backend, type BackendOptions, type CheckedRows, type DType, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
 import {
@@ -614,10 +614,7 @@ class WasmStep implements Step {
     const o = this.f32(out, 'gather'), xi = this.f32(x, 'gather');
     const n = colsOf(xi);
     if (colsOf(o) !== n) throw new ArgumentError(`gather: ${o.label} has ${colsOf(o)} columns, ${xi.label} ${n}`);
-    const have = this.rowFlow.of(xi);
-    const which = Array.from(rows);
-    if (which.length < 1) throw new ArgumentError('gather: no rows');
-    for (const r of which) if (!(Number.isInteger(r) && r >= 0 && r < have)) throw new ArgumentError(`gather: row ${r} outside 0..${have - 1}`);
+    const which = checkGatherRows(rows, this.rowFlow.of(xi), rowsOf(o), o.label);
     if (o === xi && which.some((r, i) => r !== i)) throw new ArgumentError('gather: out may not alias x unless the rows stay in place');
     this.rowFlow.set(o, which.length, 'gather');
     this.copyRows(o, n * 4, which.map((r, i) => ({ dst: o.ptr + i * n * 4, src: xi.ptr + r * n * 4 })));

@@ -1,5 +1,5 @@
 /// <reference types="@webgpu/types" />
-import { ArgumentError, type CheckedRows, type Step, type Tensor } from '@rama/backend';
+import { ArgumentError, checkGatherRows, type CheckedRows, type Step, type Tensor } from '@rama/backend';
 import * as k from './kernels/index.js';
 import { STEP_HEADER, type MatmulKernels, type Params, type Recorder, type RowFlow } from './kernels/common.js';
 import type { GpuTensor } from './tensor.js';
@@ -178,10 +178,7 @@ export class WebGpuStep implements Step, Recorder {
   gather(out: Tensor, x: Tensor, rows: ArrayLike<number>): void {
     const op = 'gather';
     const o = this.t(out, op), xi = this.t(x, op);
-    const which = Array.from(rows ?? []);
-    const have = this.rowsIn(xi);
-    if (which.length < 1 || which.length > o.rows) throw new ArgumentError(`gather: ${which.length} rows into ${o.label}'s ${o.rows}`);
-    for (const r of which) if (!(Number.isInteger(r) && r >= 0 && r < have)) throw new ArgumentError(`gather: row ${r} outside 0..${have - 1}`);
+    const which = checkGatherRows(rows, this.rowsIn(xi), o.rows, o.label);
     k.gather(this, o, xi, which);
     if (which.length === this.rows) this.held.delete(o);
     else this.held.set(o, which.length);
