@@ -492,10 +492,6 @@ class WasmStep implements Step {
     return base;
   }
 
-  private checkRows(t: WasmTensor, rows: number, what: string): void {
-    if (rowsOf(t) < rows) throw new ArgumentError(`${what}: ${t.label} has ${rowsOf(t)} rows, the step needs ${rows}`);
-  }
-
   private f32(t: Tensor, what: string): WasmTensor {
     const c = this.be.own(t);
     if (c.dtype !== 'f32') throw new ArgumentError(`${what}: ${c.label} must be f32, is ${c.dtype}`);
