@@ -4,7 +4,7 @@
 //
 //   pnpm build && pnpm bench [--llama2c-dir DIR] [--runs N] [--steps N]
 //        [--threads N] [--models s15,s110] [--formats fp32,q80] [--json FILE]
-//        [--contention]
+//        [--contention] [--sessions N] [--backend cpu|webgpu]
 //
 // Each measurement is one child process (one model load, one generation of
 // --steps positions, greedy, prompt "Once upon a time"), so load time and peak
@@ -14,6 +14,10 @@
 // or every core), and the table shows the ratio measured in the same run.
 // --contention: a busy process (a tight loop on one core) runs beside, and
 // Rama runs with 1 thread, 2 threads and the default, interleaved.
+// --sessions N: N sessions of one model generate at the same time (their
+// decode steps batched), interleaved with one session alone; both measured the
+// same way: generated tokens / wall time from the first prompt to the last
+// token. --backend webgpu runs it on WebGPU (Rama only).
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -46,6 +50,8 @@ function parseArgs(argv) {
     else if (k === '--formats') a.formats = v().split(',');
     else if (k === '--json') a.json = v();
     else if (k === '--contention') a.contention = true;
+    else if (k === '--sessions') a.sessions = int(v(), k);
+    else if (k === '--backend') a.backend = v();
     else if (k === '--child') a.child = v();
     else if (k === '--model') a.model = v();
     else if (k === '--tokenizer') a.tokenizer = v();
@@ -57,6 +63,8 @@ function parseArgs(argv) {
   }
   for (const m of a.models) if (!MODELS[m]) die(`unknown model ${m}; one of ${Object.keys(MODELS)}`);
   for (const f of a.formats) if (!['fp32', 'q80'].includes(f)) die(`unknown format ${f}; fp32 or q80`);
+  if (a.backend !== undefined && !['cpu', 'webgpu'].includes(a.backend)) die(`unknown backend ${a.backend}; cpu or webgpu`);
+  if (a.backend === 'webgpu' && !a.sessions) die('--backend webgpu goes with --sessions (the llama2.c comparison is CPU only)');
   return a;
 }
 function int(s, k) {
@@ -79,8 +87,9 @@ async function child(a) {
     die(`cannot import @rama/llama (run \`pnpm build\` first): ${e.message}`);
   }
   const t0 = performance.now();
-  const llama = await Llama.load({ model: a.model, tokenizer: a.tokenizer, backend: 'cpu', threads: a.threads });
+  const llama = await Llama.load({ model: a.model, tokenizer: a.tokenizer, backend: a.backend ?? 'cpu', threads: a.threads, sessions: a.sessions ?? 1 });
   const loadMs = performance.now() - t0;
+  if (a.sessions) return childSessions(a, llama);
   const gen = llama.generate(PROMPT, { steps: a.steps, temperature: 0 });
   for await (const _ of gen) { /* drain */ }
   const r = await gen.result();
@@ -92,6 +101,32 @@ async function child(a) {
     selfMaxRssMB: process.resourceUsage().maxRSS / 1024,
     backend: llama.backend.description,
     tokens: r.tokens.length,
+  };
+  llama.dispose();
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+/** Prompts for concurrent sessions: different lengths, so prefills and decodes share steps. */
+const SESSION_PROMPTS = ['Once upon a time', 'The little dog', 'One day, Lily went to the park and', 'Tom had a red ball', 'It was a sunny day',
+  'There was a big tree', 'Sam and Mia', 'The cat sat'];
+
+/** --sessions: N sessions generate at once (prompts above), greedy, --steps positions each; one JSON line. */
+async function childSessions(a, llama) {
+  const sessions = Array.from({ length: a.sessions }, () => llama.session());
+  const run = (steps) => Promise.all(sessions.map((s, i) => s.generate(SESSION_PROMPTS[i % SESSION_PROMPTS.length], { steps, temperature: 0 }).result()));
+  await run(8); // warm-up: first-use costs (workers, pipelines) out of the measurement
+  for (const s of sessions) s.reset();
+  const t0 = performance.now();
+  const results = await run(a.steps);
+  const wallMs = performance.now() - t0;
+  const generated = results.reduce((n, r) => n + r.generatedTokens, 0);
+  const out = {
+    aggregateTokPerSec: (generated / wallMs) * 1000,
+    perSessionTokPerSec: median(results.map((r) => r.timing.tokensPerSecond)),
+    generated,
+    wallMs,
+    selfMaxRssMB: process.resourceUsage().maxRSS / 1024,
+    backend: llama.backend.description,
   };
   llama.dispose();
   process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -129,9 +164,10 @@ function measure(cmd, args, env) {
 }
 
 /** One Rama generation in a child process; `threads` undefined: the default. */
-async function runRama(a, model, tokenizer, threads = a.threads) {
+async function runRama(a, model, tokenizer, threads = a.threads, sessions = undefined) {
   const r = await measure(process.execPath, [fileURLToPath(import.meta.url), '--child', 'rama', '--model', model, '--tokenizer', tokenizer,
-    ...(threads === undefined ? [] : ['--threads', String(threads)]), '--steps', String(a.steps)], {});
+    ...(threads === undefined ? [] : ['--threads', String(threads)]), '--steps', String(a.steps),
+    ...(sessions === undefined ? [] : ['--sessions', String(sessions)]), ...(a.backend ? ['--backend', a.backend] : [])], {});
   const j = JSON.parse(r.stdout.trim().split('\n').pop());
   return { ...j, peakRssMB: r.peakRssMB ?? j.selfMaxRssMB };
 }
@@ -163,6 +199,7 @@ async function parent(a) {
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const threadsLabel = a.threads === undefined ? 'default' : String(a.threads);
   if (a.contention) return contention(a, testkit, tokenizer, cpu);
+  if (a.sessions) return sessionsBench(a, testkit, tokenizer, cpu);
   console.log(`bench: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${threadsLabel} threads, ${a.steps} positions, ${a.runs} runs each${a.llama2c ? `, llama2.c from ${a.llama2c}` : ''}`);
 
   const rows = [];
@@ -256,6 +293,43 @@ async function contention(a, testkit, tokenizer, cpu) {
   console.log(`\n${lines.join('\n')}\n`);
   console.log(`rama backend (default): ${rows[0]?.results[2][0]?.backend ?? '-'}`);
   if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, contention: true, args: a, rows }, null, 2));
+}
+
+/** --sessions N: N concurrent sessions against one alone, interleaved run by run. */
+async function sessionsBench(a, testkit, tokenizer, cpu) {
+  const counts = [1, a.sessions];
+  console.log(`bench --sessions ${a.sessions}: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, backend ${a.backend ?? 'cpu'}, ` +
+    `${a.threads ?? 'default'} threads, ${a.steps} positions per session, ${a.runs} runs each`);
+  const rows = [];
+  for (const m of a.models) {
+    for (const f of a.formats) {
+      const model = synth(testkit, m, f);
+      const results = counts.map(() => []);
+      for (let i = 0; i < a.runs; i++) {
+        for (const [j, n] of counts.entries()) results[j].push(await runRama(a, model, tokenizer, a.threads, n));
+        process.stdout.write(`${i + 1} `);
+      }
+      process.stdout.write('\n');
+      rows.push({ model: MODELS[m].label, format: f, results });
+    }
+  }
+  const cell = (xs) => `${fmt(median(xs))} (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})`;
+  const lines = [
+    '| model | format | sessions | aggregate tok/s median (min-max) | per-session tok/s median | peak RSS MB | aggregate vs 1 session |',
+    '|---|---|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of rows) {
+    const base = median(r.results[0].map((x) => x.aggregateTokPerSec));
+    for (const [j, n] of counts.entries()) {
+      const rs = r.results[j];
+      const agg = rs.map((x) => x.aggregateTokPerSec);
+      lines.push(`| ${r.model} | ${r.format} | ${n} | ${cell(agg)} | ${fmt(median(rs.map((x) => x.perSessionTokPerSec)))} | ` +
+        `${fmt(median(rs.map((x) => x.peakRssMB)), 0)} | ${fmt(median(agg) / base, 2)}x |`);
+    }
+  }
+  console.log(`\n${lines.join('\n')}\n`);
+  console.log(`rama backend: ${rows[0]?.results[0][0]?.backend ?? '-'}`);
+  if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, sessions: a.sessions, args: a, rows }, null, 2));
 }
 
 const args = parseArgs(process.argv.slice(2));
