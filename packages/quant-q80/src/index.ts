@@ -117,6 +117,48 @@ export function matmulQ80(
   }
 }
 
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/**
+ * The largest group size that keeps every group of a flat Q8_0 tensor inside
+ * one row of `cols` elements and inside one of its stored groups of
+ * `groupSize`: gcd(groupSize, cols). Equals `groupSize` when it divides `cols`.
+ *
+ * llama2.c's export.py groups each tensor as one flat array and picks the
+ * group size from `dim` alone, so a row of w2 ([dim, hidden_dim]) straddles
+ * groups when hidden_dim is not a multiple of it (stories42M: 1376 columns,
+ * groups of 64). Row r starts at r * cols and groups at multiples of
+ * groupSize; both are multiples of the gcd.
+ */
+export function rowAlignedGroupSize(cols: number, groupSize: number): number {
+  if (!Number.isSafeInteger(cols) || cols <= 0 || !Number.isSafeInteger(groupSize) || groupSize <= 0) {
+    throw new ArgumentError(`rowAlignedGroupSize: cols ${cols} and group size ${groupSize} must be positive integers`);
+  }
+  return gcd(groupSize, cols);
+}
+
+/**
+ * The same tensor with groups of `groupSize` (which must divide t.groupSize):
+ * each stored group splits into t.groupSize / groupSize groups that keep its
+ * scale, so every dequantized value is bit-identical. The int8 values are
+ * shared, not copied; only the scales grow.
+ */
+export function regroupQ80(t: Q80Tensor, groupSize: number): Q80Tensor {
+  const from = t.groupSize;
+  checkGroups(t.q.length, from, 'regroupQ80 (source)');
+  if (!Number.isInteger(groupSize) || groupSize <= 0 || from % groupSize !== 0) {
+    throw new ArgumentError(`regroupQ80: group size ${groupSize} does not divide the tensor's group size ${from}`);
+  }
+  if (groupSize === from) return t;
+  const split = from / groupSize;
+  const scales = new Float32Array(t.q.length / groupSize);
+  for (let g = 0; g < t.scales.length; g++) scales.fill(t.scales[g], g * split, (g + 1) * split);
+  return { q: t.q, scales, groupSize };
+}
+
 /** Bytes of a Q8_0 tensor in the standard layout: all int8 values, then all f32 scales. */
 export function q80ByteLength(elements: number, groupSize: number): number {
   checkGroups(elements, groupSize, 'q80ByteLength');
