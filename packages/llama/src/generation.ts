@@ -7,25 +7,46 @@
  */
 import { AbortError, BackendError } from '@rama/core';
 import { checkFinite, type Sampler } from '@rama/sampler';
-import type { TextStream } from '@rama/tokenizer';
+import type { TextStream, Tokenizer } from '@rama/tokenizer';
 import type { BatchRunner } from './batch.js';
 
 /**
- * Why a generation ended: its position limit (`steps`) or the context's end
- * (`context`), a sampled BOS or EOS, its AbortSignal or consumer (`aborted`),
- * or another generation of the same model taking over while it sat suspended
+ * Why a generation ended: its position limit (`steps`, or `maxTokens`) or the
+ * context's end (`context`), a sampled BOS or EOS, one of its `stop` strings
+ * in the generated text (`stop`), its AbortSignal or consumer (`aborted`), or
+ * another generation of the same model taking over while it sat suspended
  * (`preempted`, see scheduler.ts).
  */
-export type StopReason = 'steps' | 'context' | 'bos' | 'eos' | 'aborted' | 'preempted';
+export type StopReason = 'steps' | 'context' | 'bos' | 'eos' | 'stop' | 'aborted' | 'preempted';
+
+/** A candidate token and its log-probability (see GeneratedToken.topLogprobs). */
+export interface TokenLogprob {
+  id: number;
+  /** The token's text after the previous token (a lone byte of a multi-byte character reads as U+FFFD). */
+  text: string;
+  /** Natural log of its probability under softmax(logits) at temperature 1. */
+  logprob: number;
+}
 
 export interface GeneratedToken {
   id: number;
-  /** The text this token completed (may be '' while a multi-byte character is still arriving). */
+  /**
+   * The text this token completed (may be '' while a multi-byte character is
+   * still arriving, or while it could be the start of a `stop` string).
+   */
   text: string;
   /** True for prompt tokens echoed as they are read (generate with `echo`). */
   prompt: boolean;
   /** The logits the token was sampled from, when asked for with `logits: true`. */
   logits?: Float32Array;
+  /**
+   * With `logprobs: true`: the natural log of this token's probability under
+   * softmax(logits) at temperature 1 (the model's distribution, before
+   * temperature, top-p or penalties, as OpenAI reports it).
+   */
+  logprob?: number;
+  /** With `topLogprobs: k`: the k likeliest tokens at this position, likeliest first. */
+  topLogprobs?: TokenLogprob[];
 }
 
 export interface GenerationTiming {
@@ -73,6 +94,10 @@ export interface LoopPlan {
   text: TextStream;
   signal?: AbortSignal;
   withLogits: boolean;
+  /** Strings that end the generation when they appear in the sampled text (never shown); empty: none. */
+  stop: readonly string[];
+  /** Attach each sampled token's logprob, and the `topLogprobs` likeliest (0: none); undefined: neither. */
+  logprobs?: { top: number; tokenizer: Tokenizer };
   /**
    * Called with the position after the last one run and the tokens that
    * entered the model (from startPos), so a session knows what its cache holds.
@@ -97,6 +122,7 @@ const PROMPT_CHUNK = 64;
 export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: ResultHolder): AsyncGenerator<GeneratedToken> {
   const { feed, sampler } = plan;
   const deviceArgmax = sampler.isGreedy;
+  const stop = plan.stop.length > 0 ? new StopMatcher(plan.stop) : undefined;
   const tokens = [feed[0]];
   let text = '';
   let pos = plan.startPos;
@@ -123,11 +149,15 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
   };
 
   /** Runs `rows` tokens from `pos` (beside other sequences), and picks the next token when `sample` is set. */
-  const advance = async (rows: number[], sample: boolean): Promise<{ id: number; logits?: Float32Array } | undefined> => {
-    const r = await runner.advance({ slot: plan.slot, pos, tokens: rows, argmax: sample && deviceArgmax, logits: sample && (plan.withLogits || !deviceArgmax) });
+  const advance = async (rows: number[], sample: boolean): Promise<Sampled | undefined> => {
+    // Logits come back only when something reads them: the host sampler, `logits` or `logprobs`.
+    const logits = sample && (plan.withLogits || plan.logprobs !== undefined || !deviceArgmax);
+    const r = await runner.advance({ slot: plan.slot, pos, tokens: rows, argmax: sample && deviceArgmax, logits });
     pos += rows.length;
     if (!sample) return undefined;
     const shown = r.logits && plan.withLogits ? r.logits.slice() : undefined;
+    // The sampler scales and softmaxes the logits in place: logprobs read the model's own.
+    const raw = plan.logprobs ? (shown ?? r.logits!.slice()) : undefined;
     let id: number;
     if (r.id === undefined) id = sampler.sample(r.logits!, tokens);
     else {
@@ -138,17 +168,23 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
         throw new BackendError('the device argmax reported non-finite logits that read back finite');
       }
     }
-    return { id, logits: shown };
+    return { id, logits: shown, raw };
   };
 
-  const emitSampled = function* (s: { id: number; logits?: Float32Array }): Generator<GeneratedToken> {
+  const emitSampled = function* (s: Sampled): Generator<GeneratedToken> {
     generated++;
     if (generated === 1) tFirst = performance.now();
-    const piece = accept(s.id, true);
-    if (piece !== undefined) {
-      text += piece;
-      yield { id: s.id, text: piece, prompt: false, logits: s.logits };
+    // Before accept: the candidates' text reads after the previous token.
+    const probs = s.raw && plan.logprobs && logprobsOf(s.raw, s.id, plan.logprobs.top, plan.logprobs.tokenizer, current);
+    let piece = accept(s.id, true);
+    if (piece === undefined) return;
+    if (stop) {
+      const m = stop.push(piece);
+      piece = m.text;
+      if (m.found) reason = 'stop';
     }
+    text += piece;
+    yield { id: s.id, text: piece, prompt: false, logits: s.logits, ...probs };
   };
 
   /** Hands a token to the consumer; the runner does not wait for this sequence while it is suspended. */
@@ -193,7 +229,9 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
       const sampled = (await advance([current], true))!;
       for (const t of emitSampled(sampled)) yield* handOut(t);
     }
-    const rest = plan.text.flush();
+    // Text held back for a stop string that never came is shown now, in one last item.
+    let rest = plan.text.flush();
+    if (stop) rest = stop.end(rest);
     if (rest) {
       text += rest;
       yield* handOut({ id: current, text: rest, prompt: false });
@@ -221,6 +259,94 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
         tokensPerSecond: generateMs > 0 ? ((generated - 1) / generateMs) * 1000 : 0,
       },
     };
+  }
+}
+
+/** A sampled token, its logits when shown, and the model's logits when logprobs read them. */
+interface Sampled {
+  id: number;
+  logits?: Float32Array;
+  raw?: Float32Array;
+}
+
+const utf8 = new TextDecoder();
+
+/**
+ * The chosen token's logprob and the `top` likeliest candidates: log-softmax
+ * of the model's logits at temperature 1, computed in f64. One pass for the
+ * normalizer and one for the candidates (k <= 20, kept sorted by insertion).
+ */
+function logprobsOf(logits: Float32Array, id: number, top: number, tokenizer: Tokenizer, prev: number): Pick<GeneratedToken, 'logprob' | 'topLogprobs'> {
+  const n = logits.length;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  if (top === 0) return { logprob: logits[id] - lse };
+  const best: number[] = [];
+  for (let i = 0; i < n; i++) {
+    // Ties keep the lower id first.
+    if (best.length === top && logits[i] <= logits[best[top - 1]]) continue;
+    if (best.length === top) best.pop();
+    let j = best.length;
+    while (j > 0 && logits[best[j - 1]] < logits[i]) j--;
+    best.splice(j, 0, i);
+  }
+  const topLogprobs = best.map((c) => ({ id: c, text: utf8.decode(tokenizer.decodePiece(prev, c)), logprob: logits[c] - lse }));
+  return { logprob: logits[id] - lse, topLogprobs };
+}
+
+/**
+ * Finds stop strings in generated text that arrives piece by piece, across
+ * token boundaries. Text is held back while its end could still be the start
+ * of a stop string, and released as soon as it cannot; a stop string and
+ * anything after it are never released.
+ */
+export class StopMatcher {
+  /** Text not released yet: the longest tail of what came that begins some stop string. */
+  private held = '';
+
+  constructor(private readonly stops: readonly string[]) {}
+
+  /** Adds `piece`; returns the text now safe to show, and whether a stop string was found (the text is what precedes it). */
+  push(piece: string): { text: string; found: boolean } {
+    const held = this.held + piece;
+    const at = this.firstStop(held);
+    if (at >= 0) {
+      this.held = '';
+      return { text: held.slice(0, at), found: true };
+    }
+    // Any stop string that begins in `held` and runs past its end begins within the longest tail that is a prefix of one.
+    let keep = 0;
+    for (const s of this.stops) {
+      for (let k = Math.min(s.length - 1, held.length); k > keep; k--) {
+        if (held.endsWith(s.slice(0, k))) {
+          keep = k;
+          break;
+        }
+      }
+    }
+    this.held = held.slice(held.length - keep);
+    return { text: held.slice(0, held.length - keep), found: false };
+  }
+
+  /** The generation ended for another reason: releases what is held (and `piece`), up to any stop string in it. */
+  end(piece = ''): string {
+    const held = this.held + piece;
+    this.held = '';
+    const at = this.firstStop(held);
+    return at >= 0 ? held.slice(0, at) : held;
+  }
+
+  /** Where the earliest stop string in `text` begins, or -1. */
+  private firstStop(text: string): number {
+    let first = -1;
+    for (const s of this.stops) {
+      const i = text.indexOf(s);
+      if (i >= 0 && (first < 0 || i < first)) first = i;
+    }
+    return first;
   }
 }
 

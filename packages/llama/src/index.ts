@@ -1,8 +1,8 @@
 export { Llama } from './llama.js';
-export type { LoadOptions, GenerateOptions, ChatOptions, ModelSource } from './llama.js';
+export type { LoadOptions, GenerateOptions, ChatOptions, ChatMessage, OutputOptions, TokenizeOptions, ModelSource } from './llama.js';
 export { Generation } from './generation.js';
-export { Session } from './session.js';
-export type { GeneratedToken, GenerationResult, GenerationTiming, StopReason } from './generation.js';
+export { Session, MAX_TOP_LOGPROBS } from './session.js';
+export type { GeneratedToken, GenerationResult, GenerationTiming, StopReason, TokenLogprob } from './generation.js';
 export type { BackendChoice, BackendName } from './backends.js';
 export { forward } from './forward.js';
 export { llama2cSpec } from './spec.js';

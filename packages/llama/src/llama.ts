@@ -12,13 +12,13 @@ import { Tokenizer } from '@rama/tokenizer';
 import { createBackend, type BackendChoice } from './backends.js';
 import { BatchRunner } from './batch.js';
 import type { Generation } from './generation.js';
-import { checkBoolean, checkInteger, checkKnown, checkNumber, checkObject, describe } from './options.js';
-import { Session, type ChatOptions, type GenerateOptions } from './session.js';
+import { checkBoolean, checkInteger, checkKnown, checkNumber, checkObject, checkString, describe } from './options.js';
+import { Session, type ChatMessage, type ChatOptions, type GenerateOptions } from './session.js';
 import { allocState } from './state.js';
 import { checkSupported, llama2cSpec, type ModelSpec } from './spec.js';
-import { uploadWeights } from './weights.js';
+import { checkModelFits, uploadWeights } from './weights.js';
 
-export type { ChatOptions, GenerateOptions } from './session.js';
+export type { ChatMessage, ChatOptions, GenerateOptions, OutputOptions } from './session.js';
 
 export type ModelSource = string | Blob | ArrayBuffer | Uint8Array;
 
@@ -52,6 +52,13 @@ export interface LoadOptions {
    * generation (default 10; `Infinity` never yields, for benchmarks).
    */
   yieldEveryMs?: number;
+}
+
+export interface TokenizeOptions {
+  /** Start with BOS (default true: the ids generate feeds for a string prompt). */
+  bos?: boolean;
+  /** End with EOS (default false). */
+  eos?: boolean;
 }
 
 const LOAD_OPTIONS = [
@@ -108,6 +115,7 @@ export class Llama {
       try {
         // A backend the caller made may take fewer rows per step than asked for.
         const rows = Math.min(batchSize, backend.maxRows);
+        await checkModelFits(backend, ckpt, { quantizeGroupSize }, spec, { rows, context, sessions });
         const weights = await uploadWeights(backend, ckpt, { quantizeGroupSize }, track);
         const state = allocState(backend, spec, rows, context, sessions, track);
         const quantized = ckpt.format === 'v2' || quantizeGroupSize !== undefined;
@@ -161,9 +169,43 @@ export class Llama {
     return this.default().generate(prompt, opts);
   }
 
-  /** One chat turn in the default session (see Session.chat). */
-  chat(message: string, opts: ChatOptions = {}): Generation {
-    return this.default().chat(message, opts);
+  /** One chat turn in the default session: a message, or a whole conversation of messages (see Session.chat). */
+  chat(messages: string | readonly ChatMessage[], opts: ChatOptions = {}): Generation {
+    return this.default().chat(messages, opts);
+  }
+
+  /**
+   * The model's token ids for `text`, as llama2.c encodes a prompt (a leading
+   * space is added, sentencepiece's dummy prefix). With the defaults these are
+   * the ids generate(text) reads.
+   */
+  tokenize(text: string, opts: TokenizeOptions = {}): number[] {
+    checkString('tokenize', 'text', text, false);
+    const o = checkKnown('tokenize', opts, ['bos', 'eos']);
+    checkBoolean('tokenize', 'bos', o.bos);
+    checkBoolean('tokenize', 'eos', o.eos);
+    return this.tokenizer.encode(text, { bos: opts.bos ?? true, eos: opts.eos ?? false });
+  }
+
+  /**
+   * The text of token ids, as generation shows it: each token decoded after
+   * the one before, the leading space of the first text token dropped (the
+   * dummy prefix tokenize adds), special tokens as their pieces, bytes that
+   * form no UTF-8 dropped. detokenize(tokenize(text)) is text, with or without BOS.
+   */
+  detokenize(ids: readonly number[]): string {
+    if (!Array.isArray(ids)) throw new ArgumentError(`detokenize: ids must be an array of token ids, got ${describe(ids)}`);
+    const vocab = this.spec.vocabSize;
+    for (const id of ids) {
+      if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ArgumentError(`detokenize: token id ${describe(id)} outside the vocabulary (0..${vocab - 1})`);
+    }
+    // llama2.c decodes a token after its predecessor; after BOS the dummy prefix's space goes.
+    return this.tokenizer.decode(ids[0] === this.spec.bosId ? ids : [this.spec.bosId, ...ids]);
+  }
+
+  /** How many tokens `text` is: tokenize(text, opts).length (so BOS counts unless `bos: false`). */
+  countTokens(text: string, opts: TokenizeOptions = {}): number {
+    return this.tokenize(text, opts).length;
   }
 
   /** Ends the default session's conversation, in order with its turns. */

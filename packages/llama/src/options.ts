@@ -44,6 +44,14 @@ export function checkString(what: string, name: string, value: unknown, optional
   if (typeof value !== 'string') throw new ArgumentError(`${what}: ${name} must be a string, got ${describe(value)}`);
 }
 
+/** An array of non-empty strings (stop strings). */
+export function checkStringList(what: string, name: string, value: unknown): void {
+  if (value === undefined) return;
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || v === '')) {
+    throw new ArgumentError(`${what}: ${name} must be an array of non-empty strings, got ${describeList(value)}`);
+  }
+}
+
 export function checkSignal(what: string, value: unknown): void {
   if (value === undefined) return;
   const s = value as AbortSignal | null;
@@ -56,6 +64,13 @@ export function checkObject(what: string, name: string, value: unknown): void {
   if (value !== undefined && (value === null || typeof value !== 'object')) {
     throw new ArgumentError(`${what}: ${name} must be an object, got ${describe(value)}`);
   }
+}
+
+/** `describe`, or for an array its first bad element. */
+function describeList(value: unknown): string {
+  if (!Array.isArray(value)) return describe(value);
+  const i = value.findIndex((v) => typeof v !== 'string' || v === '');
+  return `an array whose element ${i} is ${describe(value[i])}`;
 }
 
 /** A short, safe rendering of a bad value for a message. */

@@ -9,20 +9,42 @@ import { Sampler, checkSamplerOptions, type SamplerOptions } from '@rama/sampler
 import { TextStream, type Tokenizer } from '@rama/tokenizer';
 import type { BatchRunner } from './batch.js';
 import { Generation, runLoop, type GeneratedToken, type LoopPlan, type ResultHolder } from './generation.js';
-import { checkBoolean, checkInteger, checkKnown, checkSignal, checkString } from './options.js';
+import { checkBoolean, checkInteger, checkKnown, checkSignal, checkString, checkStringList, describe } from './options.js';
 import { TurnScheduler, type Turn } from './scheduler.js';
 import type { ModelSpec } from './spec.js';
 
-export interface GenerateOptions extends SamplerOptions {
+/** What generate and chat share besides sampling. */
+export interface OutputOptions extends SamplerOptions {
+  /**
+   * Most tokens to sample (the prompt not counted). For generate, whichever
+   * of this and `steps` is reached first ends the generation, with reason
+   * `steps` (or `context` when that limit is the context's end).
+   */
+  maxTokens?: number;
+  /**
+   * Strings that end the generation, with reason `stop`, when they appear in
+   * the sampled text, also across token boundaries. A stop string is never
+   * shown: text that could be the start of one is held back (yielded tokens
+   * carry '' meanwhile) and released once it cannot. Its tokens were
+   * generated, so they stay in `result().tokens` and in the session's cache.
+   */
+  stop?: readonly string[];
+  /** Attach each token's logits. */
+  logits?: boolean;
+  /** Attach each sampled token's `logprob` (log-softmax of the logits at temperature 1). Reads the logits back even when decoding greedily. */
+  logprobs?: boolean;
+  /** With `logprobs: true`: attach the k (at most 20) likeliest tokens at each position as `topLogprobs`. */
+  topLogprobs?: number;
+  signal?: AbortSignal;
+}
+
+export interface GenerateOptions extends OutputOptions {
   /** llama2.c's -n: positions to run, prompt included; 0 = the whole context. Default 256. */
   steps?: number;
   /** Yield the prompt's tokens as they are read, as llama2.c prints them (default true). */
   echo?: boolean;
   /** Stop when EOS is sampled (default false: llama2.c prints it and goes on). */
   stopAtEos?: boolean;
-  /** Attach each sampled token's logits. */
-  logits?: boolean;
-  signal?: AbortSignal;
   /**
    * A prompt longer than the context is an ArgumentError, unless this is true:
    * then BOS and the prompt's last tokens are kept, leaving a quarter of the
@@ -31,13 +53,9 @@ export interface GenerateOptions extends SamplerOptions {
   truncate?: boolean;
 }
 
-export interface ChatOptions extends SamplerOptions {
-  /** System prompt for the conversation's first turn. */
+export interface ChatOptions extends OutputOptions {
+  /** System prompt for the conversation's first turn (or give a `system` message). */
   system?: string;
-  /** Most tokens in this reply (default: until EOS or the end of the context). */
-  maxTokens?: number;
-  logits?: boolean;
-  signal?: AbortSignal;
   /**
    * When the conversation would not fit in the context (with room for a
    * reply), keep the system prompt and drop the oldest turns, re-reading what
@@ -47,9 +65,19 @@ export interface ChatOptions extends SamplerOptions {
   contextShift?: boolean;
 }
 
+/** One message of a whole conversation given to chat, as in OpenAI's chat API. */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
 const SAMPLER_OPTIONS = ['temperature', 'topp', 'topk', 'minp', 'repetitionPenalty', 'repetitionWindow', 'seed'] as const;
-const GENERATE_OPTIONS = [...SAMPLER_OPTIONS, 'steps', 'echo', 'stopAtEos', 'logits', 'signal', 'truncate'] as const;
-const CHAT_OPTIONS = [...SAMPLER_OPTIONS, 'system', 'maxTokens', 'logits', 'signal', 'contextShift'] as const;
+const OUTPUT_OPTIONS = [...SAMPLER_OPTIONS, 'maxTokens', 'stop', 'logits', 'logprobs', 'topLogprobs', 'signal'] as const;
+const GENERATE_OPTIONS = [...OUTPUT_OPTIONS, 'steps', 'echo', 'stopAtEos', 'truncate'] as const;
+const CHAT_OPTIONS = [...OUTPUT_OPTIONS, 'system', 'contextShift'] as const;
+
+/** Most `topLogprobs` (OpenAI's limit). */
+export const MAX_TOP_LOGPROBS = 20;
 
 /** One finished chat turn, as the session keeps it for a context shift. */
 interface ChatTurn {
@@ -115,7 +143,7 @@ export class Session {
     checkCommon('generate', opts);
     const context = this.host.contextLength;
     const steps = opts.steps ?? 256;
-    const endPos = steps === 0 || steps > context ? context : steps;
+    let endPos = steps === 0 || steps > context ? context : steps;
     let feed = typeof prompt === 'string' ? this.host.tokenizer.encode(prompt, { bos: true, eos: false }) : [...prompt];
     if (feed.length > context) {
       if (!opts.truncate) {
@@ -123,6 +151,8 @@ export class Session {
       }
       feed = [feed[0], ...feed.slice(feed.length - (context - 1 - Math.floor(context / 4)))];
     }
+    // The last fed position samples the first token; each later position samples one more.
+    if (opts.maxTokens !== undefined) endPos = Math.min(endPos, feed.length - 1 + opts.maxTokens);
     return this.run(() => {
       this.conversation = undefined;
       this.chatPending = [];
@@ -148,24 +178,51 @@ export class Session {
    * carries over, so each turn only reads its own new tokens. Where the
    * conversation stands (first turn or not, the position) is read when the
    * turn runs, so turns queued together give what they give one by one.
+   *
+   * `messages` may instead be a whole conversation, OpenAI-style: an optional
+   * system message, then user and assistant messages in turn, ending with the
+   * user's. It replaces the session's conversation (later string turns
+   * continue it); earlier assistant messages read as replies the model gave
+   * (llama2.c: `[INST] u1 [/INST] a1</s><s>[INST] u2 [/INST]`). Whatever
+   * leading part of it the session's KV cache already holds is not read again,
+   * so resending a growing conversation costs only its new tokens.
    */
-  chat(message: string, opts: ChatOptions = {}): Generation {
-    checkString('chat', 'message', message, false);
+  chat(messages: string | readonly ChatMessage[], opts: ChatOptions = {}): Generation {
+    if (typeof messages !== 'string' && !Array.isArray(messages)) {
+      throw new ArgumentError(`chat: message must be a string or an array of { role, content } messages, got ${describe(messages)}`);
+    }
     checkKnown('chat', opts, CHAT_OPTIONS);
     checkString('chat', 'system', opts.system);
-    checkInteger('chat', 'maxTokens', opts.maxTokens, 1);
     checkBoolean('chat', 'contextShift', opts.contextShift);
     checkCommon('chat', opts);
+    const whole = typeof messages === 'string' ? undefined : checkMessages(messages, opts.system);
     return this.run(() => {
       const context = this.host.contextLength;
-      if (!this.conversation) {
-        this.conversation = { system: opts.system, turns: [] };
-        this.cache = [];
+      let conv: Conversation;
+      let message: string;
+      let startPos: number;
+      let feed: number[];
+      if (whole) {
+        conv = { system: whole.system, turns: whole.history.map(([u, a]) => ({ message: u, reply: this.renderReply(a) })) };
+        message = whole.message;
+        this.conversation = conv;
         this.chatPending = [];
+        const all = [...this.renderConversation(conv), ...this.renderTurn(message, conv.turns.length === 0 ? conv.system : undefined)];
+        // Positions whose KV entries already hold these very tokens are kept; at least one token is fed, to sample from.
+        startPos = 0;
+        while (startPos < this.cache.length && startPos < all.length - 1 && this.cache[startPos] === all[startPos]) startPos++;
+        feed = all.slice(startPos);
+      } else {
+        message = messages as string;
+        if (!this.conversation) {
+          this.conversation = { system: opts.system, turns: [] };
+          this.cache = [];
+          this.chatPending = [];
+        }
+        conv = this.conversation;
+        startPos = this.cache.length;
+        feed = [...this.chatPending, ...this.renderTurn(message, conv.turns.length === 0 ? conv.system : undefined)];
       }
-      const conv = this.conversation;
-      let startPos = this.cache.length;
-      let feed = [...this.chatPending, ...this.renderTurn(message, conv.turns.length === 0 ? conv.system : undefined)];
       // Room kept for the reply when deciding to shift.
       const reserve = Math.max(1, Math.min(opts.maxTokens ?? Infinity, Math.floor(context / 4)));
       if ((opts.contextShift ?? true) && startPos + feed.length + reserve > context) {
@@ -185,9 +242,10 @@ export class Session {
         echo: false,
         stopAtEos: true,
         onEnd: (_pos, last, reason, entered) => {
-          this.cache = startPos === 0 ? [...entered] : [...this.cache, ...entered];
-          // The reply's last token has not entered the model yet: it goes first next turn.
-          this.chatPending = reason === 'eos' || reason === 'steps' ? [last] : [];
+          this.cache = [...this.cache.slice(0, startPos), ...entered];
+          // The reply's last token has not entered the model yet: it goes first next turn. After a stop
+          // string too: the reply stays as generated, the stop string's tokens included.
+          this.chatPending = reason === 'eos' || reason === 'steps' || reason === 'stop' ? [last] : [];
           conv.turns.push({ message, reply: [...entered.slice(promptLength), ...this.chatPending] });
         },
       };
@@ -200,6 +258,19 @@ export class Session {
     return tokenizer.encode(spec.chatTemplate.userTurn(message, system), { bos: spec.chatTemplate.bosPerTurn, eos: false });
   }
 
+  /** An earlier assistant message's tokens, as a reply the model gave (with its EOS). */
+  private renderReply(content: string): number[] {
+    const { tokenizer, spec } = this.host;
+    return tokenizer.encode(spec.chatTemplate.assistantTurn(content), { bos: false, eos: spec.chatTemplate.eosPerReply });
+  }
+
+  /** A conversation's finished turns, as the session reads them: each user turn, then its reply. */
+  private renderConversation(conv: Conversation): number[] {
+    const tokens: number[] = [];
+    conv.turns.forEach((t, i) => tokens.push(...this.renderTurn(t.message, i === 0 ? conv.system : undefined), ...t.reply));
+    return tokens;
+  }
+
   /**
    * A context shift: drops the oldest turns until the system prompt, the
    * turns kept and this message fit in `budget` tokens; returns the tokens to
@@ -209,8 +280,7 @@ export class Session {
   private shift(conv: Conversation, message: string, budget: number): number[] {
     for (let drop = 1; drop <= conv.turns.length; drop++) {
       const kept = conv.turns.slice(drop);
-      const tokens: number[] = [];
-      kept.forEach((t, i) => tokens.push(...this.renderTurn(t.message, i === 0 ? conv.system : undefined), ...t.reply));
+      const tokens = this.renderConversation({ system: conv.system, turns: kept });
       tokens.push(...this.renderTurn(message, kept.length === 0 ? conv.system : undefined));
       if (tokens.length <= budget || kept.length === 0) {
         if (tokens.length > this.host.contextLength) {
@@ -250,12 +320,14 @@ export class Session {
     this.scheduler.enqueue(() => this.host.releaseSlot(this.slot));
   }
 
-  private common(opts: SamplerOptions & { logits?: boolean; signal?: AbortSignal }): Pick<LoopPlan, 'sampler' | 'text' | 'signal' | 'withLogits' | 'slot' | 'bosId' | 'stopIds'> {
+  private common(opts: OutputOptions): Pick<LoopPlan, 'sampler' | 'text' | 'signal' | 'withLogits' | 'stop' | 'logprobs' | 'slot' | 'bosId' | 'stopIds'> {
     return {
       sampler: new Sampler(this.host.spec.vocabSize, opts),
       text: new TextStream(this.host.tokenizer),
       signal: opts.signal,
       withLogits: opts.logits ?? false,
+      stop: [...(opts.stop ?? [])],
+      logprobs: opts.logprobs ? { top: opts.topLogprobs ?? 0, tokenizer: this.host.tokenizer } : undefined,
       slot: this.slot,
       bosId: this.host.spec.bosId,
       stopIds: this.host.spec.stopIds,
@@ -320,13 +392,53 @@ function checkTokenIds(ids: unknown, vocabSize: number): void {
   }
 }
 
-/** Checks what generate and chat share: logits, signal, and the sampler's options. */
-function checkCommon(what: string, opts: GenerateOptions | ChatOptions): void {
+/** Checks what generate and chat share: maxTokens, stop, logits, logprobs, signal, and the sampler's options. */
+function checkCommon(what: string, opts: OutputOptions): void {
+  checkInteger(what, 'maxTokens', opts.maxTokens, 1);
+  checkStringList(what, 'stop', opts.stop);
   checkBoolean(what, 'logits', opts.logits);
+  checkBoolean(what, 'logprobs', opts.logprobs);
+  checkInteger(what, 'topLogprobs', opts.topLogprobs, 0, MAX_TOP_LOGPROBS);
+  if (opts.topLogprobs && !opts.logprobs) throw new ArgumentError(`${what}: topLogprobs needs logprobs: true`);
   checkSignal(what, opts.signal);
   try {
     checkSamplerOptions(opts);
   } catch (e) {
     throw e instanceof ArgumentError ? new ArgumentError(`${what}: ${e.message}`) : e;
   }
+}
+
+/** A whole conversation given to chat, checked: its system prompt, its finished (user, assistant) turns, and the user's last message. */
+function checkMessages(
+  messages: readonly unknown[],
+  optsSystem: string | undefined,
+): { system: string | undefined; history: [string, string][]; message: string } {
+  if (messages.length === 0) throw new ArgumentError('chat: messages must not be empty');
+  messages.forEach((m, i) => {
+    const r = m as ChatMessage | null;
+    const ok =
+      r !== null && typeof r === 'object' && !Array.isArray(r) && ['system', 'user', 'assistant'].includes(r.role) && typeof r.content === 'string' &&
+      Object.keys(r).every((k) => k === 'role' || k === 'content');
+    if (!ok) throw new ArgumentError(`chat: messages[${i}] must be { role: 'system' | 'user' | 'assistant', content: string }, got ${describe(m)}`);
+  });
+  const list = messages as readonly ChatMessage[];
+  let system = optsSystem;
+  let first = 0;
+  if (list[0].role === 'system') {
+    if (optsSystem !== undefined) throw new ArgumentError('chat: give the system prompt as the `system` option or as a system message, not both');
+    system = list[0].content;
+    first = 1;
+  }
+  // Llama 2's template has turns, not free-form messages: user and assistant alternate, the user first and last.
+  for (let i = first; i < list.length; i++) {
+    const want = (i - first) % 2 === 0 ? 'user' : 'assistant';
+    if (list[i].role !== want) {
+      const where = list[i].role === 'system' ? 'only the first message may be a system message' : 'user and assistant messages alternate, starting with the user';
+      throw new ArgumentError(`chat: messages[${i}].role is "${list[i].role}", expected "${want}" (${where})`);
+    }
+  }
+  if (list.length === first || list[list.length - 1].role !== 'user') throw new ArgumentError('chat: the last message must be the user\'s');
+  const history: [string, string][] = [];
+  for (let i = first; i + 1 < list.length; i += 2) history.push([list[i].content, list[i + 1].content]);
+  return { system, history, message: list[list.length - 1].content };
 }
