@@ -29,6 +29,14 @@ export interface Backend {
   readonly description: string;
   /** The most positions one Step may hold. */
   readonly maxRows: number;
+  /**
+   * Whether submitted steps run later, on a device queue (a GPU), rather
+   * than before `submit` returns (the CPU). Then the host can record and
+   * submit the next step while it waits for a read, and @rama/llama does so
+   * for greedy decoding (pipelining); where steps run at submit, it would
+   * only add work.
+   */
+  readonly executesAsync?: boolean;
 
   /**
    * Whether this backend stores tensors of a registered element type (see

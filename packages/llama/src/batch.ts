@@ -16,6 +16,17 @@
  * request. A sequence is "busy" from when it starts or its consumer asks for a
  * token until it hands in a request, suspends at a yield, or ends; a
  * suspended consumer (slow or abandoned) never holds the others back.
+ *
+ * Pipelining (backends whose steps run on a device queue, Backend.executesAsync):
+ * after a step whose every row wants only its argmax (greedy decoding), the
+ * next step is recorded and submitted at once, before the first one's ids are
+ * read back: its input tokens are the argmax output, already on the device,
+ * so the host's readback and sampling overlap the device's work. When the
+ * sequences then ask for exactly those rows (each continues with its argmax),
+ * they get that step's results; otherwise (a sequence stopped, a new one
+ * joined) its results are dropped. A dropped step only wrote KV entries past
+ * its sequences' ends, which every later step writes before any attention
+ * reads them, so results stay exact.
  */
 import type { Backend } from '@rama/backend';
 import { AbortError } from '@rama/core';
@@ -44,6 +55,14 @@ export interface RowRequest {
   logits: boolean;
 }
 
+/** A step submitted ahead of its requests (see Pipelining above). */
+interface Speculation {
+  /** Per row, in row order: the sequence's slot and position, and the token entering there (the previous step's argmax, known once read back). */
+  rows: { slot: number; pos: number; token: number }[];
+  /** The step's argmax per row. */
+  ids: Promise<Float32Array | Int32Array>;
+}
+
 interface Pending extends RowRequest {
   /** Rows already run. */
   done: number;
@@ -57,6 +76,9 @@ export class BatchRunner {
   private stepping = false;
   private lastYield = performance.now();
   private closed = false;
+  private speculation: Speculation | undefined;
+  /** Steps submitted ahead, and how many of them were used (for tests and tuning). */
+  readonly pipelineStats = { submitted: 0, used: 0 };
 
   constructor(
     private readonly backend: Backend,
@@ -67,6 +89,8 @@ export class BatchRunner {
     readonly maxRows: number,
     /** Most ms of synchronous work between event-loop turns (see `step`). */
     private readonly yieldEveryMs: number,
+    /** Submit the next greedy step before reading back the current one (default: where the backend's steps run asynchronously). */
+    private readonly pipeline = backend.executesAsync === true,
   ) {}
 
   /** A sequence starts computing, or resumes after its consumer asked for the next token. */
@@ -118,6 +142,15 @@ export class BatchRunner {
     }
     if (this.closed || this.pending.length === 0) return;
 
+    const ahead = this.speculation;
+    this.speculation = undefined;
+    const claimed = ahead && this.claim(ahead);
+    if (ahead && claimed) return this.finishAhead(ahead, claimed);
+    return this.runPending();
+  }
+
+  /** Packs the pending requests' rows into one step, runs it, and answers the requests that finish. */
+  private async runPending(): Promise<void> {
     // Decoding rows first (one each), then prompt rows in arrival order.
     const order = [...this.pending].sort((a, b) => Number(a.tokens.length - a.done > 1) - Number(b.tokens.length - b.done > 1));
     const tokens: number[] = [];
@@ -149,7 +182,12 @@ export class BatchRunner {
       const logitsRead = wantLogits ? step.read(state.logits, gathered.length * this.spec.vocabSize) : undefined;
       const idsRead = wantIds ? step.read(state.tokens, gathered.length) : undefined;
       step.submit();
+      const next = this.canRunAhead(finishing) ? this.runAhead(finishing.map((f) => ({ slot: f.req.slot, pos: f.req.pos + f.req.tokens.length }))) : undefined;
       const ids = idsRead && (await idsRead);
+      if (next && ids && !ids.includes(-1)) {
+        next.rows.forEach((r, i) => (r.token = ids[i]));
+        this.speculation = next;
+      }
       let logits = logitsRead && ((await logitsRead) as Float32Array);
       // A row whose argmax says NaN/Inf: its logits are read so the sequence can say which.
       if (!logits && ids?.some((id) => id === -1)) logits = (await backend.read(state.logits, gathered.length * this.spec.vocabSize)) as Float32Array;
@@ -168,6 +206,70 @@ export class BatchRunner {
       }
     } catch (e) {
       // The step did not run as recorded: every sequence waiting on the model fails with it.
+      for (const p of this.pending.splice(0)) {
+        this.busy++;
+        p.reject(e);
+      }
+    }
+  }
+
+  /**
+   * Whether the step whose finishing requests are `finishing` may be followed
+   * at once by the next one: every request in it finished (no prompt goes on),
+   * wants only its argmax, and has a next position within the cache.
+   */
+  private canRunAhead(finishing: { req: Pending }[]): boolean {
+    const context = this.state.keyCache.shape[2];
+    return (
+      this.pipeline &&
+      finishing.length > 0 &&
+      finishing.length === this.pending.length &&
+      finishing.every((f) => f.req.argmax && !f.req.logits && f.req.pos + f.req.tokens.length < context)
+    );
+  }
+
+  /** Records and submits one row per sequence at `rows`, its input tokens the argmax the previous step left on the device. */
+  private runAhead(rows: { slot: number; pos: number }[]): Speculation {
+    const step = this.backend.begin({ positions: rows.map((r) => r.pos), slots: rows.map((r) => r.slot) });
+    forward(step, this.spec, this.weights, this.state, rows.map((_, i) => i));
+    step.argmax(this.state.tokens, this.state.logits);
+    const ids = step.read(this.state.tokens, rows.length);
+    step.submit();
+    ids.catch(() => {}); // a dropped step's failure concerns nobody; a used one's is seen where it is awaited
+    this.pipelineStats.submitted++;
+    return { rows: rows.map((r) => ({ ...r, token: -1 })), ids };
+  }
+
+  /** The pending requests in the order of `ahead`'s rows, if they are exactly those rows; else undefined. */
+  private claim(ahead: Speculation): Pending[] | undefined {
+    if (this.pending.length !== ahead.rows.length) return undefined;
+    const claimed: Pending[] = [];
+    for (const r of ahead.rows) {
+      const p = this.pending.find((q) => q.slot === r.slot);
+      if (!p || p.done !== 0 || p.pos !== r.pos || p.tokens.length !== 1 || p.tokens[0] !== r.token || !p.argmax || p.logits) return undefined;
+      claimed.push(p);
+    }
+    return claimed;
+  }
+
+  /** Answers the requests that `ahead` already computed, submitting the step after it first. */
+  private async finishAhead(ahead: Speculation, claimed: Pending[]): Promise<void> {
+    try {
+      const next = this.canRunAhead(claimed.map((req) => ({ req }))) ? this.runAhead(ahead.rows.map((r) => ({ slot: r.slot, pos: r.pos + 1 }))) : undefined;
+      const ids = await ahead.ids;
+      // Non-finite logits: run these rows again the plain way, which reads the logits so the sequence can say which.
+      if (ids.includes(-1)) return this.runPending();
+      if (next) {
+        next.rows.forEach((r, i) => (r.token = ids[i]));
+        this.speculation = next;
+      }
+      this.pipelineStats.used++;
+      for (const [i, p] of claimed.entries()) {
+        this.pending.splice(this.pending.indexOf(p), 1);
+        this.busy++;
+        p.resolve({ id: ids[i] });
+      }
+    } catch (e) {
       for (const p of this.pending.splice(0)) {
         this.busy++;
         p.reject(e);

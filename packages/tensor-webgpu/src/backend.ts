@@ -73,6 +73,8 @@ const mib = (n: number): string => `${(n / (1 << 20)).toFixed(1)} MiB`;
  */
 export class WebGpuBackend implements Backend, StepHost {
   readonly name = 'webgpu';
+  /** Steps run on the GPU queue after submit returns (see Backend.executesAsync). */
+  readonly executesAsync = true;
   readonly description: string;
   readonly maxRows: number;
   /** Largest buffer a tensor part may use (bytes). */
