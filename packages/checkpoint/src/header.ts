@@ -32,7 +32,17 @@ export interface ModelConfig {
 
 export type CheckpointFormat = 'v0' | 'v1' | 'v2';
 
-/** A tensor's description plus where its bytes (standard layout) lie in the file. */
+/**
+ * A tensor's description plus where its bytes (standard layout) lie in the file.
+ *
+ * A v2 (q8_0) entry's `groupSize` is the file's: groups of that many
+ * consecutive elements of the flat tensor, as llama2.c's export.py writes
+ * them. They need not lie inside rows: when the last dimension is not a
+ * multiple of `groupSize` (w2, [dim, hidden_dim], when hidden_dim is not),
+ * rows straddle groups, and a backend's Q8_0 matmul, which assumes groups
+ * within rows, needs the tensor regrouped first (@rama/quant-q80's
+ * `rowAlignedGroupSize` and `regroupQ80`; @rama/llama does this at load).
+ */
 export interface TensorEntry extends TensorDesc {
   /** Offset of the tensor's first byte in the file. */
   readonly byteOffset: number;
@@ -123,10 +133,10 @@ function validateShape(src: string, r: Raw, what: string, groupSize?: number): v
   }
   if (groupSize !== undefined) {
     if (!(groupSize > 0)) throw new FormatError(`${src}: v2 header has group_size ${groupSize}; expected a positive integer`);
+    // Every matrix has dim rows or dim columns, so this makes each one a whole
+    // number of groups. hidden_dim need not be a multiple: groups run over the
+    // flat tensor, and w2's rows then straddle groups (see TensorEntry).
     if (r.dim % groupSize !== 0) throw new FormatError(`${src}: group_size ${groupSize} does not divide dim ${r.dim}`);
-    if (r.hidden % groupSize !== 0) {
-      throw new FormatError(`${src}: group_size ${groupSize} does not divide hidden_dim ${r.hidden} (the rows of w2 would straddle groups)`);
-    }
   }
 }
 

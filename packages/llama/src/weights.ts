@@ -2,9 +2,12 @@
  * Moves a checkpoint's weights onto a backend, once, at load.
  * The fields mirror llama2.c's TransformerWeights, with each matrix's shape.
  */
-import type { Backend, Tensor, TensorDesc } from '@rama/backend';
+import { byteLengthOf, type Backend, type Tensor, type TensorDesc } from '@rama/backend';
 import type { Checkpoint, ModelConfig, TensorEntry } from '@rama/checkpoint';
-import { dequantize, quantizeWeights, viewQ80, writeQ80, type Q80Tensor } from '@rama/quant-q80';
+import { BackendError, fmtBytes } from '@rama/core';
+import { dequantize, quantizeWeights, regroupQ80, rowAlignedGroupSize, viewQ80, writeQ80, type Q80Tensor } from '@rama/quant-q80';
+import type { ModelSpec } from './spec.js';
+import { allocState } from './state.js';
 
 export interface LayerWeights {
   rmsAtt: Tensor; // (dim)
@@ -47,11 +50,23 @@ export async function uploadWeights(backend: Backend, ckpt: Checkpoint, plan: We
   /** A matrix in the device format the plan asks for. */
   const matrix = async (name: string, label: string): Promise<Tensor> => {
     const e = entry(name);
+    if (e.dtype === 'q8_0') {
+      // The file's groups run over the flat tensor; the backends' kernels need
+      // them inside rows. Smaller groups with the same scales give exactly the
+      // same weights (and the activations are quantized in groups as small).
+      const g = rowAlignedGroupSize(e.shape[1], e.groupSize!);
+      if (g === e.groupSize) return asStored(name, label);
+      const desc: TensorDesc = { shape: e.shape, dtype: 'q8_0', groupSize: g, label };
+      return track(await backend.upload(desc, async (dst) => {
+        const bytes = new Uint8Array(e.byteLength);
+        await ckpt.readInto(e, bytes);
+        writeQ80(dst, regroupQ80(viewQ80(bytes, e.shape[0] * e.shape[1], e.groupSize!), g));
+      }));
+    }
     const gs = plan.quantizeGroupSize;
-    if (e.dtype === 'q8_0' || gs === undefined) return asStored(name, label);
-    const w = (await ckpt.read(name)) as Float32Array;
+    if (gs === undefined) return asStored(name, label);
     const desc: TensorDesc = { shape: e.shape, dtype: 'q8_0', groupSize: gs, label };
-    return track(await backend.upload(desc, (dst) => writeQ80(dst, quantizeWeights(w, gs))));
+    return track(await backend.upload(desc, async (dst) => writeQ80(dst, quantizeWeights((await ckpt.read(name)) as Float32Array, gs))));
   };
 
   const cfg: ModelConfig = ckpt.config;
@@ -100,11 +115,11 @@ export async function uploadWeights(backend: Backend, ckpt: Checkpoint, plan: We
 
   let classifier: Tensor;
   if (!cfg.sharedClassifier) classifier = await matrix('wcls', 'wcls');
-  else if (emb.dtype === 'q8_0') classifier = await asStored('tok_embeddings', 'wcls (shared)');
-  else if (embQ80) {
-    const t = embQ80;
-    const desc: TensorDesc = { shape: emb.shape, dtype: 'q8_0', groupSize: t.groupSize, label: 'wcls (shared)' };
-    classifier = track(await backend.upload(desc, (dst) => writeQ80(dst, t)));
+  else if (emb.dtype === 'q8_0') classifier = await matrix('tok_embeddings', 'wcls (shared)');
+  else if (plan.quantizeGroupSize !== undefined) {
+    // embQ80 was made while the embedding table was filled, just above.
+    const desc: TensorDesc = { shape: emb.shape, dtype: 'q8_0', groupSize: plan.quantizeGroupSize, label: 'wcls (shared)' };
+    classifier = track(await backend.upload(desc, (dst) => writeQ80(dst, embQ80!)));
   } else classifier = tokenEmbedding;
 
   return { tokenEmbedding, layers, rmsFinal, classifier };
@@ -114,4 +129,99 @@ export async function uploadWeights(backend: Backend, ckpt: Checkpoint, plan: We
 function f32View(dst: Uint8Array, elements: number): Float32Array {
   if (dst.byteOffset % 4 !== 0) throw new Error('backend memory for an f32 tensor is not 4-byte aligned');
   return new Float32Array(dst.buffer, dst.byteOffset, elements);
+}
+
+// ---- will it fit? ----
+
+/** Bytes a model takes on a backend: its tensors in the standard layout (no alignment, scratch or staging: a lower bound). */
+export interface MemoryNeeds {
+  weights: number;
+  /** Keys and values: 2 x layers x sessions x context x kv_dim f32. */
+  kvCache: number;
+  /** Per-row buffers for `rows` rows (activations, logits). */
+  activations: number;
+  total: number;
+}
+
+/** What the state is sized for. */
+export interface StateShape {
+  rows: number;
+  context: number;
+  sessions: number;
+}
+
+/**
+ * The tensors uploadWeights and allocState would make, counted on a backend
+ * that allocates nothing and reads nothing (fills are never called), so the
+ * count cannot drift from what a load really allocates.
+ */
+export async function memoryNeeds(ckpt: Checkpoint, plan: WeightPlan, spec: ModelSpec, shape: StateShape): Promise<MemoryNeeds> {
+  const sized = (desc: TensorDesc): Tensor => ({ ...desc, byteLength: byteLengthOf(desc) });
+  const counter = {
+    name: 'count', description: 'counts tensor bytes', maxRows: shape.rows,
+    supports: () => true,
+    upload: async (desc: TensorDesc) => sized(desc),
+    alloc: sized,
+  } as unknown as Backend;
+  const weights = new Set<Tensor>();
+  await uploadWeights(counter, ckpt, plan, (t) => (weights.add(t), t));
+  const state = allocState(counter, spec, shape.rows, shape.context, shape.sessions, (t) => t);
+  const sum = (ts: Iterable<Tensor>) => [...ts].reduce((a, t) => a + t.byteLength, 0);
+  const kvCache = state.keyCache.byteLength + state.valueCache.byteLength;
+  const activations = sum(Object.values(state)) - kvCache;
+  const w = sum(weights);
+  return { weights: w, kvCache, activations, total: w + kvCache + activations };
+}
+
+/** A bound on the bytes a backend's tensors may take together. */
+export interface MemoryLimit {
+  bytes: number;
+  /** What the bound is, for the error message. */
+  what: string;
+}
+
+/**
+ * The bounds a load on `backend` must stay within: the backend's own (the
+ * CPU backend's 32-bit WebAssembly memory holds at most 4 GiB), and, for the
+ * CPU backends in Node, the machine's memory (total, available now, and a
+ * cgroup limit). WebGPU's memory is the device's, which WebGPU does not report.
+ */
+export async function memoryLimits(backend: Backend): Promise<MemoryLimit[]> {
+  const limits: MemoryLimit[] = [];
+  const own = (backend as { memoryLimit?: unknown }).memoryLimit;
+  if (typeof own === 'number' && own > 0) {
+    const wasm = backend.name === 'cpu' ? '; one 32-bit WebAssembly memory, at most 4 GiB' : '';
+    limits.push({ bytes: own, what: `the most the ${backend.name} backend can hold (${backend.description}${wasm})` });
+  }
+  if (backend.name === 'cpu' && typeof process !== 'undefined' && process.versions?.node) {
+    const os = await import('node:os');
+    limits.push({ bytes: os.totalmem(), what: "this machine's memory (os.totalmem())" });
+    limits.push({ bytes: os.freemem(), what: "the memory available now (os.freemem())" });
+    const cgroup = (os as { constrainedMemory?: () => number | undefined }).constrainedMemory?.() ?? (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
+    if (cgroup && cgroup > 0 && cgroup < os.totalmem()) limits.push({ bytes: cgroup, what: "this process's memory limit (cgroup)" });
+  }
+  return limits;
+}
+
+const gib = (n: number): string => `${(n / 2 ** 30).toFixed(2)} GiB`;
+
+/**
+ * Throws a BackendError naming the file, the bytes needed and the tightest
+ * limit when the model cannot fit (the error the backend itself would throw,
+ * but before anything is allocated).
+ */
+export function checkFits(source: string, needs: MemoryNeeds, shape: StateShape, limits: readonly MemoryLimit[]): void {
+  const tight = limits.filter((l) => needs.total > l.bytes).sort((a, b) => a.bytes - b.bytes)[0];
+  if (!tight) return;
+  throw new BackendError(
+    `${source}: the model needs at least ${fmtBytes(needs.total)} bytes (${gib(needs.total)}: weights ${fmtBytes(needs.weights)}, ` +
+    `KV cache ${fmtBytes(needs.kvCache)} for ${shape.sessions} session${shape.sessions === 1 ? '' : 's'} of ${shape.context} positions, ` +
+    `activations ${fmtBytes(needs.activations)}), more than ${tight.what}: ${fmtBytes(tight.bytes)} bytes (${gib(tight.bytes)}); ` +
+    'load with fewer sessions or a shorter contextLength, quantize (q80), or use a smaller model',
+  );
+}
+
+/** Refuses, before anything is allocated, a load that cannot fit on `backend`. */
+export async function checkModelFits(backend: Backend, ckpt: Checkpoint, plan: WeightPlan, spec: ModelSpec, shape: StateShape): Promise<void> {
+  checkFits(ckpt.source, await memoryNeeds(ckpt, plan, spec, shape), shape, await memoryLimits(backend));
 }

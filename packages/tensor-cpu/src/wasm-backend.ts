@@ -191,6 +191,8 @@ export class WasmCpuBackend implements Backend {
   readonly maxRows: number;
   /** Threads that run each step, the caller's included. */
   readonly threads: number;
+  /** Most bytes all tensors together can take: the WebAssembly memory's maximum (at most 4 GiB) less the control page. */
+  readonly memoryLimit: number;
   readonly heap: Heap;
   private readonly tensors = new Set<WasmTensor>();
   private disposed = false;
@@ -218,6 +220,7 @@ export class WasmCpuBackend implements Backend {
   ) {
     this.threads = threads;
     this.maxRows = maxRows;
+    this.memoryLimit = maxPages * PAGE - HEAP_BASE;
     this.modes = adaptive && threads > 1 ? new ThreadModeChooser() : undefined;
     const count = `${this.modes ? 'up to ' : ''}${threads} thread${threads === 1 ? '' : 's'}`;
     this.description = `CPU (WebAssembly SIMD, ${count}${shared ? '' : ', no SharedArrayBuffer'})`;

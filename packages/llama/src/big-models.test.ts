@@ -1,0 +1,389 @@
+/**
+ * Issue #12, big models on the CPU:
+ * - llama2.c v2 (q80) files whose rows straddle Q8_0 groups (hidden_dim not a
+ *   multiple of the group size, as stories42M's 1376 with groups of 64) load,
+ *   and every weight is multiplied with its own group's scale: the logits
+ *   match a float64 forward pass of the dequantized model, on every backend.
+ * - a model that cannot fit (weights + KV cache) is refused before anything
+ *   is allocated, with a BackendError naming the file, the bytes and the limit.
+ */
+import { describe, expect, it } from 'vitest';
+import { BackendError, FormatError } from '@rama/core';
+import type { Backend, Tensor } from '@rama/backend';
+import { openCheckpoint, parseHeader, MAGIC, type Checkpoint, type Q80Data } from '@rama/checkpoint';
+import { missingMessage, sharedFile, synthModel, trackAllocations } from '@rama/testkit';
+import { CpuBackend, WasmCpuBackend, ScalarCpuBackend } from '@rama/tensor-cpu';
+import { WebGpuBackend } from '@rama/tensor-webgpu';
+import { Llama } from './index.js';
+import { llama2cSpec } from './spec.js';
+import { allocState } from './state.js';
+import { checkFits, memoryLimits, memoryNeeds, uploadWeights, type WeightPlan } from './weights.js';
+
+const TINY = '--dim 64 --layers 2 --heads 8 --kv-heads 2 --vocab 512 --seq 64 --seed 11';
+/** hidden 160: w2's rows straddle groups of 64 (regrouped to 32); hidden 168: to 8 (not a multiple of 16). */
+const STRADDLING = [
+  { name: 'straddle-h160.q80.bin', args: `${TINY} --hidden 160 --format q80`, group: 32 },
+  { name: 'straddle-h168-unshared.q80.bin', args: `${TINY} --hidden 168 --format q80 --unshared`, group: 8 },
+];
+
+// ---- a float64 reference forward pass of the dequantized model ----
+
+interface RefModel {
+  dim: number; hidden: number; layers: number; heads: number; kvHeads: number; vocab: number;
+  t: Map<string, Float64Array>;
+}
+
+/** Every tensor in float64; q8_0 dequantized with the file's flat groups: element i has scale i / group_size. */
+async function loadReference(path: string): Promise<RefModel> {
+  const ck = await openCheckpoint(path);
+  try {
+    const t = new Map<string, Float64Array>();
+    for (const [name, e] of ck.tensors) {
+      const data = await ck.read(name);
+      if (data instanceof Float32Array) t.set(name, Float64Array.from(data));
+      else {
+        const { q, scales } = data as Q80Data;
+        t.set(name, Float64Array.from(q, (v, i) => v * scales[Math.floor(i / e.groupSize!)]));
+      }
+    }
+    const c = ck.config;
+    return { dim: c.dim, hidden: c.hiddenDim, layers: c.nLayers, heads: c.nHeads, kvHeads: c.nKvHeads, vocab: c.vocabSize, t };
+  } finally {
+    await ck.close();
+  }
+}
+
+/**
+ * Q8_0 activations as runq.c's quantize() makes them (f32 scale = max|x| / 127,
+ * q = round half away from zero), returned dequantized: what a Q8_0 matmul
+ * multiplies the weights with. `group` = 0: the activations as they are.
+ */
+function quantized(x: Float64Array, group: number): Float64Array {
+  if (!group) return x;
+  const out = new Float64Array(x.length);
+  for (let g0 = 0; g0 < x.length; g0 += group) {
+    let amax = 0;
+    for (let i = g0; i < g0 + group; i++) amax = Math.max(amax, Math.abs(Math.fround(x[i])));
+    const scale = Math.fround(amax / 127);
+    for (let i = g0; i < g0 + group; i++) {
+      const v = scale === 0 ? 0 : Math.fround(Math.fround(x[i]) / scale);
+      out[i] = (v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5)) * scale;
+    }
+  }
+  return out;
+}
+
+const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
+
+function matvec(w: Float64Array, x0: Float64Array, rows: number, group = 0): Float64Array {
+  const x = quantized(x0, group);
+  const n = x.length, out = new Float64Array(rows);
+  for (let i = 0; i < rows; i++) {
+    let s = 0;
+    for (let j = 0; j < n; j++) s += w[i * n + j] * x[j];
+    out[i] = s;
+  }
+  return out;
+}
+
+function rmsnorm(x: Float64Array, w: Float64Array): Float64Array {
+  let ss = 0;
+  for (const v of x) ss += v * v;
+  const k = 1 / Math.sqrt(ss / x.length + 1e-5);
+  return x.map((v, i) => w[i] * v * k);
+}
+
+function rope(v: Float64Array, pos: number, headSize: number): void {
+  for (let i = 0; i < v.length; i += 2) {
+    const angle = pos / Math.pow(10000, (i % headSize) / headSize);
+    const [a, b] = [v[i], v[i + 1]];
+    v[i] = a * Math.cos(angle) - b * Math.sin(angle);
+    v[i + 1] = a * Math.sin(angle) + b * Math.cos(angle);
+  }
+}
+
+/**
+ * llama2.c's forward() in float64, for each position of `tokens`: the logits
+ * after each token. With `gs` (the file's group size), each matmul's input is
+ * first quantized as a Q8_0 backend does, in groups of gcd(gs, its length).
+ */
+function referenceLogits(m: RefModel, tokens: number[], gs = 0): Float64Array[] {
+  const { dim, hidden, heads, kvHeads, vocab, t } = m;
+  const gd = gs && gcd(gs, dim), gh = gs && gcd(gs, hidden);
+  const hs = dim / heads, kvDim = kvHeads * hs;
+  const keys: Float64Array[][] = Array.from({ length: m.layers }, () => []);
+  const values: Float64Array[][] = Array.from({ length: m.layers }, () => []);
+  const out: Float64Array[] = [];
+  tokens.forEach((token, pos) => {
+    let x = t.get('tok_embeddings')!.slice(token * dim, (token + 1) * dim);
+    for (let l = 0; l < m.layers; l++) {
+      const w = (s: string) => t.get(`layers.${l}.${s}`)!;
+      let xb = rmsnorm(x, w('rms_att'));
+      const q = matvec(w('wq'), xb, dim, gd), k = matvec(w('wk'), xb, kvDim, gd), v = matvec(w('wv'), xb, kvDim, gd);
+      rope(q, pos, hs);
+      rope(k, pos, hs);
+      keys[l].push(k);
+      values[l].push(v);
+      const att = new Float64Array(dim);
+      for (let h = 0; h < heads; h++) {
+        const kvh = Math.floor(h / (heads / kvHeads));
+        const scores = keys[l].map((kt) => {
+          let s = 0;
+          for (let i = 0; i < hs; i++) s += q[h * hs + i] * kt[kvh * hs + i];
+          return s / Math.sqrt(hs);
+        });
+        const max = Math.max(...scores);
+        const e = scores.map((s) => Math.exp(s - max));
+        const sum = e.reduce((a, b) => a + b, 0);
+        values[l].forEach((vt, ti) => {
+          for (let i = 0; i < hs; i++) att[h * hs + i] += (e[ti] / sum) * vt[kvh * hs + i];
+        });
+      }
+      const o = matvec(w('wo'), att, dim, gd);
+      x = x.map((xi, i) => xi + o[i]);
+      xb = rmsnorm(x, w('rms_ffn'));
+      const h1 = matvec(w('w1'), xb, hidden, gd), h3 = matvec(w('w3'), xb, hidden, gd);
+      const hb = h1.map((a, i) => (a / (1 + Math.exp(-a))) * h3[i]);
+      const down = matvec(w('w2'), hb, dim, gh);
+      x = x.map((xi, i) => xi + down[i]);
+    }
+    out.push(matvec(t.get('wcls') ?? t.get('tok_embeddings')!, rmsnorm(x, t.get('rms_final')!), vocab, gd));
+  });
+  return out;
+}
+
+/**
+ * runq.c's reading of a straddling w2, for contrast: each row is walked in
+ * chunks of group_size from the row's start, each chunk takes the scale of the
+ * group holding its first element, and the last cols % group_size elements
+ * are dropped.
+ */
+async function runqW2(path: string, m: RefModel): Promise<RefModel> {
+  const ck = await openCheckpoint(path);
+  try {
+    const t = new Map(m.t);
+    const gs = ck.groupSize!;
+    for (let l = 0; l < m.layers; l++) {
+      const { q, scales } = (await ck.read(`layers.${l}.w2`)) as Q80Data;
+      const n = m.hidden, w = new Float64Array(q.length);
+      for (let i = 0; i < m.dim; i++) {
+        for (let j = 0; j + gs <= n; j += gs) {
+          for (let k = 0; k < gs; k++) w[i * n + j + k] = q[i * n + j + k] * scales[Math.floor((i * n + j) / gs)];
+        }
+      }
+      t.set(`layers.${l}.w2`, w);
+    }
+    return { ...m, t };
+  } finally {
+    await ck.close();
+  }
+}
+
+/** Largest |a - b| over the logits of every position, relative to the largest |b|. */
+function relDiff(a: ArrayLike<number>[], b: Float64Array[]): number {
+  let d = 0, scale = 0;
+  b.forEach((row, p) => {
+    for (let i = 0; i < row.length; i++) {
+      d = Math.max(d, Math.abs(a[p][i] - row[i]));
+      scale = Math.max(scale, Math.abs(row[i]));
+    }
+  });
+  return d / scale;
+}
+
+/**
+ * Bounds on relDiff. Against the float64 reference whose matmul inputs are
+ * quantized as the backend's (the same int8 activations and scales; measured
+ * 2e-7): only f32 rounding is left, so a weight multiplied with another
+ * group's scale, or a dropped column, would be far outside it. Against the
+ * plain float64 reference (measured 1.5-2%): the int8 activations' rounding.
+ */
+const TIGHT = 1e-5;
+const LOOSE = 0.05;
+
+const PROMPT = [1, 20, 300, 41, 77];
+const STEPS = 16;
+
+/** Rama's logits for every position from the last prompt token on, and the tokens they were read with. */
+async function ramaLogits(model: string, tokenizer: string, backend: Backend): Promise<{ tokens: number[]; logits: Float32Array[] }> {
+  const llama = await Llama.load({ model, tokenizer, backend });
+  try {
+    const logits: Float32Array[] = [];
+    const tokens = [...PROMPT];
+    for await (const tok of llama.session().generate(PROMPT, { steps: STEPS, temperature: 0, logits: true })) {
+      if (tok.prompt) continue;
+      logits.push(tok.logits!);
+      tokens.push(tok.id);
+    }
+    return { tokens, logits };
+  } finally {
+    llama.dispose();
+  }
+}
+
+const backends: { name: string; make: () => Promise<Backend> }[] = [
+  { name: 'cpu (WASM)', make: () => CpuBackend.create({ maxRows: 8 }) },
+  { name: 'cpu (scalar kernels)', make: () => CpuBackend.create({ maxRows: 8, kernels: 'scalar' }) },
+  { name: 'webgpu (SwiftShader)', make: () => WebGpuBackend.create({ maxRows: 8 }) },
+];
+
+describe('q80 files whose rows straddle groups', () => {
+  for (const f of STRADDLING) {
+    describe(f.name, () => {
+      it(`regroups w2 to groups of ${f.group} at load (bit-identical weights), the other matrices keep 64`, async (ctx) => {
+        const path = synthModel(f.name, f.args);
+        if (!path) return ctx.skip(missingMessage('tools/synth-model.mjs'));
+        const ck = await openCheckpoint(path);
+        try {
+          expect(ck.groupSize).toBe(64);
+          const backend = new ScalarCpuBackend({ maxRows: 1 });
+          const w = await uploadWeights(backend, ck, {}, (t) => t);
+          expect(w.layers[0].w2.groupSize).toBe(f.group);
+          expect(w.layers[0].w1.groupSize).toBe(64);
+          expect(w.classifier.groupSize).toBe(64);
+          // the scalar backend keeps the uploaded q8_0 tensor as values + scales: dequantized, they are the file's
+          const own = w.layers[1].w2 as unknown as { q: Int8Array; scales: Float32Array };
+          const file = (await ck.read('layers.1.w2')) as Q80Data;
+          for (let i = 0; i < file.q.length; i++) {
+            expect(own.q[i] * own.scales[Math.floor(i / f.group)]).toBe(file.q[i] * file.scales[Math.floor(i / 64)]);
+          }
+          backend.dispose();
+        } finally {
+          await ck.close();
+        }
+      });
+
+      for (const b of backends) {
+        it(`logits match a float64 forward pass of the dequantized model (${b.name})`, async (ctx) => {
+          const path = synthModel(f.name, f.args);
+          const tokenizer = sharedFile('models/tok512-aidreams.bin');
+          if (!path || !tokenizer) return ctx.skip(missingMessage(path ? 'models/tok512-aidreams.bin' : 'tools/synth-model.mjs'));
+          const backend = await b.make();
+          let got: Awaited<ReturnType<typeof ramaLogits>>;
+          try {
+            got = await ramaLogits(path, tokenizer, backend);
+          } finally {
+            backend.dispose();
+          }
+          expect(got.logits.length).toBeGreaterThan(0); // STEPS - PROMPT.length + 1 unless BOS is sampled
+          const ref = await loadReference(path);
+          const want = referenceLogits(ref, got.tokens.slice(0, -1)).slice(PROMPT.length - 1);
+          const d = relDiff(got.logits, want);
+          const wantQ = referenceLogits(ref, got.tokens.slice(0, -1), 64).slice(PROMPT.length - 1);
+          const dq = relDiff(got.logits, wantQ);
+          expect(dq).toBeLessThan(TIGHT);
+          expect(d).toBeLessThan(LOOSE);
+          // runq.c's reading of w2 is far outside the tight bound: the test tells the two apart.
+          const runq = referenceLogits(await runqW2(path, ref), got.tokens.slice(0, -1), 64).slice(PROMPT.length - 1);
+          expect(relDiff(runq, wantQ)).toBeGreaterThan(1000 * TIGHT);
+        });
+      }
+    });
+  }
+});
+
+// ---- memory ----
+
+const GIB4 = 2 ** 32;
+
+describe('a model that cannot fit is refused before anything is allocated', () => {
+  it('memoryNeeds counts exactly the bytes a load allocates (fp32, q80: true, v2 shared and unshared, straddling)', async (ctx) => {
+    const files = [
+      ...STRADDLING.map((f) => ({ path: synthModel(f.name, f.args), plan: {} as WeightPlan })),
+      { path: synthModel('mem-h160.v1.bin', `${TINY} --hidden 160 --format v1`), plan: {} },
+      { path: synthModel('mem-h160.v1.bin', `${TINY} --hidden 160 --format v1`), plan: { quantizeGroupSize: 32 } },
+      { path: synthModel('mem-h160-unshared.v0.bin', `${TINY} --hidden 160 --unshared`), plan: { quantizeGroupSize: 32 } },
+    ];
+    for (const { path, plan } of files) {
+      if (!path) return ctx.skip(missingMessage('tools/synth-model.mjs'));
+      const ck = await openCheckpoint(path);
+      const spec = llama2cSpec(ck.config);
+      const shape = { rows: 4, context: 48, sessions: 3 };
+      const needs = await memoryNeeds(ck, plan, spec, shape);
+      const backend = new ScalarCpuBackend({ maxRows: 4 });
+      const weights = new Set<Tensor>(), state = new Set<Tensor>();
+      await uploadWeights(backend, ck, plan, (t) => (weights.add(t), t));
+      const s = allocState(backend, spec, shape.rows, shape.context, shape.sessions, (t) => (state.add(t), t));
+      const bytes = (ts: Set<Tensor>) => [...ts].reduce((a, t) => a + t.byteLength, 0);
+      expect(needs.weights, path).toBe(bytes(weights));
+      expect(needs.kvCache).toBe(s.keyCache.byteLength + s.valueCache.byteLength);
+      expect(needs.kvCache).toBe(2 * 2 * 3 * 48 * 16 * 4);
+      expect(needs.total).toBe(bytes(weights) + bytes(state));
+      backend.dispose();
+      await ck.close();
+    }
+  });
+
+  it('a Llama-2 7B header (fp32, 27 GB): needs counted from the header alone, refused for the 4 GiB WebAssembly memory', async () => {
+    const head = new Uint8Array(256);
+    const dv = new DataView(head.buffer);
+    dv.setUint32(0, MAGIC, true);
+    dv.setInt32(4, 1, true);
+    [4096, 11008, 32, 32, 32, 32000, 4096].forEach((v, i) => dv.setInt32(8 + 4 * i, v, true));
+    head[36] = 0;
+    const size = 256 + 4 * (32 * 2 * 4096 + 4096) + 4 * (2 * 32000 * 4096 + 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008));
+    const layout = parseHeader(head, size, '7b.bin');
+    // uploadWeights reads nothing when the backend calls no fill: the header's layout is enough.
+    const ckpt = { ...layout, source: '7b.bin', fileSize: size } as unknown as Checkpoint;
+    const shape = { rows: 32, context: 4096, sessions: 1 };
+    const needs = await memoryNeeds(ckpt, {}, llama2cSpec(layout.config), shape);
+    expect(needs.weights).toBe(size - 256);
+    expect(needs.kvCache).toBe(2 * 32 * 4096 * 4096 * 4); // 4 GiB
+    const limit = { bytes: GIB4 - 65536, what: 'the CPU backend' };
+    expect(() => checkFits('7b.bin', needs, shape, [limit])).toThrow(BackendError);
+    expect(() => checkFits('7b.bin', needs, shape, [limit])).toThrow(
+      /^7b\.bin: the model needs at least 31,\d{3},\d{3},\d{3} bytes \(29\.\d\d GiB: weights 26,953,662,464, KV cache 4,294,967,296 for 1 session of 4096 positions, .*more than the CPU backend: 4,294,901,760 bytes \(4\.00 GiB\)/,
+    );
+    // the tightest of several limits is named
+    expect(() => checkFits('7b.bin', needs, shape, [{ bytes: 2 ** 40, what: 'A' }, limit, { bytes: 2 ** 33, what: 'B' }])).toThrow(/more than the CPU backend/);
+    expect(() => checkFits('7b.bin', needs, shape, [{ bytes: 2 ** 40, what: 'A' }])).not.toThrow();
+  });
+
+  it('a KV cache too big for the 4 GiB WebAssembly memory (sessions): a BackendError, nothing allocated', async (ctx) => {
+    const model = synthModel(STRADDLING[0].name, STRADDLING[0].args);
+    const tokenizer = sharedFile('models/tok512-aidreams.bin');
+    if (!model || !tokenizer) return ctx.skip(missingMessage('models/tok512-aidreams.bin'));
+    const backend = (await CpuBackend.create({ maxRows: 8, threads: 1 })) as WasmCpuBackend;
+    try {
+      expect(backend.memoryLimit).toBeLessThanOrEqual(GIB4);
+      const sessions = 300_000; // 16 KiB of keys and values each: 4.6 GiB
+      const before = backend.heap.used;
+      const err = await Llama.load({ model, tokenizer, backend, sessions }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BackendError);
+      const msg = (err as Error).message;
+      expect(msg.startsWith(`${model}: the model needs at least`)).toBe(true);
+      expect(msg).toContain('KV cache 4,915,200,000 for 300000 sessions of 64 positions');
+      const limits = await memoryLimits(backend);
+      if (Math.min(...limits.map((l) => l.bytes)) === backend.memoryLimit) {
+        expect(msg).toMatch(/more than the most the cpu backend can hold \(CPU \(WebAssembly SIMD.*at most 4 GiB\): [\d,]+ bytes/);
+      }
+      expect(backend.heap.used).toBe(before);
+      // the same model with one session loads on that backend
+      const llama = await Llama.load({ model, tokenizer, backend });
+      expect((await llama.session().generate(PROMPT, { steps: 8, temperature: 0 }).result()).tokens.length).toBeGreaterThan(0);
+      llama.dispose();
+    } finally {
+      backend.dispose();
+    }
+    // a backend Llama makes itself is disposed, and the same error comes out
+    await expect(Llama.load({ model, tokenizer, sessions: 300_000, threads: 1 })).rejects.toThrow(BackendError);
+  });
+
+  it('a small file whose header claims huge dimensions is refused by size validation, reading only the header', async (ctx) => {
+    const tokenizer = sharedFile('models/tok512-aidreams.bin');
+    if (!tokenizer) return ctx.skip(missingMessage('models/tok512-aidreams.bin'));
+    const file = new Uint8Array(4096);
+    const dv = new DataView(file.buffer);
+    dv.setUint32(0, MAGIC, true);
+    dv.setInt32(4, 2, true);
+    [8192, 28672, 80, 64, 8, 32000, 4096].forEach((v, i) => dv.setInt32(8 + 4 * i, v, true)); // Llama-2 70B
+    file[36] = 0;
+    dv.setInt32(37, 64, true);
+    const { settled, log } = await trackAllocations(() => Llama.load({ model: file, tokenizer }));
+    expect(settled.status).toBe('rejected');
+    const err = (settled as PromiseRejectedResult).reason as Error;
+    expect(err).toBeInstanceOf(FormatError);
+    expect(err.message).toMatch(/^<buffer>: header \(dim 8192, hidden_dim 28672, n_layers 80.*implies ~?[\d,.e+]+ bytes but the file has 4,096/);
+    expect(log.largest).toBeLessThan(1 << 20);
+  });
+});
