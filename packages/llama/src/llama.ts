@@ -163,7 +163,8 @@ export class Llama {
   /**
    * Completes `prompt` as llama2.c's generate mode does (in the default
    * session): BOS, the prompt, then sampled tokens until `steps` positions ran
-   * or BOS is sampled. Ends any chat of the default session.
+   * or BOS is sampled (or `maxTokens`, a `stop` string, EOS with `stopAtEos`).
+   * Ends any chat of the default session.
    */
   generate(prompt: string, opts: GenerateOptions = {}): Generation {
     return this.default().generate(prompt, opts);

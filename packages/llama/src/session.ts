@@ -130,7 +130,8 @@ export class Session {
 
   /**
    * Completes `prompt` as llama2.c's generate mode does: BOS, the prompt, then
-   * sampled tokens until `steps` positions ran or BOS is sampled. Starts a new
+   * sampled tokens until `steps` positions ran or BOS is sampled (or
+   * `maxTokens`, a `stop` string, EOS with `stopAtEos`). Starts a new
    * sequence in this session (and ends any chat).
    */
   generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
