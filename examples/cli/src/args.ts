@@ -87,8 +87,8 @@ function oneOf<T extends string>(...choices: T[]) {
 const text = (raw: string) => raw;
 
 export const FLAGS: readonly Flag[] = [
-  { key: 'model', long: 'model', short: 'm', arg: 'PATH', help: 'llama2.c checkpoint (default: stories15M.bin, downloaded once)', parse: text },
-  { key: 'tokenizer', long: 'tokenizer', short: 't', arg: 'PATH', help: 'tokenizer.bin (default: the Llama 2 tokenizer, downloaded once)', parse: text },
+  { key: 'model', long: 'model', short: 'm', arg: 'PATH', help: 'llama2.c checkpoint, or a name: aidreams260K (built in, the default) or stories15M (downloaded once)', parse: text },
+  { key: 'tokenizer', long: 'tokenizer', short: 't', arg: 'PATH', help: "tokenizer.bin (default: the built-in model's own; for other models the Llama 2 tokenizer, downloaded once)", parse: text },
   { key: 'prompt', long: 'prompt', short: 'p', arg: 'TEXT', help: 'prompt (generate) or first user message (chat); default ""', parse: text },
   { key: 'steps', long: 'step', short: 's', arg: 'N', help: "positions to run, prompt included; 0 = the model's seq_len (default 256)", parse: number({ integer: true, min: 0 }) },
   { key: 'temperature', long: 'temperature', short: 'r', arg: 'T', help: '0 = greedy (default 1.0)', parse: number({ min: 0 }) },
@@ -103,8 +103,8 @@ export const FLAGS: readonly Flag[] = [
   { key: 'minp', long: 'min-p', arg: 'P', help: 'keep tokens with prob >= P * the top prob; 0 = off (default)', parse: number({ min: 0, below: 1 }) },
   { key: 'repeatPenalty', long: 'repeat-penalty', arg: 'X', help: '> 1 discourages recent tokens; 1 = off (default)', parse: number({ above: 0 }) },
   { key: 'json', long: 'json', help: 'print JSON only on stdout (one line per generation or chat turn)' },
-  { key: 'modelUrl', long: 'model-url', arg: 'URL', help: 'where to download the default model from', parse: url },
-  { key: 'tokenizerUrl', long: 'tokenizer-url', arg: 'URL', help: 'where to download the default tokenizer from', parse: url },
+  { key: 'modelUrl', long: 'model-url', arg: 'URL', help: 'download the model from this address (instead of -m)', parse: url },
+  { key: 'tokenizerUrl', long: 'tokenizer-url', arg: 'URL', help: 'download the tokenizer from this address (instead of -t)', parse: url },
   { key: 'help', long: 'help', short: 'h', help: 'show this help' },
   { key: 'version', long: 'version', short: 'v', help: 'print the version' },
 ];
@@ -199,13 +199,14 @@ export function usage(version: string): string {
     ...rows.map(([l, h]) => `  ${l.padEnd(width)}${h}`),
     '',
     'Examples:',
-    '  rama -p "Once upon a time"                      # stories15M.bin, downloaded on first use',
+    '  rama -p "I dreamed of" -r 0                     # the built-in aidreams260K, greedy',
+    '  rama -m stories15M -p "Once upon a time"        # stories15M.bin, downloaded on first use',
     '  rama -m model.bin -t tokenizer.bin -r 0 -s 64   # greedy, 64 positions',
     '  rama -m chat.bin -o chat --system "Be brief."   # chat on a terminal',
     '  printf "Hi\\nBye\\n" | rama -m chat.bin -o chat --json',
     '',
     'Downloads are cached in $RAMA_CACHE, else $XDG_CACHE_HOME/rama, else ~/.cache/rama.',
-    'RAMA_MODEL_BASE_URL replaces the download address of both default files;',
+    'RAMA_MODEL_BASE_URL replaces the download address of stories15M.bin and tokenizer.bin;',
     'RAMA_DOWNLOAD_TIMEOUT sets the seconds without data before a download fails (default 30).',
     '',
   ].join('\n');

@@ -2,9 +2,11 @@
  * The built `rama` command end to end: every generate golden through --json,
  * the text mode's output, chat from piped stdin, and its error messages.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { comparableOutput, generateGoldens, goldenExpectation, goldenModelPath, missingMessage, sharedFile, synthModel } from '@rama/testkit';
 import { havePty, jsonLines, runCli, runPty, type PtyRun, type PtyStep } from './run-cli.js';
@@ -43,6 +45,64 @@ describe('rama --json: generate goldens', () => {
       expect(['steps', 'context', 'bos']).toContain(last.stop_reason);
     });
   }
+});
+
+describe('rama without -m: the built-in aidreams260K (models/, shipped in the package)', () => {
+  const builtinModel = fileURLToPath(new URL('../models/aidreams260K.bin', import.meta.url));
+  const builtinTokenizer = fileURLToPath(new URL('../models/tok512-aidreams.bin', import.meta.url));
+  const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+  it('the shipped files are the published ones (sizes and SHA-256 as in models/LICENSE.md)', () => {
+    const notice = readFileSync(fileURLToPath(new URL('../models/LICENSE.md', import.meta.url)), 'utf8');
+    for (const path of [builtinModel, builtinTokenizer]) {
+      const name = basename(path);
+      const size = statSync(path).size.toLocaleString('en-US');
+      expect(notice).toContain(`| \`${name}\` | ${size} | \`${sha256(path)}\` |`);
+      const shared = sharedFile(`models/${name}`);
+      if (shared) expect(sha256(shared)).toBe(sha256(path));
+    }
+    expect(sha256(builtinModel)).toBe('aa722d252ace805c9ff2264dce993df6843c8cec3d1a930d03e4c487f3db9028');
+  });
+
+  it("runs offline: the golden tokens, nothing downloaded or cached, RAMA_MODEL_BASE_URL unused", async (ctx) => {
+    const g = generateGoldens().find((x) => x.id === 'aidreams-greedy-prompt');
+    if (!g) return ctx.skip('skipped: goldens/generate.jsonl not found');
+    const fresh = mkdtempSync(join(cache, 'offline-'));
+    const offline = { RAMA_CACHE: fresh, RAMA_MODEL_BASE_URL: 'not a url' };
+    const r = await runCli(['--json', '-p', g.prompt, '-s', String(g.steps), '-r', '0'], { env: offline });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const last = jsonLines(r.stdout).pop() as { tokens: number[]; text: string; model: { path: string; vocab_size: number } };
+    expect(comparableOutput(g, last)).toEqual(goldenExpectation(g));
+    expect(last.model.path).toBe(builtinModel);
+    expect(readdirSync(fresh)).toEqual([]);
+    // By name, the same model and tokenizer.
+    const named = await runCli(['--json', '-m', 'aidreams260K', '-p', g.prompt, '-s', String(g.steps), '-r', '0'], { env: offline });
+    expect(named.code).toBe(0);
+    expect((jsonLines(named.stdout).pop() as { tokens: number[] }).tokens).toEqual(last.tokens);
+  });
+
+  it("the README's first command: pnpm rama -p \"I dreamed of\" -r 0 prints the golden text", async (ctx) => {
+    const g = generateGoldens().find((x) => x.id === 'aidreams-greedy-prompt');
+    if (!g) return ctx.skip('skipped: goldens/generate.jsonl not found');
+    const r = await runCli(['-p', 'I dreamed of', '-r', '0'], { env });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^achieved tok\/s: \d+(\.\d+)?\n$/);
+    // -s 256 runs to the model's seq_len (128): the golden's 100 positions come first.
+    expect(r.stdout.startsWith(g.text)).toBe(true);
+  });
+
+  it('-m stories15M downloads stories15M.bin and the Llama 2 tokenizer (here: a closed port, so a download error)', async () => {
+    const r = await runCli(['-m', 'stories15M', '-p', 'hi'], { env });
+    expect(r.code).toBe(1);
+    expect(expectOneErrorLine(r.stderr)).toMatch(/^rama: error: could not download stories15M\.bin from http:\/\/127\.0\.0\.1:9\/stories15M\.bin \(from RAMA_MODEL_BASE_URL\)/);
+  });
+
+  it('a -m that is neither a file nor a model name: says which names exist, exit 1', async () => {
+    const r = await runCli(['-m', 'stories42M', '-p', 'hi'], { env });
+    expect(r.code).toBe(1);
+    expect(expectOneErrorLine(r.stderr)).toBe('rama: error: model file not found: stories42M (or a model name: aidreams260K, stories15M)');
+  });
 });
 
 describe('rama: text mode', () => {
@@ -252,7 +312,7 @@ describe('rama: errors', () => {
   // A bad address from the environment is named like a bad flag, not reported as a bare "Invalid URL" or "URI malformed".
   for (const value of ['not a url', 'ftp://127.0.0.1:9/m', 'http://127.0.0.1:9/%E0%A4%A']) {
     it(`usage error, exit 2: RAMA_MODEL_BASE_URL=${JSON.stringify(value)}`, async () => {
-      const r = await runCli(['-p', 'hi'], { env: { ...env, RAMA_MODEL_BASE_URL: value } });
+      const r = await runCli(['-m', 'stories15M', '-p', 'hi'], { env: { ...env, RAMA_MODEL_BASE_URL: value } });
       expect(r.code).toBe(2);
       expect(expectOneErrorLine(r.stderr)).toBe(`rama: error: invalid value for RAMA_MODEL_BASE_URL: ${JSON.stringify(value)} (expected an http(s) URL)`);
     });

@@ -337,7 +337,7 @@ describe('download() and ensureCached()', () => {
   });
 });
 
-describe('rama without -m: the default model, downloaded once', () => {
+describe('rama -m stories15M or --model-url: the model downloaded once', () => {
   const urls = () => ['--model-url', `${base}/aidreams260K.bin`, '--tokenizer-url', `${base}/tok512-aidreams.bin`];
 
   it('downloads both files into RAMA_CACHE, runs them, then uses the cache', async (ctx) => {
@@ -364,7 +364,7 @@ describe('rama without -m: the default model, downloaded once', () => {
     expect(requests).toHaveLength(2);
   });
 
-  it('-t alone still downloads the model', async (ctx) => {
+  it('--model-url without -m downloads the model; -t is used as given', async (ctx) => {
     if (!haveFiles()) return ctx.skip(skipMessage);
     const r = await runCli(['--json', '-s', '5', '-r', '0', '-t', tok512Path!, '--model-url', `${base}/aidreams260K.bin`], { env: { RAMA_CACHE: cache } });
     expect(r.code).toBe(0);
@@ -395,14 +395,14 @@ describe('rama without -m: the default model, downloaded once', () => {
     if (!haveFiles()) return ctx.skip(skipMessage);
     const env = { RAMA_CACHE: cache, RAMA_MODEL_BASE_URL: base };
     // With a Content-Length, the size gives it away before the download.
-    const announced = await runCli(['-p', 'hi', '-t', tok512Path!], { env });
+    const announced = await runCli(['-m', 'stories15M', '-p', 'hi', '-t', tok512Path!], { env });
     expect(announced.code).toBe(1);
     expect(errorLine(announced.stderr)).toBe(
       `could not download stories15M.bin from ${base}/stories15M.bin (from RAMA_MODEL_BASE_URL): the server announces ${model!.length} bytes, but stories15M.bin has 60816028${HINT}`,
     );
     // Without one, the file is checked once it has arrived.
     behaviour = 'chunked';
-    const arrived = await runCli(['-p', 'hi', '-t', tok512Path!], { env });
+    const arrived = await runCli(['-m', 'stories15M', '-p', 'hi', '-t', tok512Path!], { env });
     expect(arrived.code).toBe(1);
     expect(errorLine(arrived.stderr)).toBe(
       `could not download stories15M.bin from ${base}/stories15M.bin (from RAMA_MODEL_BASE_URL): what arrived is not a usable stories15M.bin: it is ${model!.length} bytes, not 60816028${HINT}`,
@@ -452,7 +452,7 @@ describe('rama without -m: the default model, downloaded once', () => {
   });
 
   it('RAMA_DOWNLOAD_TIMEOUT must be a number of seconds > 0: exit 2', async () => {
-    const r = await runCli(['-p', 'hi'], { env: { RAMA_CACHE: cache, RAMA_DOWNLOAD_TIMEOUT: '0x10' } });
+    const r = await runCli(['-m', 'stories15M', '-p', 'hi'], { env: { RAMA_CACHE: cache, RAMA_DOWNLOAD_TIMEOUT: '0x10' } });
     expect(r.code).toBe(2);
     expect(r.stderr).toBe('rama: error: invalid value for RAMA_DOWNLOAD_TIMEOUT: "0x10" (expected a number > 0)\n');
   });
@@ -500,7 +500,7 @@ describe('rama without -m: the default model, downloaded once', () => {
 
   it('a 404: names the file, the URL and where it came from, the HTTP status, and how to pass -m; exit 1', async () => {
     behaviour = '404';
-    const r = await runCli(['-p', 'hi'], { env: { RAMA_CACHE: cache, RAMA_MODEL_BASE_URL: base } });
+    const r = await runCli(['-m', 'stories15M', '-p', 'hi'], { env: { RAMA_CACHE: cache, RAMA_MODEL_BASE_URL: base } });
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
     const lines = r.stderr.split('\n').filter(Boolean);
@@ -514,7 +514,7 @@ describe('rama without -m: the default model, downloaded once', () => {
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
     const port = (probe.address() as AddressInfo).port;
     await new Promise<void>((r) => probe.close(() => r()));
-    const r = await runCli(['-p', 'hi'], { env: { RAMA_CACHE: cache, RAMA_MODEL_BASE_URL: `http://127.0.0.1:${port}` } });
+    const r = await runCli(['-m', 'stories15M', '-p', 'hi'], { env: { RAMA_CACHE: cache, RAMA_MODEL_BASE_URL: `http://127.0.0.1:${port}` } });
     expect(r.code).toBe(1);
     const lines = r.stderr.split('\n').filter(Boolean);
     expect(lines).toHaveLength(1);

@@ -1,5 +1,5 @@
 /**
- * The default model: stories15M.bin and the Llama 2 tokenizer.bin, fetched
+ * The downloaded model (`-m stories15M`): stories15M.bin and the Llama 2 tokenizer.bin, fetched
  * once into a cache folder. A download goes to `<name>.part` and becomes
  * `<name>` only once it is complete and verified (see verify.ts), so an HTML
  * page or half a file is never taken for a model. An interrupted download is

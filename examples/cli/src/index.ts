@@ -6,3 +6,4 @@ export { cacheDir, cachedName, defaultSources, download, ensureCached, stallTime
 export type { CacheOptions, DownloadOptions, DownloadSource, ProgressStream } from './download.js';
 export { KNOWN_FILES, findProblem } from './verify.js';
 export type { FileKind, KnownFile } from './verify.js';
+export { BUILTIN_MODEL, DOWNLOADED_MODEL, MODEL_NAMES } from './models.js';

@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { Llama, RamaError, type GenerationResult } from '@rama/llama';
 import { parseCliArgs, usage, UsageError, type CliOptions } from './args.js';
 import { DownloadError, defaultSources, ensureCached, stallTimeoutMs } from './download.js';
+import { BUILTIN_MODEL, MODEL_NAMES } from './models.js';
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -67,23 +68,57 @@ function report(e: unknown): number {
   return 1;
 }
 
-/** The model and tokenizer: the given paths (which must exist), or the cached default downloads. */
-async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenizer: string }> {
-  for (const [what, path] of [['model', opts.model], ['tokenizer', opts.tokenizer]] as const) {
-    if (path === undefined) continue;
-    let isFile = false;
-    try {
-      isFile = statSync(path).isFile();
-    } catch {
-      throw new RamaError('E_NOT_FOUND', `${what} file not found: ${path}`);
-    }
-    if (!isFile) throw new RamaError('E_NOT_FOUND', `${what} path is not a file: ${path}`);
+/** Whether `path` exists (as anything); a file that is not a regular file is refused by checkFile. */
+function exists(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch {
+    return false;
   }
-  if (opts.model !== undefined && opts.tokenizer !== undefined) return { model: opts.model, tokenizer: opts.tokenizer };
+}
+
+/** A given path must be a regular file. */
+function checkFile(what: 'model' | 'tokenizer', path: string, hint = ''): void {
+  let isFile = false;
+  try {
+    isFile = statSync(path).isFile();
+  } catch {
+    throw new RamaError('E_NOT_FOUND', `${what} file not found: ${path}${hint}`);
+  }
+  if (!isFile) throw new RamaError('E_NOT_FOUND', `${what} path is not a file: ${path}`);
+}
+
+/**
+ * The model and tokenizer. -m: a file, else a name (aidreams260K, built in;
+ * stories15M, downloaded once); without -m, the built-in model, unless
+ * --model-url says what to download. -t: a file; without it, the built-in
+ * tokenizer for the built-in model (unless --tokenizer-url is given), else the
+ * Llama 2 tokenizer.bin, downloaded once.
+ */
+async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenizer: string }> {
+  let model: string | undefined;
+  let builtin = false;
+  if (opts.model !== undefined && (exists(opts.model) || !MODEL_NAMES.includes(opts.model))) {
+    checkFile('model', opts.model, ` (or a model name: ${MODEL_NAMES.join(', ')})`);
+    model = opts.model;
+  } else if (opts.model === BUILTIN_MODEL.name || (opts.model === undefined && opts.modelUrl === undefined)) {
+    builtin = true;
+    model = BUILTIN_MODEL.model;
+  }
+  let tokenizer: string | undefined;
+  if (opts.tokenizer !== undefined) {
+    checkFile('tokenizer', opts.tokenizer);
+    tokenizer = opts.tokenizer;
+  } else if (builtin && opts.tokenizerUrl === undefined) {
+    tokenizer = BUILTIN_MODEL.tokenizer;
+  }
+  if (model !== undefined && tokenizer !== undefined) return { model, tokenizer };
+  // Something to download: `-m stories15M`, --model-url, or the Llama 2 tokenizer.
   const sources = defaultSources(opts);
   const cache = { progress: process.stderr, stallMs: stallTimeoutMs() };
-  const model = opts.model ?? (await ensureCached(sources.model, cache));
-  const tokenizer = opts.tokenizer ?? (await ensureCached(sources.tokenizer, cache));
+  model ??= await ensureCached(sources.model, cache);
+  tokenizer ??= await ensureCached(sources.tokenizer, cache);
   return { model, tokenizer };
 }
 
