@@ -1,3 +1,3 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 export { WebGpuBackend, type WebGpuBackendOptions } from './backend.js';
 export type { MatmulKernels } from './kernels/common.js';
