@@ -13,8 +13,8 @@
 // f32 matmul sums in 16 f32 lanes, then adds the lanes (a different order than
 // the scalar reference's f64 sum; the conformance bound allows it, and every
 // golden still matches).
-// exp is fdlibm's, as JavaScript's Math.exp in V8, so softmax and SiLU match
-// the scalar kernels exactly (see fdlibmExp).
+// exp rounds as JavaScript's Math.exp does in V8, so softmax and SiLU match
+// the scalar kernels exactly (see kernelExp).
 
 @external("env", "exp")
 declare function hostExp(x: f64): f64;
@@ -303,102 +303,97 @@ function execute(op: i32, a: usize, tid: i32, n: i32): void {
 }
 
 // ---------------------------------------------------------------------------
-// exp. JavaScript's Math.exp in V8 (Node, Chrome) is fdlibm's e_exp.c; this is
-// the same algorithm, so it returns the same bits (checked on 20M arguments,
-// and again by the backend at startup: if Math.exp disagrees here, as it may
-// in another engine, EXP_FLAG makes every exp call the host's Math.exp).
+// exp, rounded exactly as JavaScript's Math.exp rounds it in V8 (Node,
+// Chrome), so that softmax and SiLU here give the scalar kernels' bits.
+// V8's Math.exp is the classic fdlibm algorithm; the same steps with the same
+// constants give the same double, which the backend checks at startup: if the
+// host's Math.exp disagrees (another engine), EXP_FLAG makes every exp call it.
 //
-// ====================================================
-// Copyright (C) 2004 by Sun Microsystems, Inc. All rights reserved.
-//
-// Permission to use, copy, modify, and distribute this
-// software is freely granted, provided that this notice
-// is preserved.
-// ====================================================
+// The math. Write x = k ln2 + r, k an integer and |r| <= ln2 / 2, so that
+// exp(x) = 2^k exp(r). Two things keep r accurate: ln2 is split into LN2_HI
+// (its low 32 bits zero, so k * LN2_HI is exact) plus LN2_LO, and r is carried
+// as the pair hi - lo. On that interval exp(r) = 1 + 2r / (R(r) - r), where
+// R(r) = r (e^r + 1) / (e^r - 1) is even and smooth (2 + r^2/6 - ...), so a
+// short polynomial in r^2 fits it: R(r) ~ 2 + r^2 (A1 + A2 r^2 + ... + A5 r^8).
+// With c = r - r^2 (A1 + ... + A5 r^8) = 2 + r - R(r), that is
+// exp(r) = 1 + r + r c / (2 - c), evaluated as 1 - ((lo - r c / (2 - c)) - hi)
+// to put the small terms together before the large ones.
 
-/** Nonzero: use the host's Math.exp (set by the backend when fdlibmExp differs from it). */
+/** Nonzero: use the host's Math.exp (set by the backend when kernelExp differs from it). */
 const EXP_FLAG: usize = CTL_BASE + 36;
 
-@inline function hiWord(x: f64): u32 {
-  return <u32>(reinterpret<u64>(x) >> 32);
-}
-@inline function loWord(x: f64): u32 {
-  return <u32>reinterpret<u64>(x);
+const LN2_HI: f64 = 6.93147180369123816490e-01; // ln 2 to 32 significant bits
+const LN2_LO: f64 = 1.90821492927058770002e-10; // ln 2 - LN2_HI
+const INV_LN2: f64 = 1.44269504088896338700e+00;
+// The minimax fit of R(r) above on [-ln2/2, ln2/2] (error below 2^-59). Its
+// exact coefficients are part of what Math.exp returns: another fit would
+// round differently.
+const A1: f64 = 1.66666666666666019037e-01;
+const A2: f64 = -2.77777777770155933842e-03;
+const A3: f64 = 6.61375632143793436117e-05;
+const A4: f64 = -1.65339022054652515390e-06;
+const A5: f64 = 4.13813679705723846039e-08;
+const EXP_MAX: f64 = 7.09782712893383973096e+02; // above: the result overflows to +Infinity
+const EXP_MIN: f64 = -7.45133219101941108420e+02; // below: it underflows to 0
+const E: f64 = 2.718281828459045; // exp(1), correctly rounded: the one argument answered directly
+
+/** 2^k for an exponent of a normal double (-1022 <= k <= 1023), built from its bits. */
+@inline function pow2(k: i32): f64 {
+  return reinterpret<f64>(<u64>(1023 + k) << 52);
 }
 
-function fdlibmExp(x: f64): f64 {
-  const one: f64 = 1.0;
-  const o_threshold: f64 = 7.09782712893383973096e+02;
-  const u_threshold: f64 = -7.45133219101941108420e+02;
-  const ln2HI0: f64 = 6.93147180369123816490e-01, ln2HI1: f64 = -6.93147180369123816490e-01;
-  const ln2LO0: f64 = 1.90821492927058770002e-10, ln2LO1: f64 = -1.90821492927058770002e-10;
-  const invln2: f64 = 1.44269504088896338700e+00;
-  const P1: f64 = 1.66666666666666019037e-01, P2: f64 = -2.77777777770155933842e-03;
-  const P3: f64 = 6.61375632143793436117e-05, P4: f64 = -1.65339022054652515390e-06;
-  const P5: f64 = 4.13813679705723846039e-08;
-  const E: f64 = 2.718281828459045;
-  const huge: f64 = 1.0e+300;
-  const twom1000: f64 = 9.33263618503218878990e-302;
-  const two1023: f64 = 8.988465674311579539e307;
-  let y: f64, hi: f64 = 0, lo: f64 = 0, c: f64, t: f64, twopk: f64;
+function kernelExp(x: f64): f64 {
+  const bits = reinterpret<u64>(x);
+  const negative = (bits >> 63) != 0;
+  const top = <u32>(bits >> 32) & 0x7fffffff; // the high word of |x|: its exponent and leading bits
+
+  if (top >= 0x40862e42) { // |x| >= ~709.78: NaN, infinities, overflow, underflow
+    if (top >= 0x7ff00000) {
+      if ((bits << 1) != 0xffe0000000000000) return x + x; // NaN
+      return negative ? 0.0 : x; // exp(-Infinity) = 0, exp(+Infinity) = +Infinity
+    }
+    if (x > EXP_MAX) return Infinity;
+    if (x < EXP_MIN) return 0.0;
+  }
+  if (top < 0x3e300000) return 1.0 + x; // |x| < 2^-28: 1 + x is exp(x) rounded
+
+  // Reduce: k and r = hi - lo (k = 0 and r = x when |x| <= ln2 / 2).
   let k: i32 = 0;
-  let hx = hiWord(x);
-  const xsb = <i32>((hx >> 31) & 1);
-  hx &= 0x7fffffff;
-  if (hx >= 0x40862E42) {
-    if (hx >= 0x7ff00000) {
-      if (((hx & 0xfffff) | loWord(x)) != 0) return x + x;
-      return xsb == 0 ? x : 0.0;
-    }
-    if (x > o_threshold) return huge * huge;
-    if (x < u_threshold) return twom1000 * twom1000;
-  }
-  if (hx > 0x3fd62e42) {
-    if (hx < 0x3FF0A2B2) {
+  let hi: f64 = 0, lo: f64 = 0, r = x;
+  if (top > 0x3fd62e42) { // |x| > ln2 / 2
+    if (top < 0x3ff0a2b2) { // |x| < 1.5 ln2: k = +1 or -1
       if (x == 1.0) return E;
-      hi = x - (xsb ? ln2HI1 : ln2HI0);
-      lo = xsb ? ln2LO1 : ln2LO0;
-      k = 1 - xsb - xsb;
+      k = negative ? -1 : 1;
+      hi = negative ? x + LN2_HI : x - LN2_HI;
+      lo = negative ? -LN2_LO : LN2_LO;
     } else {
-      k = <i32>(invln2 * x + (xsb ? -0.5 : 0.5));
-      t = <f64>k;
-      hi = x - t * ln2HI0;
-      lo = t * ln2LO0;
+      k = <i32>(INV_LN2 * x + (negative ? -0.5 : 0.5)); // round to nearest, ties away from 0
+      hi = x - <f64>k * LN2_HI;
+      lo = <f64>k * LN2_LO;
     }
-    x = hi - lo;
-  } else if (hx < 0x3e300000) {
-    if (huge + x > one) return one + x;
-  } else {
-    k = 0;
+    r = hi - lo;
   }
-  t = x * x;
-  if (k >= -1021) {
-    twopk = reinterpret<f64>((<u64>(0x3ff00000 + (k << 20)) << 32));
-  } else {
-    twopk = reinterpret<f64>((<u64>(0x3ff00000 + ((k + 1000) << 20)) << 32));
-  }
-  c = x - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
-  if (k == 0) {
-    return one - ((x * c) / (c - 2.0) - x);
-  } else {
-    y = one - ((lo - (x * c) / (2.0 - c)) - hi);
-  }
-  if (k >= -1021) {
-    if (k == 1024) return y * 2.0 * two1023;
-    return y * twopk;
-  } else {
-    return y * twopk * twom1000;
-  }
+
+  const r2 = r * r;
+  const c = r - r2 * (A1 + r2 * (A2 + r2 * (A3 + r2 * (A4 + r2 * A5))));
+  if (k == 0) return 1.0 - ((r * c) / (c - 2.0) - r);
+  const y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+
+  // Scale by 2^k in steps that stay normal: 2^1024 is not a double, and below
+  // 2^-1021 the product goes through 2^(k + 1000) first.
+  if (k == 1024) return y * 2.0 * pow2(1023);
+  if (k >= -1021) return y * pow2(k);
+  return y * pow2(k + 1000) * pow2(-1000);
 }
 
 /** exp as the scalar kernels compute it (Math.exp). */
 @inline function exp64(x: f64): f64 {
-  return load<i32>(EXP_FLAG) != 0 ? hostExp(x) : fdlibmExp(x);
+  return load<i32>(EXP_FLAG) != 0 ? hostExp(x) : kernelExp(x);
 }
 
 /** For the backend's startup check against Math.exp. */
 export function wasmExp(x: f64): f64 {
-  return fdlibmExp(x);
+  return kernelExp(x);
 }
 
 // ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ const IDLE_SPIN = Number(globalThis.process?.env?.RAMA_IDLE_SPIN ?? 1 << 17);
 const BAR_SPIN = Number(globalThis.process?.env?.RAMA_BAR_SPIN ?? 1 << 14);
 
 /**
- * Whether the kernels' own exp (fdlibm's) returns Math.exp's bits here, as it
+ * Whether the kernels' own exp (kernelExp) returns Math.exp's bits here, as it
  * does in V8. If not (another engine), kernels call Math.exp instead.
  */
 function expMatchesHost(k: KernelExports): boolean {
