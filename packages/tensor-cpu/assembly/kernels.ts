@@ -784,7 +784,7 @@ function attentionHead(out: usize, q: usize, keys: usize, values: usize, last: i
     store<f32>(at(att, t), s / scale);
   }
 
-  // softmax, as @rama/sampler's (llama2.c's): max, exp(x - max) summed in order, divide.
+  // softmax, as @rama/core's softmax (llama2.c's): max, exp(x - max) summed in order, divide.
   let mx = load<f32>(att);
   for (let j = 1; j < count; j++) {
     const v = load<f32>(at(att, j));
