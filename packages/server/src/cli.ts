@@ -1,0 +1,142 @@
+/**
+ * rama-serve's flags, and starting a server from them: load the model with
+ * one session per parallel request, serve, and drain on SIGTERM / SIGINT.
+ */
+import { basename, extname } from 'node:path';
+import { parseArgs as parseNodeArgs } from 'node:util';
+import { ArgumentError, Llama, type BackendName } from '@rama/llama';
+import { serve, type ServerHandle } from './server.js';
+
+export const USAGE = `Usage: rama-serve -m MODEL -t TOKENIZER [options]
+
+An OpenAI-compatible HTTP server for a llama2.c checkpoint.
+
+Options:
+  -m, --model PATH         llama2.c checkpoint (.bin)                  (required)
+  -t, --tokenizer PATH     its tokenizer.bin                            (required)
+      --host HOST          interface to listen on (default 127.0.0.1; 0.0.0.0: all)
+      --port N             port (default 8080; 0: any free port)
+      --parallel N         requests generating at once (default 4)
+      --queue N            requests waiting beyond those (default 64; then 429)
+      --api-key KEY        require "Authorization: Bearer KEY" (or set RAMA_API_KEY)
+      --model-name NAME    the model's name in the API (default: MODEL's file name)
+      --backend B          cpu, webgpu or auto (default cpu)
+      --threads N          CPU backend threads (default: every core)
+      --q80                quantize an fp32 model to Q8_0 at load
+      --body-limit BYTES   largest request body (default 1048576)
+      --drain-ms MS        on SIGTERM/SIGINT, how long running requests may finish (default 10000)
+  -h, --help               this help
+      --version            the version
+
+Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
+GET /gen?prompt=..., GET / (a page to try it), GET /health, GET /metrics.
+`;
+
+export interface ServeArgs {
+  model: string;
+  tokenizer: string;
+  host: string;
+  port: number;
+  parallel: number;
+  queue: number;
+  apiKey?: string;
+  modelName: string;
+  backend: BackendName;
+  threads?: number;
+  q80: boolean;
+  bodyLimit: number;
+  drainMs: number;
+}
+
+/** The flags as ServeArgs, 'help' or 'version'; a bad flag is an ArgumentError whose message says what to fix. */
+export function parseArgs(argv: string[], env: Record<string, string | undefined> = process.env): ServeArgs | 'help' | 'version' {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseNodeArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        model: { type: 'string', short: 'm' },
+        tokenizer: { type: 'string', short: 't' },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        parallel: { type: 'string' },
+        queue: { type: 'string' },
+        'api-key': { type: 'string' },
+        'model-name': { type: 'string' },
+        backend: { type: 'string' },
+        threads: { type: 'string' },
+        q80: { type: 'boolean' },
+        'body-limit': { type: 'string' },
+        'drain-ms': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+      },
+    }));
+  } catch (e) {
+    // node:util's messages name the flag; drop its advice about '--' which does not apply here.
+    throw new ArgumentError(`${(e as Error).message.split('\n')[0].replace(/\. To specify a positional argument.*$/, '')} (see --help)`);
+  }
+  if (values.help) return 'help';
+  if (values.version) return 'version';
+  const int = (name: string, dflt: number, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const v = values[name] as string | undefined;
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new ArgumentError(`--${name} must be an integer in ${min}..${max}, got "${v}"`);
+    return n;
+  };
+  const model = values.model as string | undefined;
+  const tokenizer = values.tokenizer as string | undefined;
+  if (!model) throw new ArgumentError('-m/--model is required: a llama2.c checkpoint (see --help)');
+  if (!tokenizer) throw new ArgumentError('-t/--tokenizer is required: the tokenizer.bin for the model (see --help)');
+  const backend = (values.backend as string | undefined) ?? 'cpu';
+  if (!['cpu', 'webgpu', 'auto'].includes(backend)) throw new ArgumentError(`--backend must be cpu, webgpu or auto, got "${backend}"`);
+  const apiKey = (values['api-key'] as string | undefined) ?? (env.RAMA_API_KEY || undefined);
+  if (apiKey === '') throw new ArgumentError('--api-key must not be empty');
+  const host = (values.host as string | undefined) ?? '127.0.0.1';
+  if (host === '') throw new ArgumentError('--host must not be empty');
+  return {
+    model,
+    tokenizer,
+    host,
+    port: int('port', 8080, 0, 65535),
+    parallel: int('parallel', 4, 1, 1024),
+    queue: int('queue', 64, 0),
+    apiKey,
+    modelName: (values['model-name'] as string | undefined) || basename(model, extname(model)),
+    backend: backend as BackendName,
+    threads: values.threads === undefined ? undefined : int('threads', 1, 1, 1024),
+    q80: values.q80 === true,
+    bodyLimit: int('body-limit', 1 << 20, 1),
+    drainMs: int('drain-ms', 10_000, 0),
+  };
+}
+
+/** Loads the model and serves it. The caller drains with `handle.close()` and then disposes `llama`. */
+export async function runServe(args: ServeArgs): Promise<{ llama: Llama; handle: ServerHandle }> {
+  const llama = await Llama.load({
+    model: args.model,
+    tokenizer: args.tokenizer,
+    backend: args.backend,
+    sessions: args.parallel,
+    q80: args.q80,
+    ...(args.threads !== undefined && { threads: args.threads }),
+  });
+  try {
+    const handle = await serve(llama, {
+      host: args.host,
+      port: args.port,
+      parallel: args.parallel,
+      queue: args.queue,
+      apiKey: args.apiKey,
+      modelName: args.modelName,
+      bodyLimit: args.bodyLimit,
+    });
+    return { llama, handle };
+  } catch (e) {
+    llama.dispose();
+    throw e;
+  }
+}
