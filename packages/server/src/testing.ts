@@ -1,0 +1,82 @@
+/** Test helpers: the tiny real model, raw HTTP requests, and an SSE reader. */
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { Llama } from '@rama/llama';
+import { sharedFile, missingMessage } from '@rama/testkit';
+
+export const MODEL = 'models/aidreams260K.bin';
+export const TOKENIZER = 'models/tok512-aidreams.bin';
+
+/** The model's paths, or undefined (then the suite is skipped; under CI sharedFile throws instead). */
+export function modelPaths(): { model: string; tokenizer: string } | undefined {
+  const model = sharedFile(MODEL);
+  const tokenizer = sharedFile(TOKENIZER);
+  if (!model || !tokenizer) {
+    console.warn(missingMessage(model ? TOKENIZER : MODEL));
+    return undefined;
+  }
+  return { model, tokenizer };
+}
+
+export function loadModel(sessions: number): Promise<Llama> {
+  const p = modelPaths()!;
+  return Llama.load({ ...p, backend: 'cpu', sessions, threads: 1 });
+}
+
+export interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  json(): any;
+}
+
+/** One request with node:http (no client-side checks or retries in the way). */
+export function send(
+  url: string,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string | number>; body?: string | Buffer } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${url}${path}`, { method: opts.method ?? (opts.body === undefined ? 'GET' : 'POST'), headers: opts.headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: res.statusCode!, headers: res.headers, text, json: () => JSON.parse(text) });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+export const post = (url: string, path: string, body: unknown, headers: Record<string, string> = {}) =>
+  send(url, path, { body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });
+
+/** The events of an SSE body. */
+export function parseSse(text: string): { event: string; data: string }[] {
+  return text
+    .split('\n\n')
+    .filter((b) => b.trim())
+    .map((block) => {
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
+      const data = block
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => l.slice(6))
+        .join('\n');
+      return { event, data };
+    });
+}
+
+/** A small deterministic PRNG (mulberry32), so random schedules can be replayed from their seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
