@@ -4,7 +4,7 @@
 //
 //   pnpm build && pnpm bench [--llama2c-dir DIR] [--runs N] [--steps N]
 //        [--threads N] [--models s15,s110] [--formats fp32,q80] [--json FILE]
-//        [--contention] [--sessions N] [--backend cpu|webgpu]
+//        [--contention] [--sessions N] [--backend cpu|webgpu] [--matmul-rows]
 //
 // Each measurement is one child process (one model load, one generation of
 // --steps positions, greedy, prompt "Once upon a time"), so load time and peak
@@ -18,6 +18,9 @@
 // decode steps batched), interleaved with one session alone; both measured the
 // same way: generated tokens / wall time from the first prompt to the last
 // token. --backend webgpu runs it on WebGPU (Rama only).
+// --matmul-rows: the CPU backend's matmul alone (stories110M's w1, 2048x768,
+// q80 and f32) on 1, 2, 4 and 8 rows: microseconds per row show whether a
+// batched step gets its rows cheaper than one at a time.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -52,6 +55,7 @@ function parseArgs(argv) {
     else if (k === '--contention') a.contention = true;
     else if (k === '--sessions') a.sessions = int(v(), k);
     else if (k === '--backend') a.backend = v();
+    else if (k === '--matmul-rows') a.matmulRows = true;
     else if (k === '--child') a.child = v();
     else if (k === '--model') a.model = v();
     else if (k === '--tokenizer') a.tokenizer = v();
@@ -200,6 +204,7 @@ async function parent(a) {
   const threadsLabel = a.threads === undefined ? 'default' : String(a.threads);
   if (a.contention) return contention(a, testkit, tokenizer, cpu);
   if (a.sessions) return sessionsBench(a, testkit, tokenizer, cpu);
+  if (a.matmulRows) return matmulRows(a, cpu);
   console.log(`bench: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${threadsLabel} threads, ${a.steps} positions, ${a.runs} runs each${a.llama2c ? `, llama2.c from ${a.llama2c}` : ''}`);
 
   const rows = [];
@@ -330,6 +335,54 @@ async function sessionsBench(a, testkit, tokenizer, cpu) {
   console.log(`\n${lines.join('\n')}\n`);
   console.log(`rama backend: ${rows[0]?.results[0][0]?.backend ?? '-'}`);
   if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, sessions: a.sessions, args: a, rows }, null, 2));
+}
+
+/** --matmul-rows: one matmul's time per row for 1, 2, 4 and 8 rows (each best of 3 batches of 20 steps x 20 matmuls). */
+async function matmulRows(a, cpu) {
+  const [{ WasmCpuBackend }, { contiguousRows }] = await Promise.all([import('@rama/tensor-cpu'), import('@rama/backend')]);
+  const [d, n, gs] = [2048, 768, 64];
+  console.log(`bench --matmul-rows: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, a ${d}x${n} matrix (stories110M's w1)`);
+  const lines = ['| dtype | threads | rows | µs per matmul | µs per row | per row vs 1 row |', '|---|---:|---:|---:|---:|---:|'];
+  for (const threads of a.threads ? [a.threads] : [1, 2]) {
+    const be = await WasmCpuBackend.create({ threads });
+    try {
+      const w8 = new Uint8Array(d * n + (d * n / gs) * 4);
+      for (let i = 0; i < d * n; i++) w8[i] = (Math.imul(i, 7919) >>> 3) % 255 - 127 + 256; // int8 values in [-127, 127]
+      new Float32Array(w8.buffer, d * n).fill(0.01);
+      const weights = {
+        q80: await be.upload({ shape: [d, n], dtype: 'q8_0', label: 'w1', groupSize: gs }, w8),
+        f32: await be.upload({ shape: [d, n], dtype: 'f32', label: 'w1' }, Float32Array.from({ length: d * n }, (_, i) => Math.sin(i) * 0.02)),
+      };
+      for (const [dtype, w] of Object.entries(weights)) {
+        let one;
+        for (const rows of [1, 2, 4, 8]) {
+          const x = be.alloc({ shape: [rows, n], dtype: 'f32', label: 'x' });
+          be.write(x, Float32Array.from({ length: rows * n }, (_, i) => Math.sin(i)));
+          const out = be.alloc({ shape: [rows, d], dtype: 'f32', label: 'out' });
+          const batch = async () => {
+            const t0 = performance.now();
+            for (let k = 0; k < 20; k++) {
+              const step = be.begin(contiguousRows(0, rows));
+              for (let j = 0; j < 20; j++) step.matmul(out, x, w);
+              const done = step.read(out, 1);
+              step.submit();
+              await done;
+            }
+            return ((performance.now() - t0) / 400) * 1000;
+          };
+          await batch();
+          const us = Math.min(await batch(), await batch(), await batch());
+          one ??= us;
+          lines.push(`| ${dtype} | ${threads} | ${rows} | ${fmt(us, 0)} | ${fmt(us / rows, 0)} | ${fmt(us / rows / one, 2)}x |`);
+          be.free(x);
+          be.free(out);
+        }
+      }
+    } finally {
+      be.dispose();
+    }
+  }
+  console.log(`\n${lines.join('\n')}\n`);
 }
 
 const args = parseArgs(process.argv.slice(2));
