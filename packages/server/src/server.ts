@@ -100,6 +100,8 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
     metrics.active.set(pool.busy);
   });
   const jobs = new Set<Job>();
+  /** Responses not yet finished, so that closing does not cut one mid-write. */
+  const open = new Set<ServerResponse>();
   let draining = false;
   const keyHash = o.apiKey === undefined ? undefined : sha256(o.apiKey);
   const created = Math.floor(Date.now() / 1000);
@@ -126,7 +128,11 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
     const path = pathOf(req.url);
     const route = ROUTES[path] ?? (path.startsWith('/v1/models/') ? ROUTES['/v1/models'] : undefined);
     const endpoint = route ? (path.startsWith('/v1/models/') ? '/v1/models/{id}' : path) : 'other';
-    res.on('close', () => metrics.requests.inc({ endpoint, status: String(res.writableFinished ? res.statusCode : 499) }));
+    open.add(res);
+    res.on('close', () => {
+      open.delete(res);
+      metrics.requests.inc({ endpoint, status: String(res.writableFinished ? res.statusCode : 499) });
+    });
     if (o.cors) {
       res.setHeader('access-control-allow-origin', '*');
       if (req.method === 'OPTIONS') {
@@ -426,10 +432,13 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
         clearTimeout(timer);
         for (const j of jobs) j.abort();
         await running();
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
+        // Answers being written (the last events of a stream, 503s) get a moment to reach their clients.
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const grace = Date.now() + 1000;
+        while (open.size > 0 && Date.now() < grace) await new Promise((r) => setTimeout(r, 10));
+        server.closeAllConnections();
+        await stopped;
         for (const s of sessions) s.dispose();
       })();
       return closed;
