@@ -76,7 +76,8 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     }));
   } catch (e) {
     // node:util's messages name the flag; drop its advice about '--' which does not apply here.
-    throw new ArgumentError(`${(e as Error).message.split('\n')[0].replace(/\. To specify a positional argument.*$/, '')} (see --help)`);
+    const lines = (e as Error).message.split('\n').map((l) => l.replace(/\.? To specify a positional argument.*$/, '')).filter((l) => !/^To specify/.test(l));
+    throw new ArgumentError(`${lines.join(' ')} (see --help)`);
   }
   if (values.help) return 'help';
   if (values.version) return 'version';

@@ -90,7 +90,8 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
   } catch (e) {
     for (const s of sessions) s.dispose();
     throw new ArgumentError(
-      `serve: parallel ${o.parallel} needs ${o.parallel} free sessions of the Llama, and ${sessions.length} were free: load it with sessions: ${o.parallel} (or more) (${(e as Error).message})`,
+      `serve: parallel ${o.parallel} needs ${o.parallel} free sessions, and the Llama had ${sessions.length} free of its ${llama.sessions} ` +
+        `(other sessions, and the default one llama.generate/chat use, take slots too): load it with more sessions (${(e as Error).message})`,
     );
   }
   const metrics = new ServerMetrics();
