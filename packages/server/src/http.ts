@@ -41,8 +41,16 @@ export function sendError(res: ServerResponse, e: HttpError): void {
   sendJson(res, e.status, e.body(), e.headers);
 }
 
-/** Starts an SSE response. */
-export function startEvents(res: ServerResponse): void {
+/** How long each event stream may stay blocked on a client that does not read. */
+const stallLimits = new WeakMap<ServerResponse, number>();
+
+/**
+ * Starts an SSE response. A client that stops reading for `stallMs` (its
+ * socket backed up all that time) is cut off, which aborts its generation and
+ * frees its session: a reader that never reads cannot hold one forever.
+ */
+export function startEvents(res: ServerResponse, stallMs: number): void {
+  stallLimits.set(res, stallMs);
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
@@ -63,10 +71,15 @@ export async function writeEvent(res: ServerResponse, data: string, event?: stri
   if (!ok) {
     await new Promise<void>((resolve) => {
       const done = () => {
+        clearTimeout(timer);
         res.off('drain', done);
         res.off('close', done);
         resolve();
       };
+      const timer = setTimeout(() => {
+        res.destroy();
+        done();
+      }, stallLimits.get(res) ?? 30_000);
       res.on('drain', done);
       res.on('close', done);
     });

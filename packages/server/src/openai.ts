@@ -115,7 +115,7 @@ export function parseChatRequest(body: Body): ChatRequest {
   const raw = body.messages;
   if (!Array.isArray(raw)) throw invalid('messages', `'messages' must be an array, got ${kind(raw)}.`, given(raw) ? 'invalid_type' : 'missing_required_parameter');
   if (raw.length === 0) throw invalid('messages', "'messages' must not be empty.", 'invalid_value');
-  const messages = raw.map((m, i) => message(m, i));
+  const messages = mergeTurns(raw.map((m, i) => message(m, i)));
   return { ...base, kind: 'chat', messages, maxTokens, logprobs, topLogprobs: top ?? 0 };
 }
 
@@ -142,6 +142,21 @@ function message(m: unknown, i: number): ChatMessage {
       .join('');
   } else throw invalid(`${where}.content`, `'${where}.content' must be a string or an array of text parts, got ${kind(content)}.`, 'invalid_type');
   return { role: r, content: text };
+}
+
+/**
+ * Consecutive messages of one role as one message (paragraphs joined), as
+ * OpenAI accepts them: Llama 2's template has turns, user and assistant in
+ * alternation, and the library checks that order.
+ */
+function mergeTurns(messages: ChatMessage[]): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  for (const m of messages) {
+    const last = out[out.length - 1];
+    if (last && last.role === m.role) out[out.length - 1] = { role: m.role, content: `${last.content}\n\n${m.content}` };
+    else out.push(m);
+  }
+  return out;
 }
 
 export function parseCompletionRequest(body: Body, vocabSize: number): CompletionRequest {

@@ -38,6 +38,8 @@ export interface ServeOptions {
   requestTimeout?: number;
   /** How long an idle keep-alive connection stays open, in ms (default 5 s). */
   keepAliveTimeout?: number;
+  /** Most ms a stream may wait on a client that does not read (default 30 s); then it is cut off and its session freed. */
+  stallTimeout?: number;
   /** Answer CORS preflights and allow any origin (default false). */
   cors?: boolean;
 }
@@ -308,7 +310,7 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
         return;
       }
 
-      startEvents(res);
+      startEvents(res, o.stallTimeout);
       const object = r.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
       const usage = r.includeUsage ? { usage: null } : {};
       const chunk = (choice: Record<string, unknown>) =>
@@ -379,7 +381,7 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
         ? s.chat([...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user' as const, content: prompt }], { ...common, signal })
         : s.generate(prompt, { ...common, signal, echo: false, ...(steps !== undefined && { steps }) });
     await withSession(res, t0, start, 'prompt', async (g) => {
-      startEvents(res);
+      startEvents(res, o.stallTimeout);
       for await (const t of g.tokens()) {
         if (res.destroyed) return;
         if (t.text) await writeEvent(res, JSON.stringify({ id: t.id, text: t.text }));
@@ -549,10 +551,13 @@ interface Checked {
   headersTimeout: number;
   requestTimeout: number;
   keepAliveTimeout: number;
+  stallTimeout: number;
   cors: boolean;
 }
 
-const KNOWN = ['host', 'port', 'parallel', 'queue', 'apiKey', 'modelName', 'bodyLimit', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'cors'];
+const KNOWN = [
+  'host', 'port', 'parallel', 'queue', 'apiKey', 'modelName', 'bodyLimit', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'stallTimeout', 'cors',
+];
 
 function checkOptions(llama: Llama, opts: ServeOptions): Checked {
   if (llama === null || typeof llama !== 'object' || typeof (llama as Llama).session !== 'function') {
@@ -585,6 +590,7 @@ function checkOptions(llama: Llama, opts: ServeOptions): Checked {
     headersTimeout,
     requestTimeout,
     keepAliveTimeout: int('keepAliveTimeout', 5_000, 1),
+    stallTimeout: int('stallTimeout', 30_000, 1),
     cors: opts.cors ?? false,
   };
 }

@@ -1,0 +1,88 @@
+/** Pieces without a model: request parsing, the session pool, a stalled stream. */
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import type { Session } from '@rama/llama';
+import { startEvents, writeEvent } from './http.js';
+import { parseChatRequest, parseCompletionRequest } from './openai.js';
+import { PoolRefusal, SessionPool } from './pool.js';
+
+describe('parseChatRequest', () => {
+  it('merges consecutive messages of one role, reads developer as system and text parts as text', () => {
+    const r = parseChatRequest({
+      messages: [
+        { role: 'developer', content: 'Be brief.' },
+        { role: 'system', content: 'Be kind.' },
+        { role: 'user', content: [{ type: 'text', text: 'Hello' }, { type: 'text', text: ' there' }] },
+        { role: 'user', content: 'Anyone?', name: 'bob' },
+      ],
+    });
+    expect(r.messages).toEqual([
+      { role: 'system', content: 'Be brief.\n\nBe kind.' },
+      { role: 'user', content: 'Hello there\n\nAnyone?' },
+    ]);
+  });
+
+  it('maps OpenAI sampling to the library: defaults, top_p 0 as greedy, seed 0 as a fixed nonzero seed', () => {
+    const base = { messages: [{ role: 'user', content: 'x' }] };
+    expect(parseChatRequest(base)).toMatchObject({ temperature: 1, topp: 1, stop: [], stream: false, includeUsage: false, logprobs: false, topLogprobs: 0 });
+    expect(parseChatRequest({ ...base, top_p: 0, temperature: 0.7 })).toMatchObject({ temperature: 0 });
+    expect(parseChatRequest({ ...base, seed: 0 }).seed).not.toBe(0);
+    expect(parseChatRequest({ ...base, stop: 'END' }).stop).toEqual(['END']);
+    expect(parseChatRequest({ ...base, max_tokens: 5, max_completion_tokens: 7 }).maxTokens).toBe(7);
+    expect(parseChatRequest({ ...base, stream: true, stream_options: { include_usage: true } }).includeUsage).toBe(true);
+  });
+
+  it('completions: prompt forms', () => {
+    expect(parseCompletionRequest({ prompt: ['one'] }, 512).prompt).toBe('one');
+    expect(parseCompletionRequest({ prompt: [1, 2, 3] }, 512).prompt).toEqual([1, 2, 3]);
+    expect(parseCompletionRequest({ prompt: [[1, 2]] }, 512).prompt).toEqual([1, 2]);
+    expect(parseCompletionRequest({ prompt: 'x', logprobs: 0 }, 512)).toMatchObject({ logprobs: true, topLogprobs: 0 });
+  });
+});
+
+describe('SessionPool', () => {
+  const fake = (n: number) => Array.from({ length: n }, (_, i) => ({ id: i }) as unknown as Session);
+
+  it('lends sessions, queues up to its limit in order, refuses beyond, and forgets waiters that leave', async () => {
+    const pool = new SessionPool(fake(1), 2);
+    const ac = () => new AbortController();
+    const s = await pool.acquire(ac().signal);
+    const a = pool.acquire(ac().signal);
+    const leaving = ac();
+    const b = pool.acquire(leaving.signal);
+    await expect(pool.acquire(ac().signal)).rejects.toEqual(new PoolRefusal('full'));
+    expect(pool.waiting).toBe(2);
+    leaving.abort();
+    await expect(b).rejects.toEqual(new PoolRefusal('aborted'));
+    expect(pool.waiting).toBe(1);
+    pool.release(s);
+    expect(await a).toBe(s);
+    expect(pool.busy).toBe(1);
+    const c = pool.acquire(ac().signal);
+    pool.close();
+    await expect(c).rejects.toEqual(new PoolRefusal('closing'));
+    await expect(pool.acquire(ac().signal)).rejects.toEqual(new PoolRefusal('closing'));
+  });
+});
+
+describe('writeEvent', () => {
+  it('cuts off a client that stops reading for stallMs', async () => {
+    const res = Object.assign(new EventEmitter(), {
+      destroyed: false,
+      writableEnded: false,
+      writeHead() {},
+      flushHeaders() {},
+      write: () => false, // the socket is backed up and never drains
+      destroy() {
+        this.destroyed = true;
+        this.emit('close');
+      },
+    }) as unknown as ServerResponse;
+    startEvents(res, 50);
+    const t0 = performance.now();
+    await writeEvent(res, '{}');
+    expect(res.destroyed).toBe(true);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(45);
+  });
+});
