@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Llama } from '@rama/llama';
 import { serve, type ServerHandle } from './index.js';
-import { loadModel, modelPaths, post, send } from './testing.js';
+import { loadModel, modelPaths, post, send, slowLlama } from './testing.js';
 
 const CHAT = '/v1/chat/completions';
 const HI = [{ role: 'user', content: 'Hi' }];
@@ -146,10 +146,10 @@ describe.skipIf(!modelPaths())('errors', () => {
 
   it('a full queue: 429 with Retry-After, and the requests that got in finish', async () => {
     const l = await loadModel(1);
-    const s = await serve(l, { parallel: 1, queue: 1 });
+    // 10 ms a token: a generation takes far longer than the requests take to arrive, however loaded the machine.
+    const s = await serve(slowLlama(l, 10), { parallel: 1, queue: 1 });
     try {
-      // Generations to the end of the context take far longer than the requests take to arrive.
-      const replies = await Promise.all(Array.from({ length: 6 }, () => post(s.url, '/v1/completions', { prompt: 'I dreamed of', temperature: 0 })));
+      const replies = await Promise.all(Array.from({ length: 6 }, () => post(s.url, '/v1/completions', { prompt: 'I dreamed of', temperature: 0, max_tokens: 20 })));
       const ok = replies.filter((r) => r.status === 200);
       const busy = replies.filter((r) => r.status === 429);
       expect(ok.length).toBeGreaterThanOrEqual(2);

@@ -6,7 +6,7 @@ import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Llama } from '@rama/llama';
 import { serve, type ServerHandle } from './index.js';
-import { loadModel, modelPaths, parseSse, post, prng, send } from './testing.js';
+import { loadModel, modelPaths, parseSse, post, prng, send, slowLlama } from './testing.js';
 
 const MESSAGES = [
   { role: 'system', content: 'You are a dreamer.' },
@@ -134,8 +134,9 @@ describe.skipIf(!modelPaths())('robustness', () => {
   describe('close()', () => {
     it('drains: the running stream finishes whole, new requests and /health get 503', async () => {
       const llama = await loadModel(2);
-      const server = await serve(llama, { parallel: 2 });
-      // A stream to the end of the context; once its first chunk is here, close.
+      // 15 ms a token: the stream surely runs while the test sends its requests.
+      const server = await serve(slowLlama(llama, 15), { parallel: 2 });
+      // A stream of 40 tokens; once its first chunk is here, close.
       const closing = deferred();
       const streamed = new Promise<string>((resolve, reject) => {
         const req = request(`${server.url}/v1/completions`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
@@ -148,7 +149,7 @@ describe.skipIf(!modelPaths())('robustness', () => {
           res.on('end', () => resolve(text));
         });
         req.on('error', reject);
-        req.end(JSON.stringify({ prompt: PROMPT, temperature: 0, stream: true }));
+        req.end(JSON.stringify({ prompt: PROMPT, temperature: 0, max_tokens: 40, stream: true }));
       });
       await closing.promise;
       const closed = server.close({ drainMs: 30_000 });
@@ -163,7 +164,7 @@ describe.skipIf(!modelPaths())('robustness', () => {
       expect(chunks.at(-1).finish_reason).toBe('length');
       await closed;
       // close() gave the sessions back: the default session has a slot now.
-      const want = await llama.generate(PROMPT, { temperature: 0, steps: 0, echo: false, stopAtEos: true }).text();
+      const want = await llama.generate(PROMPT, { temperature: 0, steps: 0, maxTokens: 40, echo: false, stopAtEos: true }).text();
       expect(chunks.map((c) => c.text).join('')).toBe(want);
       await expect(send(server.url, '/health')).rejects.toThrow(/ECONNREFUSED/);
       llama.dispose();
@@ -171,7 +172,7 @@ describe.skipIf(!modelPaths())('robustness', () => {
 
     it('with drainMs 0, cuts running requests at once and frees the sessions', async () => {
       const llama = await loadModel(1);
-      const server = await serve(llama, { parallel: 1 });
+      const server = await serve(slowLlama(llama, 15), { parallel: 1 });
       let chunks = 0;
       const first = deferred();
       const ended = new Promise<void>((resolve) => {

@@ -1,6 +1,6 @@
 /** Test helpers: the tiny real model, raw HTTP requests, and an SSE reader. */
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { Llama } from '@rama/llama';
+import { Llama, type Generation, type Session } from '@rama/llama';
 import { sharedFile, missingMessage } from '@rama/testkit';
 
 export const MODEL = 'models/aidreams260K.bin';
@@ -79,4 +79,40 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The Llama with every generation of its sessions slowed to one token per
+ * `ms` (the tokens themselves unchanged), so that a test can act while a
+ * request is surely still running, however loaded the machine is.
+ */
+export function slowLlama(llama: Llama, ms: number): Llama {
+  const slowGeneration = (g: Generation): Generation =>
+    ({
+      async *[Symbol.asyncIterator]() {
+        for await (const t of g) {
+          await sleep(ms);
+          yield t;
+        }
+      },
+      result: () => g.result(),
+      text: () => g.text(),
+    }) as unknown as Generation;
+  const slowSession = (s: Session): Session =>
+    new Proxy(s, {
+      get(target, key) {
+        const v = Reflect.get(target, key, target);
+        if (key === 'generate' || key === 'chat') return (...args: unknown[]) => slowGeneration((v as (...a: unknown[]) => Generation).apply(target, args));
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+  return new Proxy(llama, {
+    get(target, key) {
+      const v = Reflect.get(target, key, target);
+      if (key === 'session') return () => slowSession(target.session());
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
 }

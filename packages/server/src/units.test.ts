@@ -68,15 +68,16 @@ describe('SessionPool', () => {
 
 describe('writeEvent', () => {
   it('cuts off a client that stops reading for stallMs', async () => {
-    const res = Object.assign(new EventEmitter(), {
+    const emitter = new EventEmitter();
+    const res = Object.assign(emitter, {
       destroyed: false,
       writableEnded: false,
       writeHead() {},
       flushHeaders() {},
       write: () => false, // the socket is backed up and never drains
       destroy() {
-        this.destroyed = true;
-        this.emit('close');
+        res.destroyed = true;
+        emitter.emit('close');
       },
     }) as unknown as ServerResponse;
     startEvents(res, 50);
