@@ -12,6 +12,11 @@ export { parseHeader, fmtBytes, MAGIC, HEADER_BYTES, V0_HEADER_BYTES, MAX_V0_DIM
 export type { CheckpointFormat, CheckpointLayout, ModelConfig, TensorEntry } from './header.js';
 // openFileSource now lives in @rama/core/node; re-exported for existing callers.
 export { openFileSource, type ByteSource, type OpenFileOptions } from './source.js';
+export {
+  openGGUF, readGGUF, isGGUF, openModelSource, ggmlTypeName, GGML_TYPES, GGUFValueType, GGUF_MAGIC, GGUF_DEFAULT_ALIGNMENT, GGUF_MAX_ARRAY_DEPTH,
+} from './gguf.js';
+export type { GGUFFile, GGUFTensorInfo, GGUFValue, GGMLType, OpenGGUFOptions } from './gguf.js';
+export { ggmlToF32, ggmlToQ80, q80GroupSizeOf, convertsToF32, f16At } from './gguf-convert.js';
 
 /** A Q8_0 tensor as separate arrays: int8 values row-major and one f32 scale per group. */
 export interface Q80Data {

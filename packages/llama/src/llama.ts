@@ -6,16 +6,17 @@
  */
 import type { Backend, Tensor } from '@rama/backend';
 import { ArgumentError, BackendError } from '@rama/core';
-import { openCheckpoint, type CheckpointFormat, type ModelConfig } from '@rama/checkpoint';
+import type { ModelConfig } from '@rama/checkpoint';
 import { chooseGroupSize } from '@rama/quant-q80';
 import { Tokenizer } from '@rama/tokenizer';
 import { createBackend, type BackendChoice } from './backends.js';
 import { BatchRunner } from './batch.js';
 import type { Generation } from './generation.js';
+import { openModel, type ModelFormat } from './gguf.js';
 import { checkBoolean, checkInteger, checkKnown, checkNumber, checkObject, checkString, describe } from './options.js';
 import { Session, type ChatMessage, type ChatOptions, type GenerateOptions } from './session.js';
 import { allocState } from './state.js';
-import { checkSupported, llama2cSpec, type ModelSpec } from './spec.js';
+import { checkSupported, type ModelSpec } from './spec.js';
 import { checkModelFits, uploadWeights } from './weights.js';
 
 export type { ChatMessage, ChatOptions, GenerateOptions, OutputOptions } from './session.js';
@@ -23,10 +24,10 @@ export type { ChatMessage, ChatOptions, GenerateOptions, OutputOptions } from '.
 export type ModelSource = string | Blob | ArrayBuffer | Uint8Array;
 
 export interface LoadOptions {
-  /** A llama2.c checkpoint: a path (Node), a Blob/File, or its bytes. */
+  /** A llama2.c checkpoint or a GGUF file (told apart by its first bytes): a path (Node), a Blob/File, or its bytes. */
   model: ModelSource;
-  /** A llama2.c tokenizer.bin, in the same forms. */
-  tokenizer: ModelSource;
+  /** A llama2.c checkpoint's tokenizer.bin, in the same forms. Required for a checkpoint; not allowed with a GGUF file, which carries its own. */
+  tokenizer?: ModelSource;
   /** "cpu" (default), "webgpu", "auto" (WebGPU when an adapter exists, else CPU), or a Backend instance. */
   backend?: BackendChoice;
   /** Quantize an fp32 checkpoint's matrices to Q8_0 at load (runq.c numerics). */
@@ -74,9 +75,9 @@ export class Llama {
   private constructor(
     /** The model, described by data (dimensions, RoPE, special ids, chat template). */
     readonly spec: ModelSpec,
-    /** The llama2.c header it was read from. */
+    /** The llama2.c header it was read from (for a GGUF file: the same fields, from its metadata). */
     readonly config: ModelConfig,
-    readonly format: CheckpointFormat,
+    readonly format: ModelFormat,
     readonly tokenizer: Tokenizer,
     readonly backend: Backend,
     private readonly ownsBackend: boolean,
@@ -100,15 +101,18 @@ export class Llama {
     const batchSize = opts.batchSize ?? 32;
     const sessions = opts.sessions ?? 1;
 
-    const ckpt = await openCheckpoint(opts.model);
+    const model = await openModel(opts.model);
     try {
-      const config = ckpt.config;
-      const spec = llama2cSpec(config);
+      const { config, spec, weights: ckpt } = model;
       checkSupported(spec, ckpt.source);
-      const tokenizer = await loadTokenizer(opts.tokenizer, config.vocabSize);
+      if (model.tokenizer && opts.tokenizer !== undefined) {
+        throw new ArgumentError(`Llama.load: ${ckpt.source} is a GGUF file, which carries its own tokenizer: leave out the "tokenizer" option`);
+      }
+      if (!model.tokenizer && opts.tokenizer === undefined) throw new ArgumentError('Llama.load: the "tokenizer" option is required for a llama2.c checkpoint');
+      const tokenizer = model.tokenizer ?? await loadTokenizer(opts.tokenizer!, config.vocabSize);
       const context = opts.contextLength ?? config.seqLen;
       checkInteger('Llama.load', `contextLength (the model's seq_len is ${config.seqLen})`, context, 1, config.seqLen);
-      const quantizeGroupSize = opts.q80 && ckpt.format !== 'v2' ? chooseGroupSize([config.dim, config.hiddenDim]) : undefined;
+      const quantizeGroupSize = opts.q80 && model.format !== 'v2' ? chooseGroupSize([config.dim, config.hiddenDim]) : undefined;
       const { backend, owned } = await createBackend(opts.backend ?? 'cpu', { maxRows: batchSize, threads: opts.threads, webgpu: opts.webgpu });
       const tensors: Tensor[] = [];
       const track = (t: Tensor) => (tensors.push(t), t);
@@ -118,16 +122,16 @@ export class Llama {
         await checkModelFits(backend, ckpt, { quantizeGroupSize }, spec, { rows, context, sessions });
         const weights = await uploadWeights(backend, ckpt, { quantizeGroupSize }, track);
         const state = allocState(backend, spec, rows, context, sessions, track);
-        const quantized = ckpt.format === 'v2' || quantizeGroupSize !== undefined;
+        const quantized = model.quantized || quantizeGroupSize !== undefined;
         const runner = new BatchRunner(backend, spec, weights, state, rows, opts.yieldEveryMs ?? 10);
-        return new Llama(spec, config, ckpt.format, tokenizer, backend, owned, tensors, context, rows, sessions, quantized, runner, opts.preemptAfterMs ?? 250);
+        return new Llama(spec, config, model.format, tokenizer, backend, owned, tensors, context, rows, sessions, quantized, runner, opts.preemptAfterMs ?? 250);
       } catch (e) {
         if (owned) backend.dispose();
         else for (const t of tensors) backend.free(t);
         throw e;
       }
     } finally {
-      await ckpt.close();
+      await model.close();
     }
   }
 
@@ -236,9 +240,9 @@ export class Llama {
 function checkLoadOptions(opts: LoadOptions): void {
   const o = checkKnown('Llama.load', opts, LOAD_OPTIONS);
   if (opts === undefined || o.model === undefined) throw new ArgumentError('Llama.load: the "model" option is required');
-  if (o.tokenizer === undefined) throw new ArgumentError('Llama.load: the "tokenizer" option is required');
   for (const name of ['model', 'tokenizer'] as const) {
     const v = o[name];
+    if (name === 'tokenizer' && v === undefined) continue;
     const ok = typeof v === 'string' || v instanceof Uint8Array || v instanceof ArrayBuffer || (typeof Blob !== 'undefined' && v instanceof Blob);
     if (!ok) throw new ArgumentError(`Llama.load: ${name} must be a path, a Blob, an ArrayBuffer or a Uint8Array, got ${describe(v)}`);
     if (v === '') throw new ArgumentError(`Llama.load: ${name} is an empty path`);

@@ -4,8 +4,8 @@
  * the file-format readers. A reader (today llama2.c's .bin) maps its header to
  * a ModelSpec; nothing else in @rama/llama assumes llama2.c's constants.
  */
-import { ArgumentError } from '@rama/core';
-import type { ModelConfig } from '@rama/checkpoint';
+import { ArgumentError, FormatError } from '@rama/core';
+import type { GGUFTensorInfo, GGUFValue, ModelConfig } from '@rama/checkpoint';
 import { LLAMA2_CHAT, type ChatTemplate } from './template.js';
 
 /** Rotary position embedding. */
@@ -51,6 +51,12 @@ export interface ModelSpec {
   /** Sampled ids that end a chat reply (EOS and any end-of-turn token). */
   stopIds: readonly number[];
   chatTemplate: ChatTemplate;
+  /**
+   * The model's own chat template (a GGUF file's `tokenizer.chat_template`,
+   * Jinja), kept for when templates are rendered; `chatTemplate` is Llama 2's
+   * until then.
+   */
+  chatTemplateSource?: string;
 }
 
 /** llama2.c's model: its header's dimensions, and the constants run.c hard-codes. */
@@ -87,4 +93,108 @@ export function checkSupported(spec: ModelSpec, source: string): void {
   if (spec.rope.rotaryDims !== spec.headSize) no(`partial rotary embedding (${spec.rope.rotaryDims} of ${spec.headSize} dims)`);
   if (spec.rope.freqFactors) no('RoPE frequency factors');
   if (spec.attentionBias) no('attention biases');
+}
+
+/** The GGUF metadata keys of architecture `llama` that ggufSpec reads or refuses. */
+const LLAMA_KEYS_REFUSED = ['rope.scaling.type', 'rope.scaling.factor', 'rope.scale_linear', 'attention.layer_norm_epsilon', 'expert_count'];
+
+/**
+ * A GGUF file's model (architecture `llama`), from its metadata as llama.cpp
+ * reads it: dimensions from `llama.*`, the vocabulary size from the token
+ * list, special ids from `tokenizer.ggml.*`, a tied classifier when the file
+ * has no `output.weight`. Anything the forward pass does not compute (another
+ * architecture, RoPE scaling, per-pair RoPE factors, attention biases, a
+ * partial rotary embedding) is a FormatError naming it.
+ */
+export function ggufSpec(metadata: ReadonlyMap<string, GGUFValue>, tensors: ReadonlyMap<string, GGUFTensorInfo>, source: string): ModelSpec {
+  const fail = (msg: string): never => {
+    throw new FormatError(`${source}: ${msg}`);
+  };
+  const arch = metadata.get('general.architecture');
+  if (arch === undefined) fail('has no general.architecture');
+  if (arch !== 'llama') fail(`architecture ${JSON.stringify(arch)} is not supported (only "llama" is)`);
+
+  const int = (key: string, dflt?: number): number => {
+    const v = metadata.get(key);
+    if (v === undefined) {
+      if (dflt !== undefined) return dflt;
+      fail(`has no ${key}`);
+    }
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`${key} is ${String(v)}, expected a non-negative integer`);
+    return v as number;
+  };
+  const float = (key: string, dflt?: number): number => {
+    const v = metadata.get(key);
+    if (v === undefined) {
+      if (dflt !== undefined) return dflt;
+      fail(`has no ${key}`);
+    }
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${key} is ${String(v)}, expected a number`);
+    return v as number;
+  };
+  for (const k of LLAMA_KEYS_REFUSED) {
+    const v = metadata.get(`llama.${k}`);
+    // llama.cpp writes rope.scaling.type "none" and factor 1 for unscaled models.
+    if (v === undefined || v === 'none' || (k !== 'rope.scaling.type' && v === 1) || (k === 'expert_count' && v === 0)) continue;
+    fail(`llama.${k} = ${String(v)} is not supported yet`);
+  }
+  if (tensors.has('rope_freqs.weight')) fail('has rope_freqs.weight (RoPE frequency factors), not supported yet');
+  for (const name of tensors.keys()) {
+    if (/\.bias$/.test(name)) fail(`has ${name}: biases are not supported yet`);
+  }
+
+  const dim = int('llama.embedding_length');
+  const hiddenDim = int('llama.feed_forward_length');
+  const nLayers = int('llama.block_count');
+  const nHeads = int('llama.attention.head_count');
+  const nKvHeads = int('llama.attention.head_count_kv', nHeads);
+  if (dim < 1 || hiddenDim < 1 || nLayers < 1 || nHeads < 1 || nKvHeads < 1) fail(`has a zero dimension (dim ${dim}, ffn ${hiddenDim}, layers ${nLayers}, heads ${nHeads}/${nKvHeads})`);
+  if (dim % nHeads !== 0) fail(`embedding_length ${dim} is not a multiple of head_count ${nHeads}`);
+  if (nHeads % nKvHeads !== 0) fail(`head_count ${nHeads} is not a multiple of head_count_kv ${nKvHeads}`);
+  const headSize = dim / nHeads;
+  const rotaryDims = int('llama.rope.dimension_count', headSize);
+  if (rotaryDims !== headSize) fail(`llama.rope.dimension_count is ${rotaryDims}, the head size ${headSize}: partial rotary embedding is not supported yet`);
+  const maxContext = int('llama.context_length');
+  if (maxContext < 1) fail('llama.context_length is 0');
+
+  const tokens = metadata.get('tokenizer.ggml.tokens');
+  if (!Array.isArray(tokens) || tokens.length === 0 || typeof tokens[0] !== 'string') fail('has no tokenizer.ggml.tokens (a list of strings)');
+  const vocabSize = (tokens as string[]).length;
+
+  const special = (key: string, dflt: number): number => {
+    const id = int(`tokenizer.ggml.${key}`, dflt);
+    if (id >= vocabSize) fail(`tokenizer.ggml.${key} is ${id}, outside the ${vocabSize}-token vocabulary`);
+    return id;
+  };
+  const bosId = special('bos_token_id', 1);
+  const eosId = special('eos_token_id', 2);
+  const stop = new Set([eosId]);
+  const eot = metadata.get('tokenizer.ggml.eot_token_id');
+  if (typeof eot === 'number' && eot < vocabSize) stop.add(eot);
+  const eom = metadata.get('tokenizer.ggml.eom_token_id');
+  if (typeof eom === 'number' && eom < vocabSize) stop.add(eom);
+
+  const template = metadata.get('tokenizer.chat_template');
+  return {
+    architecture: 'llama',
+    dim,
+    hiddenDim,
+    nLayers,
+    nHeads,
+    nKvHeads,
+    headSize,
+    kvDim: nKvHeads * headSize,
+    vocabSize,
+    maxContext,
+    // Required, as llama.cpp requires it for llama; the RoPE base defaults to 10000 as there.
+    normEps: float('llama.attention.layer_norm_rms_epsilon'),
+    rope: { theta: float('llama.rope.freq_base', 10000), style: 'interleaved', rotaryDims },
+    tiedClassifier: !tensors.has('output.weight'),
+    attentionBias: false,
+    bosId,
+    eosId,
+    stopIds: [...stop],
+    chatTemplate: LLAMA2_CHAT,
+    ...(typeof template === 'string' ? { chatTemplateSource: template } : {}),
+  };
 }

@@ -3,8 +3,11 @@
  * The fields mirror llama2.c's TransformerWeights, with each matrix's shape.
  */
 import { byteLengthOf, type Backend, type Tensor, type TensorDesc } from '@rama/backend';
-import type { Checkpoint, ModelConfig, TensorEntry } from '@rama/checkpoint';
-import { BackendError, fmtBytes } from '@rama/core';
+import {
+  ggmlToF32, ggmlToQ80, ggmlTypeName, q80GroupSizeOf,
+  type Checkpoint, type GGUFFile, type GGUFTensorInfo, type ModelConfig, type Q80Data, type TensorEntry,
+} from '@rama/checkpoint';
+import { BackendError, FormatError, fmtBytes } from '@rama/core';
 import { dequantize, quantizeWeights, regroupQ80, rowAlignedGroupSize, viewQ80, writeQ80, type Q80Tensor } from '@rama/quant-q80';
 import type { ModelSpec } from './spec.js';
 import { allocState } from './state.js';
@@ -34,7 +37,15 @@ export interface WeightPlan {
   quantizeGroupSize?: number;
 }
 
-export async function uploadWeights(backend: Backend, ckpt: Checkpoint, plan: WeightPlan, track: (t: Tensor) => Tensor): Promise<LlamaWeights> {
+/**
+ * What uploadWeights reads: a llama2.c checkpoint, or a GGUF file seen
+ * through ggufWeightSource (llama2.c's tensor names, converted to f32 or q8_0).
+ */
+export type WeightSource = Pick<Checkpoint, 'source' | 'tensors' | 'readInto' | 'read'> & {
+  readonly config: Pick<ModelConfig, 'nLayers' | 'sharedClassifier'>;
+};
+
+export async function uploadWeights(backend: Backend, ckpt: WeightSource, plan: WeightPlan, track: (t: Tensor) => Tensor): Promise<LlamaWeights> {
   const entry = (name: string): TensorEntry => {
     const e = ckpt.tensors.get(name);
     if (!e) throw new Error(`${ckpt.source}: tensor ${name} missing`); // parseHeader guarantees it
@@ -69,7 +80,7 @@ export async function uploadWeights(backend: Backend, ckpt: Checkpoint, plan: We
     return track(await backend.upload(desc, async (dst) => writeQ80(dst, quantizeWeights((await ckpt.read(name)) as Float32Array, gs))));
   };
 
-  const cfg: ModelConfig = ckpt.config;
+  const cfg = ckpt.config;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `layers.${l}`;
@@ -155,7 +166,7 @@ export interface StateShape {
  * that allocates nothing and reads nothing (fills are never called), so the
  * count cannot drift from what a load really allocates.
  */
-export async function memoryNeeds(ckpt: Checkpoint, plan: WeightPlan, spec: ModelSpec, shape: StateShape): Promise<MemoryNeeds> {
+export async function memoryNeeds(ckpt: WeightSource, plan: WeightPlan, spec: ModelSpec, shape: StateShape): Promise<MemoryNeeds> {
   const sized = (desc: TensorDesc): Tensor => ({ ...desc, byteLength: byteLengthOf(desc) });
   const counter = {
     name: 'count', description: 'counts tensor bytes', maxRows: shape.rows,
@@ -222,6 +233,116 @@ export function checkFits(source: string, needs: MemoryNeeds, shape: StateShape,
 }
 
 /** Refuses, before anything is allocated, a load that cannot fit on `backend`. */
-export async function checkModelFits(backend: Backend, ckpt: Checkpoint, plan: WeightPlan, spec: ModelSpec, shape: StateShape): Promise<void> {
+export async function checkModelFits(backend: Backend, ckpt: WeightSource, plan: WeightPlan, spec: ModelSpec, shape: StateShape): Promise<void> {
   checkFits(ckpt.source, await memoryNeeds(ckpt, plan, spec, shape), shape, await memoryLimits(backend));
+}
+
+// ---- GGUF ----
+
+/**
+ * A GGUF file's tensors under llama2.c's names, each converted at read time
+ * to a type the backends run, exactly (see @rama/checkpoint's gguf-convert):
+ * F32, F16 and BF16 as f32; Q8_0, Q4_0 and Q5_0 as q8_0 in groups of 32;
+ * Q6_K as q8_0 in groups of 16. Norms must be float. Every tensor the model
+ * needs must be present with its shape, and no other may be (as llama.cpp
+ * checks). A GGUF [rows, cols] matrix is ggml ne = [cols, rows].
+ */
+export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource {
+  const fail = (msg: string): never => {
+    throw new FormatError(`${file.source}: ${msg}`);
+  };
+  const { dim, kvDim, hiddenDim, vocabSize } = spec;
+  const tensors = new Map<string, TensorEntry>();
+  const origin = new Map<TensorEntry, GGUFTensorInfo>();
+  const used = new Set<string>();
+  const map = (ours: string, theirs: string, shape: number[], kind: 'norm' | 'matrix'): void => {
+    const t = file.tensors.get(theirs);
+    if (!t) return fail(`has no tensor ${theirs}`);
+    used.add(theirs);
+    const ne = shape.slice().reverse();
+    if (t.ne.length !== ne.length || t.ne.some((n, i) => n !== ne[i])) {
+      fail(`tensor ${theirs} has ne [${t.ne.join(', ')}], expected [${ne.join(', ')}] for this model`);
+    }
+    const gs = kind === 'matrix' ? q80GroupSizeOf(t.type) : undefined;
+    const float = ['F32', 'F16', 'BF16'].includes(t.type.name);
+    if (!float && gs === undefined) {
+      fail(`tensor ${theirs} is ${ggmlTypeName(t.type.id)}, not supported yet ` +
+        `(${kind === 'norm' ? 'norms must be F32, F16 or BF16' : 'matrices: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q6_K'})`);
+    }
+    const elements = t.elements;
+    const entry: TensorEntry = gs !== undefined
+      ? { shape, dtype: 'q8_0', groupSize: gs, label: ours, byteOffset: t.byteOffset, byteLength: elements + 4 * (elements / gs) }
+      : { shape, dtype: 'f32', label: ours, byteOffset: t.byteOffset, byteLength: 4 * elements };
+    tensors.set(ours, entry);
+    origin.set(entry, t);
+  };
+
+  map('tok_embeddings', 'token_embd.weight', [vocabSize, dim], 'matrix');
+  for (let l = 0; l < spec.nLayers; l++) {
+    const p = `layers.${l}`;
+    const b = `blk.${l}`;
+    map(`${p}.rms_att`, `${b}.attn_norm.weight`, [dim], 'norm');
+    map(`${p}.wq`, `${b}.attn_q.weight`, [dim, dim], 'matrix');
+    map(`${p}.wk`, `${b}.attn_k.weight`, [kvDim, dim], 'matrix');
+    map(`${p}.wv`, `${b}.attn_v.weight`, [kvDim, dim], 'matrix');
+    map(`${p}.wo`, `${b}.attn_output.weight`, [dim, dim], 'matrix');
+    map(`${p}.rms_ffn`, `${b}.ffn_norm.weight`, [dim], 'norm');
+    map(`${p}.w1`, `${b}.ffn_gate.weight`, [hiddenDim, dim], 'matrix');
+    map(`${p}.w2`, `${b}.ffn_down.weight`, [dim, hiddenDim], 'matrix');
+    map(`${p}.w3`, `${b}.ffn_up.weight`, [hiddenDim, dim], 'matrix');
+  }
+  map('rms_final', 'output_norm.weight', [dim], 'norm');
+  if (!spec.tiedClassifier) map('wcls', 'output.weight', [vocabSize, dim], 'matrix');
+  for (const name of file.tensors.keys()) if (!used.has(name)) fail(`has tensor ${name}, which a llama model does not use`);
+
+  const readInto = async (entry: TensorEntry, dst: Uint8Array): Promise<void> => {
+    const t = origin.get(entry);
+    if (!t || dst.byteLength !== entry.byteLength) throw new Error(`${file.source}: readInto(${entry.label}): not this source's tensor, or the wrong size`);
+    const n = t.elements;
+    if (t.type.name === 'F32') return file.readInto(t, dst);
+    // One tensor's ggml bytes at a time: the file is never held whole.
+    const raw = new Uint8Array(t.byteLength);
+    await file.readInto(t, raw);
+    const what = `${file.source}: tensor ${t.name}`;
+    if (entry.dtype === 'f32') {
+      const aligned = dst.byteOffset % 4 === 0;
+      const out = aligned ? new Float32Array(dst.buffer, dst.byteOffset, n) : new Float32Array(n);
+      ggmlToF32(t.type, raw, out, n, what);
+      if (!aligned) dst.set(new Uint8Array(out.buffer));
+      return;
+    }
+    const scales = new Float32Array(n / entry.groupSize!);
+    ggmlToQ80(t.type, raw, new Int8Array(dst.buffer, dst.byteOffset, n), scales, n, what);
+    dst.set(new Uint8Array(scales.buffer), n);
+  };
+
+  const read = async (name: string): Promise<Float32Array | Q80Data> => {
+    const e = tensors.get(name);
+    if (!e) throw new Error(`${file.source}: no tensor ${name}`);
+    const buf = new ArrayBuffer(e.byteLength);
+    await readInto(e, new Uint8Array(buf));
+    if (e.dtype === 'f32') return new Float32Array(buf);
+    const n = e.shape.reduce((a, b) => a * b, 1);
+    return { q: new Int8Array(buf, 0, n), scales: new Float32Array(buf, n, n / e.groupSize!) };
+  };
+
+  return { source: file.source, tensors, readInto, read, config: { nLayers: spec.nLayers, sharedClassifier: spec.tiedClassifier } };
+}
+
+/** A llama2.c-style ModelConfig for a model described by a spec (for Llama.config). */
+export function configOfSpec(spec: ModelSpec): ModelConfig {
+  return {
+    dim: spec.dim,
+    hiddenDim: spec.hiddenDim,
+    nLayers: spec.nLayers,
+    nHeads: spec.nHeads,
+    nKvHeads: spec.nKvHeads,
+    vocabSize: spec.vocabSize,
+    seqLen: spec.maxContext,
+    headSize: spec.headSize,
+    kvDim: spec.kvDim,
+    sharedClassifier: spec.tiedClassifier,
+    normEps: spec.normEps,
+    ropeTheta: spec.rope.theta,
+  };
 }

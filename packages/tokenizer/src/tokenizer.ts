@@ -134,6 +134,41 @@ export class Tokenizer {
   }
 
   /**
+   * A vocabulary given as pieces and scores (a GGUF file's
+   * `tokenizer.ggml.tokens` and `.scores`, a sentencepiece model's): piece i
+   * is token i's text as UTF-8 (a string) or raw bytes, with sentencepiece's
+   * "\u2581" already turned into spaces, as in a tokenizer.bin. BOS and EOS
+   * are ids 1 and 2 and byte b's fallback token is id b + 3, as llama2.c
+   * assumes; the caller checks that the vocabulary agrees.
+   */
+  static fromVocab(pieces: readonly (string | Uint8Array)[], scores: ArrayLike<number>, opts: TokenizerOptions = {}): Tokenizer {
+    const src = opts.source ?? '<vocab>';
+    if (pieces.length !== scores.length) {
+      throw new ArgumentError(`${src}: ${pieces.length} pieces but ${scores.length} scores`);
+    }
+    if (pieces.length === 0) throw new FormatError(`${src}: contains no tokens`);
+    if (pieces.length > MAX_VOCAB_SIZE) throw new FormatError(`${src}: has more than ${fmtBytes(MAX_VOCAB_SIZE)} tokens, the most supported`);
+    const expected = opts.expectedVocabSize;
+    if (expected !== undefined && pieces.length !== expected) {
+      throw new FormatError(`${src} has ${pieces.length} tokens but the model expects ${expected}`);
+    }
+    const enc = new TextEncoder();
+    const bytes = pieces.map((p) => (typeof p === 'string' ? enc.encode(p) : p));
+    const data = new Uint8Array(bytes.reduce((a, b) => a + b.length, 0));
+    const offsets = new Int32Array(bytes.length + 1);
+    let at = 0;
+    let longest = 0;
+    bytes.forEach((b, i) => {
+      offsets[i] = at;
+      data.set(b, at);
+      at += b.length;
+      longest = Math.max(longest, b.length);
+    });
+    offsets[bytes.length] = at;
+    return new Tokenizer(src, Math.max(longest, 1), data, offsets, Float32Array.from(scores));
+  }
+
+  /**
    * Reads and parses a tokenizer.bin (Node only; fs is imported lazily so
    * browsers can bundle this module). Only a regular file is read, and only
    * as many bytes as it had when opened: a FIFO, a directory or a device

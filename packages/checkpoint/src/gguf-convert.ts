@@ -1,0 +1,154 @@
+/**
+ * ggml tensor blocks to the element types Rama's backends run, exactly:
+ * every value after conversion equals the value llama.cpp dequantizes
+ * (ggml's dequantize_row_* in f32).
+ *
+ * - F16, BF16, F32 to f32 (F16 and BF16 widen exactly).
+ * - Q8_0, Q4_0, Q5_0 to llama2.c's q8_0 layout with groups of 32: ggml's
+ *   value is d*q with an f16 scale d and a small integer q, and q8_0's value
+ *   is scale*q with an f32 scale, so the f16 scale widened and q as int8
+ *   (Q4_0: nibble-8; Q5_0: 5-bit value-16) give the same f32 products.
+ * - Q6_K to q8_0 with groups of 16: each 16-value sub-block's value is
+ *   (d*sc)*q, computed by ggml in f32 left to right; scale = f32(d*sc) and
+ *   q in -32..31 give the same products.
+ */
+import { FormatError } from '@rama/core';
+import type { GGMLType } from './gguf.js';
+
+/** f16 bits to f32, for every one of the 65536 values (exact). */
+let F16_TABLE: Float32Array | undefined;
+function f16Table(): Float32Array {
+  if (F16_TABLE) return F16_TABLE;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) t[h] = sign * frac * 2 ** -24;
+    else if (exp === 31) t[h] = frac ? NaN : sign * Infinity;
+    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return (F16_TABLE = t);
+}
+
+/** Value of the f16 at bytes[i], bytes[i+1] (little-endian). */
+export function f16At(bytes: Uint8Array, i: number): number {
+  return f16Table()[bytes[i] | (bytes[i + 1] << 8)];
+}
+
+/** The group size a ggml type converts to q8_0 with, or undefined when it does not convert exactly. */
+export function q80GroupSizeOf(type: GGMLType): number | undefined {
+  switch (type.name) {
+    case 'Q8_0':
+    case 'Q4_0':
+    case 'Q5_0':
+      return 32;
+    case 'Q6_K':
+      return 16;
+    default:
+      return undefined;
+  }
+}
+
+/** Whether `toF32` converts this type. */
+export function convertsToF32(type: GGMLType): boolean {
+  return ['F32', 'F16', 'BF16'].includes(type.name) || q80GroupSizeOf(type) !== undefined;
+}
+
+/** Converts `elements` values of ggml `type` in `src` to f32 in `dst`. */
+export function ggmlToF32(type: GGMLType, src: Uint8Array, dst: Float32Array, elements: number, what: string): void {
+  switch (type.name) {
+    case 'F32':
+      new Uint8Array(dst.buffer, dst.byteOffset, 4 * elements).set(src.subarray(0, 4 * elements));
+      return;
+    case 'F16': {
+      const t = f16Table();
+      for (let i = 0; i < elements; i++) dst[i] = t[src[2 * i] | (src[2 * i + 1] << 8)];
+      return;
+    }
+    case 'BF16': {
+      const u = new Uint32Array(dst.buffer, dst.byteOffset, elements);
+      for (let i = 0; i < elements; i++) u[i] = ((src[2 * i] | (src[2 * i + 1] << 8)) << 16) >>> 0;
+      return;
+    }
+  }
+  const gs = q80GroupSizeOf(type);
+  if (gs === undefined) throw new FormatError(`${what}: ggml type ${type.name} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q5_0 and Q6_K are)`);
+  const q = new Int8Array(elements);
+  const scales = new Float32Array(elements / gs);
+  ggmlToQ80(type, src, q, scales, elements, what);
+  for (let i = 0; i < elements; i++) dst[i] = scales[(i / gs) | 0] * q[i];
+}
+
+/**
+ * Converts `elements` values of a ggml block type to q8_0 (int8 values and
+ * one f32 scale per group of q80GroupSizeOf(type)).
+ */
+export function ggmlToQ80(type: GGMLType, src: Uint8Array, q: Int8Array, scales: Float32Array, elements: number, what: string): void {
+  const blocks = elements / type.blockSize;
+  const t = f16Table();
+  const d16 = (i: number) => t[src[i] | (src[i + 1] << 8)];
+  switch (type.name) {
+    case 'Q8_0':
+      // d (f16), then 32 int8
+      for (let b = 0; b < blocks; b++) {
+        const o = b * 34;
+        scales[b] = d16(o);
+        q.set(new Int8Array(src.buffer, src.byteOffset + o + 2, 32), b * 32);
+      }
+      return;
+    case 'Q4_0':
+      // d (f16), then 16 bytes: element j is byte j's low nibble, element j+16 its high nibble, each minus 8
+      for (let b = 0; b < blocks; b++) {
+        const o = b * 18;
+        const y = b * 32;
+        scales[b] = d16(o);
+        for (let j = 0; j < 16; j++) {
+          const x = src[o + 2 + j];
+          q[y + j] = (x & 0x0f) - 8;
+          q[y + j + 16] = (x >> 4) - 8;
+        }
+      }
+      return;
+    case 'Q5_0':
+      // d (f16), qh (u32: the fifth bit of each element), 16 bytes of nibbles as in Q4_0; value minus 16
+      for (let b = 0; b < blocks; b++) {
+        const o = b * 22;
+        const y = b * 32;
+        scales[b] = d16(o);
+        const qh = (src[o + 2] | (src[o + 3] << 8) | (src[o + 4] << 16) | (src[o + 5] << 24)) >>> 0;
+        for (let j = 0; j < 16; j++) {
+          const x = src[o + 6 + j];
+          q[y + j] = ((x & 0x0f) | (((qh >>> j) & 1) << 4)) - 16;
+          q[y + j + 16] = ((x >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16;
+        }
+      }
+      return;
+    case 'Q6_K':
+      // ql[128] (low 4 bits), qh[64] (high 2 bits), scales int8[16] (one per 16 values), d (f16); value minus 32.
+      // Each half of 128 values: for l in 0..31, values l, l+32, l+64, l+96 use
+      // ql[l] low, ql[l+32] low, ql[l] high, ql[l+32] high and qh[l] bits 0-1, 2-3, 4-5, 6-7.
+      for (let b = 0; b < blocks; b++) {
+        const o = b * 210;
+        const d = d16(o + 208);
+        const y0 = b * 256;
+        const s0 = b * 16;
+        for (let s = 0; s < 16; s++) scales[s0 + s] = Math.fround(d * ((src[o + 192 + s] << 24) >> 24));
+        for (let half = 0; half < 2; half++) {
+          const ql = o + half * 64;
+          const qh = o + 128 + half * 32;
+          const y = y0 + half * 128;
+          for (let l = 0; l < 32; l++) {
+            const h = src[qh + l];
+            q[y + l] = ((src[ql + l] & 0x0f) | ((h & 3) << 4)) - 32;
+            q[y + l + 32] = ((src[ql + l + 32] & 0x0f) | (((h >> 2) & 3) << 4)) - 32;
+            q[y + l + 64] = ((src[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32;
+            q[y + l + 96] = ((src[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32;
+          }
+        }
+      }
+      return;
+    default:
+      throw new FormatError(`${what}: ggml type ${type.name} cannot be converted to Q8_0 exactly (Q8_0, Q4_0, Q5_0 and Q6_K can)`);
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Opening a model file of either format: a GGUF file (found by its magic,
+ * whatever its name) carries its model description, weights and tokenizer;
+ * a llama2.c checkpoint needs a tokenizer.bin beside it.
+ */
+import {
+  isGGUF, openCheckpoint, openModelSource, readGGUF, type CheckpointFormat, type GGUFFile, type ModelConfig,
+} from '@rama/checkpoint';
+import { FormatError } from '@rama/core';
+import { Tokenizer } from '@rama/tokenizer';
+import { ggufSpec, llama2cSpec, type ModelSpec } from './spec.js';
+import { configOfSpec, ggufWeightSource, type WeightSource } from './weights.js';
+
+export type ModelFormat = CheckpointFormat | 'gguf';
+
+export interface OpenedModel {
+  format: ModelFormat;
+  spec: ModelSpec;
+  config: ModelConfig;
+  weights: WeightSource;
+  /** A GGUF file's own tokenizer; undefined for a llama2.c checkpoint. */
+  tokenizer?: Tokenizer;
+  /** Whether some matrices are stored as q8_0 (a v2 checkpoint, or a quantized GGUF file). */
+  quantized: boolean;
+  close(): Promise<void>;
+}
+
+/** Opens a llama2.c checkpoint or a GGUF file (by its first four bytes). */
+export async function openModel(source: string | Blob | ArrayBuffer | Uint8Array): Promise<OpenedModel> {
+  const { src, name } = await openModelSource(source, { what: 'model' });
+  let gguf: GGUFFile;
+  try {
+    const head = new Uint8Array(Math.min(4, src.size));
+    await src.readAt(head, 0);
+    if (!isGGUF(head)) {
+      await src.close();
+      const ckpt = await openCheckpoint(source);
+      return {
+        format: ckpt.format,
+        spec: llama2cSpec(ckpt.config),
+        config: ckpt.config,
+        weights: ckpt,
+        quantized: ckpt.format === 'v2',
+        close: () => ckpt.close(),
+      };
+    }
+    gguf = await readGGUF(src, name);
+  } catch (e) {
+    await src.close().catch(() => {});
+    throw e;
+  }
+  try {
+    const spec = ggufSpec(gguf.metadata, gguf.tensors, name);
+    const weights = ggufWeightSource(gguf, spec);
+    const tokenizer = ggufTokenizer(gguf, spec);
+    const quantized = [...weights.tensors.values()].some((t) => t.dtype === 'q8_0');
+    return { format: 'gguf', spec, config: configOfSpec(spec), weights, tokenizer, quantized, close: () => gguf.close() };
+  } catch (e) {
+    await gguf.close().catch(() => {});
+    throw e;
+  }
+}
+
+const SPM_SPACE = /\u2581/g;
+/** llama.cpp's token types. */
+const TOKEN_TYPE_BYTE = 6;
+
+/**
+ * The tokenizer of a GGUF file whose `tokenizer.ggml.model` is `llama`
+ * (sentencepiece BPE with byte fallback), as our llama2.c encoder runs it:
+ * "\u2581" becomes a space in every piece (the encoder adds the dummy prefix
+ * " " and keeps the text's spaces, which is what llama.cpp's "\u2581"
+ * prefix and space escaping amount to), scores as merge priorities, byte
+ * b's token at id b + 3. What that encoder cannot reproduce (other BOS/EOS
+ * ids, no BOS, no space prefix, byte tokens elsewhere, a `gpt2` BPE
+ * vocabulary) is a FormatError naming it.
+ */
+export function ggufTokenizer(file: GGUFFile, spec: ModelSpec): Tokenizer {
+  const fail = (msg: string): never => {
+    throw new FormatError(`${file.source}: ${msg}`);
+  };
+  const md = file.metadata;
+  const model = md.get('tokenizer.ggml.model');
+  if (model !== 'llama') {
+    fail(`tokenizer.ggml.model is ${JSON.stringify(model)}: only "llama" (sentencepiece) vocabularies are supported yet` +
+      (model === 'gpt2' ? ' (BPE vocabularies such as Llama 3\'s are a later step)' : ''));
+  }
+  const tokens = md.get('tokenizer.ggml.tokens') as string[];
+  const n = tokens.length;
+  const scores = md.get('tokenizer.ggml.scores');
+  if (scores !== undefined && !(scores instanceof Float32Array && scores.length === n)) fail(`tokenizer.ggml.scores is not ${n} float32 values`);
+  const types = md.get('tokenizer.ggml.token_type');
+  if (types !== undefined && !(types instanceof Int32Array && types.length === n)) fail(`tokenizer.ggml.token_type is not ${n} int32 values`);
+  if (spec.bosId !== 1 || spec.eosId !== 2) fail(`BOS ${spec.bosId} and EOS ${spec.eosId}: only BOS 1 and EOS 2 are supported yet`);
+  for (const [key, dflt] of [['tokenizer.ggml.add_bos_token', true], ['tokenizer.ggml.add_space_prefix', true]] as const) {
+    const v = md.get(key) ?? dflt;
+    if (v !== true) fail(`${key} = ${String(v)} is not supported yet`);
+  }
+  const eos = md.get('tokenizer.ggml.add_eos_token');
+  if (eos !== undefined && eos !== false) fail(`tokenizer.ggml.add_eos_token = ${String(eos)} is not supported yet`);
+  if (n < 259) fail(`has ${n} tokens, too few for sentencepiece's 256 byte tokens at ids 3..258`);
+  for (let b = 0; b < 256; b++) {
+    const id = b + 3;
+    const want = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+    if (tokens[id] !== want || (types && (types as Int32Array)[id] !== TOKEN_TYPE_BYTE)) {
+      fail(`token ${id} is ${JSON.stringify(tokens[id])}, not the byte token ${want}: vocabularies with byte tokens elsewhere are not supported yet`);
+    }
+  }
+  const pieces = tokens.map((t) => t.replace(SPM_SPACE, ' '));
+  return Tokenizer.fromVocab(pieces, (scores as Float32Array | undefined) ?? new Float32Array(n), { source: file.source });
+}
