@@ -9,8 +9,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { BackendError, FormatError } from '@rama/core';
-import type { Backend, Tensor } from '@rama/backend';
+import { contiguousRows, type Backend, type Tensor } from '@rama/backend';
 import { openCheckpoint, parseHeader, MAGIC, type Checkpoint, type Q80Data } from '@rama/checkpoint';
+import { quantizeActivations } from '@rama/quant-q80';
 import { missingMessage, sharedFile, synthModel, trackAllocations } from '@rama/testkit';
 import { CpuBackend, WasmCpuBackend, ScalarCpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from '@rama/tensor-webgpu';
@@ -53,30 +54,7 @@ async function loadReference(path: string): Promise<RefModel> {
   }
 }
 
-/**
- * Q8_0 activations as runq.c's quantize() makes them (f32 scale = max|x| / 127,
- * q = round half away from zero), returned dequantized: what a Q8_0 matmul
- * multiplies the weights with. `group` = 0: the activations as they are.
- */
-function quantized(x: Float64Array, group: number): Float64Array {
-  if (!group) return x;
-  const out = new Float64Array(x.length);
-  for (let g0 = 0; g0 < x.length; g0 += group) {
-    let amax = 0;
-    for (let i = g0; i < g0 + group; i++) amax = Math.max(amax, Math.abs(Math.fround(x[i])));
-    const scale = Math.fround(amax / 127);
-    for (let i = g0; i < g0 + group; i++) {
-      const v = scale === 0 ? 0 : Math.fround(Math.fround(x[i]) / scale);
-      out[i] = (v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5)) * scale;
-    }
-  }
-  return out;
-}
-
-const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
-
-function matvec(w: Float64Array, x0: Float64Array, rows: number, group = 0): Float64Array {
-  const x = quantized(x0, group);
+function matvec(w: Float64Array, x: Float64Array, rows: number): Float64Array {
   const n = x.length, out = new Float64Array(rows);
   for (let i = 0; i < rows; i++) {
     let s = 0;
@@ -102,14 +80,9 @@ function rope(v: Float64Array, pos: number, headSize: number): void {
   }
 }
 
-/**
- * llama2.c's forward() in float64, for each position of `tokens`: the logits
- * after each token. With `gs` (the file's group size), each matmul's input is
- * first quantized as a Q8_0 backend does, in groups of gcd(gs, its length).
- */
-function referenceLogits(m: RefModel, tokens: number[], gs = 0): Float64Array[] {
+/** llama2.c's forward() in float64, for each position of `tokens`: the logits after each token. */
+function referenceLogits(m: RefModel, tokens: number[]): Float64Array[] {
   const { dim, hidden, heads, kvHeads, vocab, t } = m;
-  const gd = gs && gcd(gs, dim), gh = gs && gcd(gs, hidden);
   const hs = dim / heads, kvDim = kvHeads * hs;
   const keys: Float64Array[][] = Array.from({ length: m.layers }, () => []);
   const values: Float64Array[][] = Array.from({ length: m.layers }, () => []);
@@ -119,7 +92,7 @@ function referenceLogits(m: RefModel, tokens: number[], gs = 0): Float64Array[] 
     for (let l = 0; l < m.layers; l++) {
       const w = (s: string) => t.get(`layers.${l}.${s}`)!;
       let xb = rmsnorm(x, w('rms_att'));
-      const q = matvec(w('wq'), xb, dim, gd), k = matvec(w('wk'), xb, kvDim, gd), v = matvec(w('wv'), xb, kvDim, gd);
+      const q = matvec(w('wq'), xb, dim), k = matvec(w('wk'), xb, kvDim), v = matvec(w('wv'), xb, kvDim);
       rope(q, pos, hs);
       rope(k, pos, hs);
       keys[l].push(k);
@@ -139,39 +112,42 @@ function referenceLogits(m: RefModel, tokens: number[], gs = 0): Float64Array[] 
           for (let i = 0; i < hs; i++) att[h * hs + i] += (e[ti] / sum) * vt[kvh * hs + i];
         });
       }
-      const o = matvec(w('wo'), att, dim, gd);
+      const o = matvec(w('wo'), att, dim);
       x = x.map((xi, i) => xi + o[i]);
       xb = rmsnorm(x, w('rms_ffn'));
-      const h1 = matvec(w('w1'), xb, hidden, gd), h3 = matvec(w('w3'), xb, hidden, gd);
+      const h1 = matvec(w('w1'), xb, hidden), h3 = matvec(w('w3'), xb, hidden);
       const hb = h1.map((a, i) => (a / (1 + Math.exp(-a))) * h3[i]);
-      const down = matvec(w('w2'), hb, dim, gh);
+      const down = matvec(w('w2'), hb, dim);
       x = x.map((xi, i) => xi + down[i]);
     }
-    out.push(matvec(t.get('wcls') ?? t.get('tok_embeddings')!, rmsnorm(x, t.get('rms_final')!), vocab, gd));
+    out.push(matvec(t.get('wcls') ?? t.get('tok_embeddings')!, rmsnorm(x, t.get('rms_final')!), vocab));
   });
   return out;
 }
 
 /**
- * runq.c's reading of a straddling w2, for contrast: each row is walked in
- * chunks of group_size from the row's start, each chunk takes the scale of the
- * group holding its first element, and the last cols % group_size elements
- * are dropped.
+ * runq.c's reading of a straddling w2 ([rows, n] with flat groups of gs):
+ * each row is walked in chunks of gs from the row's start, each chunk takes
+ * the scale of the group holding its first element, and the last n % gs
+ * elements are dropped.
  */
-async function runqW2(path: string, m: RefModel): Promise<RefModel> {
+function runqReading({ q, scales }: Q80Data, rows: number, n: number, gs: number): Float64Array {
+  const w = new Float64Array(q.length);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j + gs <= n; j += gs) {
+      for (let k = 0; k < gs; k++) w[i * n + j + k] = q[i * n + j + k] * scales[Math.floor((i * n + j) / gs)];
+    }
+  }
+  return w;
+}
+
+/** The reference model with every w2 read as runq.c reads it. */
+async function withRunqW2(path: string, m: RefModel): Promise<RefModel> {
   const ck = await openCheckpoint(path);
   try {
     const t = new Map(m.t);
-    const gs = ck.groupSize!;
     for (let l = 0; l < m.layers; l++) {
-      const { q, scales } = (await ck.read(`layers.${l}.w2`)) as Q80Data;
-      const n = m.hidden, w = new Float64Array(q.length);
-      for (let i = 0; i < m.dim; i++) {
-        for (let j = 0; j + gs <= n; j += gs) {
-          for (let k = 0; k < gs; k++) w[i * n + j + k] = q[i * n + j + k] * scales[Math.floor((i * n + j) / gs)];
-        }
-      }
-      t.set(`layers.${l}.w2`, w);
+      t.set(`layers.${l}.w2`, runqReading((await ck.read(`layers.${l}.w2`)) as Q80Data, m.dim, m.hidden, ck.groupSize!));
     }
     return { ...m, t };
   } finally {
@@ -192,14 +168,19 @@ function relDiff(a: ArrayLike<number>[], b: Float64Array[]): number {
 }
 
 /**
- * Bounds on relDiff. Against the float64 reference whose matmul inputs are
- * quantized as the backend's (the same int8 activations and scales; measured
- * 2e-7): only f32 rounding is left, so a weight multiplied with another
- * group's scale, or a dropped column, would be far outside it. Against the
- * plain float64 reference (measured 1.5-2%): the int8 activations' rounding.
+ * Bounds. The end-to-end logits differ from the float64 reference by the
+ * int8 rounding of every matmul's activations (runq.c's scheme): measured
+ * 1.5-2% of the largest logit; runq.c's reading of w2 is 39-54% off. They
+ * cannot be compared tighter: one activation that rounds the other way (a
+ * value within f32 rounding of a tie, of which these runs have some) changes
+ * every later rounding, and the logits move by up to ~1% (measured). The
+ * tight check is per matmul, on the backend's own input rows: the loaded w2
+ * must give the float64 product of the file's weights with the quantized
+ * activations up to f32 accumulation (the backend conformance bound).
  */
-const TIGHT = 1e-5;
 const LOOSE = 0.05;
+const RUNQ_OFF = 0.2;
+const EPS = 2 ** -23;
 
 const PROMPT = [1, 20, 300, 41, 77];
 const STEPS = 16;
@@ -254,6 +235,62 @@ describe('q80 files whose rows straddle groups', () => {
       });
 
       for (const b of backends) {
+        it(`every row of the loaded w2 is multiplied exactly, each weight with its own group's scale (${b.name})`, async (ctx) => {
+          const path = synthModel(f.name, f.args);
+          if (!path) return ctx.skip(missingMessage('tools/synth-model.mjs'));
+          const ck = await openCheckpoint(path);
+          const backend = await b.make();
+          try {
+            const { dim, hiddenDim: n, nLayers } = ck.config;
+            const spec = llama2cSpec(ck.config);
+            const w = await uploadWeights(backend, ck, {}, (t) => t);
+            const s = allocState(backend, spec, 8, 8, 1, (t) => t);
+            // the FFN's input rows as the model makes them: silu(w1 x) * w3 x for 5 embedded tokens
+            const tokens = [1, 20, 300, 41, 77], R = tokens.length;
+            backend.write(s.tokens, Int32Array.from(tokens));
+            const step = backend.begin(contiguousRows(0, R));
+            step.embed(s.x, w.tokenEmbedding, s.tokens);
+            step.rmsnorm(s.xb, s.x, w.layers[0].rmsFfn, spec.normEps);
+            step.matmul(s.hb, s.xb, w.layers[0].w1);
+            step.matmul(s.hb2, s.xb, w.layers[0].w3);
+            step.swiglu(s.hb, s.hb, s.hb2);
+            const outs = [s.xb2, s.q]; // one [rows, dim] output per layer's w2
+            for (let l = 0; l < nLayers; l++) step.matmul(outs[l], s.hb, w.layers[l].w2);
+            const hbRead = step.read(s.hb, R * n);
+            const outReads = outs.map((o) => step.read(o, R * dim));
+            step.submit();
+            const hb = (await hbRead) as Float32Array;
+            for (let l = 0; l < nLayers; l++) {
+              const got = (await outReads[l]) as Float32Array;
+              const file = (await ck.read(`layers.${l}.w2`)) as Q80Data;
+              const runq = runqReading(file, dim, n, 64);
+              let worstRunq = 0;
+              for (let r = 0; r < R; r++) {
+                // the activations quantized as runq.c's quantize() does, in the groups of the loaded tensor
+                const xq = new Int8Array(n), xs = new Float32Array(n / f.group);
+                quantizeActivations(hb, r * n, n, f.group, xq, xs);
+                for (let i = 0; i < dim; i++) {
+                  let want = 0, mag = 0, off = 0;
+                  for (let j = 0; j < n; j++) {
+                    const x = xq[j] * xs[Math.floor(j / f.group)];
+                    const p = file.q[i * n + j] * file.scales[Math.floor((i * n + j) / 64)] * x; // the file's flat groups
+                    want += p;
+                    mag += Math.abs(p);
+                    off += runq[i * n + j] * x;
+                  }
+                  expect(Math.abs(got[r * dim + i] - want), `layer ${l}, row ${r}, output ${i}`).toBeLessThanOrEqual(4 * Math.sqrt(n / f.group) * EPS * mag + 1e-30);
+                  worstRunq = Math.max(worstRunq, Math.abs(off - want) / (4 * Math.sqrt(n / f.group) * EPS * mag + 1e-30));
+                }
+              }
+              // runq.c's reading misses that bound by orders of magnitude on these rows
+              expect(worstRunq).toBeGreaterThan(1e4);
+            }
+          } finally {
+            backend.dispose();
+            await ck.close();
+          }
+        });
+
         it(`logits match a float64 forward pass of the dequantized model (${b.name})`, async (ctx) => {
           const path = synthModel(f.name, f.args);
           const tokenizer = sharedFile('models/tok512-aidreams.bin');
@@ -268,14 +305,10 @@ describe('q80 files whose rows straddle groups', () => {
           expect(got.logits.length).toBeGreaterThan(0); // STEPS - PROMPT.length + 1 unless BOS is sampled
           const ref = await loadReference(path);
           const want = referenceLogits(ref, got.tokens.slice(0, -1)).slice(PROMPT.length - 1);
-          const d = relDiff(got.logits, want);
-          const wantQ = referenceLogits(ref, got.tokens.slice(0, -1), 64).slice(PROMPT.length - 1);
-          const dq = relDiff(got.logits, wantQ);
-          expect(dq).toBeLessThan(TIGHT);
-          expect(d).toBeLessThan(LOOSE);
-          // runq.c's reading of w2 is far outside the tight bound: the test tells the two apart.
-          const runq = referenceLogits(await runqW2(path, ref), got.tokens.slice(0, -1), 64).slice(PROMPT.length - 1);
-          expect(relDiff(runq, wantQ)).toBeGreaterThan(1000 * TIGHT);
+          expect(relDiff(got.logits, want)).toBeLessThan(LOOSE);
+          // runq.c's reading of w2 is far outside the bound: the test tells the two apart.
+          const runq = referenceLogits(await withRunqW2(path, ref), got.tokens.slice(0, -1)).slice(PROMPT.length - 1);
+          expect(relDiff(runq, want)).toBeGreaterThan(RUNQ_OFF);
         });
       }
     });
