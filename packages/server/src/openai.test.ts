@@ -113,6 +113,11 @@ describe.skipIf(!modelPaths())('OpenAI client', () => {
       expect(got).toBe(want.text);
       expect(finish).toBe('stop');
     }
+    // Logprobs stop with the text: the stop string's tokens are not reported.
+    const lp = await client.completions.create({ model: 'x', prompt, temperature: 0, max_tokens: 60, stop, logprobs: 0 });
+    const tokens = lp.choices[0].logprobs!.tokens!;
+    expect(tokens.join('').startsWith(lp.choices[0].text)).toBe(true);
+    expect(tokens.slice(0, -1).join('').length).toBeLessThan(lp.choices[0].text.length);
   });
 
   it('chat logprobs and top_logprobs: one entry per generated token, the chosen one among the likeliest when greedy', async () => {

@@ -300,6 +300,12 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
         }
         const result = await g.result();
         const text = echo + result.text;
+        // The tokens of a stop string are not part of the text: neither are their logprobs.
+        if (result.reason === 'stop') {
+          let covered = 0;
+          const kept = infos.findIndex((i) => (covered += i.token.length) >= result.text.length);
+          infos.splice(result.text.length === 0 ? 0 : kept < 0 ? infos.length : kept + 1);
+        }
         const logprobs = r.logprobs ? (r.kind === 'chat' ? chatLogprobs(infos) : completionLogprobs(infos, r.topLogprobs, echo.length)) : null;
         const choice =
           r.kind === 'chat'
