@@ -168,9 +168,10 @@ export class Llama {
    * Completes `prompt` as llama2.c's generate mode does (in the default
    * session): BOS, the prompt, then sampled tokens until `steps` positions ran
    * or BOS is sampled (or `maxTokens`, a `stop` string, EOS with `stopAtEos`).
-   * Ends any chat of the default session.
+   * Ends any chat of the default session. The prompt may also be token ids
+   * (fed as they are, no BOS added).
    */
-  generate(prompt: string, opts: GenerateOptions = {}): Generation {
+  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
     return this.default().generate(prompt, opts);
   }
 
