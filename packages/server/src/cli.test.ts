@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { isCI } from '@rama/testkit';
-import { parseArgs } from './cli.js';
+import { main, parseArgs } from './cli.js';
 import { modelPaths, post, send } from './testing.js';
 
 const BIN = fileURLToPath(new URL('../dist/rama-serve.js', import.meta.url));
@@ -45,6 +45,21 @@ describe('parseArgs', () => {
       [['-m', 'm', '-t', 't', '--port'], /--port/],
     ];
     for (const [argv, message] of bad) expect(() => parseArgs(argv, {}), argv.join(' ')).toThrow(message);
+  });
+});
+
+describe('main (what `rama serve` calls)', () => {
+  it('--help, --version and a bad flag, written through the given io', async () => {
+    let out = '';
+    let err = '';
+    const io = { stdout: (t: string) => void (out += t), stderr: (t: string) => void (err += t), env: {} };
+    expect(await main(['--help'], io)).toBe(0);
+    expect(out).toMatch(/^Usage: rama-serve/);
+    out = '';
+    expect(await main(['--version'], io)).toBe(0);
+    expect(out).toMatch(/^rama-serve \d+\.\d+\.\d+\n$/);
+    expect(await main(['-m', 'm'], io)).toBe(2);
+    expect(err).toBe('rama-serve: error: -t/--tokenizer is required: the tokenizer.bin for the model (see --help)\n');
   });
 });
 

@@ -2,6 +2,7 @@
  * rama-serve's flags, and starting a server from them: load the model with
  * one session per parallel request, serve, and drain on SIGTERM / SIGINT.
  */
+import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { parseArgs as parseNodeArgs } from 'node:util';
 import { ArgumentError, Llama, type BackendName } from '@rama/llama';
@@ -140,4 +141,71 @@ export async function runServe(args: ServeArgs): Promise<{ llama: Llama; handle:
     llama.dispose();
     throw e;
   }
+}
+
+export interface MainIO {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  env: Record<string, string | undefined>;
+}
+
+const defaultIO: MainIO = {
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+  env: process.env,
+};
+
+/**
+ * The whole command, for `rama-serve` and for a `rama serve` subcommand:
+ * parses `argv` (no program name), loads, serves until SIGTERM or SIGINT,
+ * drains, disposes. Resolves with the exit code (0; 2 for a bad flag); a
+ * failure to load or listen rejects, for the caller to print as one line. A
+ * second signal while draining exits the process at once.
+ */
+export async function main(argv: string[], io: MainIO = defaultIO): Promise<number> {
+  let args: ReturnType<typeof parseArgs>;
+  try {
+    args = parseArgs(argv, io.env);
+  } catch (e) {
+    if (!(e instanceof ArgumentError)) throw e;
+    io.stderr(`rama-serve: error: ${e.message}\n`);
+    return 2;
+  }
+  if (args === 'help') {
+    io.stdout(USAGE);
+    return 0;
+  }
+  if (args === 'version') {
+    const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    io.stdout(`rama-serve ${version}\n`);
+    return 0;
+  }
+  const a = args;
+  const { llama, handle } = await runServe(a);
+  io.stderr(
+    `rama-serve: listening on ${handle.url} (model ${a.modelName}, ${llama.config.seqLen} positions, parallel ${a.parallel}, queue ${a.queue}${a.apiKey ? ', API key required' : ''})\n`,
+  );
+  return new Promise<number>((resolve, reject) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        io.stderr(`rama-serve: ${signal} again: exiting now\n`);
+        process.exit(1);
+      }
+      stopping = true;
+      io.stderr(`rama-serve: ${signal}: draining (up to ${a.drainMs} ms)\n`);
+      handle.close({ drainMs: a.drainMs }).then(
+        () => {
+          llama.dispose();
+          process.off('SIGTERM', stop);
+          process.off('SIGINT', stop);
+          io.stderr('rama-serve: stopped\n');
+          resolve(0);
+        },
+        reject,
+      );
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
 }
