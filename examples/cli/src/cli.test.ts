@@ -117,6 +117,22 @@ describe('rama: text mode', () => {
     expect(r.stderr).toMatch(/^achieved tok\/s: \d+(\.\d+)?\n$/);
   });
 
+  it('-m file.gguf needs no -t: llama.cpp\'s greedy tokens for the prompt (refs/aidreams260K-f32.jsonl); -t beside it is an error', async (ctx) => {
+    const model = sharedFile('gguf/aidreams260K-f32.gguf');
+    const refs = sharedFile('gguf/refs/aidreams260K-f32.jsonl');
+    if (!model || !refs) return ctx.skip(missingMessage('gguf/aidreams260K-f32.gguf'));
+    const ref = JSON.parse(readFileSync(refs, 'utf8').split('\n')[0]) as { prompt: string; prompt_ids: number[]; gen_ids: number[] };
+    const r = await runCli(['-m', model, '-p', ref.prompt, '-r', '0', '-s', String(ref.prompt_ids.length + ref.gen_ids.length - 1), '--json'], { env });
+    expect(r.code).toBe(0);
+    const last = jsonLines(r.stdout).at(-1) as { tokens: number[] };
+    expect(last.tokens).toEqual([...ref.prompt_ids, ...ref.gen_ids]);
+    const tokenizer = sharedFile(TOK512);
+    if (!tokenizer) return;
+    const bad = await runCli(['-m', model, '-t', tokenizer, '-p', 'hi'], { env });
+    expect(bad.code).toBe(1);
+    expect(expectOneErrorLine(bad.stderr)).toMatch(/is a GGUF file, which carries its own tokenizer/);
+  });
+
   it('--json text is what the text mode prints (sampled, top-k/min-p/repeat-penalty on)', async (ctx) => {
     const model = sharedFile(AIDREAMS);
     const tokenizer = sharedFile(TOK512);

@@ -96,12 +96,14 @@ function checkFile(what: 'model' | 'tokenizer', path: string, hint = ''): void {
  * tokenizer for the built-in model (unless --tokenizer-url is given), else the
  * Llama 2 tokenizer.bin, downloaded once.
  */
-async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenizer: string }> {
+async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenizer?: string }> {
   let model: string | undefined;
   let builtin = false;
   if (opts.model !== undefined && (exists(opts.model) || !MODEL_NAMES.includes(opts.model))) {
     checkFile('model', opts.model, ` (or a model name: ${MODEL_NAMES.join(', ')})`);
     model = opts.model;
+    // A GGUF file carries its tokenizer (Llama.load refuses a -t beside it).
+    if (isGGUF(model)) return { model, tokenizer: opts.tokenizer };
   } else if (opts.model === BUILTIN_MODEL.name || (opts.model === undefined && opts.modelUrl === undefined)) {
     builtin = true;
     model = BUILTIN_MODEL.model;
@@ -128,7 +130,7 @@ async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenize
  * after a v1/v2 file's "ak42" magic and version), else the default.
  */
 function chatContext(model: string, steps: number): number | undefined {
-  if (steps === 0) return undefined;
+  if (steps === 0 || isGGUF(model)) return undefined;
   const header = Buffer.alloc(36);
   const fd = openSync(model, 'r');
   try {
@@ -138,6 +140,17 @@ function chatContext(model: string, steps: number): number | undefined {
   }
   const seqLen = header.readInt32LE(header.readUInt32LE(0) === 0x616b3432 ? 32 : 24);
   return seqLen > 0 && steps < seqLen ? steps : undefined;
+}
+
+/** Whether the file starts with GGUF's magic. */
+function isGGUF(path: string): boolean {
+  const head = Buffer.alloc(4);
+  const fd = openSync(path, 'r');
+  try {
+    return readSync(fd, head, 0, 4, 0) === 4 && head.toString('latin1') === 'GGUF';
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function samplerOptions(opts: CliOptions) {
