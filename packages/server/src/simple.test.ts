@@ -94,6 +94,24 @@ describe.skipIf(!modelPaths())('simple API, health, metrics', () => {
     expect(samples.get('rama_time_to_first_token_seconds_bucket{le="+Inf"}')).toBe(samples.get('rama_time_to_first_token_seconds_count'));
   });
 
+  it('cors: preflights answered, any origin allowed; off by default', async () => {
+    expect((await send(server.url, '/health')).headers['access-control-allow-origin']).toBeUndefined();
+    const l = await loadModel(1);
+    const s = await serve(l, { parallel: 1, cors: true, apiKey: 'k' });
+    try {
+      const pre = await send(s.url, '/v1/chat/completions', { method: 'OPTIONS', headers: { origin: 'http://example.test', 'access-control-request-method': 'POST' } });
+      expect(pre.status).toBe(204);
+      expect(pre.headers['access-control-allow-origin']).toBe('*');
+      expect(pre.headers['access-control-allow-headers']).toMatch(/authorization/);
+      const r = await post(s.url, '/v1/completions', { prompt: 'I', max_tokens: 2 }, { authorization: 'Bearer k' });
+      expect(r.status).toBe(200);
+      expect(r.headers['access-control-allow-origin']).toBe('*');
+    } finally {
+      await s.close();
+      l.dispose();
+    }
+  });
+
   it('serve() checks its options', async () => {
     const l = await loadModel(2);
     await expect(serve(l, { parallel: 3 })).rejects.toThrow(/parallel 3 needs 3 free sessions, and the Llama had 2 free of its 2/);
