@@ -37,6 +37,13 @@ export interface Backend {
    * only add work.
    */
   readonly executesAsync?: boolean;
+  /**
+   * The most bytes all of this backend's tensors may take together, where
+   * the backend has such a limit (the CPU backend's WebAssembly memory);
+   * undefined where it cannot tell (a GPU's memory). @rama/llama checks a
+   * model against it before loading.
+   */
+  readonly memoryLimit?: number;
 
   /**
    * Whether this backend stores tensors of a registered element type (see

@@ -49,14 +49,17 @@ describe('dtype registry', () => {
       expect(byteLengthOf(desc(t.name, [64, 96], t.blockSize === 'groupSize' ? 32 : undefined)), t.name).toBe(want[t.name]);
     }
     // llama2.c's q8_0: the group size is the tensor's, not the type's
-    expect(byteLengthOf(desc('q8_0', [64, 96], 64))).toBe(64 * 96 + 4 * 96);
+    expect(byteLengthOf(desc('q8_0', [96, 64], 64))).toBe(64 * 96 + 4 * 96);
     expect(byteLengthOf(desc('f32', [7]))).toBe(28);
   });
 
-  it('refuses a group size that does not divide, a row that splits a block, and unknown types', () => {
+  it('refuses a group size that does not divide, groups or blocks that straddle rows, and unknown types', () => {
     expect(() => byteLengthOf(desc('q8_0', [3, 10], 4))).toThrow(ArgumentError);
     expect(() => byteLengthOf(desc('q8_0', [3, 10], 4))).toThrow('layers.0.wq: q8_0 group size 4 does not divide 30 elements');
     expect(() => byteLengthOf(desc('q8_0', [3, 10]))).toThrow(/group size 0/);
+    // 12 elements are whole groups of 4, but rows of 6 start mid-group
+    expect(() => byteLengthOf(desc('q8_0', [2, 6], 4))).toThrow('layers.0.wq: q8_0 groups of 4 straddle its rows of 6; regroup it to a size that divides 6');
+    expect(byteLengthOf(desc('q8_0', [3, 8], 4))).toBe(24 + 6 * 4);
     expect(() => byteLengthOf(desc('test_q4_0', [2, 48]))).toThrow(/last dimension 48 is not a multiple of 32/);
     expect(() => byteLengthOf(desc('f64' as DType, [2]))).toThrow(/layers\.0\.wq: unknown dtype "f64"; registered: f32, i32, q8_0/);
   });

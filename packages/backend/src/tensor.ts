@@ -134,9 +134,9 @@ export function elementCount(shape: readonly number[]): number {
 
 /**
  * Bytes of a tensor in its type's standard layout, from the type's traits.
- * An unknown type, a missing or non-dividing group size, or a last dimension
- * that is not a multiple of a fixed block size is an ArgumentError naming
- * the tensor.
+ * An unknown type, a missing group size or one that does not divide the last
+ * dimension, or a last dimension that is not a multiple of a fixed block size
+ * is an ArgumentError naming the tensor.
  */
 export function byteLengthOf(desc: TensorDesc): number {
   const t = dtypeTraits(desc.dtype, desc.label);
@@ -145,6 +145,13 @@ export function byteLengthOf(desc: TensorDesc): number {
     const gs = desc.groupSize ?? 0;
     if (!Number.isSafeInteger(gs) || gs <= 0 || n % gs !== 0) {
       throw new ArgumentError(`${desc.label}: ${t.name} group size ${gs} does not divide ${n} elements`);
+    }
+    // The kernels scale each row's groups from the row's start: a group that
+    // straddles two rows would be read with the wrong scale (regroup first,
+    // as @rama/quant-q80's regroupQ80 does for such llama2.c files).
+    const cols = desc.shape.length > 0 ? desc.shape[desc.shape.length - 1] : n;
+    if (cols % gs !== 0) {
+      throw new ArgumentError(`${desc.label}: ${t.name} groups of ${gs} straddle its rows of ${cols}; regroup it to a size that divides ${cols}`);
     }
     return (n / gs) * (t.bytesPerBlock as (groupSize: number) => number)(gs);
   }

@@ -199,8 +199,8 @@ export interface MemoryLimit {
  */
 export async function memoryLimits(backend: Backend): Promise<MemoryLimit[]> {
   const limits: MemoryLimit[] = [];
-  const own = (backend as { memoryLimit?: unknown }).memoryLimit;
-  if (typeof own === 'number' && own > 0) {
+  const own = backend.memoryLimit;
+  if (own !== undefined && own > 0) {
     const wasm = backend.name === 'cpu' ? '; one 32-bit WebAssembly memory, at most 4 GiB' : '';
     limits.push({ bytes: own, what: `the most the ${backend.name} backend can hold (${backend.description}${wasm})` });
   }
