@@ -35,6 +35,7 @@ interface Ref {
 
 interface TokenizeRef {
   text: string;
+  llama_cpp_detok: string;
   model_file: string;
   llama_cpp_ids: number[];
   llama_cpp_ids_add_special: number[];
@@ -124,13 +125,30 @@ const LOGITS = [
   'synth256-f16', 'synth256-q8_0', 'synth256-q4_0', 'synth256-q6_k',
 ];
 
+/** Also on WebGPU: q8_0 in groups of 32 (Q4_0) and of 16 (Q6_K). */
+const LOGITS_WEBGPU = new Set(['aidreams260K-q4_0', 'synth256-q6_k']);
+
 describe('GGUF F16 and quantized files: logits at least as close to float64 as llama.cpp\'s', () => {
-  for (const fixture of LOGITS) {
-    it(fixture, async (ctx) => {
+  for (const fixture of LOGITS) for (const kind of LOGITS_WEBGPU.has(fixture) ? ['cpu', 'webgpu'] as const : ['cpu'] as const) {
+    it(`${fixture} (${kind})`, async (ctx) => {
       const model = sharedFile(`gguf/${fixture}.gguf`);
       const refs = sharedFile(`gguf/refs/${fixture}.jsonl`);
       if (!model || !refs) return ctx.skip(missingMessage(`gguf/${fixture}.gguf`));
-      await withLlama(model, 'cpu', async (llama) => {
+      const backend = kind === 'cpu' ? 'cpu' : await webgpuOrSkip(ctx.skip);
+      if (!backend) return;
+      try {
+        await checkLogits(fixture, model, refs, backend);
+      } finally {
+        if (backend !== 'cpu') backend.dispose();
+      }
+    });
+  }
+});
+
+async function checkLogits(fixture: string, model: string, refs: string, backend: Backend | 'cpu'): Promise<void> {
+  {
+    {
+      await withLlama(model, backend, async (llama) => {
         const lines: string[] = [];
         let oursMax = 0;
         let theirsMax = 0;
@@ -152,16 +170,16 @@ describe('GGUF F16 and quantized files: logits at least as close to float64 as l
           oursMax = Math.max(oursMax, ours);
           theirsMax = Math.max(theirsMax, theirs);
         }
-        lines.push(`${fixture}: over all prompts ${oursMax.toExponential(3)}, llama.cpp's ${theirsMax.toExponential(3)}`);
+        lines.push(`${fixture} (${typeof backend === 'string' ? backend : backend.name}): over all prompts ${oursMax.toExponential(3)}, llama.cpp's ${theirsMax.toExponential(3)}`);
         console.log(lines.join('\n'));
         // Over the file's prompts: at least as close as llama.cpp, with a small margin.
         expect(oursMax, fixture).toBeLessThanOrEqual(Math.max(1.1 * theirsMax, theirsMax + 1e-4));
         // F16 weights widen to f32 exactly and activations stay f32: float64's answer within f32 rounding.
         if (fixture.endsWith('-f16')) expect(oursMax).toBeLessThan(1e-4);
       });
-    });
+    }
   }
-});
+}
 
 describe('GGUF SentencePiece tokenization equals llama.cpp\'s', () => {
   for (const refsName of ['tokenize-spm-tok512', 'tokenize-spm-llama2']) {
@@ -177,6 +195,8 @@ describe('GGUF SentencePiece tokenization equals llama.cpp\'s', () => {
         for (const l of lines) {
           expect(tok.encode(l.text, { bos: false }), JSON.stringify(l.text)).toEqual(l.llama_cpp_ids);
           expect(tok.encode(l.text), JSON.stringify(l.text)).toEqual(l.llama_cpp_ids_add_special);
+          // decoded after BOS, as generation prints it: llama.cpp's detokenized text
+          expect(tok.decode([1, ...l.llama_cpp_ids]), JSON.stringify(l.text)).toBe(l.llama_cpp_detok);
         }
       } finally {
         await file.close();
