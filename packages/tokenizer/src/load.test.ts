@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { FormatError, RamaError } from '@rama/core';
 import { missingMessage, sharedFile } from '@rama/testkit';
@@ -125,5 +126,30 @@ describe('encode on a synthetic vocab', () => {
     const t = Tokenizer.fromBytes(build(1, [[0, 'a'], [0, 'b'], [0, 'c'], [0, ' ']]));
     expect(t.encode('a', { bos: false })).toEqual([3, 0]);
     expectFormat(() => t.encode('z', { bos: false }), /too few for the byte-fallback token of byte 0x7A/);
+  });
+});
+
+describe('Tokenizer.fromVocab', () => {
+  it('from a tokenizer.bin\'s own pieces and scores: the same tokenizer (encode and decode)', (ctx) => {
+    const path = sharedFile('models/tokenizer.bin');
+    if (!path) return ctx.skip(missingMessage('models/tokenizer.bin'));
+    const bin = Tokenizer.fromBytes(new Uint8Array(readFileSync(path)));
+    const ids = Array.from({ length: bin.vocabSize }, (_, i) => i);
+    const t = Tokenizer.fromVocab(ids.map((i) => bin.piece(i)), ids.map((i) => bin.score(i)), { source: 'vocab' });
+    expect(t.vocabSize).toBe(bin.vocabSize);
+    expect(t.source).toBe('vocab');
+    for (const text of ['Hello world', ' two  spaces', 'naïve 日本語 🦙\n\ttabs', '']) {
+      expect(t.encode(text)).toEqual(bin.encode(text));
+      expect(t.decode(bin.encode(text))).toBe(bin.decode(bin.encode(text)));
+    }
+  });
+
+  it('strings are UTF-8; mismatched lengths, no tokens and a wrong vocab size are refused', () => {
+    const t = Tokenizer.fromVocab(['<unk>', '<s>', '</s>', 'é'], [0, 0, 0, -1]);
+    expect([...t.piece(3)]).toEqual([0xc3, 0xa9]);
+    expect(t.maxTokenLength).toBe(5);
+    expect(() => Tokenizer.fromVocab(['a'], [0, 1])).toThrow(/1 pieces but 2 scores/);
+    expectFormat(() => Tokenizer.fromVocab([], []), /contains no tokens/);
+    expectFormat(() => Tokenizer.fromVocab(['a', 'b'], [0, 0], { source: 'v', expectedVocabSize: 3 }), /^v has 2 tokens but the model expects 3/);
   });
 });
