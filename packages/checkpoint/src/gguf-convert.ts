@@ -50,9 +50,12 @@ export function q80GroupSizeOf(type: GGMLType): number | undefined {
   }
 }
 
-/** Whether `toF32` converts this type. */
+/** Block types that convert to f32 only (their values are d*q + m, not a scale times an int8). */
+const F32_ONLY = ['Q4_1', 'Q5_1', 'Q4_K', 'Q5_K'];
+
+/** Whether `ggmlToF32` converts this type. */
 export function convertsToF32(type: GGMLType): boolean {
-  return ['F32', 'F16', 'BF16'].includes(type.name) || q80GroupSizeOf(type) !== undefined;
+  return ['F32', 'F16', 'BF16', ...F32_ONLY].includes(type.name) || q80GroupSizeOf(type) !== undefined;
 }
 
 /** Converts `elements` values of ggml `type` in `src` to f32 in `dst`. */
@@ -72,8 +75,11 @@ export function ggmlToF32(type: GGMLType, src: Uint8Array, dst: Float32Array, el
       return;
     }
   }
+  if (F32_ONLY.includes(type.name)) return affineToF32(type, src, dst, elements);
   const gs = q80GroupSizeOf(type);
-  if (gs === undefined) throw new FormatError(`${what}: ggml type ${type.name} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q5_0 and Q6_K are)`);
+  if (gs === undefined) {
+    throw new FormatError(`${what}: ggml type ${type.name} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q6_K, Q4_1, Q5_1, Q4_K and Q5_K are)`);
+  }
   const q = new Int8Array(elements);
   const scales = new Float32Array(elements / gs);
   ggmlToQ80(type, src, q, scales, elements, what);
@@ -151,4 +157,71 @@ export function ggmlToQ80(type: GGMLType, src: Uint8Array, q: Int8Array, scales:
     default:
       throw new FormatError(`${what}: ggml type ${type.name} cannot be converted to Q8_0 exactly (Q8_0, Q4_0, Q5_0 and Q6_K can)`);
   }
+}
+
+/**
+ * Q4_1, Q5_1, Q4_K, Q5_K: value = scale * q - offset (Q4_1/Q5_1: d * q + m),
+ * each product and difference rounded to f32 as ggml's dequantize_row_*
+ * writes them.
+ */
+function affineToF32(type: GGMLType, src: Uint8Array, y: Float32Array, elements: number): void {
+  const t = f16Table();
+  const h = (i: number) => t[src[i] | (src[i + 1] << 8)];
+  const f = Math.fround;
+  const blocks = elements / type.blockSize;
+  switch (type.name) {
+    case 'Q4_1':
+      // d, m (f16), 16 bytes of nibbles (element j low, j+16 high)
+      for (let b = 0; b < blocks; b++) {
+        const o = b * 20, d = h(o), m = h(o + 2), at = b * 32;
+        for (let j = 0; j < 16; j++) {
+          y[at + j] = f(f((src[o + 4 + j] & 15) * d) + m);
+          y[at + j + 16] = f(f((src[o + 4 + j] >> 4) * d) + m);
+        }
+      }
+      return;
+    case 'Q5_1':
+      // d, m (f16), qh (u32 fifth bits), 16 bytes of nibbles
+      for (let b = 0; b < blocks; b++) {
+        const o = b * 24, d = h(o), m = h(o + 2), at = b * 32;
+        const qh = (src[o + 4] | (src[o + 5] << 8) | (src[o + 6] << 16) | (src[o + 7] << 24)) >>> 0;
+        for (let j = 0; j < 16; j++) {
+          const x0 = (src[o + 8 + j] & 15) | (((qh >>> j) & 1) << 4);
+          const x1 = (src[o + 8 + j] >> 4) | (((qh >>> (j + 16)) & 1) << 4);
+          y[at + j] = f(f(x0 * d) + m);
+          y[at + j + 16] = f(f(x1 * d) + m);
+        }
+      }
+      return;
+    case 'Q4_K':
+    case 'Q5_K': {
+      // d, dmin (f16), 12 bytes of eight 6-bit (scale, min) pairs, [Q5_K: qh[32]], qs[128].
+      // Each 64 values: 32 low nibbles with pair 2k, 32 high nibbles with pair 2k+1 (Q5_K: plus 16 from qh's bits).
+      const q5 = type.name === 'Q5_K';
+      const size = q5 ? 176 : 144;
+      for (let b = 0; b < blocks; b++) {
+        const o = b * size, d = h(o), dmin = h(o + 2), sc = o + 4, qh = o + 16, qs = o + (q5 ? 48 : 16);
+        for (let k = 0; k < 4; k++) {
+          const [s1, m1] = scaleMin(src, sc, 2 * k);
+          const [s2, m2] = scaleMin(src, sc, 2 * k + 1);
+          const d1 = f(d * s1), o1 = f(dmin * m1), d2 = f(d * s2), o2 = f(dmin * m2);
+          const at = b * 256 + 64 * k;
+          for (let l = 0; l < 32; l++) {
+            const byte = src[qs + 32 * k + l];
+            const hi1 = q5 && (src[qh + l] >> (2 * k)) & 1 ? 16 : 0;
+            const hi2 = q5 && (src[qh + l] >> (2 * k + 1)) & 1 ? 16 : 0;
+            y[at + l] = f(f(d1 * ((byte & 15) + hi1)) - o1);
+            y[at + 32 + l] = f(f(d2 * ((byte >> 4) + hi2)) - o2);
+          }
+        }
+      }
+      return;
+    }
+  }
+}
+
+/** The j-th (scale, min) pair of a k-quant block's 12 packed bytes (ggml's get_scale_min_k4). */
+function scaleMin(src: Uint8Array, at: number, j: number): [number, number] {
+  if (j < 4) return [src[at + j] & 63, src[at + j + 4] & 63];
+  return [(src[at + j + 4] & 15) | ((src[at + j - 4] >> 6) << 4), (src[at + j + 4] >> 4) | ((src[at + j] >> 6) << 4)];
 }

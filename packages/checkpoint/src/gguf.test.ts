@@ -460,8 +460,69 @@ describe('ggml blocks convert exactly', () => {
     expect(back).toEqual(f32);
   });
 
+  for (const [name, scaleAt] of [['Q4_1', 0], ['Q5_1', 0], ['Q4_K', 0], ['Q5_K', 0]] as const) {
+    it(`${name} to f32: ggml's values, bit for bit`, () => {
+      const t = type(name);
+      for (const seed of [1, 2]) {
+        const n = 512;
+        const b = blocks(t, n, seed, scaleAt);
+        // the second f16 (m, dmin) finite too
+        for (let o = 2; o < b.length; o += t.bytesPerBlock) b[o + 1] &= 0x3b;
+        const f = new Float32Array(n);
+        ggmlToF32(t, b, f, n, 'x');
+        const want = affineReference(name, b, n);
+        expect(Buffer.compare(Buffer.from(f.buffer), Buffer.from(want.buffer))).toBe(0);
+      }
+    });
+  }
+
   it('other types are a FormatError naming the type', () => {
-    expect(() => ggmlToF32(type('Q4_1'), new Uint8Array(20), new Float32Array(32), 32, 'f.gguf: tensor w')).toThrow(/f\.gguf: tensor w: ggml type Q4_1 is not supported yet/);
+    expect(() => ggmlToF32(type('Q2_K'), new Uint8Array(84), new Float32Array(256), 256, 'f.gguf: tensor w')).toThrow(/f\.gguf: tensor w: ggml type Q2_K is not supported yet/);
     expect(() => ggmlToQ80(type('Q4_K'), new Uint8Array(144), new Int8Array(256), new Float32Array(8), 256, 'w')).toThrow(FormatError);
   });
 });
+
+/** ggml's dequantize_row_q4_1 / q5_1 / q4_K / q5_K, written out as in ggml-quants.c (f32 arithmetic). */
+function affineReference(type: string, b: Uint8Array, n: number): Float32Array {
+  const y = new Float32Array(n);
+  const fr = Math.fround;
+  const h = (i: number) => f16(b[i] | (b[i + 1] << 8));
+  let k = 0;
+  if (type === 'Q4_1' || type === 'Q5_1') {
+    const size = type === 'Q4_1' ? 20 : 24;
+    for (let o = 0; o < b.length; o += size) {
+      const d = h(o), m = h(o + 2);
+      const qh = type === 'Q5_1' ? b[o + 4] | (b[o + 5] << 8) | (b[o + 6] << 16) | (b[o + 7] << 24) : 0;
+      const qs = o + (type === 'Q4_1' ? 4 : 8);
+      for (let j = 0; j < 16; j++) {
+        const xh0 = ((qh >> j) << 4) & 0x10, xh1 = (qh >> (j + 12)) & 0x10;
+        y[k + j] = fr(fr(((b[qs + j] & 0x0f) | xh0) * d) + m);
+        y[k + j + 16] = fr(fr(((b[qs + j] >> 4) | xh1) * d) + m);
+      }
+      k += 32;
+    }
+    return y;
+  }
+  const getScaleMin = (j: number, q: number): [number, number] =>
+    j < 4 ? [b[q + j] & 63, b[q + j + 4] & 63] : [(b[q + j + 4] & 0xf) | ((b[q + j - 4] >> 6) << 4), (b[q + j + 4] >> 4) | ((b[q + j] >> 6) << 4)];
+  const size = type === 'Q4_K' ? 144 : 176;
+  for (let o = 0; o < b.length; o += size) {
+    const d = h(o), min = h(o + 2), scales = o + 4;
+    let ql = o + (type === 'Q4_K' ? 16 : 48);
+    const qh = o + 16;
+    let is = 0, u1 = 1, u2 = 2;
+    for (let j = 0; j < 256; j += 64) {
+      let [sc, m] = getScaleMin(is, scales);
+      const d1 = fr(d * sc), m1 = fr(min * m);
+      [sc, m] = getScaleMin(is + 1, scales);
+      const d2 = fr(d * sc), m2 = fr(min * m);
+      for (let l = 0; l < 32; l++) y[k++] = fr(fr(d1 * ((b[ql + l] & 0xf) + (type === 'Q5_K' && b[qh + l] & u1 ? 16 : 0))) - m1);
+      for (let l = 0; l < 32; l++) y[k++] = fr(fr(d2 * ((b[ql + l] >> 4) + (type === 'Q5_K' && b[qh + l] & u2 ? 16 : 0))) - m2);
+      ql += 32;
+      is += 2;
+      u1 <<= 2;
+      u2 <<= 2;
+    }
+  }
+  return y;
+}

@@ -4,7 +4,7 @@
  */
 import { byteLengthOf, type Backend, type Tensor, type TensorDesc } from '@rama/backend';
 import {
-  ggmlToF32, ggmlToQ80, ggmlTypeName, q80GroupSizeOf,
+  convertsToF32, ggmlToF32, ggmlToQ80, ggmlTypeName, q80GroupSizeOf,
   type Checkpoint, type GGUFFile, type GGUFTensorInfo, type ModelConfig, type Q80Data, type TensorEntry,
 } from '@rama/checkpoint';
 import { BackendError, FormatError, fmtBytes } from '@rama/core';
@@ -243,7 +243,7 @@ export async function checkModelFits(backend: Backend, ckpt: WeightSource, plan:
  * A GGUF file's tensors under llama2.c's names, each converted at read time
  * to a type the backends run, exactly (see @rama/checkpoint's gguf-convert):
  * F32, F16 and BF16 as f32; Q8_0, Q4_0 and Q5_0 as q8_0 in groups of 32;
- * Q6_K as q8_0 in groups of 16. Norms must be float. Every tensor the model
+ * Q6_K as q8_0 in groups of 16; Q4_1, Q5_1, Q4_K and Q5_K (d*q + m) as f32. Norms must be float. Every tensor the model
  * needs must be present with its shape, and no other may be (as llama.cpp
  * checks). A GGUF [rows, cols] matrix is ggml ne = [cols, rows].
  */
@@ -263,11 +263,12 @@ export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource 
     if (t.ne.length !== ne.length || t.ne.some((n, i) => n !== ne[i])) {
       fail(`tensor ${theirs} has ne [${t.ne.join(', ')}], expected [${ne.join(', ')}] for this model`);
     }
+    // q8_0 where the values are exactly a scale times an int8, else f32.
     const gs = kind === 'matrix' ? q80GroupSizeOf(t.type) : undefined;
-    const float = ['F32', 'F16', 'BF16'].includes(t.type.name);
+    const float = kind === 'matrix' ? convertsToF32(t.type) : ['F32', 'F16', 'BF16'].includes(t.type.name);
     if (!float && gs === undefined) {
       fail(`tensor ${theirs} is ${ggmlTypeName(t.type.id)}, not supported yet ` +
-        `(${kind === 'norm' ? 'norms must be F32, F16 or BF16' : 'matrices: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q6_K'})`);
+        `(${kind === 'norm' ? 'norms must be F32, F16 or BF16' : 'matrices: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q6_K; Q4_1, Q5_1, Q4_K, Q5_K as f32'})`);
     }
     const elements = t.elements;
     const entry: TensorEntry = gs !== undefined
