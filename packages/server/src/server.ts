@@ -7,7 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID, timingSafeEqual, createHash } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { ArgumentError, type GeneratedToken, type Generation, type GenerationResult, type Llama, type Session } from '@rama/llama';
+import { ArgumentError, type ChatMessage, type GeneratedToken, type Generation, type GenerationResult, type Llama, type Session } from '@rama/llama';
 import { HttpError, invalid, parseJsonObject, readBody, sendError, sendJson, startEvents, writeEvent } from './http.js';
 import { ServerMetrics } from './metrics.js';
 import {
@@ -213,7 +213,14 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
    * session back when the generation is over. `body` consumes the generation;
    * library errors thrown before anything was sent become 400s.
    */
-  async function withSession(res: ServerResponse, t0: number, start: (s: Session, signal: AbortSignal) => Generation, param: string, body: (gen: RunningGeneration) => Promise<void>): Promise<void> {
+  async function withSession(
+    res: ServerResponse,
+    t0: number,
+    start: (s: Session, signal: AbortSignal) => Generation,
+    param: string,
+    body: (gen: RunningGeneration) => Promise<void>,
+    want?: readonly number[],
+  ): Promise<void> {
     const ac = new AbortController();
     const onClose = () => {
       if (!res.writableFinished) ac.abort();
@@ -221,7 +228,7 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
     res.on('close', onClose);
     let session: Session;
     try {
-      session = await pool.acquire(ac.signal);
+      session = await pool.acquire(ac.signal, want);
     } catch (e) {
       if (!(e instanceof PoolRefusal)) throw e;
       if (e.why === 'full') {
@@ -339,7 +346,28 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
       if (r.includeUsage) await writeEvent(res, JSON.stringify({ id, object, created: createdAt, model, choices: [], usage: usageOf(result) }));
       await writeEvent(res, '[DONE]');
       res.end();
-    });
+    }, r.kind === 'chat' ? conversationTokens(r.messages) : undefined);
+  }
+
+  /**
+   * The tokens a chat request's conversation reads, rendered as the library's
+   * session.chat(messages) renders them (its chat template, turn by turn), so
+   * that the pool can lend the session whose cache already holds the longest
+   * part of them. Only a hint: a conversation the library will refuse renders
+   * as far as it is well formed.
+   */
+  function conversationTokens(messages: readonly ChatMessage[]): number[] {
+    const { tokenizer, spec } = llama;
+    const t = spec.chatTemplate;
+    let i = 0;
+    const system = messages[0]?.role === 'system' ? messages[i++].content : undefined;
+    const out: number[] = [];
+    for (let turn = 0; i < messages.length && messages[i].role === 'user'; turn++) {
+      out.push(...tokenizer.encode(t.userTurn(messages[i++].content, turn === 0 ? system : undefined), { bos: t.bosPerTurn, eos: false }));
+      if (i >= messages.length || messages[i].role !== 'assistant') break;
+      out.push(...tokenizer.encode(t.assistantTurn(messages[i++].content), { bos: false, eos: t.eosPerReply }));
+    }
+    return out;
   }
 
   /** The last token generate reads before sampling: BOS for an empty prompt. */
@@ -382,9 +410,10 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
       ...(seed !== undefined && { seed }),
       ...(maxTokens !== undefined && { maxTokens }),
     };
+    const messages: ChatMessage[] = [...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user' as const, content: prompt }];
     const start = (s: Session, signal: AbortSignal) =>
       chat
-        ? s.chat([...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user' as const, content: prompt }], { ...common, signal })
+        ? s.chat(messages, { ...common, signal })
         : s.generate(prompt, { ...common, signal, echo: false, ...(steps !== undefined && { steps }) });
     await withSession(res, t0, start, 'prompt', async (g) => {
       startEvents(res, o.stallTimeout);
@@ -406,7 +435,7 @@ export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<Serv
         'end',
       );
       res.end();
-    });
+    }, chat ? conversationTokens(messages) : undefined);
   }
 
   await new Promise<void>((resolve, reject) => {

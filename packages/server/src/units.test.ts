@@ -64,6 +64,30 @@ describe('SessionPool', () => {
     await expect(c).rejects.toEqual(new PoolRefusal('closing'));
     await expect(pool.acquire(ac().signal)).rejects.toEqual(new PoolRefusal('closing'));
   });
+
+  it('lends a continued conversation the session that served it; anything else the session used longest ago', async () => {
+    // Sessions whose caches (tokens) the test sets, as a turn would.
+    const sessions = Array.from({ length: 3 }, (_, id) => ({ id, tokens: [] as number[] }));
+    const pool = new SessionPool(sessions as unknown as Session[], 0);
+    const signal = new AbortController().signal;
+    const turn = async (want: number[] | undefined, cache: number[]) => {
+      const s = (await pool.acquire(signal, want)) as unknown as { id: number; tokens: number[] };
+      s.tokens = cache;
+      pool.release(s as unknown as Session);
+      return s.id;
+    };
+    // Three conversations sharing a "system prompt" (1, 2); their caches hold the prompt and a reply.
+    expect(await turn([1, 2, 10], [1, 2, 10, 50, 51])).toBe(0);
+    expect(await turn([1, 2, 20], [1, 2, 20, 60])).toBe(1);
+    expect(await turn(undefined, [1, 9, 9])).toBe(2); // a completion
+    // The first conversation again, with its reply re-encoded differently (70 for 50, 51) and a new message: session 0.
+    expect(await turn([1, 2, 10, 70, 11], [1, 2, 10, 70, 11, 52])).toBe(0);
+    // A new conversation with the same system prompt: not the session that shares most with it (0, just used), but the one used longest ago.
+    expect(await turn([1, 2, 30], [1, 2, 30])).toBe(1);
+    expect(await turn([1, 2, 40], [1, 2, 40])).toBe(2);
+    // The same request again (a regenerated reply) goes back to its session.
+    expect(await turn([1, 2, 40], [1, 2, 40, 80])).toBe(2);
+  });
 });
 
 describe('writeEvent', () => {
