@@ -2,13 +2,16 @@
  * The page at / in headless Chromium (Debian's, when installed): typing a
  * prompt streams /gen into the page, with and without an API key.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Llama } from '@rama/llama';
 import { serve, type ServerHandle } from './index.js';
 import { loadModel, modelPaths } from './testing.js';
 
 const CHROMIUM = '/usr/bin/chromium';
+/** Where the screenshot goes (test-results/ is ignored by git). */
+const SHOT = fileURLToPath(new URL('../test-results/page.png', import.meta.url));
 
 describe.skipIf(!modelPaths() || !existsSync(CHROMIUM))('the page', () => {
   let llama: Llama;
@@ -43,6 +46,14 @@ describe.skipIf(!modelPaths() || !existsSync(CHROMIUM))('the page', () => {
       expect(await page.textContent('#out')).toBe(`I dreamed of${want}`);
       expect(await page.textContent('#stats')).toMatch(/^\d+ tokens, [\d.]+ tokens\/s \(steps\)$/);
       expect(errors).toEqual([]);
+      // A screenshot of the page with its streamed answer, to look at.
+      mkdirSync(fileURLToPath(new URL('../test-results/', import.meta.url)), { recursive: true });
+      await page.setViewportSize({ width: 900, height: 600 });
+      await page.screenshot({ path: SHOT, fullPage: true });
+      const png = readFileSync(SHOT);
+      expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+      expect(png.length).toBeGreaterThan(2000);
+      console.log(`page.test.ts: screenshot at ${SHOT} (${png.length} bytes)`);
     } finally {
       await browser.close();
     }
