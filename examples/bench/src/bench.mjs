@@ -5,6 +5,8 @@
 //   pnpm build && pnpm bench [--llama2c-dir DIR] [--runs N] [--steps N]
 //        [--threads N] [--models s15,s110] [--formats fp32,q80] [--json FILE]
 //        [--contention] [--sessions N] [--backend cpu|webgpu] [--matmul-rows]
+//   pnpm build && pnpm bench --server [--clients N] [--parallel N]
+//        [--duration S] [--max-tokens N] [--server-models aidreams,s15]
 //
 // Each measurement is one child process (one model load, one generation of
 // --steps positions, greedy, prompt "Once upon a time"), so load time and peak
@@ -21,6 +23,9 @@
 // --matmul-rows: the CPU backend's matmul alone (stories110M's w1, 2048x768,
 // q80 and f32) on 1, 2, 4 and 8 rows: microseconds per row show whether a
 // batched step gets its rows cheaper than one at a time.
+// --server: a load test of the built rama-serve (src/server-bench.mjs): 32
+// streaming clients for 30 s against --parallel 8, then one at a time; errors,
+// aggregate tokens/s, time to first token p50/p99.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -56,6 +61,12 @@ function parseArgs(argv) {
     else if (k === '--sessions') a.sessions = int(v(), k);
     else if (k === '--backend') a.backend = v();
     else if (k === '--matmul-rows') a.matmulRows = true;
+    else if (k === '--server') a.server = true;
+    else if (k === '--clients') a.clients = int(v(), k);
+    else if (k === '--parallel') a.parallel = int(v(), k);
+    else if (k === '--duration') a.duration = int(v(), k);
+    else if (k === '--max-tokens') a.maxTokens = int(v(), k);
+    else if (k === '--server-models') a.serverModels = v().split(',');
     else if (k === '--child') a.child = v();
     else if (k === '--model') a.model = v();
     else if (k === '--tokenizer') a.tokenizer = v();
@@ -192,6 +203,10 @@ const fmt = (x, d = 1) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(
 
 async function parent(a) {
   const testkit = await import('@rama/testkit').catch((e) => die(`cannot import @rama/testkit (run \`pnpm build\` first): ${e.message}`));
+  if (a.server) {
+    const { serverBench } = await import('./server-bench.mjs');
+    return serverBench(a, testkit, cpus()[0]?.model ?? 'unknown CPU').catch((e) => die(e.message));
+  }
   const tokenizer = testkit.sharedFile('models/tokenizer.bin');
   if (!tokenizer) die(`shared/models/tokenizer.bin not found (set RAMA_SHARED to the shared/ folder)`);
   const bins = {};
