@@ -43,6 +43,9 @@ async function probe(url: string, [path, body]: [string, Record<string, unknown>
   return { text, finish };
 }
 
+/** Clients that connect 3 ms apart and leave at random times. */
+const CLIENTS = 100;
+
 /** Promise.withResolvers, which Node 20 lacks. */
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
@@ -68,12 +71,12 @@ describe.skipIf(!modelPaths())('robustness', () => {
     llama.dispose();
   });
 
-  describe('20 clients that disconnect at random times', () => {
+  describe('100 clients that disconnect at random times', () => {
     let llama: Llama;
     let server: ServerHandle;
     beforeAll(async () => {
       llama = await loadModel(2);
-      server = await serve(llama, { parallel: 2, queue: 32 });
+      server = await serve(llama, { parallel: 2, queue: 128 });
     });
     afterAll(async () => {
       await server?.close();
@@ -90,12 +93,12 @@ describe.skipIf(!modelPaths())('robustness', () => {
         ['/gen?prompt=I%20dreamed&steps=0', undefined],
       ] as [string, Record<string, unknown> | undefined][];
       const outcomes = await Promise.all(
-        Array.from({ length: 20 }, (_, i) => {
+        Array.from({ length: CLIENTS }, (_, i) => {
           const [path, body] = kinds[Math.floor(random() * kinds.length)];
           const delay = random() * 300;
           // Some leave while still sending their body, the others while waiting or reading.
           const partial = body !== undefined && random() < 0.25;
-          return new Promise<string>((resolve) => setTimeout(resolve, i * 10)).then(() => new Promise<string>((resolve) => {
+          return new Promise<string>((resolve) => setTimeout(resolve, i * 3)).then(() => new Promise<string>((resolve) => {
             let got = -1; // bytes of response read; -1: no response yet
             const req = request(`${server.url}${path}`, { method: body ? 'POST' : 'GET', agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
               got = 0;
@@ -116,7 +119,7 @@ describe.skipIf(!modelPaths())('robustness', () => {
           }));
         }),
       );
-      expect(outcomes).toHaveLength(20);
+      expect(outcomes).toHaveLength(CLIENTS);
       if (process.env.RAMA_SERVER_DEBUG) console.log(outcomes.join(", "));
       // Every generation ends and gives its session back.
       for (let t = 0; t < 100 && ((await metric(server.url, 'rama_active_sequences')) !== 0 || (await metric(server.url, 'rama_queue_depth')) !== 0); t++) {
