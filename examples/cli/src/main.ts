@@ -21,6 +21,7 @@ const err = (s: string) => process.stderr.write(s);
 
 /** Runs the command; resolves to the exit code (0 ok, 1 runtime error, 2 usage error). */
 export async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === 'serve') return serveCommand(argv.slice(1));
   try {
     const opts = parseCliArgs(argv);
     if (opts.help) return out(usage(version())), 0;
@@ -43,6 +44,21 @@ export async function main(argv: readonly string[]): Promise<number> {
       llama.dispose();
     }
     return 0;
+  } catch (e) {
+    return report(e);
+  }
+}
+
+/**
+ * `rama serve`: @rama/server's command (its flags, its drain on SIGTERM),
+ * with the built-in model when no -m is given.
+ */
+async function serveCommand(argv: readonly string[]): Promise<number> {
+  try {
+    const { main: serverMain } = await import('@rama/server');
+    const named = (flag: string, long: string) => argv.some((a) => a === flag || a === long || a.startsWith(`${long}=`));
+    const withModel = named('-m', '--model') ? [...argv] : ['-m', BUILTIN_MODEL.model, ...(named('-t', '--tokenizer') ? [] : ['-t', BUILTIN_MODEL.tokenizer]), ...argv];
+    return await serverMain(withModel, { program: 'rama serve', stdout: out, stderr: err, env: process.env });
   } catch (e) {
     return report(e);
   }

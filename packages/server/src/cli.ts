@@ -8,7 +8,8 @@ import { parseArgs as parseNodeArgs } from 'node:util';
 import { ArgumentError, Llama, type BackendName } from '@rama/llama';
 import { serve, type ServerHandle } from './server.js';
 
-export const USAGE = `Usage: rama-serve -m MODEL -t TOKENIZER [options]
+/** The usage text, for the command `program` (rama-serve, or the rama CLI's "rama serve"). */
+export const usage = (program: string): string => `Usage: ${program} -m MODEL -t TOKENIZER [options]
 
 An OpenAI-compatible HTTP server for a llama2.c checkpoint.
 
@@ -32,6 +33,8 @@ Options:
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
 GET /gen?prompt=..., GET / (a page to try it), GET /health, GET /metrics.
 `;
+
+export const USAGE = usage('rama-serve');
 
 export interface ServeArgs {
   model: string;
@@ -144,6 +147,8 @@ export async function runServe(args: ServeArgs): Promise<{ llama: Llama; handle:
 }
 
 export interface MainIO {
+  /** The command's name in messages (default rama-serve). */
+  program?: string;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
   env: Record<string, string | undefined>;
@@ -163,43 +168,44 @@ const defaultIO: MainIO = {
  * second signal while draining exits the process at once.
  */
 export async function main(argv: string[], io: MainIO = defaultIO): Promise<number> {
+  const program = io.program ?? 'rama-serve';
   let args: ReturnType<typeof parseArgs>;
   try {
     args = parseArgs(argv, io.env);
   } catch (e) {
     if (!(e instanceof ArgumentError)) throw e;
-    io.stderr(`rama-serve: error: ${e.message}\n`);
+    io.stderr(`${program}: error: ${e.message}\n`);
     return 2;
   }
   if (args === 'help') {
-    io.stdout(USAGE);
+    io.stdout(usage(program));
     return 0;
   }
   if (args === 'version') {
     const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-    io.stdout(`rama-serve ${version}\n`);
+    io.stdout(`${program} ${version}\n`);
     return 0;
   }
   const a = args;
   const { llama, handle } = await runServe(a);
   io.stderr(
-    `rama-serve: listening on ${handle.url} (model ${a.modelName}, ${llama.config.seqLen} positions, parallel ${a.parallel}, queue ${a.queue}${a.apiKey ? ', API key required' : ''})\n`,
+    `${program}: listening on ${handle.url} (model ${a.modelName}, ${llama.config.seqLen} positions, parallel ${a.parallel}, queue ${a.queue}${a.apiKey ? ', API key required' : ''})\n`,
   );
   return new Promise<number>((resolve, reject) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) {
-        io.stderr(`rama-serve: ${signal} again: exiting now\n`);
+        io.stderr(`${program}: ${signal} again: exiting now\n`);
         process.exit(1);
       }
       stopping = true;
-      io.stderr(`rama-serve: ${signal}: draining (up to ${a.drainMs} ms)\n`);
+      io.stderr(`${program}: ${signal}: draining (up to ${a.drainMs} ms)\n`);
       handle.close({ drainMs: a.drainMs }).then(
         () => {
           llama.dispose();
           process.off('SIGTERM', stop);
           process.off('SIGINT', stop);
-          io.stderr('rama-serve: stopped\n');
+          io.stderr(`${program}: stopped\n`);
           resolve(0);
         },
         reject,
