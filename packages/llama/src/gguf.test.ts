@@ -16,11 +16,12 @@ import { isCI, missingMessage, sharedFile } from '@rama/testkit';
 import { CpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from '@rama/tensor-webgpu';
 import { ArgumentError, FormatError } from '@rama/core';
-import { openGGUF } from '@rama/checkpoint';
+import { GGML_TYPES, openGGUF, type GGUFTensorInfo } from '@rama/checkpoint';
 import type { Backend } from '@rama/backend';
 import { Llama } from './index.js';
 import { ggufTokenizer } from './gguf.js';
 import { ggufSpec } from './spec.js';
+import { ggufWeightSource } from './weights.js';
 
 interface Ref {
   fixture: string;
@@ -35,7 +36,7 @@ interface Ref {
 
 interface TokenizeRef {
   text: string;
-  llama_cpp_detok: string;
+  llama_cpp_detok?: string;
   model_file: string;
   llama_cpp_ids: number[];
   llama_cpp_ids_add_special: number[];
@@ -125,6 +126,8 @@ const LOGITS = [
   'synth256-f16', 'synth256-q8_0', 'synth256-q4_0', 'synth256-q6_k',
   // Q5_1 (stories260K-q5_k_m), Q4_K and Q5_K run as f32
   'stories260K-q5_k_m', 'synth256-q4_k_m', 'synth256-q5_k_m',
+  // Llama 3's BPE vocabulary, RoPE base 500000, tied F16 embeddings
+  'llama3-bpe-tiny-f16',
 ];
 
 /** Also on WebGPU: q8_0 in groups of 32 (Q4_0) and of 16 (Q6_K). */
@@ -183,8 +186,8 @@ async function checkLogits(fixture: string, model: string, refs: string, backend
   }
 }
 
-describe('GGUF SentencePiece tokenization equals llama.cpp\'s', () => {
-  for (const refsName of ['tokenize-spm-tok512', 'tokenize-spm-llama2']) {
+describe('GGUF tokenization (SentencePiece, Llama 3 BPE) equals llama.cpp\'s', () => {
+  for (const refsName of ['tokenize-spm-tok512', 'tokenize-spm-llama2', 'tokenize-llama3-bpe']) {
     it(refsName, async (ctx) => {
       const refs = sharedFile(`gguf/refs/${refsName}.jsonl`);
       if (!refs) return ctx.skip(missingMessage(`gguf/refs/${refsName}.jsonl`));
@@ -197,8 +200,9 @@ describe('GGUF SentencePiece tokenization equals llama.cpp\'s', () => {
         for (const l of lines) {
           expect(tok.encode(l.text, { bos: false }), JSON.stringify(l.text)).toEqual(l.llama_cpp_ids);
           expect(tok.encode(l.text), JSON.stringify(l.text)).toEqual(l.llama_cpp_ids_add_special);
-          // decoded after BOS, as generation prints it: llama.cpp's detokenized text
-          expect(tok.decode([1, ...l.llama_cpp_ids]), JSON.stringify(l.text)).toBe(l.llama_cpp_detok);
+          // decoded after BOS, as generation prints it: llama.cpp's detokenized text (SentencePiece; for
+          // BPE llama.cpp's detokenizer also applies Hugging Face's space clean-up: the text itself here)
+          expect(tok.decode([tok.bosId, ...l.llama_cpp_ids]), JSON.stringify(l.text)).toBe(l.llama_cpp_detok ?? l.text);
         }
       } finally {
         await file.close();
@@ -208,19 +212,53 @@ describe('GGUF SentencePiece tokenization equals llama.cpp\'s', () => {
 });
 
 describe('GGUF files Rama does not run yet', () => {
-  const cases: [string, RegExp][] = [
-    ['llama3-bpe-tiny-f16', /tokenizer\.ggml\.model is "gpt2"/],
+  /** aidreams260K-f32.gguf with the string value of `key` (5 bytes, "llama") replaced by `value`. */
+  const patched = (bytes: Uint8Array<ArrayBuffer>, key: string, value: string): Uint8Array<ArrayBuffer> => {
+    const out = bytes.slice();
+    const at = Buffer.from(out.buffer).indexOf(key) + key.length + 4 + 8;
+    expect(Buffer.from(out.subarray(at, at + 5)).toString()).toBe('llama');
+    out.set(new TextEncoder().encode(value), at);
+    return out;
+  };
+  const cases: [string, string, RegExp][] = [
+    ['general.architecture', 'gemma', /architecture "gemma" is not supported \(only "llama" is\)/],
+    ['tokenizer.ggml.model', 'bertt', /tokenizer\.ggml\.model is "bertt": only "llama" \(sentencepiece\) and "gpt2"/],
   ];
-  for (const [fixture, message] of cases) {
-    it(`${fixture}: a FormatError naming what is missing`, async (ctx) => {
-      const model = sharedFile(`gguf/${fixture}.gguf`);
-      if (!model) return ctx.skip(missingMessage(`gguf/${fixture}.gguf`));
-      const e = await Llama.load({ model }).then(() => undefined, (err: unknown) => err);
+  for (const [key, value, message] of cases) {
+    it(`${key} "${value}": a FormatError naming it`, async (ctx) => {
+      const model = sharedFile('gguf/aidreams260K-f32.gguf');
+      if (!model) return ctx.skip(missingMessage('gguf/aidreams260K-f32.gguf'));
+      const bytes = patched(new Uint8Array(readFileSync(model)), key, value);
+      const e = await Llama.load({ model: new Blob([bytes]) }).then(() => undefined, (err: unknown) => err);
       expect(e).toBeInstanceOf(FormatError);
-      expect((e as Error).message).toContain(model);
+      expect((e as Error).message).toMatch(/^<blob>: /);
       expect((e as Error).message).toMatch(message);
     });
   }
+
+  it('a tensor type not supported yet (Q2_K), a missing or misshapen tensor, an extra one: FormatErrors naming it', async (ctx) => {
+    const model = sharedFile('gguf/aidreams260K-f32.gguf');
+    if (!model) return ctx.skip(missingMessage('gguf/aidreams260K-f32.gguf'));
+    const file = await openGGUF(model);
+    try {
+      const spec = ggufSpec(file.metadata, file.tensors, file.source);
+      const q2k = [...GGML_TYPES.values()].find((t) => t.name === 'Q2_K')!;
+      const withTensors = (f: (m: Map<string, GGUFTensorInfo>) => void) => {
+        const m = new Map(file.tensors);
+        f(m);
+        return { ...file, tensors: m };
+      };
+      const wq = file.tensors.get('blk.1.attn_q.weight')!;
+      expect(() => ggufWeightSource(withTensors((m) => m.set(wq.name, { ...wq, type: q2k })), spec)).toThrow(/tensor blk\.1\.attn_q\.weight is Q2_K, not supported yet/);
+      expect(() => ggufWeightSource(withTensors((m) => m.delete(wq.name)), spec)).toThrow(/has no tensor blk\.1\.attn_q\.weight/);
+      expect(() => ggufWeightSource(withTensors((m) => m.set(wq.name, { ...wq, ne: [32, 128] })), spec)).toThrow(/blk\.1\.attn_q\.weight has ne \[32, 128\], expected \[64, 64\]/);
+      expect(() => ggufWeightSource(withTensors((m) => m.set('blk.9.extra.weight', wq)), spec)).toThrow(/has tensor blk\.9\.extra\.weight, which a llama model does not use/);
+      expect(() => ggufSpec(file.metadata, new Map([...file.tensors, ['blk.0.attn_q.bias', wq]]), 'x.gguf')).toThrow(/x\.gguf: has blk\.0\.attn_q\.bias: biases are not supported yet/);
+      expect(() => ggufSpec(new Map([...file.metadata, ['llama.rope.scaling.type', 'linear']]), file.tensors, 'x.gguf')).toThrow(/llama\.rope\.scaling\.type = linear is not supported yet/);
+    } finally {
+      await file.close();
+    }
+  });
 
   it('a tokenizer given with a GGUF file is an ArgumentError (the file carries its own)', async (ctx) => {
     const model = sharedFile('gguf/aidreams260K-f32.gguf');

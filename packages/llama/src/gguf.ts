@@ -1,7 +1,8 @@
 /**
  * Opening a model file of either format: a GGUF file (found by its magic,
- * whatever its name) carries its model description, weights and tokenizer;
- * a llama2.c checkpoint needs a tokenizer.bin beside it.
+ * whatever its name) carries its model description, weights and tokenizer
+ * (SentencePiece, or Llama 3's byte-level BPE); a llama2.c checkpoint needs a
+ * tokenizer.bin beside it.
  */
 import {
   isGGUF, openCheckpoint, openModelSource, readGGUF, type CheckpointFormat, type GGUFFile, type ModelConfig,
@@ -81,16 +82,14 @@ export function ggufTokenizer(file: GGUFFile, spec: ModelSpec): Tokenizer {
   };
   const md = file.metadata;
   const model = md.get('tokenizer.ggml.model');
-  if (model !== 'llama') {
-    fail(`tokenizer.ggml.model is ${JSON.stringify(model)}: only "llama" (sentencepiece) vocabularies are supported yet` +
-      (model === 'gpt2' ? ' (BPE vocabularies such as Llama 3\'s are a later step)' : ''));
-  }
   const tokens = md.get('tokenizer.ggml.tokens') as string[];
   const n = tokens.length;
-  const scores = md.get('tokenizer.ggml.scores');
-  if (scores !== undefined && !(scores instanceof Float32Array && scores.length === n)) fail(`tokenizer.ggml.scores is not ${n} float32 values`);
   const types = md.get('tokenizer.ggml.token_type');
   if (types !== undefined && !(types instanceof Int32Array && types.length === n)) fail(`tokenizer.ggml.token_type is not ${n} int32 values`);
+  if (model === 'gpt2') return bpeTokenizer(file, spec, tokens, types as Int32Array | undefined);
+  if (model !== 'llama') fail(`tokenizer.ggml.model is ${JSON.stringify(model)}: only "llama" (sentencepiece) and "gpt2" (BPE, pre "llama-bpe") are supported yet`);
+  const scores = md.get('tokenizer.ggml.scores');
+  if (scores !== undefined && !(scores instanceof Float32Array && scores.length === n)) fail(`tokenizer.ggml.scores is not ${n} float32 values`);
   if (spec.bosId !== 1 || spec.eosId !== 2) fail(`BOS ${spec.bosId} and EOS ${spec.eosId}: only BOS 1 and EOS 2 are supported yet`);
   for (const [key, dflt] of [['tokenizer.ggml.add_bos_token', true], ['tokenizer.ggml.add_space_prefix', true]] as const) {
     const v = md.get(key) ?? dflt;
@@ -108,4 +107,25 @@ export function ggufTokenizer(file: GGUFFile, spec: ModelSpec): Tokenizer {
   }
   const pieces = tokens.map((t) => t.replace(SPM_SPACE, ' '));
   return Tokenizer.fromVocab(pieces, (scores as Float32Array | undefined) ?? new Float32Array(n), { source: file.source });
+}
+
+/**
+ * A `gpt2` (byte-level BPE) vocabulary with Llama 3's pre-tokenizer (`pre =
+ * llama-bpe`; other pre-tokenizers split text differently and are refused):
+ * BOS added, no EOS, as llama.cpp does for it.
+ */
+function bpeTokenizer(file: GGUFFile, spec: ModelSpec, tokens: string[], types: Int32Array | undefined): Tokenizer {
+  const fail = (msg: string): never => {
+    throw new FormatError(`${file.source}: ${msg}`);
+  };
+  const md = file.metadata;
+  const pre = md.get('tokenizer.ggml.pre');
+  if (pre !== 'llama-bpe') fail(`tokenizer.ggml.pre is ${JSON.stringify(pre)}: only "llama-bpe" (Llama 3) is supported yet for gpt2 vocabularies`);
+  const merges = md.get('tokenizer.ggml.merges');
+  if (!Array.isArray(merges) || (merges.length > 0 && typeof merges[0] !== 'string')) fail('has no tokenizer.ggml.merges (a list of strings)');
+  const bos = md.get('tokenizer.ggml.add_bos_token');
+  if (bos === false) fail('tokenizer.ggml.add_bos_token = false is not supported yet');
+  const eos = md.get('tokenizer.ggml.add_eos_token');
+  if (eos !== undefined && eos !== false) fail(`tokenizer.ggml.add_eos_token = ${String(eos)} is not supported yet`);
+  return Tokenizer.fromBPE(tokens, merges as string[], { source: file.source, bosId: spec.bosId, eosId: spec.eosId, types });
 }

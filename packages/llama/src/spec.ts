@@ -169,6 +169,11 @@ export function ggufSpec(metadata: ReadonlyMap<string, GGUFValue>, tensors: Read
   const bosId = special('bos_token_id', 1);
   const eosId = special('eos_token_id', 2);
   const stop = new Set([eosId]);
+  // llama.cpp also ends generation at these tokens by their text, even where no id names them.
+  for (const text of ['<|eot_id|>', '<|eom_id|>', '<|end_of_text|>']) {
+    const id = (tokens as string[]).indexOf(text);
+    if (id >= 0) stop.add(id);
+  }
   const eot = metadata.get('tokenizer.ggml.eot_token_id');
   if (typeof eot === 'number' && eot < vocabSize) stop.add(eot);
   const eom = metadata.get('tokenizer.ggml.eom_token_id');

@@ -153,3 +153,42 @@ describe('Tokenizer.fromVocab', () => {
     expectFormat(() => Tokenizer.fromVocab(['a', 'b'], [0, 0], { source: 'v', expectedVocabSize: 3 }), /^v has 2 tokens but the model expects 3/);
   });
 });
+
+describe('Tokenizer.fromBPE (byte-level BPE, Llama 3 pre-tokenizer)', () => {
+  // GPT-2's printable byte characters: bytes 0x21..0x7E, 0xA1..0xAC, 0xAE..0xFF map to themselves, the rest to U+0100...
+  const byteChars = (() => {
+    const out: string[] = [];
+    let next = 256;
+    for (let b = 0; b < 256; b++) {
+      const keep = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+      out.push(String.fromCharCode(keep ? b : next++));
+    }
+    return out;
+  })();
+  const tokens = [...byteChars, 'Ġt', 'he', 'Ġthe', 'll', 'Ġworld', '<|bos|>', '<|eos|>'];
+  const merges = ['Ġ t', 'h e', 'Ġt he', 'l l'];
+  const id = (t: string) => tokens.indexOf(t);
+  const types = Int32Array.from(tokens, (t) => (t.startsWith('<|') ? 3 : 1));
+  const tok = Tokenizer.fromBPE(tokens, merges, { bosId: id('<|bos|>'), eosId: id('<|eos|>'), types, source: 'bpe' });
+
+  it('splits as Llama 3, merges by rank, takes whole pre-tokens as they are, maps bytes', () => {
+    expect(tok.bosId).toBe(id('<|bos|>'));
+    // " the" merges Ġ t -> Ġt, then h e -> he, then Ġt he -> Ġthe; " world" is a whole token (no merges needed)
+    expect(tok.encode(' the world', { bos: false })).toEqual([id('Ġthe'), id('Ġworld')]);
+    expect(tok.encode('hell', { bos: true, eos: true })).toEqual([id('<|bos|>'), id('he'), id('ll'), id('<|eos|>')]);
+    // "'ll" is a contraction pre-token: "'" then "ll"; "\n" is byte 0x0A's character
+    expect(tok.encode("we'll\n", { bos: false })).toEqual([id('w'), id('e'), id("'"), id('ll'), id(byteChars[10])]);
+    expect(tok.encode('é', { bos: false })).toEqual([id(byteChars[0xc3]), id(byteChars[0xa9])]);
+  });
+
+  it('decodes bytes, control tokens to nothing, no dummy-prefix space dropped', () => {
+    const ids = tok.encode(' the é\n');
+    expect(tok.decode(ids)).toBe(' the é\n');
+    expect(tok.decodePiece(id('<|bos|>'), id('<|eos|>')).length).toBe(0);
+  });
+
+  it('a vocabulary without every byte, or with BOS outside it, is a FormatError', () => {
+    expectFormat(() => Tokenizer.fromBPE(['a'], [], { bosId: 0, eosId: 0, source: 'v' }), /^v: the byte-level vocabulary lacks the token/);
+    expectFormat(() => Tokenizer.fromBPE(tokens, merges, { bosId: tokens.length, eosId: 0, source: 'v' }), /BOS id \d+ is outside/);
+  });
+});

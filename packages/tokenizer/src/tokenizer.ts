@@ -1,6 +1,7 @@
 import { ArgumentError, FormatError, fmtBytes } from '@rama/core';
 import { openFileSource } from '@rama/core/node';
 import { TextStream } from './text-stream.js';
+import { BpeModel } from './bpe.js';
 
 /** llama2.c's fixed special ids (the sentencepiece export always puts them here). */
 export const BOS_ID = 1;
@@ -40,8 +41,9 @@ export interface EncodeOptions {
  * and printed text match its outputs.
  */
 export class Tokenizer {
-  readonly bosId = BOS_ID;
-  readonly eosId = EOS_ID;
+  /** BOS: 1 in llama2.c's vocabularies; a byte-level BPE vocabulary names its own. */
+  readonly bosId: number = BOS_ID;
+  readonly eosId: number = EOS_ID;
   readonly vocabSize: number;
   /** The header's max_token_length (llama2.c sizes its merge buffer from it). */
   readonly maxTokenLength: number;
@@ -54,8 +56,18 @@ export class Tokenizer {
   private readonly scores: Float32Array;
   /** Built on the first encode (llama2.c also sorts its vocab lazily), so decode-only users never pay for it. */
   private lookup?: EncodeTables;
+  /** Set for a byte-level BPE vocabulary (fromBPE): encode and decodePiece are its. */
+  private readonly bpe?: BpeModel;
 
-  private constructor(source: string, maxTokenLength: number, data: Uint8Array, offsets: Int32Array, scores: Float32Array) {
+  private constructor(
+    source: string, maxTokenLength: number, data: Uint8Array, offsets: Int32Array, scores: Float32Array,
+    bpe?: { model: BpeModel; bosId: number; eosId: number },
+  ) {
+    if (bpe) {
+      this.bpe = bpe.model;
+      this.bosId = bpe.bosId;
+      this.eosId = bpe.eosId;
+    }
     this.source = source;
     this.maxTokenLength = maxTokenLength;
     this.data = data;
@@ -169,6 +181,29 @@ export class Tokenizer {
   }
 
   /**
+   * A byte-level BPE vocabulary (a GGUF file's `tokenizer.ggml.model = gpt2`
+   * with `pre = llama-bpe`: Llama 3): tokens in byte-level form ("Ġ" for a
+   * space), merges as "left right" in rank order, llama.cpp's token types
+   * (3: control tokens print nothing), and its BOS and EOS ids. encode
+   * follows Llama 3's pre-tokenizer and BPE (see bpe.ts); there is no dummy
+   * prefix, and decodePiece gives a token's bytes whatever precedes it.
+   */
+  static fromBPE(
+    tokens: readonly string[], merges: readonly string[],
+    opts: TokenizerOptions & { bosId: number; eosId: number; types?: ArrayLike<number> },
+  ): Tokenizer {
+    const src = opts.source ?? '<vocab>';
+    if (tokens.length === 0) throw new FormatError(`${src}: contains no tokens`);
+    if (tokens.length > MAX_VOCAB_SIZE) throw new FormatError(`${src}: has more than ${fmtBytes(MAX_VOCAB_SIZE)} tokens, the most supported`);
+    for (const [what, id] of [['BOS', opts.bosId], ['EOS', opts.eosId]] as const) {
+      if (!(Number.isInteger(id) && id >= 0 && id < tokens.length)) throw new FormatError(`${src}: ${what} id ${id} is outside the ${tokens.length}-token vocabulary`);
+    }
+    const model = new BpeModel(tokens, merges, opts.types, src);
+    const base = Tokenizer.fromVocab(tokens, new Float32Array(tokens.length), opts);
+    return new Tokenizer(src, base.maxTokenLength, base.data, base.offsets, base.scores, { model, bosId: opts.bosId, eosId: opts.eosId });
+  }
+
+  /**
    * Reads and parses a tokenizer.bin (Node only; fs is imported lazily so
    * browsers can bundle this module). Only a regular file is read, and only
    * as many bytes as it had when opened: a FIFO, a directory or a device
@@ -210,6 +245,10 @@ export class Tokenizer {
    */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const { bos = true, eos = false } = opts;
+    if (this.bpe) {
+      const ids = this.bpe.encode(text);
+      return [...(bos ? [this.bosId] : []), ...ids, ...(eos ? [this.eosId] : [])];
+    }
     // A vocab of one or two tokens has no BOS (1) or EOS (2): refuse rather than emit an id it lacks.
     if (bos) this.requireSpecial(BOS_ID, 'BOS');
     if (eos) this.requireSpecial(EOS_ID, 'EOS');
@@ -253,6 +292,10 @@ export class Tokenizer {
    * at the first NUL, so `<0x00>` decodes to nothing.
    */
   decodePiece(prev: number, token: number): Uint8Array {
+    if (this.bpe) {
+      this.checkId(token);
+      return this.bpe.pieces[token];
+    }
     let p = this.piece(token);
     const nul = p.indexOf(0);
     if (nul >= 0) p = p.subarray(0, nul);
