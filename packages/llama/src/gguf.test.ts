@@ -12,14 +12,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { isCI, missingMessage, sharedFile } from '@rama/testkit';
+import { applyMutations, fuzzParams, isCI, missingMessage, sharedFile, type Mutation } from '@rama/testkit';
 import { CpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from '@rama/tensor-webgpu';
-import { ArgumentError, FormatError } from '@rama/core';
+import { ArgumentError, FormatError, RamaError } from '@rama/core';
 import { GGML_TYPES, openGGUF, type GGUFTensorInfo } from '@rama/checkpoint';
 import type { Backend } from '@rama/backend';
 import { Llama } from './index.js';
-import { ggufTokenizer } from './gguf.js';
+import { ggufTokenizer, openModel } from './gguf.js';
 import { ggufSpec } from './spec.js';
 import { ggufWeightSource } from './weights.js';
 
@@ -280,6 +280,45 @@ describe('GGUF files Rama does not run yet', () => {
       expect(llama.spec.normEps).toBe(Math.fround(1e-5));
     } finally {
       llama.dispose();
+    }
+  });
+});
+
+describe('fuzz: mutated GGUF models end in a RamaError or a model that opens whole', () => {
+  it('aidreams260K-q4_0.gguf and stories260K-q4_k_m.gguf, mutated: spec, weights (every tensor converted) and tokenizer', async (ctx) => {
+    const paths = ['gguf/aidreams260K-q4_0.gguf', 'gguf/stories260K-q4_k_m.gguf'].map((p) => sharedFile(p));
+    if (paths.some((p) => !p)) return ctx.skip(missingMessage('gguf/aidreams260K-q4_0.gguf'));
+    const bases = paths.map((p) => new Uint8Array(readFileSync(p!)));
+    // Mutations from a seeded LCG (fast-check is not a dependency of this package); RAMA_FUZZ_SEED/RUNS apply.
+    const { seed, numRuns } = fuzzParams(150);
+    let x = seed >>> 0;
+    const rand = (n: number) => ((x = (Math.imul(x, 1664525) + 1013904223) >>> 0) % n);
+    const hot = [8, 16, 24, 32, 40, 64, 100];
+    for (let run = 0; run < numRuns; run++) {
+      const b = rand(bases.length);
+      const muts: Mutation[] = Array.from({ length: 1 + rand(3) }, (): Mutation => {
+        switch (rand(5)) {
+          case 0: return { kind: 'truncate', at: rand(bases[b].length) };
+          case 1: return { kind: 'flip', at: rand(bases[b].length), mask: 1 + rand(255) };
+          case 2: return { kind: 'int32', at: rand(2) ? hot[rand(hot.length)] : rand(4096), value: [0, 1, -1, 2 ** 31 - 1, 1 << rand(31), rand(1 << 16)][rand(6)] };
+          case 3: return { kind: 'delete', at: rand(4096), count: 1 + rand(64) };
+          default: return { kind: 'insert', at: rand(4096), bytes: Uint8Array.from({ length: 1 + rand(16) }, () => rand(256)) };
+        }
+      });
+      const bytes = applyMutations(bases[b], muts);
+      try {
+        const m = await openModel(bytes);
+        try {
+          for (const name of m.weights.tensors.keys()) await m.weights.read(name);
+          m.tokenizer!.encode('Once upon a time');
+        } finally {
+          await m.close();
+        }
+      } catch (e) {
+        const what = `run ${run} (seed ${seed}): ${JSON.stringify(muts, (_, v) => (v instanceof Uint8Array ? [...v] : v))}`;
+        if (!(e instanceof RamaError)) throw new Error(`not a RamaError: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}; ${what}`, { cause: e });
+        expect(e.message, what).toMatch(/^<buffer>/);
+      }
     }
   });
 });

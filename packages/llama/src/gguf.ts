@@ -122,7 +122,7 @@ function bpeTokenizer(file: GGUFFile, spec: ModelSpec, tokens: string[], types: 
   const pre = md.get('tokenizer.ggml.pre');
   if (pre !== 'llama-bpe') fail(`tokenizer.ggml.pre is ${JSON.stringify(pre)}: only "llama-bpe" (Llama 3) is supported yet for gpt2 vocabularies`);
   const merges = md.get('tokenizer.ggml.merges');
-  if (!Array.isArray(merges) || (merges.length > 0 && typeof merges[0] !== 'string')) fail('has no tokenizer.ggml.merges (a list of strings)');
+  if (!Array.isArray(merges) || !merges.every((m) => typeof m === 'string')) fail('has no tokenizer.ggml.merges (a list of strings)');
   const bos = md.get('tokenizer.ggml.add_bos_token');
   if (bos === false) fail('tokenizer.ggml.add_bos_token = false is not supported yet');
   const eos = md.get('tokenizer.ggml.add_eos_token');

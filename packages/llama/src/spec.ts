@@ -158,7 +158,7 @@ export function ggufSpec(metadata: ReadonlyMap<string, GGUFValue>, tensors: Read
   if (maxContext < 1) fail('llama.context_length is 0');
 
   const tokens = metadata.get('tokenizer.ggml.tokens');
-  if (!Array.isArray(tokens) || tokens.length === 0 || typeof tokens[0] !== 'string') fail('has no tokenizer.ggml.tokens (a list of strings)');
+  if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every((t) => typeof t === 'string')) fail('has no tokenizer.ggml.tokens (a list of strings)');
   const vocabSize = (tokens as string[]).length;
 
   const special = (key: string, dflt: number): number => {
