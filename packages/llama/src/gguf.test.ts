@@ -175,6 +175,12 @@ async function checkLogits(fixture: string, model: string, refs: string, backend
           oursMax = Math.max(oursMax, ours);
           theirsMax = Math.max(theirsMax, theirs);
         }
+        // Greedy sequences outside F32 hang on near-ties (llama.cpp's own change with its KV cache type): reported, not required.
+        if (backend === 'cpu') {
+          let same = 0;
+          for (const r of readJsonl<Ref>(refs)) if (JSON.stringify(await greedy(llama, r.prompt_ids, r.gen_ids.length)) === JSON.stringify(r.gen_ids)) same++;
+          lines.push(`${fixture}: 48 greedy ids equal llama.cpp's for ${same} of ${readJsonl<Ref>(refs).length} prompts`);
+        }
         lines.push(`${fixture} (${typeof backend === 'string' ? backend : backend.name}): over all prompts ${oursMax.toExponential(3)}, llama.cpp's ${theirsMax.toExponential(3)}`);
         console.log(lines.join('\n'));
         // Over the file's prompts: at least as close as llama.cpp, with a small margin.
