@@ -349,6 +349,16 @@ class Reader {
     return this.decode(this.bytes(len), what);
   }
 
+  /** The next string, when its length and bytes are both in the window; else undefined (nothing consumed). */
+  private stringInWindow(what: string, i: number): string | undefined {
+    const at = this.pos - this.winStart;
+    if (at + 8 > this.win.length) return undefined;
+    const len = this.view.getBigUint64(at, true);
+    if (BigInt(at + 8) + len > BigInt(this.win.length)) return undefined;
+    this.pos += 8;
+    return this.decode(this.bytes(Number(len)), `${what}[${i}]`);
+  }
+
   private decode(b: Uint8Array, what: string): string {
     let ascii = b.length <= 64;
     for (let i = 0; ascii && i < b.length; i++) if (b[i] >= 0x80) ascii = false;
@@ -417,7 +427,11 @@ class Reader {
       return numeric.make(buf);
     }
     const out: GGUFValue[] = [];
-    for (let i = 0; i < count; i++) out.push(await this.value(et, `${what}[${i}]`, depth + 1));
+    for (let i = 0; i < count; i++) {
+      // Strings already in the window are read without an await (a vocabulary has 10^5 of them).
+      const s = et === T.STRING ? this.stringInWindow(what, i) : undefined;
+      out.push(s ?? (await this.value(et, `${what}[${i}]`, depth + 1)));
+    }
     return out as GGUFValue;
   }
 }
