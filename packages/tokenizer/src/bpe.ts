@@ -47,8 +47,8 @@ export class BpeModel {
     merges.forEach((m, rank) => {
       const sp = m.indexOf(' ', 1);
       if (sp < 0) throw new FormatError(`${source}: merge ${rank} (${JSON.stringify(m)}) is not two tokens separated by a space`);
-      const key = `${m.slice(0, sp)} ${m.slice(sp + 1)}`;
-      if (!this.ranks.has(key)) this.ranks.set(key, rank);
+      // "left right" is already the key merge() looks up
+      if (!this.ranks.has(m)) this.ranks.set(m, rank);
     });
     const enc = new TextEncoder();
     const empty = new Uint8Array(0);
