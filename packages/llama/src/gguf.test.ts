@@ -261,6 +261,10 @@ describe('GGUF files Rama does not run yet', () => {
       expect(() => ggufWeightSource(withTensors((m) => m.set('blk.9.extra.weight', wq)), spec)).toThrow(/has tensor blk\.9\.extra\.weight, which a llama model does not use/);
       expect(() => ggufSpec(file.metadata, new Map([...file.tensors, ['blk.0.attn_q.bias', wq]]), 'x.gguf')).toThrow(/x\.gguf: has blk\.0\.attn_q\.bias: biases are not supported yet/);
       expect(() => ggufSpec(new Map([...file.metadata, ['llama.rope.scaling.type', 'linear']]), file.tensors, 'x.gguf')).toThrow(/llama\.rope\.scaling\.type = linear is not supported yet/);
+      expect(() => ggufSpec(new Map([...file.metadata, ['llama.attention.key_length', 32]]), file.tensors, 'x.gguf')).toThrow(/key_length is 32, not the head size 16/);
+      expect(() => ggufSpec(new Map([...file.metadata, ['general.architecture', 'qwen2']]), file.tensors, 'x.gguf')).toThrow(/x\.gguf: architecture "qwen2" is not supported/);
+      expect(() => ggufSpec(new Map([...file.metadata].filter(([k]) => k !== 'llama.attention.layer_norm_rms_epsilon')), file.tensors, 'x.gguf')).toThrow(/has no llama\.attention\.layer_norm_rms_epsilon/);
+      expect(ggufSpec(new Map([...file.metadata, ['llama.rope.freq_base', 500000]]), file.tensors, 'x.gguf').rope.theta).toBe(500000);
     } finally {
       await file.close();
     }

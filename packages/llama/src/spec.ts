@@ -154,6 +154,10 @@ export function ggufSpec(metadata: ReadonlyMap<string, GGUFValue>, tensors: Read
   const headSize = dim / nHeads;
   const rotaryDims = int('llama.rope.dimension_count', headSize);
   if (rotaryDims !== headSize) fail(`llama.rope.dimension_count is ${rotaryDims}, the head size ${headSize}: partial rotary embedding is not supported yet`);
+  for (const k of ['llama.attention.key_length', 'llama.attention.value_length']) {
+    const v = metadata.get(k);
+    if (v !== undefined && v !== headSize) fail(`${k} is ${String(v)}, not the head size ${headSize}: not supported yet`);
+  }
   const maxContext = int('llama.context_length');
   if (maxContext < 1) fail('llama.context_length is 0');
 
