@@ -143,16 +143,24 @@ describe('stop strings', () => {
     }
   });
 
-  it('must be an array of non-empty strings', async (ctx) => {
+  it('must be a non-empty string or an array of them; one string is a list of one', async (ctx) => {
     const { model, tokenizer } = aidreams();
     if (!model || !tokenizer) return ctx.skip(MISSING);
     const llama = await Llama.load({ model, tokenizer });
     try {
-      for (const stop of ['\n', [''], ['a', 3], [null], {}, null]) {
-        expectArgumentError(() => llama.generate('x', { stop: stop as never }), /^generate: stop must be an array of non-empty strings/);
-        expectArgumentError(() => llama.chat('x', { stop: stop as never }), /^chat: stop must be an array of non-empty strings/);
+      for (const stop of ['', [''], ['a', 3], [null], {}, null, 7]) {
+        expectArgumentError(() => llama.generate('x', { stop: stop as never }), /^generate: stop must be a non-empty string or an array of them/);
+        expectArgumentError(() => llama.chat('x', { stop: stop as never }), /^chat: stop must be a non-empty string or an array of them/);
       }
       expect((await llama.generate('x', { stop: [], steps: 5 }).result()).reason).toBe('steps');
+      // A string is one stop string: the same text and reason as a list of it.
+      const free = await llama.generate('I dreamed of', { steps: 60, temperature: 0 }).result();
+      const cut = free.text.slice(free.text.length >> 1, (free.text.length >> 1) + 3);
+      const one = await llama.generate('I dreamed of', { steps: 60, temperature: 0, stop: cut }).result();
+      const list = await llama.generate('I dreamed of', { steps: 60, temperature: 0, stop: [cut] }).result();
+      expect(one.reason).toBe('stop');
+      expect(one.text).toBe(list.text);
+      expect(one.text.length).toBeLessThan(free.text.length);
     } finally {
       llama.dispose();
     }

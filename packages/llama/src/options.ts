@@ -44,11 +44,11 @@ export function checkString(what: string, name: string, value: unknown, optional
   if (typeof value !== 'string') throw new ArgumentError(`${what}: ${name} must be a string, got ${describe(value)}`);
 }
 
-/** An array of non-empty strings (stop strings). */
+/** A non-empty string or an array of them (stop strings, as OpenAI's `stop` takes either). */
 export function checkStringList(what: string, name: string, value: unknown): void {
-  if (value === undefined) return;
+  if (value === undefined || (typeof value === 'string' && value !== '')) return;
   if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || v === '')) {
-    throw new ArgumentError(`${what}: ${name} must be an array of non-empty strings, got ${describeList(value)}`);
+    throw new ArgumentError(`${what}: ${name} must be a non-empty string or an array of them, got ${describeList(value)}`);
   }
 }
 

@@ -28,7 +28,7 @@ export interface OutputOptions extends SamplerOptions {
    * carry '' meanwhile) and released once it cannot. Its tokens were
    * generated, so they stay in `result().tokens` and in the session's cache.
    */
-  stop?: readonly string[];
+  stop?: string | readonly string[];
   /** Attach each token's logits. */
   logits?: boolean;
   /** Attach each sampled token's `logprob` (log-softmax of the logits at temperature 1). Reads the logits back even when decoding greedily. */
@@ -327,7 +327,7 @@ export class Session {
       text: new TextStream(this.host.tokenizer),
       signal: opts.signal,
       withLogits: opts.logits ?? false,
-      stop: [...(opts.stop ?? [])],
+      stop: typeof opts.stop === 'string' ? [opts.stop] : [...(opts.stop ?? [])],
       logprobs: opts.logprobs ? { top: opts.topLogprobs ?? 0, tokenizer: this.host.tokenizer } : undefined,
       slot: this.slot,
       bosId: this.host.spec.bosId,
