@@ -3,6 +3,8 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Llama, type Generation, type Session } from '@rama/llama';
 import { sharedFile, missingMessage } from '@rama/testkit';
 
+export { prng } from '@rama/testkit';
+
 export const MODEL = 'models/aidreams260K.bin';
 export const TOKENIZER = 'models/tok512-aidreams.bin';
 
@@ -69,17 +71,6 @@ export function parseSse(text: string): { event: string; data: string }[] {
     });
 }
 
-/** A small deterministic PRNG (mulberry32), so random schedules can be replayed from their seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -151,3 +151,20 @@ export function comparableOutput(g: GenerateGolden, out: { tokens: number[]; tex
 export { specialPaths, releaseFifo, settleWithin, type SpecialPaths, type Outcome } from './special-files.js';
 export { fuzzParams, trackAllocations, AllocationLimitExceeded, type FuzzParams, type AllocationLog } from './fuzz.js';
 export { applyMutations, mutationsArb, lyingInt32, type Mutation, type MutationOptions } from './mutate.js';
+
+/**
+ * A small deterministic PRNG (mulberry32): numbers in [0, 1), so random
+ * schedules in tests can be replayed from their seed. (The conformance suite
+ * in @rama/backend/testing has its own copy: a published package cannot
+ * depend on this private one.)
+ */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
