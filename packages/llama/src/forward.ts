@@ -9,10 +9,21 @@ import type { RunState } from './state.js';
 import type { LlamaWeights } from './weights.js';
 
 /**
+ * Points of the pass where an inspection (see inspect.ts) records copies of
+ * what the model computes there. Without taps nothing extra is recorded.
+ */
+export interface ForwardTaps {
+  /** Layer `layer`'s q and k rows are rotated: what attention reads next. */
+  rotated?(step: Step, layer: number): void;
+  /** Layer `layer` is done: s.x holds the residual stream leaving it. */
+  layerEnd?(step: Step, layer: number): void;
+}
+
+/**
  * Runs the step's rows through the model; leaves the logits of the rows in
  * `wanted` (row indices of the step, in order) in s.logits[0..wanted.length).
  */
-export function forward(step: Step, c: ModelSpec, w: LlamaWeights, s: RunState, wanted: readonly number[]): void {
+export function forward(step: Step, c: ModelSpec, w: LlamaWeights, s: RunState, wanted: readonly number[], taps?: ForwardTaps): void {
   step.embed(s.x, w.tokenEmbedding, s.tokens);
 
   for (let l = 0; l < c.nLayers; l++) {
@@ -25,6 +36,7 @@ export function forward(step: Step, c: ModelSpec, w: LlamaWeights, s: RunState, 
     step.matmul(s.v, s.xb, layer.wv);
     step.rope(s.q, c.headSize, c.rope.theta);
     step.rope(s.k, c.headSize, c.rope.theta);
+    taps?.rotated?.(step, l);
     step.storeKV(s.keyCache, l, s.k);
     step.storeKV(s.valueCache, l, s.v);
     step.attention(s.xb, s.q, s.keyCache, s.valueCache, l, c.headSize);
@@ -38,6 +50,7 @@ export function forward(step: Step, c: ModelSpec, w: LlamaWeights, s: RunState, 
     step.swiglu(s.hb, s.hb, s.hb2);
     step.matmul(s.xb, s.hb, layer.w2);
     step.add(s.x, s.x, s.xb);
+    taps?.layerEnd?.(step, l);
   }
 
   // only the logits of each sequence's last row are needed
