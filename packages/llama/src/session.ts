@@ -13,6 +13,7 @@ import { checkBoolean, checkInteger, checkKnown, checkSignal, checkString, check
 import { TurnScheduler, type Turn } from './scheduler.js';
 import type { ModelSpec } from './spec.js';
 
+import type { JinjaChatTemplate, TemplateMessage } from './template.js';
 /** What generate and chat share besides sampling. */
 export interface OutputOptions extends SamplerOptions {
   /**
@@ -91,6 +92,8 @@ interface Conversation {
   system: string | undefined;
   turns: ChatTurn[];
 }
+  /** With a Jinja template: the reply's text, as the template renders it next turn. */
+  replyText?: string;
 
 /** What a session needs from its model. */
 export interface SessionHost {
@@ -206,6 +209,8 @@ export class Session {
       if (whole) {
         conv = { system: whole.system, turns: whole.history.map(([u, a]) => ({ message: u, reply: this.renderReply(a) })) };
         message = whole.message;
+    const jinja = this.host.spec.jinjaTemplate;
+    if (jinja) return this.run(() => this.jinjaTurn(jinja, whole ?? (messages as string), opts));
         this.conversation = conv;
         this.chatPending = [];
         const all = [...this.renderConversation(conv), ...this.renderTurn(message, conv.turns.length === 0 ? conv.system : undefined)];
@@ -262,6 +267,67 @@ export class Session {
   /** An earlier assistant message's tokens, as a reply the model gave (with its EOS). */
   private renderReply(content: string): number[] {
     const { tokenizer, spec } = this.host;
+  /**
+   * A chat turn with the model's Jinja template: the whole conversation is
+   * rendered and tokenized, and only what follows the longest prefix the KV
+   * cache already holds is read (a template that rewrites earlier turns
+   * re-reads from the first token that differs). The reply joins the
+   * conversation as its text, rendered by the template next turn.
+   */
+  private jinjaTurn(template: JinjaChatTemplate, input: string | ReturnType<typeof checkMessages>, opts: ChatOptions): LoopPlan {
+    const { tokenizer, spec, contextLength: context } = this.host;
+    let conv: Conversation;
+    let message: string;
+    if (typeof input === 'string') {
+      conv = this.conversation ?? { system: opts.system, turns: [] };
+      message = input;
+    } else {
+      conv = { system: input.system, turns: input.history.map(([u, a]) => ({ message: u, reply: [], replyText: a })) };
+      message = input.message;
+    }
+    const tokensOf = (turns: readonly ChatTurn[]): number[] => {
+      const msgs: TemplateMessage[] = conv.system !== undefined ? [{ role: 'system', content: conv.system }] : [];
+      for (const t of turns) msgs.push({ role: 'user', content: t.message }, { role: 'assistant', content: t.replyText ?? '' });
+      msgs.push({ role: 'user', content: message });
+      return template.encode(template.render(msgs), tokenizer, spec.bosId);
+    };
+    let all = tokensOf(conv.turns);
+    // Only a conversation that renders replaces the session's.
+    this.conversation = conv;
+    this.chatPending = [];
+    const reserve = Math.max(1, Math.min(opts.maxTokens ?? Infinity, Math.floor(context / 4)));
+    if ((opts.contextShift ?? true) && all.length + reserve > context) {
+      // Drop the oldest turns (the system prompt stays) until the conversation and room for a reply fit.
+      let drop = 0;
+      while (all.length + reserve > context && drop < conv.turns.length) all = tokensOf(conv.turns.slice(++drop));
+      conv.turns = conv.turns.slice(drop);
+    }
+    if (all.length >= context) {
+      throw new ArgumentError(`chat: the conversation is ${all.length} tokens in the model's chat template, too long for the context (${context})`);
+    }
+    // Positions whose KV entries already hold these very tokens are kept; at least one token is fed, to sample from.
+    let startPos = 0;
+    while (startPos < this.cache.length && startPos < all.length - 1 && this.cache[startPos] === all[startPos]) startPos++;
+    const feed = all.slice(startPos);
+    const max = opts.maxTokens;
+    const limit = max === undefined ? context : Math.min(context, all.length - 1 + max);
+    return {
+      ...this.common(opts),
+      feed,
+      startPos,
+      endPos: limit,
+      endReason: limit === context ? 'context' : 'steps',
+      echo: false,
+      stopAtEos: true,
+      onEnd: (_pos, last, reason, entered) => {
+        this.cache = [...this.cache.slice(0, startPos), ...entered];
+        // The last sampled token is part of the reply unless it ended the turn (EOS, end of turn).
+        const reply = [...entered.slice(feed.length), ...(reason === 'steps' || reason === 'stop' ? [last] : [])];
+        conv.turns.push({ message, reply, replyText: tokenizer.decode([all[all.length - 1], ...reply]) });
+      },
+    };
+  }
+
     return tokenizer.encode(spec.chatTemplate.assistantTurn(content), { bos: false, eos: spec.chatTemplate.eosPerReply });
   }
 

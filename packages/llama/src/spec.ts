@@ -6,7 +6,7 @@
  */
 import { ArgumentError, FormatError } from '@rama/core';
 import type { GGUFTensorInfo, GGUFValue, ModelConfig } from '@rama/checkpoint';
-import { LLAMA2_CHAT, type ChatTemplate } from './template.js';
+import { LLAMA2_CHAT, jinjaChatTemplate, type ChatTemplate, type JinjaChatTemplate, type SpecialToken } from './template.js';
 
 /** Rotary position embedding. */
 export interface RopeSpec {
@@ -50,13 +50,12 @@ export interface ModelSpec {
   eosId: number;
   /** Sampled ids that end a chat reply (EOS and any end-of-turn token). */
   stopIds: readonly number[];
+  /** Llama 2's turn-by-turn template, used by chat when the model has no Jinja template. */
   chatTemplate: ChatTemplate;
-  /**
-   * The model's own chat template (a GGUF file's `tokenizer.chat_template`,
-   * Jinja), kept for when templates are rendered; `chatTemplate` is Llama 2's
-   * until then.
-   */
+  /** The model's own chat template's text (a GGUF file's `tokenizer.chat_template`, Jinja). */
   chatTemplateSource?: string;
+  /** That template, compiled: when present, chat renders the whole conversation with it. */
+  jinjaTemplate?: JinjaChatTemplate;
 }
 
 /** llama2.c's model: its header's dimensions, and the constants run.c hard-codes. */
@@ -174,7 +173,7 @@ export function ggufSpec(metadata: ReadonlyMap<string, GGUFValue>, tensors: Read
   const eosId = special('eos_token_id', 2);
   const stop = new Set([eosId]);
   // llama.cpp also ends generation at these tokens by their text, even where no id names them.
-  for (const text of ['<|eot_id|>', '<|eom_id|>', '<|end_of_text|>']) {
+  for (const text of EOG_TEXTS) {
     const id = (tokens as string[]).indexOf(text);
     if (id >= 0) stop.add(id);
   }
@@ -184,6 +183,17 @@ export function ggufSpec(metadata: ReadonlyMap<string, GGUFValue>, tensors: Read
   if (typeof eom === 'number' && eom < vocabSize) stop.add(eom);
 
   const template = metadata.get('tokenizer.chat_template');
+  let jinjaTemplate: JinjaChatTemplate | undefined;
+  if (template !== undefined) {
+    if (typeof template !== 'string') fail('tokenizer.chat_template is not a string');
+    const types = metadata.get('tokenizer.ggml.token_type');
+    jinjaTemplate = jinjaChatTemplate(template as string, {
+      origin: source,
+      bosToken: (tokens as string[])[bosId],
+      eosToken: (tokens as string[])[eosId],
+      specials: specialTokens(tokens as string[], types instanceof Int32Array ? types : undefined, [bosId, eosId]),
+    });
+  }
   return {
     architecture: 'llama',
     dim,
@@ -204,6 +214,19 @@ export function ggufSpec(metadata: ReadonlyMap<string, GGUFValue>, tensors: Read
     eosId,
     stopIds: [...stop],
     chatTemplate: LLAMA2_CHAT,
-    ...(typeof template === 'string' ? { chatTemplateSource: template } : {}),
+    ...(jinjaTemplate ? { chatTemplateSource: template as string, jinjaTemplate } : {}),
   };
+}
+
+/** Token texts llama.cpp treats as end of generation wherever they are in a vocabulary. */
+const EOG_TEXTS = ['<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|im_end|>', '<|end|>', '<end_of_turn>', '<|endoftext|>'];
+
+/** llama.cpp's token types whose text a chat prompt's tokenization reads as the token: unknown, control, user-defined. */
+const SPECIAL_TYPES = new Set([2, 3, 4]);
+
+/** The tokens whose text stands for them in a rendered chat template (BOS and EOS always). */
+export function specialTokens(tokens: readonly string[], types: ArrayLike<number> | undefined, always: readonly number[]): SpecialToken[] {
+  const ids = new Set(always);
+  if (types) for (let i = 0; i < tokens.length; i++) if (SPECIAL_TYPES.has(types[i])) ids.add(i);
+  return [...ids].map((id) => ({ text: tokens[id], id }));
 }

@@ -2,8 +2,12 @@
  * Chat templates: how a conversation's turns become the text a model was
  * trained on. The session renders turn by turn (each turn is appended to the
  * KV cache), so a template says how one user turn reads, and whether it starts
- * with BOS.
+ * with BOS. A model with its own Jinja template (JinjaChatTemplate, below)
+ * is instead rendered whole each turn.
  */
+import { Template } from '@huggingface/jinja';
+import { FormatError } from '@rama/core';
+import type { Tokenizer } from '@rama/tokenizer';
 
 export interface ChatTemplate {
   /** A name for errors and logs. */
@@ -42,3 +46,120 @@ export const LLAMA2_CHAT: ChatTemplate = {
   userTurn: (message, system) =>
     system ? `[INST] <<SYS>>\n${system}\n<</SYS>>\n\n${message} [/INST]` : `[INST] ${message} [/INST]`,
 };
+
+/** A message as a Jinja chat template reads it. */
+export interface TemplateMessage {
+  role: string;
+  content: string;
+}
+
+/** A token whose text in a rendered template stands for the token itself (llama.cpp's parse_special). */
+export interface SpecialToken {
+  text: string;
+  id: number;
+}
+
+/**
+ * A model's own chat template (Hugging Face's `chat_template`, Jinja): the
+ * whole conversation is rendered each turn, as transformers and llama.cpp
+ * do, and the session reads only the tokens its cache does not already hold.
+ */
+export interface JinjaChatTemplate {
+  readonly name: 'jinja';
+  /** The template's text. */
+  readonly source: string;
+  /** The model file it came from, for errors. */
+  readonly origin: string;
+  readonly bosToken: string;
+  readonly eosToken: string;
+  /**
+   * The conversation's text up to where the assistant's reply begins
+   * (`add_generation_prompt: true`). A template that fails (its own
+   * `raise_exception` included) is a FormatError naming the model file.
+   */
+  render(messages: readonly TemplateMessage[]): string;
+  /**
+   * The rendering's token ids, as llama.cpp tokenizes a chat prompt: the
+   * text of a special token (BOS, EOS, control and user-defined tokens, such
+   * as `<|eot_id|>` or `<|im_start|>`) is that token, longest first, the text
+   * between is encoded as plain text (each piece with sentencepiece's dummy
+   * prefix, as after a special token in llama.cpp), and the result starts with
+   * BOS (the template's own, else one is added).
+   */
+  encode(text: string, tokenizer: Pick<Tokenizer, 'encode'>, bosId: number): number[];
+}
+
+/**
+ * Compiles a Jinja chat template. A template that does not parse is a
+ * FormatError naming `origin` (the model file). Special tokens are matched
+ * longest first, as llama.cpp does.
+ */
+export function jinjaChatTemplate(
+  source: string,
+  opts: { origin: string; bosToken: string; eosToken: string; specials: readonly SpecialToken[] },
+): JinjaChatTemplate {
+  const { origin, bosToken, eosToken } = opts;
+  let compiled: Template;
+  try {
+    compiled = new Template(source);
+  } catch (e) {
+    throw new FormatError(`${origin}: its chat template (tokenizer.chat_template) does not parse: ${(e as Error).message}`);
+  }
+  const specials = opts.specials.filter((s) => s.text.length > 0).sort((a, b) => b.text.length - a.text.length);
+  return {
+    name: 'jinja',
+    source,
+    origin,
+    bosToken,
+    eosToken,
+    render(messages) {
+      try {
+        return compiled.render({
+          messages: messages.map((m) => ({ role: m.role, content: m.content })),
+          add_generation_prompt: true,
+          bos_token: bosToken,
+          eos_token: eosToken,
+        });
+      } catch (e) {
+        throw new FormatError(`${origin}: its chat template (tokenizer.chat_template) failed to render: ${(e as Error).message}`);
+      }
+    },
+    encode(text, tokenizer, bosId) {
+      const ids: number[] = [];
+      for (const part of splitSpecial(text, specials)) {
+        if (typeof part === 'number') ids.push(part);
+        else ids.push(...tokenizer.encode(part, { bos: false, eos: false }));
+      }
+      if (ids[0] !== bosId) ids.unshift(bosId);
+      return ids;
+    },
+  };
+}
+
+/**
+ * Splits text into plain-text pieces and special token ids: each special
+ * token in turn, longest first, is cut out of the pieces left (llama.cpp's
+ * tokenizer_st_partition).
+ */
+export function splitSpecial(text: string, specials: readonly SpecialToken[]): (string | number)[] {
+  let parts: (string | number)[] = [text];
+  for (const s of specials) {
+    if (!text.includes(s.text)) continue;
+    const next: (string | number)[] = [];
+    for (const p of parts) {
+      if (typeof p === 'number') {
+        next.push(p);
+        continue;
+      }
+      let at = 0;
+      for (let j = p.indexOf(s.text); j >= 0; j = p.indexOf(s.text, at)) {
+        if (j > at) next.push(p.slice(at, j));
+        next.push(s.id);
+        at = j + s.text.length;
+      }
+      if (at < p.length) next.push(p.slice(at));
+    }
+    parts = next;
+  }
+  return parts;
+}
