@@ -2,12 +2,23 @@
  * Plain TypeScript kernels: the readable reference for every op, written as
  * llama2.c's run.c writes them (f32 results, same loop order where it decides
  * the result). Each works on one row; the backend loops over a step's rows.
+ *
+ * `f32(...)` (Math.fround) rounds to float32 wherever C would hold a float:
+ * JavaScript computes in float64, and without these roundings the logits
+ * would drift from llama2.c's in the last bits, and a greedy choice between
+ * two near-equal logits could flip. The math of each op: docs/guide/.
  */
 import { softmax } from '@rama/core';
 
 const f32 = Math.fround;
 
-/** o = weight * (x / sqrt(mean(x^2) + eps)) */
+// #region rmsnorm
+/**
+ * RMSNorm: o = weight * (x / sqrt(mean(x^2) + eps)), n values.
+ * Unlike LayerNorm it does not subtract the mean: scaling alone keeps the
+ * activations in range, for one pass fewer. eps (1e-5) keeps a zero row
+ * finite. (docs/guide/rmsnorm.md)
+ */
 export function rmsnorm(o: Float32Array, oOff: number, x: Float32Array, xOff: number, weight: Float32Array, n: number, eps: number): void {
   let ss = 0;
   for (let j = 0; j < n; j++) ss = f32(ss + f32(x[xOff + j] * x[xOff + j]));
@@ -15,8 +26,16 @@ export function rmsnorm(o: Float32Array, oOff: number, x: Float32Array, xOff: nu
   const inv = f32(1 / f32(Math.sqrt(ss)));
   for (let j = 0; j < n; j++) o[oOff + j] = weight[j] * f32(inv * x[xOff + j]);
 }
+// #endregion rmsnorm
 
-/** out[i] = sum_j w[i, j] * x[j] for a [d, n] matrix (accumulated in f64, rounded once). */
+// #region matmul
+/**
+ * out[i] = sum_j w[i, j] * x[j] for a [d, n] matrix, row-major: W x, one dot
+ * product per output. Almost all of a token's arithmetic, and all of its
+ * weight reads, are here (docs/guide/batching.md). Accumulated in f64 and
+ * rounded once: run.c's -O3 sum order is not reproducible from JavaScript,
+ * and the f64 sum is closer to the exact one than any f32 order.
+ */
 export function matmulF32(out: Float32Array, outOff: number, x: Float32Array, xOff: number, w: Float32Array, n: number, d: number): void {
   for (let i = 0; i < d; i++) {
     const row = i * n;
@@ -25,8 +44,17 @@ export function matmulF32(out: Float32Array, outOff: number, x: Float32Array, xO
     out[outOff + i] = val;
   }
 }
+// #endregion matmul
 
-/** RoPE on one row of `dim` values at position `pos`, head by head. */
+// #region rope
+/**
+ * RoPE on one row of `dim` values at position `pos`, head by head: the pair
+ * (x[i], x[i+1]) turns by the angle pos * theta^(-j/headSize), j = i mod
+ * headSize (even), so pair i/2 of a head turns at frequency theta^(-2i'/headSize).
+ * Early pairs turn fast (they tell near positions apart), late ones slowly
+ * (far ones). Rotation keeps lengths; q.k of two rotated vectors depends on
+ * pos_q - pos_k only. (docs/guide/rope.md)
+ */
 export function rope(x: Float32Array, off: number, dim: number, headSize: number, pos: number, theta: number): void {
   for (let i = 0; i < dim; i += 2) {
     const headDim = i % headSize;
@@ -40,10 +68,19 @@ export function rope(x: Float32Array, off: number, dim: number, headSize: number
     x[off + i + 1] = f32(v0 * fci) + f32(v1 * fcr);
   }
 }
+// #endregion rope
 
+// #region attention
 /**
  * Attention of one query row over positions 0..last of one layer's cache.
- * `att` is scratch of at least last+1 floats.
+ * `att` is scratch of at least last+1 floats. Per query head h:
+ *   score_t = q_h . k_t / sqrt(headSize), t = 0..last (the causal mask:
+ *     positions after `last` are never read, as if their score were -inf);
+ *   a = softmax(score); out_h = sum_t a_t v_t.
+ * Dividing by sqrt(headSize) keeps the scores' spread near 1 whatever the
+ * head size (a sum of headSize products grows like sqrt(headSize)), so
+ * softmax does not saturate into one-hot. Grouped-query attention: query head
+ * h reads key/value head floor(h / (nHeads / nKvHeads)). (docs/guide/attention.md)
  */
 export function attention(
   out: Float32Array, outOff: number, q: Float32Array, qOff: number,
@@ -72,15 +109,23 @@ export function attention(
     }
   }
 }
+// #endregion attention
 
-/** out = silu(gate) * up */
+// #region swiglu
+/**
+ * SwiGLU's gate: out = silu(gate) * up, silu(g) = g * sigmoid(g) = g / (1 + e^-g).
+ * A smooth gate: near 0 it passes little of `up`, for large g almost all.
+ * (docs/guide/swiglu.md)
+ */
 export function swiglu(out: Float32Array, gate: Float32Array, up: Float32Array, off: number, n: number): void {
   for (let i = off; i < off + n; i++) {
     const g = gate[i];
     out[i] = f32(g * f32(1 / f32(1 + f32(Math.exp(-g))))) * up[i];
   }
 }
+// #endregion swiglu
 
+/** The residual connection: out = a + b, element by element (docs/guide/residual.md). */
 export function add(out: Float32Array, a: Float32Array, b: Float32Array, off: number, n: number): void {
   for (let i = off; i < off + n; i++) out[i] = a[i] + b[i];
 }
