@@ -3,6 +3,13 @@
  * llama2.c's sample() step for step in f32 arithmetic, so the same seed gives
  * the same tokens. Top-k, min-p and a repetition penalty are extra filters,
  * off by default; when one is on, the general path below is used instead.
+ *
+ * The model gives logits l (one per vocabulary entry); p = softmax(l / T).
+ * T < 1 sharpens p toward the top token, T > 1 flattens it, T = 0 is argmax.
+ * The filters then cut the long tail of unlikely tokens, where most bad
+ * continuations are: top-k keeps the k likeliest, top-p the smallest set whose
+ * mass exceeds p, min-p those at least min-p times as likely as the top one.
+ * (docs/guide/sampling.md)
  */
 import { ArgumentError, NumericError, softmax } from '@rama/core';
 import { Rng } from './rng.js';
@@ -91,6 +98,7 @@ function sampleMultinomial(probs: Float32Array, n: number, coin: number): number
   return n - 1;
 }
 
+/** Picks next tokens for one sequence: its options, and its own RNG (seeded, so a run can be replayed). */
 export class Sampler {
   readonly temperature: number;
   readonly topp: number;
@@ -120,6 +128,7 @@ export class Sampler {
   }
 
   /** Samples the next token. Mutates `logits` (as llama2.c does). `history` feeds the repetition penalty. */
+  // #region sample
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
     const n = this.vocabSize;
     checkFinite(logits, n);
@@ -137,6 +146,7 @@ export class Sampler {
     if (this.topp <= 0 || this.topp >= 1) return sampleMultinomial(logits, n, coin);
     return this.sampleTopp(logits, coin);
   }
+  // #endregion sample
 
   /** llama.cpp's penalty: positive logits are divided, negative ones multiplied. */
   private penalize(logits: Float32Array, history: ArrayLike<number>): void {
@@ -159,7 +169,11 @@ export class Sampler {
     return view;
   }
 
-  /** llama2.c's sample_topp. */
+  // #region topp
+  /**
+   * llama2.c's sample_topp: sort by probability, keep the shortest prefix
+   * whose sum exceeds topp (the nucleus), draw within it in proportion.
+   */
   private sampleTopp(probs: Float32Array, coin: number): number {
     const n = this.vocabSize;
     const topp = f32(this.topp);
@@ -185,6 +199,7 @@ export class Sampler {
     }
     return order[last];
   }
+  // #endregion topp
 
   /** Top-k, then min-p, then top-p over the sorted candidates; samples in proportion to what is kept. */
   private sampleFiltered(probs: Float32Array, coin: number): number {
