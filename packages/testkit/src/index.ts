@@ -168,3 +168,4 @@ export function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+export { startFakeHub, type FakeHub, type FakeHubRepo, type FakeHubRequest, type CdnBehaviour } from './fake-hub.js';
