@@ -44,6 +44,18 @@ export interface Backend {
    * model against it before loading.
    */
   readonly memoryLimit?: number;
+  /**
+   * The most bytes one tensor (or one TensorDesc.colocate group) may take,
+   * where the backend has such a limit (one WebAssembly memory of the CPU
+   * backend, 4 GiB at most); @rama/llama checks a model against it too.
+   */
+  readonly maxTensorBytes?: number;
+  /**
+   * Why this backend runs below what the machine offers, when it does, in
+   * words a site owner can act on (e.g. the CPU backend on one thread because
+   * the page is not cross-origin isolated); undefined otherwise.
+   */
+  readonly notice?: string;
 
   /**
    * Whether this backend stores tensors of a registered element type (see

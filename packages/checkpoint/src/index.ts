@@ -17,6 +17,7 @@ export {
 } from './gguf.js';
 export type { GGUFFile, GGUFTensorInfo, GGUFValue, GGMLType, OpenGGUFOptions } from './gguf.js';
 export { ggmlToF32, ggmlToQ80, q80GroupSizeOf, convertsToF32, f16At } from './gguf-convert.js';
+export { openGGUFSplits, joinSplits, ggufSplitPaths, type GGUFSource } from './gguf-split.js';
 
 /** A Q8_0 tensor as separate arrays: int8 values row-major and one f32 scale per group. */
 export interface Q80Data {

@@ -5,7 +5,8 @@
  * tokenizer.bin beside it.
  */
 import {
-  isGGUF, openCheckpoint, openModelSource, readGGUF, type CheckpointFormat, type GGUFFile, type ModelConfig,
+  ggufSplitPaths, isGGUF, joinSplits, openCheckpoint, openGGUFSplits, openModelSource, readGGUF,
+  type CheckpointFormat, type GGUFFile, type GGUFSource, type ModelConfig,
 } from '@rama/checkpoint';
 import { FormatError } from '@rama/core';
 import { Tokenizer } from '@rama/tokenizer';
@@ -26,16 +27,23 @@ export interface OpenedModel {
   close(): Promise<void>;
 }
 
-/** Opens a llama2.c checkpoint or a GGUF file (by its first four bytes). */
-export async function openModel(source: string | Blob | ArrayBuffer | Uint8Array): Promise<OpenedModel> {
-  const { src, name } = await openModelSource(source, { what: 'model' });
+/**
+ * Opens a llama2.c checkpoint or a GGUF file (by its first four bytes). An
+ * array is the splits of one GGUF model (gguf-split's files, in any order);
+ * a path named like a split (`model-00001-of-00003.gguf`) opens its siblings
+ * by name too.
+ */
+export async function openModel(source: GGUFSource | readonly GGUFSource[]): Promise<OpenedModel> {
+  if (Array.isArray(source)) return ggufModel(await openGGUFSplits(source));
+  const single = source as GGUFSource;
+  const { src, name } = await openModelSource(single, { what: 'model' });
   let gguf: GGUFFile;
   try {
     const head = new Uint8Array(Math.min(4, src.size));
     await src.readAt(head, 0);
     if (!isGGUF(head)) {
       await src.close();
-      const ckpt = await openCheckpoint(source);
+      const ckpt = await openCheckpoint(single);
       return {
         format: ckpt.format,
         spec: llama2cSpec(ckpt.config),
@@ -50,6 +58,47 @@ export async function openModel(source: string | Blob | ArrayBuffer | Uint8Array
     await src.close().catch(() => {});
     throw e;
   }
+  const siblings = typeof single === 'string' ? ggufSplitPaths(single) : undefined;
+  if (siblings && siblings.length > 1) {
+    // The given split stays open; the others are opened by their names.
+    try {
+      const others = siblings.filter((p) => p !== single);
+      const opened: GGUFFile[] = [gguf];
+      try {
+        for (const p of others) opened.push(await readGGUFPath(p));
+      } catch (e) {
+        await Promise.all(opened.slice(1).map((f) => f.close().catch(() => {})));
+        throw e;
+      }
+      gguf = joinSplits(opened);
+    } catch (e) {
+      await gguf.close().catch(() => {});
+      throw e;
+    }
+  } else {
+    try {
+      gguf = joinSplits([gguf]);
+    } catch (e) {
+      await gguf.close().catch(() => {});
+      throw e;
+    }
+  }
+  return ggufModel(gguf);
+}
+
+async function readGGUFPath(path: string): Promise<GGUFFile> {
+  const { src, name } = await openModelSource(path, { what: 'GGUF split' });
+  try {
+    return await readGGUF(src, name);
+  } catch (e) {
+    await src.close().catch(() => {});
+    throw e;
+  }
+}
+
+/** A GGUF model's spec, weights and tokenizer; closes the file when they cannot be made. */
+async function ggufModel(gguf: GGUFFile): Promise<OpenedModel> {
+  const name = gguf.source;
   try {
     const spec = ggufSpec(gguf.metadata, gguf.tensors, name);
     const weights = ggufWeightSource(gguf, spec);

@@ -24,8 +24,11 @@ export type { ChatMessage, ChatOptions, GenerateOptions, OutputOptions } from '.
 export type ModelSource = string | Blob | ArrayBuffer | Uint8Array;
 
 export interface LoadOptions {
-  /** A llama2.c checkpoint or a GGUF file (told apart by its first bytes): a path (Node), a Blob/File, or its bytes. */
-  model: ModelSource;
+  /**
+   * A llama2.c checkpoint or a GGUF file (told apart by its first bytes): a path (Node), a Blob/File, or its bytes.
+   * An array: the splits of one GGUF model (gguf-split); a path named `*-00001-of-00003.gguf` opens its siblings too.
+   */
+  model: ModelSource | readonly ModelSource[];
   /** A llama2.c checkpoint's tokenizer.bin, in the same forms. Required for a checkpoint; not allowed with a GGUF file, which carries its own. */
   tokenizer?: ModelSource;
   /** "cpu" (default), "webgpu", "auto" (WebGPU when an adapter exists, else CPU), or a Backend instance. */
@@ -241,8 +244,9 @@ export class Llama {
 function checkLoadOptions(opts: LoadOptions): void {
   const o = checkKnown('Llama.load', opts, LOAD_OPTIONS);
   if (opts === undefined || o.model === undefined) throw new ArgumentError('Llama.load: the "model" option is required');
-  for (const name of ['model', 'tokenizer'] as const) {
-    const v = o[name];
+  if (Array.isArray(o.model) && o.model.length === 0) throw new ArgumentError('Llama.load: model is an empty array (expected the GGUF splits of one model)');
+  const sources: [string, unknown][] = Array.isArray(o.model) ? o.model.map((m, i) => [`model[${i}]`, m]) : [['model', o.model]];
+  for (const [name, v] of [...sources, ['tokenizer', o.tokenizer]]) {
     if (name === 'tokenizer' && v === undefined) continue;
     const ok = typeof v === 'string' || v instanceof Uint8Array || v instanceof ArrayBuffer || (typeof Blob !== 'undefined' && v instanceof Blob);
     if (!ok) throw new ArgumentError(`Llama.load: ${name} must be a path, a Blob, an ArrayBuffer or a Uint8Array, got ${describe(v)}`);

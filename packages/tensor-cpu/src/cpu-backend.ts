@@ -1,5 +1,7 @@
 import { ArgumentError, type BackendOptions } from '@rama/backend';
 import { ScalarCpuBackend } from './scalar-backend.js';
+import { inBrowser, isolationNotice, onBrowserMainThread, probeBlobWorkers, wasmBlockedNotice } from './wasm/isolation.js';
+import { hardwareThreads, sharedMemoryAvailable } from './wasm/runtime.js';
 import { WasmCpuBackend } from './wasm-backend.js';
 
 export interface CpuBackendOptions extends BackendOptions {
@@ -23,6 +25,28 @@ export const CpuBackend = {
     const { kernels = 'wasm', ...rest } = opts;
     if (kernels === 'scalar') return new ScalarCpuBackend(rest);
     if (kernels !== 'wasm') throw new ArgumentError(`kernels must be "wasm" or "scalar", got ${JSON.stringify(kernels)}`);
-    return WasmCpuBackend.create(rest);
+    // In a browser, what threads need (cross-origin isolation, a CSP that allows blob: workers) is checked
+    // first: when it is missing the backend runs on one thread and says why, instead of failing.
+    let notice: string | undefined;
+    let threads = rest.threads;
+    if (inBrowser()) {
+      const wanted = threads ?? (onBrowserMainThread() ? 1 : await hardwareThreads());
+      if (wanted > 1 && !sharedMemoryAvailable()) notice = isolationNotice();
+      else if (wanted > 1) {
+        notice = await probeBlobWorkers();
+        if (notice) threads = 1;
+      }
+    }
+    let backend: WasmCpuBackend | ScalarCpuBackend;
+    try {
+      backend = await WasmCpuBackend.create({ ...rest, threads });
+    } catch (e) {
+      const blocked = inBrowser() ? wasmBlockedNotice(e) : undefined;
+      if (!blocked) throw e;
+      backend = new ScalarCpuBackend({ maxRows: rest.maxRows });
+      notice = blocked;
+    }
+    if (notice) Object.defineProperty(backend, 'notice', { value: notice, enumerable: true });
+    return backend;
   },
 };

@@ -17,6 +17,16 @@ import {
 export type { BackendInfo, LoadProgress, ModelInfo } from './protocol.js';
 export { serve, type Endpoint } from './serve.js';
 
+/**
+ * The engine worker did not start (a Content Security Policy that blocks it,
+ * no module workers, the script missing): the page can run the model in
+ * itself instead (`Llama.load`). Its message says what to change.
+ */
+export class WorkerStartError extends BackendError {
+  // Spelt out: a minifier renames the class, and with it what RamaError reads as the name.
+  override name = 'WorkerStartError';
+}
+
 /** The worker's end as the page sees it: a Worker, or any MessagePort-like object. */
 export interface WorkerLike {
   postMessage(message: unknown, transfer: Transferable[]): void;
@@ -424,10 +434,10 @@ async function startWorker(which: WorkerLoadOptions['worker']): Promise<{ worker
 }
 
 /** Why the worker did not start, in words a site owner can act on. */
-function workerStartError(url: string | undefined, violations: string[], cause: unknown): BackendError {
+function workerStartError(url: string | undefined, violations: string[], cause: unknown): WorkerStartError {
   const what = `cannot start the engine worker${url ? ` (${url})` : ''}`;
   if (violations.length) {
-    return new BackendError(
+    return new WorkerStartError(
       `${what}: the page's Content Security Policy blocks it: ${violations.join('; ')}. ` +
         `Allow the worker script in \`worker-src\` (e.g. \`worker-src 'self'\`; without worker-src, script-src applies), ` +
         `and \`script-src 'wasm-unsafe-eval'\` for the CPU backend`,
@@ -435,7 +445,7 @@ function workerStartError(url: string | undefined, violations: string[], cause: 
     );
   }
   const said = cause instanceof Error && !/^the engine worker failed$/.test(cause.message) ? ` (${cause.message})` : '';
-  return new BackendError(
+  return new WorkerStartError(
     `${what}: the browser refused it or it failed to load${said}. Usual causes: a Content Security Policy whose \`worker-src\` ` +
       `(or \`script-src\`) does not allow the script, a browser without module workers, or the script missing at that URL`,
     { cause },

@@ -85,8 +85,17 @@ export interface WireError {
   stack?: string;
 }
 
+/** Rama's error classes by their names, subclasses first: a minifier may rename the classes, so `name` is not trusted. */
+const CLASSES: [string, new (...args: never[]) => Error][] = [
+  ['FormatError', FormatError], ['ArgumentError', ArgumentError], ['BackendError', BackendError], ['NumericError', NumericError],
+  ['AbortError', AbortError], ['RamaError', RamaError],
+];
+
 export function toWire(e: unknown): WireError {
-  if (e instanceof Error) return { name: e.name, message: e.message, code: (e as { code?: string }).code, stack: e.stack };
+  if (e instanceof Error) {
+    const name = CLASSES.find(([, c]) => e instanceof c)?.[0] ?? e.name;
+    return { name, message: e.message, code: (e as { code?: string }).code, stack: e.stack };
+  }
   return { name: 'Error', message: String(e) };
 }
 
@@ -108,6 +117,7 @@ export function fromWire(w: WireError): Error {
     e = new Error(w.message);
     e.name = w.name;
   }
+  e.name = w.name;
   // The worker's stack says where it was thrown; this side's would only show the message handler.
   if (w.stack) e.stack = w.stack;
   return e;

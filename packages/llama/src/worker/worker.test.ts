@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateGoldens, missingMessage, sharedFile } from '@rama/testkit';
 import { AbortError, ArgumentError, BackendError, FormatError, Llama } from '../index.js';
-import { createWorkerLlama, serve, type LoadProgress, type WorkerLike, type WorkerLlama } from './index.js';
+import { createWorkerLlama, serve, type LoadProgress, type WorkerLike, type WorkerLlama, WorkerStartError } from './index.js';
 
 const MODEL = 'models/aidreams260K.bin';
 const TOKENIZER = 'models/tok512-aidreams.bin';
@@ -238,7 +238,9 @@ describe('createWorkerLlama: a worker that does not start', () => {
     // A browser's error event for a refused worker script carries no message.
     setTimeout(() => target.dispatchEvent(new Event('error')), 10);
     const e = await createWorkerLlama({ model: new Uint8Array(8), tokenizer: new Uint8Array(8), worker: fake }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(WorkerStartError);
     expect(e).toBeInstanceOf(BackendError);
+    expect((e as Error).name).toBe('WorkerStartError');
     expect((e as Error).message).toMatch(/cannot start the engine worker: .*worker-src.*module workers/);
   });
 

@@ -10,6 +10,7 @@
  */
 import { BackendError } from '@rama/backend';
 import { KERNELS_SHARED_WASM, KERNELS_WASM } from '../generated/kernels.wasm.js';
+import { workersRefusedNotice } from './isolation.js';
 
 /** The module's exports (see assembly/kernels.ts). */
 export interface KernelExports {
@@ -225,7 +226,8 @@ export class WorkerPool {
       this.workers.push(w);
       await new Promise<void>((resolve, reject) => {
         w.onmessage = (ev) => onMessage(ev.data, resolve, reject);
-        w.onerror = (ev) => reject(new BackendError(`CPU backend worker ${data.tid} failed: ${ev.message}`));
+        // A worker the browser refuses (a CSP without blob: in worker-src) fires an error event with no message.
+        w.onerror = (ev) => reject(new BackendError(`CPU backend worker ${data.tid} failed: ${ev.message || workersRefusedNotice([])}`));
         w.postMessage(data);
       });
       URL.revokeObjectURL(url);
