@@ -1,25 +1,19 @@
 /**
- * Byte-level BPE (GPT-2 style) with Llama 3's pre-tokenizer, as llama.cpp
- * runs a GGUF vocabulary with `tokenizer.ggml.model = gpt2` and `pre =
- * llama-bpe` (and as Hugging Face's tokenizers run Llama 3's
- * tokenizer.json): the text is split by Llama 3's regular expression, each
- * piece's UTF-8 bytes are mapped to printable characters (bytes_to_unicode:
- * a space is "Ġ", a newline "Ċ"), a piece that is a whole token is that token
- * (`ignore_merges`), and any other is merged pair by pair, the pair of lowest
- * merge rank first (the leftmost on a tie).
+ * BPE by merge rank, as Hugging Face's tokenizers (`models::bpe`) and
+ * llama.cpp's `llm_tokenizer_bpe` run it on one word: the word's characters
+ * become tokens (a character the vocabulary lacks becomes its UTF-8 bytes'
+ * `<0xXX>` tokens with byte fallback, else the unknown token), then the
+ * adjacent pair of lowest merge rank merges, the leftmost on a tie, until no
+ * pair has a merge. With `ignoreMerges` a word that is itself a token is
+ * that token (Llama 3). The byte-level mapping (GPT-2's bytes_to_unicode: a
+ * space is "Ġ") is the caller's: this works on whatever alphabet the
+ * vocabulary uses.
  */
 import { FormatError } from '@rama/core';
-
-/**
- * Llama 3's pre-tokenizer. Hugging Face writes the contractions as
- * `(?i:'s|'t|'re|'ve|'m|'ll|'d)`; Node 20's RegExp has no inline flags, so
- * each letter lists both cases.
- */
-const LLAMA3_SPLIT =
-  /'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
+import { PairHeap } from './heap.js';
 
 /** GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the rest to U+0100 onwards, in order. */
-const BYTE_TO_CHAR: string[] = (() => {
+export const BYTE_TO_CHAR: readonly string[] = (() => {
   const out: string[] = new Array(256);
   let next = 256;
   for (let b = 0; b < 256; b++) {
@@ -28,83 +22,164 @@ const BYTE_TO_CHAR: string[] = (() => {
   }
   return out;
 })();
-const CHAR_TO_BYTE = new Map(BYTE_TO_CHAR.map((c, b) => [c, b]));
+export const CHAR_TO_BYTE: ReadonlyMap<string, number> = new Map(BYTE_TO_CHAR.map((c, b) => [c, b]));
 
-/** llama.cpp's token types used here. */
-const TYPE_CONTROL = 3;
-const TYPE_USER_DEFINED = 4;
+const utf8 = new TextEncoder();
+
+/** A word's UTF-8 bytes in GPT-2's byte-level alphabet. */
+export function byteLevel(word: string): string {
+  let s = '';
+  for (const b of utf8.encode(word)) s += BYTE_TO_CHAR[b];
+  return s;
+}
+
+export interface BpeOptions {
+  /** A word that is a whole token is taken as is (Hugging Face's `ignore_merges`). */
+  ignoreMerges?: boolean;
+  /** Characters outside the vocabulary become `<0xXX>` byte tokens. */
+  byteFallback?: boolean;
+  /** The unknown token, for characters nothing else covers; without it such a character is an error. */
+  unkId?: number;
+  /** Consecutive unknown characters become one unknown token. */
+  fuseUnk?: boolean;
+}
 
 export class BpeModel {
-  private readonly ids = new Map<string, number>();
-  private readonly ranks = new Map<string, number>();
-  /** What each token prints: its bytes (control tokens print nothing, as in llama.cpp without `special`). */
-  readonly pieces: Uint8Array[];
+  /** Token text to id (the first id of a duplicated text). */
+  readonly ids = new Map<string, number>();
+  /** (left id * n + right id) to merge rank. */
+  private readonly ranks = new Map<number, number>();
+  /** The id each merge rank produces. */
+  private readonly results: Int32Array;
+  private readonly n: number;
+  private readonly byteIds: Int32Array | undefined;
 
-  constructor(tokens: readonly string[], merges: readonly string[], types: ArrayLike<number> | undefined, source: string) {
+  /**
+   * `tokens[i]` is token i's text; `merges[r]` is the pair of rank r, as
+   * "left right" or [left, right]. A merge of texts that are not tokens, or
+   * whose concatenation is not one, is a FormatError (Hugging Face refuses
+   * such a file too).
+   */
+  constructor(
+    tokens: readonly string[], merges: readonly (string | readonly string[])[],
+    private readonly opts: BpeOptions, source: string,
+  ) {
+    this.n = tokens.length;
     tokens.forEach((t, i) => {
       if (!this.ids.has(t)) this.ids.set(t, i);
     });
+    this.results = new Int32Array(merges.length);
     merges.forEach((m, rank) => {
-      const sp = m.indexOf(' ', 1);
-      if (sp < 0) throw new FormatError(`${source}: merge ${rank} (${JSON.stringify(m)}) is not two tokens separated by a space`);
-      // "left right" is already the key merge() looks up
-      if (!this.ranks.has(m)) this.ranks.set(m, rank);
-    });
-    const enc = new TextEncoder();
-    const empty = new Uint8Array(0);
-    this.pieces = tokens.map((t, i) => {
-      const type = types?.[i];
-      if (type === TYPE_CONTROL) return empty;
-      if (type === TYPE_USER_DEFINED) return enc.encode(t);
-      const bytes: number[] = [];
-      for (const ch of t) {
-        const b = CHAR_TO_BYTE.get(ch);
-        if (b === undefined) return enc.encode(t); // not byte-level text: print it as is
-        bytes.push(b);
+      let left: string;
+      let right: string;
+      if (typeof m === 'string') {
+        const sp = m.indexOf(' ', 1);
+        if (sp < 0 || m.indexOf(' ', sp + 1) >= 0) {
+          throw new FormatError(`${source}: merge ${rank} (${JSON.stringify(m)}) is not two tokens separated by a space`);
+        }
+        left = m.slice(0, sp);
+        right = m.slice(sp + 1);
+      } else if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') {
+        [left, right] = m as [string, string];
+      } else {
+        throw new FormatError(`${source}: merge ${rank} (${JSON.stringify(m)}) is neither "left right" nor a pair of strings`);
       }
-      return Uint8Array.from(bytes);
+      const a = this.ids.get(left);
+      const b = this.ids.get(right);
+      const c = this.ids.get(left + right);
+      if (a === undefined || b === undefined || c === undefined) {
+        const missing = a === undefined ? left : b === undefined ? right : left + right;
+        throw new FormatError(`${source}: merge ${rank} (${JSON.stringify(`${left} ${right}`)}) uses ${JSON.stringify(missing)}, which is not a token`);
+      }
+      const key = a * this.n + b;
+      if (!this.ranks.has(key)) this.ranks.set(key, rank);
+      this.results[rank] = c;
     });
-    // Every byte must be a token, or some text could not be encoded.
-    for (const c of BYTE_TO_CHAR) {
-      if (!this.ids.has(c)) throw new FormatError(`${source}: the byte-level vocabulary lacks the token ${JSON.stringify(c)}`);
+    if (opts.byteFallback) {
+      this.byteIds = new Int32Array(256).fill(-1);
+      for (let b = 0; b < 256; b++) {
+        this.byteIds[b] = this.ids.get(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`) ?? -1;
+      }
     }
   }
 
-  /** The ids of `text`, without BOS or EOS. */
-  encode(text: string): number[] {
-    const out: number[] = [];
-    const enc = new TextEncoder();
-    for (const m of text.matchAll(LLAMA3_SPLIT)) {
-      let word = '';
-      for (const b of enc.encode(m[0])) word += BYTE_TO_CHAR[b];
+  /** The ids of one word (already normalized, pre-tokenized and, for byte-level BPE, mapped). */
+  encodeWord(word: string, out: number[]): void {
+    if (this.opts.ignoreMerges) {
       const whole = this.ids.get(word);
       if (whole !== undefined) {
         out.push(whole);
+        return;
+      }
+    }
+    const syms: number[] = [];
+    let lastUnk = false;
+    for (const ch of word) {
+      const id = this.ids.get(ch);
+      if (id !== undefined) {
+        syms.push(id);
+        lastUnk = false;
         continue;
       }
-      for (const sym of this.merge(word)) out.push(this.ids.get(sym)!);
-    }
-    return out;
-  }
-
-  /** BPE on one pre-token: merge the adjacent pair of lowest rank, leftmost first, until no pair merges. */
-  private merge(word: string): string[] {
-    let syms = Array.from(word);
-    for (;;) {
-      let best = -1;
-      let bestRank = Infinity;
-      for (let i = 0; i + 1 < syms.length; i++) {
-        const r = this.ranks.get(`${syms[i]} ${syms[i + 1]}`);
-        if (r !== undefined && r < bestRank) {
-          bestRank = r;
-          best = i;
+      if (this.byteIds) {
+        const bytes = utf8.encode(ch);
+        if (bytes.every((b) => this.byteIds![b] >= 0)) {
+          for (const b of bytes) syms.push(this.byteIds[b]);
+          lastUnk = false;
+          continue;
         }
       }
-      if (best < 0) break;
-      const merged = syms[best] + syms[best + 1];
-      syms = [...syms.slice(0, best), merged, ...syms.slice(best + 2)];
+      const unk = this.opts.unkId;
+      if (unk === undefined) {
+        throw new FormatError(`the vocabulary has no token for ${JSON.stringify(ch)} (U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}) and no unknown token`);
+      }
+      if (!(this.opts.fuseUnk && lastUnk)) syms.push(unk);
+      lastUnk = true;
     }
-    // A merge result missing from the vocabulary falls back to its single bytes.
-    return syms.flatMap((s) => (this.ids.has(s) ? [s] : Array.from(s)));
+    this.merge(syms, out);
+  }
+
+  /**
+   * Merges on a linked list with a heap of candidate pairs ordered by (rank,
+   * position); entries made stale by an earlier merge are skipped when
+   * popped. O(n log n), so a long word (a SentencePiece-style vocabulary has
+   * no pre-tokenizer: the whole text is one word) stays fast.
+   */
+  private merge(syms: number[], out: number[]): void {
+    const n = syms.length;
+    if (n < 2) {
+      out.push(...syms);
+      return;
+    }
+    const tok = Int32Array.from(syms);
+    const next = new Int32Array(n);
+    const prev = new Int32Array(n);
+    const alive = new Uint8Array(n).fill(1);
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    const heap = new PairHeap(3 * n);
+    const offer = (left: number): void => {
+      if (left < 0) return;
+      const right = next[left];
+      if (right < 0) return;
+      const rank = this.ranks.get(tok[left] * this.n + tok[right]);
+      // The heap puts the highest score first: lowest rank is the highest -rank.
+      if (rank !== undefined) heap.push(-rank, left, right, tok[left], tok[right], this.results[rank]);
+    };
+    for (let i = 0; i + 1 < n; i++) offer(i);
+    for (let e = heap.pop(); e >= 0; e = heap.pop()) {
+      const left = heap.left[e];
+      const right = heap.right[e];
+      if (!alive[left] || next[left] !== right || tok[left] !== heap.a[e] || tok[right] !== heap.b[e]) continue;
+      tok[left] = heap.id[e];
+      alive[right] = 0;
+      next[left] = next[right];
+      if (next[right] >= 0) prev[next[right]] = left;
+      offer(prev[left]);
+      offer(left);
+    }
+    for (let i = 0; i >= 0; i = next[i]) out.push(tok[i]);
   }
 }

@@ -1,7 +1,11 @@
 import { ArgumentError, FormatError, fmtBytes } from '@rama/core';
 import { openFileSource } from '@rama/core/node';
 import { TextStream } from './text-stream.js';
-import { BpeModel } from './bpe.js';
+import { BpeModel, BYTE_TO_CHAR, CHAR_TO_BYTE } from './bpe.js';
+import { parseTokenizerJson, readJson } from './hf.js';
+import { cleanUpHf, cleanUpLlamaCpp, Pipeline, type AddedToken } from './pipeline.js';
+import { ggufPreTokenizer, splitPieces } from './pretokenize.js';
+import { PairHeap } from './heap.js';
 
 /** llama2.c's fixed special ids (the sentencepiece export always puts them here). */
 export const BOS_ID = 1;
@@ -29,10 +33,41 @@ export interface TokenizerOptions {
 }
 
 export interface EncodeOptions {
-  /** Prepend BOS (1). Default true, as llama2.c's generate does. */
+  /** Prepend BOS. Default: the vocabulary's own setting (`addBos`; llama2.c: true). */
   bos?: boolean;
-  /** Append EOS (2). Default false. */
+  /** Append EOS. Default: the vocabulary's own setting (`addEos`; llama2.c: false). */
   eos?: boolean;
+  /**
+   * Read special tokens' text (`<|eot_id|>`, `<s>`: tokenizer.json's special
+   * added tokens, GGUF control tokens) as those tokens. Default false: such
+   * text is encoded as ordinary text, so user input cannot forge them.
+   * Non-special added tokens are always matched, as Hugging Face and
+   * llama.cpp do. llama2.c vocabularies have none.
+   */
+  special?: boolean;
+}
+
+/** tokenizer_config.json's fields that fromTokenizerJson reads. */
+export interface TokenizerConfig {
+  add_bos_token?: boolean;
+  add_eos_token?: boolean;
+  bos_token?: string | { content: string };
+  eos_token?: string | { content: string };
+  clean_up_tokenization_spaces?: boolean;
+}
+
+/** A GGUF `gpt2` vocabulary's options for fromBPE. */
+export interface BPEOptions extends TokenizerOptions {
+  bosId: number;
+  eosId: number;
+  /** llama.cpp's token types: 3 (control) are special tokens, 4 (user-defined) always-matched added tokens. */
+  types?: ArrayLike<number>;
+  /** `tokenizer.ggml.pre`: llama-bpe (default), llama3, llama-v3, smollm, qwen2, gpt-2 or default. */
+  pre?: string;
+  /** Whether encode adds BOS by default (`tokenizer.ggml.add_bos_token`; default true). */
+  addBos?: boolean;
+  /** Whether encode adds EOS by default (default false). */
+  addEos?: boolean;
 }
 
 /**
@@ -44,6 +79,9 @@ export class Tokenizer {
   /** BOS: 1 in llama2.c's vocabularies; a byte-level BPE vocabulary names its own. */
   readonly bosId: number = BOS_ID;
   readonly eosId: number = EOS_ID;
+  /** Whether encode adds BOS / EOS unless told otherwise (the vocabulary's own configuration). */
+  readonly addBos: boolean = true;
+  readonly addEos: boolean = false;
   readonly vocabSize: number;
   /** The header's max_token_length (llama2.c sizes its merge buffer from it). */
   readonly maxTokenLength: number;
@@ -56,17 +94,19 @@ export class Tokenizer {
   private readonly scores: Float32Array;
   /** Built on the first encode (llama2.c also sorts its vocab lazily), so decode-only users never pay for it. */
   private lookup?: EncodeTables;
-  /** Set for a byte-level BPE vocabulary (fromBPE): encode and decodePiece are its. */
-  private readonly bpe?: BpeModel;
+  /** Set for a merge-rank BPE vocabulary (fromBPE, fromTokenizerJson): encode and decodePiece are its. */
+  private readonly pipeline?: Pipeline;
 
   private constructor(
     source: string, maxTokenLength: number, data: Uint8Array, offsets: Int32Array, scores: Float32Array,
-    bpe?: { model: BpeModel; bosId: number; eosId: number },
+    pipe?: { pipeline: Pipeline; bosId: number; eosId: number; addBos: boolean; addEos: boolean },
   ) {
-    if (bpe) {
-      this.bpe = bpe.model;
-      this.bosId = bpe.bosId;
-      this.eosId = bpe.eosId;
+    if (pipe) {
+      this.pipeline = pipe.pipeline;
+      this.bosId = pipe.bosId;
+      this.eosId = pipe.eosId;
+      this.addBos = pipe.addBos;
+      this.addEos = pipe.addEos;
     }
     this.source = source;
     this.maxTokenLength = maxTokenLength;
@@ -181,26 +221,79 @@ export class Tokenizer {
   }
 
   /**
-   * A byte-level BPE vocabulary (a GGUF file's `tokenizer.ggml.model = gpt2`
-   * with `pre = llama-bpe`: Llama 3): tokens in byte-level form ("Ġ" for a
-   * space), merges as "left right" in rank order, llama.cpp's token types
-   * (3: control tokens print nothing), and its BOS and EOS ids. encode
-   * follows Llama 3's pre-tokenizer and BPE (see bpe.ts); there is no dummy
-   * prefix, and decodePiece gives a token's bytes whatever precedes it.
+   * A GGUF `gpt2` vocabulary: byte-level BPE (tokens in byte-level form, "Ġ"
+   * for a space), merges as "left right" in rank order, llama.cpp's token
+   * types and its BOS and EOS ids, with the pre-tokenizer `pre` names, as
+   * llama.cpp runs it (pretokenize.ts, bpe.ts). There is no dummy prefix;
+   * decodePiece gives a token's bytes whatever precedes it (control tokens:
+   * none), and decode applies llama.cpp's space clean-up where that
+   * pre-tokenizer asks for it (llama-bpe, gpt-2, default). An unknown `pre`
+   * is a FormatError naming it.
    */
-  static fromBPE(
-    tokens: readonly string[], merges: readonly string[],
-    opts: TokenizerOptions & { bosId: number; eosId: number; types?: ArrayLike<number> },
-  ): Tokenizer {
+  static fromBPE(tokens: readonly string[], merges: readonly string[], opts: BPEOptions): Tokenizer {
     const src = opts.source ?? '<vocab>';
     if (tokens.length === 0) throw new FormatError(`${src}: contains no tokens`);
     if (tokens.length > MAX_VOCAB_SIZE) throw new FormatError(`${src}: has more than ${fmtBytes(MAX_VOCAB_SIZE)} tokens, the most supported`);
     for (const [what, id] of [['BOS', opts.bosId], ['EOS', opts.eosId]] as const) {
       if (!(Number.isInteger(id) && id >= 0 && id < tokens.length)) throw new FormatError(`${src}: ${what} id ${id} is outside the ${tokens.length}-token vocabulary`);
     }
-    const model = new BpeModel(tokens, merges, opts.types, src);
+    const pre = ggufPreTokenizer(opts.pre ?? 'llama-bpe', src);
+    const model = new BpeModel(tokens, merges, { ignoreMerges: pre.ignoreMerges }, src);
+    // Every byte must be a token, or some text could not be encoded.
+    for (const c of BYTE_LEVEL_CHARS) {
+      if (!model.ids.has(c)) throw new FormatError(`${src}: the byte-level vocabulary lacks the token ${JSON.stringify(c)}`);
+    }
+    const types = opts.types;
+    const added: AddedToken[] = [];
+    const enc = new TextEncoder();
+    const pieces = tokens.map((t, i) => {
+      const type = types?.[i];
+      if (type === TYPE_CONTROL) {
+        added.push({ id: i, content: t, special: true });
+        return EMPTY;
+      }
+      if (type === TYPE_USER_DEFINED) {
+        added.push({ id: i, content: t, special: false });
+        return enc.encode(t);
+      }
+      return byteLevelPiece(t);
+    });
+    const pipeline = new Pipeline({
+      model,
+      preTokenize: (text) => pre.splits.reduce<string[]>((acc, re) => splitPieces(acc, re), [text]),
+      byteLevel: true,
+      added,
+      pieces,
+      stripSpaceAfterBos: false,
+      cleanup: pre.cleanSpaces ? 'llama.cpp' : 'none',
+    });
     const base = Tokenizer.fromVocab(tokens, new Float32Array(tokens.length), opts);
-    return new Tokenizer(src, base.maxTokenLength, base.data, base.offsets, base.scores, { model, bosId: opts.bosId, eosId: opts.eosId });
+    return new Tokenizer(src, base.maxTokenLength, base.data, base.offsets, base.scores, {
+      pipeline, bosId: opts.bosId, eosId: opts.eosId, addBos: opts.addBos ?? true, addEos: opts.addEos ?? false,
+    });
+  }
+
+  /**
+   * A Hugging Face tokenizer.json (the text, its bytes or the parsed object),
+   * with its tokenizer_config.json if there is one (BOS/EOS names, whether
+   * to add them, clean_up_tokenization_spaces): a BPE model,
+   * SentencePiece-style (Llama 2: "▁" for spaces, byte fallback) or
+   * byte-level (Llama 3, GPT-2), with its normalizer, pre-tokenizer, added
+   * tokens, post-processor and decoder (hf.ts). What this cannot reproduce is
+   * a FormatError naming it.
+   */
+  static fromTokenizerJson(json: unknown, config?: unknown, opts: TokenizerOptions = {}): Tokenizer {
+    const src = opts.source ?? 'tokenizer.json';
+    const root = readJson(json, src);
+    const cfg = config === undefined ? undefined : readJson(config, `${src} (tokenizer_config.json)`);
+    const hf = parseTokenizerJson(root, cfg, src);
+    const base = Tokenizer.fromVocab(hf.tokens, new Float32Array(hf.tokens.length), { ...opts, source: src });
+    for (const [what, id, add] of [['BOS', hf.bosId, hf.addBos], ['EOS', hf.eosId, hf.addEos]] as const) {
+      if (add && id < 0) throw new FormatError(`${src}: adds ${what} but names no ${what} token`);
+    }
+    return new Tokenizer(src, base.maxTokenLength, base.data, base.offsets, base.scores, {
+      pipeline: new Pipeline(hf.spec), bosId: hf.bosId, eosId: hf.eosId, addBos: hf.addBos, addEos: hf.addEos,
+    });
   }
 
   /**
@@ -244,9 +337,11 @@ export class Tokenizer {
    * greedy BPE merges by score, then EOS.
    */
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    const { bos = true, eos = false } = opts;
-    if (this.bpe) {
-      const ids = this.bpe.encode(text);
+    const { bos = this.addBos, eos = this.addEos } = opts;
+    if (this.pipeline) {
+      if (bos && this.bosId < 0) throw new ArgumentError(`${this.source} has no BOS token: encode with bos: false`);
+      if (eos && this.eosId < 0) throw new ArgumentError(`${this.source} has no EOS token: encode with eos: false`);
+      const ids = this.pipeline.encode(text, opts.special === true);
       return [...(bos ? [this.bosId] : []), ...ids, ...(eos ? [this.eosId] : [])];
     }
     // A vocab of one or two tokens has no BOS (1) or EOS (2): refuse rather than emit an id it lacks.
@@ -292,9 +387,11 @@ export class Tokenizer {
    * at the first NUL, so `<0x00>` decodes to nothing.
    */
   decodePiece(prev: number, token: number): Uint8Array {
-    if (this.bpe) {
+    if (this.pipeline) {
       this.checkId(token);
-      return this.bpe.pieces[token];
+      const p = this.pipeline.spec.pieces[token];
+      // SentencePiece-style decoders drop the prefix space the encoder added.
+      return this.pipeline.spec.stripSpaceAfterBos && prev === this.bosId && p[0] === 0x20 ? p.subarray(1) : p;
     }
     let p = this.piece(token);
     const nul = p.indexOf(0);
@@ -313,7 +410,15 @@ export class Tokenizer {
     const stream = new TextStream(this);
     let out = '';
     for (let i = 1; i < tokens.length; i++) out += stream.push(tokens[i - 1], tokens[i]);
-    return out + stream.flush();
+    out += stream.flush();
+    // The space clean-up needs the whole text, so it applies here and not to a stream.
+    const cleanup = this.pipeline?.spec.cleanup;
+    return cleanup === 'hf' ? cleanUpHf(out) : cleanup === 'llama.cpp' ? cleanUpLlamaCpp(out) : out;
+  }
+
+  /** The space clean-up decode applies: none, Hugging Face's (clean_up_tokenization_spaces) or llama.cpp's (clean_spaces). */
+  get cleanup(): 'none' | 'hf' | 'llama.cpp' {
+    return this.pipeline?.spec.cleanup ?? 'none';
   }
 
   private checkId(id: number): void {
@@ -444,72 +549,6 @@ interface EncodeTables {
   dummyPrefix: number;
 }
 
-/**
- * A binary max-heap of merge candidates: higher score first, then lower left
- * position. Entries live in parallel typed arrays (no per-entry objects).
- */
-class PairHeap {
-  readonly score: Float64Array;
-  readonly left: Int32Array;
-  readonly right: Int32Array;
-  readonly a: Int32Array;
-  readonly b: Int32Array;
-  readonly id: Int32Array;
-  private readonly heap: Int32Array;
-  private size = 0;
-  private entries = 0;
-
-  constructor(capacity: number) {
-    this.score = new Float64Array(capacity);
-    this.left = new Int32Array(capacity);
-    this.right = new Int32Array(capacity);
-    this.a = new Int32Array(capacity);
-    this.b = new Int32Array(capacity);
-    this.id = new Int32Array(capacity);
-    this.heap = new Int32Array(capacity);
-  }
-
-  push(score: number, left: number, right: number, a: number, b: number, id: number): void {
-    const e = this.entries++;
-    this.score[e] = score;
-    this.left[e] = left;
-    this.right[e] = right;
-    this.a[e] = a;
-    this.b[e] = b;
-    this.id[e] = id;
-    let i = this.size++;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!this.before(e, this.heap[parent])) break;
-      this.heap[i] = this.heap[parent];
-      i = parent;
-    }
-    this.heap[i] = e;
-  }
-
-  /** Removes and returns the best entry, or -1 when empty. */
-  pop(): number {
-    if (this.size === 0) return -1;
-    const top = this.heap[0];
-    const last = this.heap[--this.size];
-    let i = 0;
-    for (;;) {
-      let child = 2 * i + 1;
-      if (child >= this.size) break;
-      if (child + 1 < this.size && this.before(this.heap[child + 1], this.heap[child])) child++;
-      if (!this.before(this.heap[child], last)) break;
-      this.heap[i] = this.heap[child];
-      i = child;
-    }
-    this.heap[i] = last;
-    return top;
-  }
-
-  private before(x: number, y: number): boolean {
-    return this.score[x] > this.score[y] || (this.score[x] === this.score[y] && this.left[x] < this.left[y]);
-  }
-}
-
 /** bytes[start..end) as a string of one char per byte: a cheap exact Map key for arbitrary bytes. */
 function latin1(bytes: Uint8Array, start: number, end: number): string {
   let s = '';
@@ -542,5 +581,20 @@ function hexDigit(c: number): number {
 const hex2 = (b: number): string => b.toString(16).toUpperCase().padStart(2, '0');
 
 const EMPTY = new Uint8Array(0);
+/** llama.cpp's token types used by fromBPE. */
+const TYPE_CONTROL = 3;
+const TYPE_USER_DEFINED = 4;
+const BYTE_LEVEL_CHARS = BYTE_TO_CHAR;
+
+/** A byte-level token's bytes; a token that is not byte-level text prints as its UTF-8. */
+function byteLevelPiece(t: string): Uint8Array {
+  const bytes: number[] = [];
+  for (const ch of t) {
+    const b = CHAR_TO_BYTE.get(ch);
+    if (b === undefined) return new TextEncoder().encode(t);
+    bytes.push(b);
+  }
+  return Uint8Array.from(bytes);
+}
 /** One shared single-byte array per byte, so decoding byte tokens allocates nothing. */
 const BYTE_PIECES: Uint8Array[] = Array.from({ length: 256 }, (_, b) => Uint8Array.of(b));
