@@ -66,3 +66,35 @@ export class ProgressBar {
     this.drawn = received;
   }
 }
+
+/** The fields of @rama/hub's progress events that the bars use. */
+export interface ProgressEvent {
+  file: string;
+  url: string;
+  loaded: number;
+  total: number | undefined;
+  resumedFrom: number;
+  done: boolean;
+}
+
+/**
+ * @rama/hub's onProgress as bars on `out`, one per file (a split model has
+ * several); `abandon` ends an unfinished bar's line before an error message.
+ */
+export function progressReporter(out: ProgressStream | undefined): { onProgress: (p: ProgressEvent) => void; abandon: () => void } {
+  const bars = new Map<string, ProgressBar>();
+  return {
+    onProgress(p) {
+      let bar = bars.get(p.file);
+      if (!bar) bars.set(p.file, (bar = new ProgressBar(p.file, p.url, p.total, out, p.resumedFrom)));
+      if (p.done) {
+        bar.done(p.loaded);
+        bars.delete(p.file);
+      } else bar.update(p.loaded);
+    },
+    abandon() {
+      for (const bar of bars.values()) bar.abandon();
+      bars.clear();
+    },
+  };
+}

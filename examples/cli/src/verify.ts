@@ -4,9 +4,7 @@
  * least not be an HTML page and must start like a llama2.c file, so that a
  * login page or an error page is never taken for a model.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { fileProblem } from '@rama/hub/node';
 
 /** What a file is for: decides which header it must start with. */
 export type FileKind = 'model' | 'tokenizer';
@@ -33,45 +31,19 @@ export function knownFile(name: string, table: readonly KnownFile[] = KNOWN_FILE
 
 /**
  * What is wrong with the file at `path`, in words ("it is 1234 bytes, not
- * 60816028"), or undefined when it passes every check that applies. The
- * cheap checks come first; the SHA-256 (known files only) reads it all.
+ * 60816028"), or undefined when it passes every check that applies: size,
+ * not an HTML page, the header its kind must start with, SHA-256.
  */
 export async function findProblem(path: string, expect: { known?: KnownFile; kind?: FileKind }): Promise<string | undefined> {
   const { known, kind } = expect;
-  const size = (await stat(path)).size;
-  if (known && size !== known.size) return `it is ${size} bytes, not ${known.size}`;
-  const head = await readHead(path, 64);
-  if (looksLikeHtml(head)) return 'it is an HTML page';
-  if (kind === 'model' && !looksLikeCheckpoint(head)) return 'it does not start with a llama2.c checkpoint header';
-  if (kind === 'tokenizer' && !looksLikeTokenizer(head)) return 'it does not start with a llama2.c tokenizer header';
-  if (known) {
-    const sha256 = await sha256File(path);
-    if (sha256 !== known.sha256) return `its SHA-256 is ${sha256}, not ${known.sha256}`;
-  }
+  return (await fileProblem(path, { size: known?.size, sha256: known?.sha256, check: headCheck(kind) }))?.problem;
+}
+
+/** The check of a file's first bytes for its kind (a model or a tokenizer), for @rama/hub's downloads. */
+export function headCheck(kind: FileKind | undefined): ((head: Uint8Array) => string | undefined) | undefined {
+  if (kind === 'model') return (head) => (looksLikeCheckpoint(head) ? undefined : 'it does not start with a llama2.c checkpoint header');
+  if (kind === 'tokenizer') return (head) => (looksLikeTokenizer(head) ? undefined : 'it does not start with a llama2.c tokenizer header');
   return undefined;
-}
-
-async function readHead(path: string, n: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(n);
-    const { bytesRead } = await fh.read(buf, 0, n, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-/** An HTML page (an error, login or "file moved" page) served where a file was expected. */
-export function looksLikeHtml(head: Uint8Array): boolean {
-  const text = Buffer.from(head).toString('latin1').replace(/^\xef\xbb\xbf/, '').trimStart().toLowerCase();
-  return /^<(!doctype html|html|head|body|!--)/.test(text);
 }
 
 /** 'ak42' read as a little-endian uint32: the magic of llama2.c's v1 (fp32) and v2 (Q8_0) files. */
