@@ -118,6 +118,13 @@ export interface TensorDesc {
   readonly label: string;
   /** Types whose blockSize is 'groupSize' (q8_0) only: elements per quantization group (divides the element count). */
   readonly groupSize?: number;
+  /**
+   * Tensors one op reads together (the KV cache's keys and values, both read
+   * by `attention`): a backend that keeps several memories (the CPU backend
+   * past 4 GiB) puts every tensor of a group in the same one. `bytes` is the
+   * whole group's size, so the first member goes where all of them fit.
+   */
+  readonly colocate?: { readonly group: string; readonly bytes: number };
 }
 
 /** A handle to device-resident memory owned by a Backend. */

@@ -20,6 +20,20 @@ const variants: { name: string; kind: BackendKind; make: () => Promise<Backend>;
   { name: 'cpu, threads: 1', kind: 'cpu', make: () => CpuBackend.create({ maxRows: 32, threads: 1 }) },
   { name: 'cpu, threads: 2', kind: 'cpu', make: () => CpuBackend.create({ maxRows: 32, threads: 2 }) },
   { name: 'cpu, scalar kernels', kind: 'cpu', make: () => CpuBackend.create({ maxRows: 32, kernels: 'scalar' }) },
+  // Models past one 4 GiB WebAssembly memory, made cheap: small memories force the weights of the
+  // tiny models over several (ops run where their weights are; activations are copied there and back).
+  {
+    name: 'cpu, 2 threads, 1 MiB memories',
+    kind: 'cpu',
+    make: () => CpuBackend.create({ maxRows: 32, threads: 2, maxMemoryBytes: 1 << 20 }),
+    cases: (g) => !g.model.startsWith('s15'),
+  },
+  {
+    name: 'cpu, 48 MiB memories',
+    kind: 'cpu',
+    make: () => CpuBackend.create({ maxRows: 32, maxMemoryBytes: 48 << 20 }),
+    cases: (g) => g.model.startsWith('s15'),
+  },
   { name: 'webgpu', kind: 'webgpu', make: () => WebGpuBackend.create({ maxRows: 32 }) },
   { name: 'webgpu, 64 KiB bindings', kind: 'webgpu', make: () => WebGpuBackend.create({ maxRows: 32, maxBindingSize: 64 << 10 }) },
   // The GPU matmul kernels. Their workgroup barriers make them ~30x slower than the row kernels on

@@ -25,6 +25,10 @@ export interface RunState {
 
 export function allocState(backend: Backend, c: ModelSpec, maxRows: number, context: number, slots: number, track: (t: Tensor) => Tensor): RunState {
   const f32 = (label: string, ...shape: number[]) => track(backend.alloc({ shape, dtype: 'f32', label }));
+  // Keys and values are read together by attention: a backend with several memories keeps them in one.
+  const kvShape = [c.nLayers, slots, context, c.kvDim];
+  const kvBytes = 4 * kvShape.reduce((a, b) => a * b, 1);
+  const kv = (label: string) => track(backend.alloc({ shape: kvShape, dtype: 'f32', label, colocate: { group: 'kv_cache', bytes: 2 * kvBytes } }));
   return {
     tokens: track(backend.alloc({ shape: [maxRows], dtype: 'i32', label: 'tokens' })),
     x: f32('x', maxRows, c.dim),
@@ -35,8 +39,8 @@ export function allocState(backend: Backend, c: ModelSpec, maxRows: number, cont
     q: f32('q', maxRows, c.dim),
     k: f32('k', maxRows, c.kvDim),
     v: f32('v', maxRows, c.kvDim),
-    keyCache: f32('key_cache', c.nLayers, slots, context, c.kvDim),
-    valueCache: f32('value_cache', c.nLayers, slots, context, c.kvDim),
+    keyCache: kv('key_cache'),
+    valueCache: kv('value_cache'),
     xLast: f32('x_last', maxRows, c.dim),
     xFinal: f32('x_final', maxRows, c.dim),
     logits: f32('logits', maxRows, c.vocabSize),

@@ -152,6 +152,8 @@ export interface MemoryNeeds {
   /** Per-row buffers for `rows` rows (activations, logits). */
   activations: number;
   total: number;
+  /** The largest block that must lie whole in one backend memory: one weight tensor, or the KV cache (keys and values together). */
+  largest: { bytes: number; what: string };
 }
 
 /** What the state is sized for. */
@@ -181,7 +183,9 @@ export async function memoryNeeds(ckpt: WeightSource, plan: WeightPlan, spec: Mo
   const kvCache = state.keyCache.byteLength + state.valueCache.byteLength;
   const activations = sum(Object.values(state)) - kvCache;
   const w = sum(weights);
-  return { weights: w, kvCache, activations, total: w + kvCache + activations };
+  let largest = { bytes: kvCache, what: 'the KV cache (keys and values lie in one memory)' };
+  for (const t of weights) if (t.byteLength > largest.bytes) largest = { bytes: t.byteLength, what: `the tensor ${t.label}` };
+  return { weights: w, kvCache, activations, total: w + kvCache + activations, largest };
 }
 
 /** A bound on the bytes a backend's tensors may take together. */
@@ -201,8 +205,7 @@ export async function memoryLimits(backend: Backend): Promise<MemoryLimit[]> {
   const limits: MemoryLimit[] = [];
   const own = backend.memoryLimit;
   if (own !== undefined && own > 0) {
-    const wasm = backend.name === 'cpu' ? '; one 32-bit WebAssembly memory, at most 4 GiB' : '';
-    limits.push({ bytes: own, what: `the most the ${backend.name} backend can hold (${backend.description}${wasm})` });
+    limits.push({ bytes: own, what: `the most the ${backend.name} backend can hold (${backend.description})` });
   }
   if (backend.name === 'cpu' && typeof process !== 'undefined' && process.versions?.node) {
     const os = await import('node:os');
@@ -215,13 +218,20 @@ export async function memoryLimits(backend: Backend): Promise<MemoryLimit[]> {
 }
 
 const gib = (n: number): string => `${(n / 2 ** 30).toFixed(2)} GiB`;
+const gibOrMib = (n: number): string => (n >= 2 ** 30 ? gib(n) : `${(n / 2 ** 20).toFixed(2)} MiB`);
 
 /**
  * Throws a BackendError naming the file, the bytes needed and the tightest
  * limit when the model cannot fit (the error the backend itself would throw,
  * but before anything is allocated).
  */
-export function checkFits(source: string, needs: MemoryNeeds, shape: StateShape, limits: readonly MemoryLimit[]): void {
+export function checkFits(source: string, needs: MemoryNeeds, shape: StateShape, limits: readonly MemoryLimit[], maxTensorBytes?: number): void {
+  if (maxTensorBytes !== undefined && needs.largest.bytes > maxTensorBytes) {
+    throw new BackendError(
+      `${source}: ${needs.largest.what} takes ${fmtBytes(needs.largest.bytes)} bytes (${gibOrMib(needs.largest.bytes)}), more than one memory of this backend holds: ` +
+      `${fmtBytes(maxTensorBytes)} bytes (${gibOrMib(maxTensorBytes)}); load with fewer sessions or a shorter contextLength, or quantize (q80)`,
+    );
+  }
   const tight = limits.filter((l) => needs.total > l.bytes).sort((a, b) => a.bytes - b.bytes)[0];
   if (!tight) return;
   throw new BackendError(
@@ -234,7 +244,7 @@ export function checkFits(source: string, needs: MemoryNeeds, shape: StateShape,
 
 /** Refuses, before anything is allocated, a load that cannot fit on `backend`. */
 export async function checkModelFits(backend: Backend, ckpt: WeightSource, plan: WeightPlan, spec: ModelSpec, shape: StateShape): Promise<void> {
-  checkFits(ckpt.source, await memoryNeeds(ckpt, plan, spec, shape), shape, await memoryLimits(backend));
+  checkFits(ckpt.source, await memoryNeeds(ckpt, plan, spec, shape), shape, await memoryLimits(backend), backend.maxTensorBytes);
 }
 
 // ---- GGUF ----

@@ -19,3 +19,9 @@ describeBackendConformance('cpu wasm, 2 threads, above 2 GiB', async () => {
   be.alloc({ shape: [2 ** 29], dtype: 'f32', label: 'the first 2 GiB (never touched: address space, not memory)' });
   return be;
 }, reference);
+// Several WebAssembly memories: tensors placed round-robin over three small ones, so every op meets
+// operands in other memories (copied in and out of the memory that runs it), on 1 and 2 threads.
+describeBackendConformance('cpu wasm, 1 thread, tensors spread over 3 memories', () =>
+  CpuBackend.create({ threads: 1, maxRows: 8, maxMemoryBytes: 16 * 65536, spreadAcrossMemories: 3 }), reference);
+describeBackendConformance('cpu wasm, 2 threads, tensors spread over 3 memories', () =>
+  CpuBackend.create({ threads: 2, maxRows: 8, maxMemoryBytes: 16 * 65536, spreadAcrossMemories: 3 }), reference);

@@ -1,10 +1,10 @@
-import { ArgumentError, type BackendOptions } from '@rama/backend';
+import { ArgumentError } from '@rama/backend';
 import { ScalarCpuBackend } from './scalar-backend.js';
 import { inBrowser, isolationNotice, onBrowserMainThread, probeBlobWorkers, wasmBlockedNotice } from './wasm/isolation.js';
 import { hardwareThreads, sharedMemoryAvailable } from './wasm/runtime.js';
-import { WasmCpuBackend } from './wasm-backend.js';
+import { WasmCpuBackend, type WasmCpuBackendOptions } from './wasm-backend.js';
 
-export interface CpuBackendOptions extends BackendOptions {
+export interface CpuBackendOptions extends WasmCpuBackendOptions {
   /**
    * Threads that run each step, the caller's included (default: every core,
    * os.availableParallelism() or navigator.hardwareConcurrency, which is also

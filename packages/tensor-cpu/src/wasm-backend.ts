@@ -1,8 +1,17 @@
 /**
- * The CPU backend at native speed: tensors live in one WebAssembly memory,
+ * The CPU backend at native speed: tensors live in WebAssembly memory,
  * kernels are WebAssembly SIMD (assembly/kernels.ts), and a Step runs on every
- * core. Ops are recorded into a program; `submit` runs it on all threads at
- * once, so `read` and `write` find every submitted step finished.
+ * core. Ops are recorded into programs; `submit` runs them on all threads,
+ * so `read` and `write` find every submitted step finished.
+ *
+ * Models of any size: a 32-bit WebAssembly memory holds at most 4 GiB, so
+ * the backend keeps several memories ("spaces"), each with its own kernels
+ * instance and worker threads, and places each tensor whole in one of them.
+ * An op runs in the space of its big operand (a weight matrix, the KV cache);
+ * activations that live elsewhere are copied into that space's I/O block
+ * before its program runs and copied back after (see Program). Activations
+ * are small (a few rows of dim floats), so this costs little next to reading
+ * the weights; a model that fits in one memory uses one space and no copies.
  */
 import {
   ArgumentError, BackendError, byteLengthOf, checkGatherRows, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
@@ -15,6 +24,7 @@ import {
 import { ThreadModeChooser } from './wasm/adaptive.js';
 
 const f32 = Math.fround;
+const fmtSize = (bytes: number): string => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
 const ALIGN = 64;
 /** The control block's address (CTL_BASE in assembly/kernels.ts); tensors start at HEAP_BASE (the module has no static data). */
 const CTL_ADDR = 1024;
@@ -48,17 +58,19 @@ class WasmTensor implements Tensor {
   readonly dtype: Tensor['dtype'];
   readonly label: string;
   readonly groupSize?: number;
+  readonly colocate?: TensorDesc['colocate'];
   readonly byteLength: number;
   readonly elements: number;
   /** q8_0 stored in blocks of four interleaved rows (see interleaveQ80 in assembly/kernels.ts). */
   blocked = false;
   freed = false;
 
-  constructor(desc: TensorDesc, readonly ptr: number, readonly backend: WasmCpuBackend) {
+  constructor(desc: TensorDesc, readonly ptr: number, readonly space: Space, readonly backend: WasmCpuBackend) {
     this.shape = [...desc.shape];
     this.dtype = desc.dtype;
     this.label = desc.label;
     this.groupSize = desc.groupSize;
+    this.colocate = desc.colocate;
     this.byteLength = byteLengthOf(desc);
     this.elements = elementCount(desc.shape);
   }
@@ -69,7 +81,7 @@ class WasmTensor implements Tensor {
   }
 }
 
-/** First-fit allocator over the memory, with freed blocks merged. */
+/** First-fit allocator over one memory, with freed blocks merged. */
 class Heap {
   private top = HEAP_BASE;
   /**
@@ -83,6 +95,12 @@ class Heap {
 
   get used(): number {
     return this.top;
+  }
+
+  /** Whether `bytes` more fit (in a free block or above the top) without passing the memory's maximum. */
+  fits(bytes: number): boolean {
+    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    return this.free.some((b) => b.size >= size) || this.top + size <= this.maxPages * PAGE;
   }
 
   /** `bytes` at a 64-byte aligned address; zero-filled if `zero`, otherwise holding whatever was there. */
@@ -117,12 +135,9 @@ class Heap {
     if (end > have) {
       const pages = Math.ceil((end - have) / PAGE);
       if (end > this.maxPages * PAGE) {
-        const limit = this.maxPages === MAX_PAGES
-          ? 'the 4 GiB a 32-bit WebAssembly memory can hold'
-          : `the ${(this.maxPages * PAGE / 2 ** 30).toFixed(2)} GiB this engine let the CPU backend reserve (32-bit WebAssembly allows at most 4 GiB)`;
         throw new BackendError(
-          `${what}: the CPU backend needs ${(end / 2 ** 30).toFixed(2)} GiB, more than ${limit} ` +
-          `(weights + KV cache + activations must fit; try a smaller model, --q80, or a shorter context)`,
+          `${what}: ${(size / 2 ** 20).toFixed(1)} MiB do not fit in one of the CPU backend's WebAssembly memories ` +
+          `(${fmtSize(this.maxPages * PAGE)} each; a 32-bit memory holds at most 4 GiB, and every tensor lies whole in one)`,
         );
       }
       try {
@@ -163,15 +178,106 @@ class Heap {
 class Scratch {
   ptr = 0;
   size = 0;
-  constructor(private readonly be: WasmCpuBackend, private readonly what: string) {}
+  constructor(private readonly space: Space, private readonly what: string) {}
   ensure(bytes: number): number {
     if (bytes > this.size) {
-      if (this.size) this.be.retire(this.ptr, this.size);
+      if (this.size) this.space.retire(this.ptr, this.size);
       const size = Math.max(bytes, Math.ceil(this.size * 1.5));
-      this.ptr = this.be.heap.alloc(size, this.what);
+      this.ptr = this.space.heap.alloc(size, this.what);
       this.size = size;
     }
     return this.ptr;
+  }
+}
+
+/**
+ * One WebAssembly memory with its own kernels instance, control block,
+ * worker threads, heap and scratch blocks. Space 0 is made with the backend;
+ * the others when a tensor no longer fits in the ones there are.
+ */
+class Space {
+  readonly heap: Heap;
+  readonly kernels: KernelExports;
+  u8!: Uint8Array;
+  f32v!: Float32Array;
+  i32v!: Int32Array;
+  readonly program: Scratch;
+  readonly quant: Scratch;
+  readonly attScratch: Scratch;
+  readonly tables: Scratch;
+  /** Copies of activations that live in another space (see Program). */
+  readonly io: Scratch;
+  private retired: { at: number; size: number }[] = [];
+  private pool: WorkerPool | undefined;
+  /** Resolves once the worker threads run (at once when there are none). */
+  readonly ready: Promise<void>;
+  private poolError: unknown;
+
+  constructor(
+    readonly index: number,
+    private readonly memory: WebAssembly.Memory,
+    maxPages: number,
+    module: WebAssembly.Module,
+    private readonly threads: number,
+    canWait: number,
+  ) {
+    this.kernels = instantiate(module, memory);
+    this.refreshViews();
+    this.heap = new Heap(memory, maxPages, () => this.refreshViews());
+    this.program = new Scratch(this, 'step program');
+    this.quant = new Scratch(this, 'quantized activations');
+    this.attScratch = new Scratch(this, 'attention scores');
+    this.tables = new Scratch(this, 'step tables (RoPE, attention rows)');
+    this.io = new Scratch(this, 'activations copied from another memory');
+    const c = CTL_ADDR >>> 2;
+    this.i32v[c + (CTL.NTHREADS >>> 2)] = threads;
+    this.i32v[c + (CTL.IDLE_SPIN >>> 2)] = IDLE_SPIN;
+    this.i32v[c + (CTL.BAR_SPIN >>> 2)] = BAR_SPIN;
+    this.i32v[c + (CTL.EXP_FLAG >>> 2)] = expMatchesHost(this.kernels) ? 0 : 1;
+    this.canWait = canWait;
+    this.ready = threads > 1
+      ? WorkerPool.start(module, memory, CTL_ADDR, threads - 1).then((p) => { this.pool = p; }, (e) => { this.poolError = e; })
+      : Promise.resolve();
+  }
+
+  private readonly canWait: number;
+
+  refreshViews(): void {
+    const buf = this.memory.buffer;
+    this.u8 = new Uint8Array(buf);
+    this.f32v = new Float32Array(buf);
+    this.i32v = new Int32Array(buf);
+  }
+
+  /** Frees a replaced scratch block once the work that may use it has run. */
+  retire(at: number, size: number): void {
+    this.retired.push({ at, size });
+  }
+
+  releaseRetired(): void {
+    for (const r of this.retired) this.heap.release(r.at, r.size);
+    this.retired = [];
+  }
+
+  /**
+   * Runs a program already in this memory. `solo`: on the caller's thread
+   * alone; also while this space's workers are still starting.
+   */
+  launch(prog: number, count: number, solo: boolean): void {
+    if (this.poolError) throw this.poolError instanceof BackendError ? this.poolError : new BackendError(String(this.poolError), { cause: this.poolError });
+    this.kernels.launch(CTL_ADDR, prog, count, solo || (this.threads > 1 && !this.pool) ? 1 : 0, this.canWait);
+    if (Atomics.load(this.i32v, (CTL_ADDR + CTL.FAILED) >>> 2) !== 0) {
+      throw new BackendError(`a CPU backend worker thread failed${this.pool?.error ? `: ${this.pool.error}` : ''}`);
+    }
+  }
+
+  shutdown(): void {
+    if (!this.pool) return;
+    const c = CTL_ADDR >>> 2;
+    Atomics.store(this.i32v, c + (CTL.SHUTDOWN >>> 2), 1);
+    Atomics.add(this.i32v, c + (CTL.EPOCH >>> 2), 1);
+    Atomics.notify(this.i32v, c + (CTL.EPOCH >>> 2));
+    this.pool.terminate();
   }
 }
 
@@ -183,7 +289,22 @@ export interface WasmCpuBackendOptions extends BackendOptions {
    * other processes keep the cores busy).
    */
   threads?: number;
+  /**
+   * The largest size of each WebAssembly memory, in bytes (a multiple of
+   * 64 KiB, at least 128 KiB; default and most: 4 GiB). Tensors past one
+   * memory go to another. Smaller values exercise the multi-memory path with
+   * small models (tests).
+   */
+  maxMemoryBytes?: number;
+  /**
+   * Tests: place tensors round-robin over this many memories instead of
+   * filling one before the next, so every op meets operands in other memories.
+   */
+  spreadAcrossMemories?: number;
 }
+
+/** How many memories one backend may make: 64 x 4 GiB is past any machine this runs on. */
+const MAX_SPACES = 64;
 
 export class WasmCpuBackend implements Backend {
   readonly name = 'cpu';
@@ -191,51 +312,38 @@ export class WasmCpuBackend implements Backend {
   readonly maxRows: number;
   /** Threads that run each step, the caller's included. */
   readonly threads: number;
-  /** Most bytes all tensors together can take: the WebAssembly memory's maximum (at most 4 GiB) less the control page. */
+  /** Most bytes all tensors together can take: every memory this backend may make, less their control pages. */
   readonly memoryLimit: number;
-  readonly heap: Heap;
+  /** The most one tensor can take: one memory, less its control page. */
+  readonly maxTensorBytes: number;
+  /** Room weights leave in a memory for step scratch (programs, quantized activations, copies). */
+  private readonly scratchReserve: number;
   private readonly tensors = new Set<WasmTensor>();
   private disposed = false;
-  private u8!: Uint8Array;
-  private f32v!: Float32Array;
-  private i32v!: Int32Array;
-  private retired: { at: number; size: number }[] = [];
-  readonly program: Scratch;
-  readonly quant: Scratch;
-  readonly attScratch: Scratch;
-  readonly ropeTables: Scratch;
-  private readonly canWait: number;
+  readonly spaces: Space[] = [];
+  private nextSpread = 0;
+  /** Where each colocated group lives (TensorDesc.colocate), while it has members. */
+  private readonly groups = new Map<string, { space: Space; members: number }>();
   /** Whether a program runs on every thread or the caller's alone (default thread count only). */
-  private readonly modes: ThreadModeChooser | undefined;
+  readonly modes: ThreadModeChooser | undefined;
 
   private constructor(
-    private readonly memory: WebAssembly.Memory,
-    maxPages: number,
-    private readonly kernels: KernelExports,
-    private readonly pool: WorkerPool | undefined,
+    private readonly module: WebAssembly.Module,
+    private readonly shared: boolean,
+    private readonly maxPages: number,
     threads: number,
     adaptive: boolean,
     maxRows: number,
-    shared: boolean,
+    private readonly spread: number,
   ) {
     this.threads = threads;
     this.maxRows = maxRows;
-    this.memoryLimit = maxPages * PAGE - HEAP_BASE;
+    this.maxTensorBytes = maxPages * PAGE - HEAP_BASE;
+    this.scratchReserve = Math.min(16 * 2 ** 20, (maxPages * PAGE) / 4);
+    this.memoryLimit = MAX_SPACES * this.maxTensorBytes;
     this.modes = adaptive && threads > 1 ? new ThreadModeChooser() : undefined;
     const count = `${this.modes ? 'up to ' : ''}${threads} thread${threads === 1 ? '' : 's'}`;
     this.description = `CPU (WebAssembly SIMD, ${count}${shared ? '' : ', no SharedArrayBuffer'})`;
-    this.refreshViews();
-    this.heap = new Heap(memory, maxPages, () => this.refreshViews());
-    this.program = new Scratch(this, 'step program');
-    this.quant = new Scratch(this, 'quantized activations');
-    this.attScratch = new Scratch(this, 'attention scores');
-    this.ropeTables = new Scratch(this, 'step tables (RoPE, attention rows)');
-    this.canWait = threads > 1 && canBlock() ? 1 : 0;
-    const c = CTL_ADDR >>> 2;
-    this.i32v[c + (CTL.NTHREADS >>> 2)] = threads;
-    this.i32v[c + (CTL.IDLE_SPIN >>> 2)] = IDLE_SPIN;
-    this.i32v[c + (CTL.BAR_SPIN >>> 2)] = BAR_SPIN;
-    this.i32v[c + (CTL.EXP_FLAG >>> 2)] = expMatchesHost(kernels) ? 0 : 1;
   }
 
   static async create(opts: WasmCpuBackendOptions = {}): Promise<WasmCpuBackend> {
@@ -247,25 +355,65 @@ export class WasmCpuBackend implements Backend {
     if (threads > cores) {
       throw new ArgumentError(`threads must be at most ${cores}, the hardware threads of this machine, got ${threads} (more threads than cores only slow each step down)`);
     }
+    const maxBytes = opts.maxMemoryBytes ?? MAX_PAGES * PAGE;
+    if (!Number.isInteger(maxBytes) || maxBytes % PAGE !== 0 || maxBytes < 2 * PAGE || maxBytes > MAX_PAGES * PAGE) {
+      throw new ArgumentError(`maxMemoryBytes must be a multiple of 64 KiB from 128 KiB to 4 GiB, got ${opts.maxMemoryBytes}`);
+    }
+    const spread = opts.spreadAcrossMemories ?? 1;
+    if (!Number.isInteger(spread) || spread < 1 || spread > MAX_SPACES) {
+      throw new ArgumentError(`spreadAcrossMemories must be an integer from 1 to ${MAX_SPACES}, got ${opts.spreadAcrossMemories}`);
+    }
     const shared = sharedMemoryAvailable();
     if (!shared) threads = 1; // no SharedArrayBuffer (a page without cross-origin isolation): one thread, still SIMD
     const module = await kernelsModule(shared);
-    const { memory, maxPages } = createMemory(shared, HEAP_BASE / PAGE);
-    const kernels = instantiate(module, memory);
-    const pool = threads > 1 ? await WorkerPool.start(module, memory, CTL_ADDR, threads - 1) : undefined;
-    return new WasmCpuBackend(memory, maxPages, kernels, pool, threads, opts.threads === undefined, maxRows, shared);
+    // The first memory tells how large a maximum this runtime grants (a browser may not reserve 4 GiB).
+    const { memory, maxPages } = createMemory(shared, HEAP_BASE / PAGE, maxBytes / PAGE);
+    const be = new WasmCpuBackend(module, shared, maxPages, threads, opts.threads === undefined, maxRows, spread);
+    const first = be.addSpace(memory);
+    await first.ready;
+    return be;
   }
 
-  private refreshViews(): void {
-    const buf = this.memory.buffer;
-    this.u8 = new Uint8Array(buf);
-    this.f32v = new Float32Array(buf);
-    this.i32v = new Int32Array(buf);
+  private addSpace(memory?: WebAssembly.Memory): Space {
+    if (this.spaces.length >= MAX_SPACES) throw new BackendError(`the CPU backend already holds ${MAX_SPACES} WebAssembly memories, its most`);
+    const mem = memory ?? createMemory(this.shared, HEAP_BASE / PAGE, this.maxPages).memory;
+    const space = new Space(this.spaces.length, mem, this.maxPages, this.module, this.threads, this.threads > 1 && canBlock() ? 1 : 0);
+    this.spaces.push(space);
+    return space;
   }
 
-  /** Frees a replaced scratch block once the work that may use it has run. */
-  retire(at: number, size: number): void {
-    this.retired.push({ at, size });
+  /**
+   * The space for a new tensor: the first with room (weights loaded after the
+   * activations and KV cache fill memory 0, then the next), or a new one. A
+   * colocated group's members follow its first; that one goes where the whole
+   * group fits.
+   */
+  private place(desc: TensorDesc, bytes: number, upload: boolean): Space {
+    const group = desc.colocate ? this.groups.get(desc.colocate.group) : undefined;
+    if (group) {
+      if (!group.space.heap.fits(bytes)) {
+        throw new BackendError(`${desc.label}: no room left beside the rest of its group "${desc.colocate!.group}" in one WebAssembly memory (${fmtSize(this.maxTensorBytes)})`);
+      }
+      return group.space;
+    }
+    const need = Math.max(bytes, desc.colocate?.bytes ?? 0);
+    if (need > this.maxTensorBytes) {
+      const what = desc.colocate ? `${desc.label} and the rest of its group "${desc.colocate.group}"` : desc.label;
+      throw new BackendError(
+        `${what}: ${(need / 2 ** 20).toFixed(1)} MiB do not fit in one of the CPU backend's WebAssembly memories ` +
+        `(${fmtSize(this.maxTensorBytes)} each; a 32-bit memory holds at most 4 GiB, and ${desc.colocate ? 'a group' : 'every tensor'} lies whole in one)`,
+      );
+    }
+    // Weights (uploads, after the activations) leave room in a memory for the scratch blocks steps allocate later.
+    const room = upload ? need + this.scratchReserve : need;
+    let space: Space | undefined;
+    if (this.spread > 1) {
+      const i = this.nextSpread++ % this.spread;
+      while (this.spaces.length <= i) this.addSpace();
+      if (this.spaces[i].heap.fits(room)) space = this.spaces[i];
+    }
+    space ??= this.spaces.find((s) => s.heap.fits(room)) ?? this.addSpace();
+    return space;
   }
 
   private live(): void {
@@ -281,22 +429,29 @@ export class WasmCpuBackend implements Backend {
     this.live();
     checkSupported(this, desc);
     const bytes = byteLengthOf(desc);
+    const space = this.place(desc, bytes, !zero);
     // an upload overwrites it all: only alloc needs zeros
-    const ptr = this.heap.alloc(bytes, desc.label, zero);
-    const t = new WasmTensor(desc, ptr, this);
+    const ptr = space.heap.alloc(bytes, desc.label, zero);
+    const t = new WasmTensor(desc, ptr, space, this);
     this.tensors.add(t);
+    if (desc.colocate) {
+      const g = this.groups.get(desc.colocate.group);
+      if (g) g.members++;
+      else this.groups.set(desc.colocate.group, { space, members: 1 });
+    }
     return t;
   }
 
   async upload(desc: TensorDesc, data: ArrayBufferView | TensorFill): Promise<Tensor> {
     const t = this.make(desc, false);
     try {
-      if (typeof data === 'function') await data(new Uint8Array(this.memory.buffer, t.ptr, t.byteLength));
+      await t.space.ready;
+      if (typeof data === 'function') await data(new Uint8Array(t.space.u8.buffer, t.ptr, t.byteLength));
       else {
         if (data.byteLength !== t.byteLength) {
           throw new ArgumentError(`upload ${desc.label}: ${data.byteLength} bytes given, ${t.byteLength} expected`);
         }
-        this.u8.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), t.ptr);
+        t.space.u8.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), t.ptr);
       }
     } catch (e) {
       if (!this.disposed) this.free(t);
@@ -319,11 +474,11 @@ export class WasmCpuBackend implements Backend {
     if (gs % 16 !== 0 || d < 4) return;
     const groups = n / gs;
     const tmpBytes = 4 * n + 16 * groups;
-    const tmp = this.heap.alloc(tmpBytes, `${t.label} (rearranging)`);
+    const tmp = t.space.heap.alloc(tmpBytes, `${t.label} (rearranging)`);
     try {
-      this.kernels.interleaveQ80(t.ptr, t.scalesPtr, n, d, gs, tmp);
+      t.space.kernels.interleaveQ80(t.ptr, t.scalesPtr, n, d, gs, tmp);
     } finally {
-      this.heap.release(tmp, tmpBytes);
+      t.space.heap.release(tmp, tmpBytes);
     }
     t.blocked = true;
   }
@@ -339,8 +494,8 @@ export class WasmCpuBackend implements Backend {
       throw new ArgumentError(`write ${c.label}: ${data.length} elements at ${offset} past its ${c.elements}`);
     }
     const at = (c.ptr >>> 2) + offset;
-    if (c.dtype === 'i32') this.i32v.set(data instanceof Int32Array ? data : Int32Array.from(data), at);
-    else this.f32v.set(data instanceof Float32Array ? data : Float32Array.from(data), at);
+    if (c.dtype === 'i32') c.space.i32v.set(data instanceof Int32Array ? data : Int32Array.from(data), at);
+    else c.space.f32v.set(data instanceof Float32Array ? data : Float32Array.from(data), at);
   }
 
   async read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
@@ -348,14 +503,16 @@ export class WasmCpuBackend implements Backend {
     if (c.dtype === 'q8_0') throw new ArgumentError(`read ${c.label}: only f32 and i32 tensors can be read`);
     const n = Math.min(count ?? c.elements, c.elements);
     const at = c.ptr >>> 2;
-    return c.dtype === 'i32' ? this.i32v.slice(at, at + n) : this.f32v.slice(at, at + n);
+    return c.dtype === 'i32' ? c.space.i32v.slice(at, at + n) : c.space.f32v.slice(at, at + n);
   }
 
   free(t: Tensor): void {
     const c = this.own(t);
     c.freed = true;
     this.tensors.delete(c);
-    this.heap.release(c.ptr, c.byteLength);
+    c.space.heap.release(c.ptr, c.byteLength);
+    const g = c.colocate && this.groups.get(c.colocate.group);
+    if (g && --g.members === 0) this.groups.delete(c.colocate!.group);
   }
 
   dispose(): void {
@@ -363,13 +520,7 @@ export class WasmCpuBackend implements Backend {
     this.disposed = true;
     for (const t of this.tensors) t.freed = true;
     this.tensors.clear();
-    if (this.pool) {
-      const c = CTL_ADDR >>> 2;
-      Atomics.store(this.i32v, c + (CTL.SHUTDOWN >>> 2), 1);
-      Atomics.add(this.i32v, c + (CTL.EPOCH >>> 2), 1);
-      Atomics.notify(this.i32v, c + (CTL.EPOCH >>> 2));
-      this.pool.terminate();
-    }
+    for (const s of this.spaces) s.shutdown();
   }
 
   /** Checks that a handle is one of ours and still alive. */
@@ -385,66 +536,159 @@ export class WasmCpuBackend implements Backend {
     return new WasmStep(this, checkStepRows(rows, this.maxRows));
   }
 
-  /** Runs a recorded program on every thread; returns when all are done. */
-  run(words: Int32Array, count: number, rows: number, tables: (Float32Array | Int32Array)[], tableUses: { slot: number; table: number }[], embeds: { tokens: number; rows: number; vocab: number }[]): void {
+  /** Runs a step's programs in order, each on every thread of its space; returns when all are done. */
+  run(programs: readonly Program[], rows: number, embeds: readonly { tokens: WasmTensor; rows: number; vocab: number }[]): void {
     this.live();
     // Token ids are checked here, when they are known (argmax may have written them).
     for (const e of embeds) {
       for (let r = 0; r < e.rows; r++) {
-        const id = this.i32v[(e.tokens >>> 2) + r];
+        const id = e.tokens.space.i32v[(e.tokens.ptr >>> 2) + r];
         if (!(id >= 0 && id < e.vocab)) throw new ArgumentError(`token id ${id} outside the vocabulary (0..${e.vocab - 1})`);
       }
     }
-    let tableBytes = 0;
-    for (const t of tables) tableBytes += Math.ceil(t.byteLength / 16) * 16;
-    const tablePtr = tableBytes ? this.ropeTables.ensure(tableBytes) : 0;
-    const prog = this.program.ensure(count * OP_WORDS * 4);
-    // Patch table addresses, then copy the program in.
-    const addrs: number[] = [];
-    let at = tablePtr;
-    for (const t of tables) {
-      this.u8.set(new Uint8Array(t.buffer, t.byteOffset, t.byteLength), at);
-      addrs.push(at);
-      at += Math.ceil(t.byteLength / 16) * 16;
-    }
-    for (const u of tableUses) words[u.slot] = addrs[u.table];
-    const p = prog >>> 2;
-    this.i32v.set(words.subarray(0, count * OP_WORDS), p);
     try {
-      const kind = `${count}:${rows}`;
-      const mode = this.modes?.pick(kind) ?? 'all';
-      const t0 = performance.now();
-      this.kernels.launch(CTL_ADDR, prog, count, mode === 'solo' ? 1 : 0, this.canWait);
-      this.modes?.record(kind, mode, performance.now() - t0);
-    } finally {
-      for (const r of this.retired) this.heap.release(r.at, r.size);
-      this.retired = [];
-    }
-    if (Atomics.load(this.i32v, (CTL_ADDR + CTL.FAILED) >>> 2) !== 0) {
+      for (const p of programs) {
+        if (p.count === 0) continue;
+        const kind = `${p.space.index}:${p.count}:${rows}`;
+        const mode = this.modes?.pick(kind) ?? 'all';
+        const t0 = performance.now();
+        p.run(mode === 'solo');
+        this.modes?.record(kind, mode, performance.now() - t0);
+      }
+    } catch (e) {
       this.disposed = true;
-      this.pool?.terminate();
-      throw new BackendError(`a CPU backend worker thread failed${this.pool?.error ? `: ${this.pool.error}` : ''}`);
+      for (const s of this.spaces) s.shutdown();
+      throw e;
+    } finally {
+      for (const s of this.spaces) s.releaseRetired();
     }
   }
 }
 
 /**
- * One step's ops, recorded as op records and run by `submit`. RoPE (cos, sin)
- * tables are made once per step for each (rows, period, head size, theta).
+ * An operand's place in a program's I/O block is recorded as IO_TAG x (entry
+ * + 1) + offset within it (so address arithmetic on it works) and patched at
+ * run, once every entry's size is known.
  */
-class WasmStep implements Step {
-  private words = new Int32Array(OP_WORDS * 64);
-  private count = 0;
-  /** Per-step data the kernels read (RoPE (cos, sin) tables, attention row tables); their addresses are patched in at submit. */
+const IO_TAG = 2 ** 32;
+
+/**
+ * The ops of a step that run in one space, in order. Operands that live in
+ * another space get a place in this space's I/O block: those read are copied
+ * in before the program runs, those written are copied back after.
+ */
+class Program {
+  words = new Int32Array(OP_WORDS * 64);
+  count = 0;
+  /** Per-program data the kernels read (RoPE (cos, sin) tables, attention row tables); their addresses are patched in at run. */
   private tables: (Float32Array | Int32Array)[] = [];
   private tableUses: { slot: number; table: number }[] = [];
   private tableCache = new Map<string, number>();
-  private embeds: { tokens: number; rows: number; vocab: number }[] = [];
+  private io = new Map<WasmTensor, { index: number; size: number; copyIn: number; copyOut: number }>();
+  private ioUses: { slot: number; at: number }[] = [];
+
+  constructor(readonly space: Space) {}
+
+  /**
+   * The address of `t` for an op of this program: its own where it lives
+   * here, else its place in the I/O block. Read `bytes` from its start are
+   * copied in (unless this program wrote them first); written ones copied out.
+   * An op asks for what it reads before what it writes.
+   */
+  addr(t: WasmTensor, bytes: number, access: 'read' | 'write'): number {
+    if (t.space === this.space) return t.ptr;
+    let e = this.io.get(t);
+    if (!e) {
+      e = { index: this.io.size, size: 0, copyIn: 0, copyOut: 0 };
+      this.io.set(t, e);
+      if (access === 'read') e.copyIn = bytes;
+    } else if (access === 'read' && e.copyOut === 0) e.copyIn = Math.max(e.copyIn, bytes);
+    if (access === 'write') e.copyOut = Math.max(e.copyOut, bytes);
+    e.size = Math.max(e.size, bytes);
+    return IO_TAG * (e.index + 1);
+  }
+
+  /** Appends one op record; returns its first word's index. */
+  op(code: number, args: readonly number[]): number {
+    if ((this.count + 1) * OP_WORDS > this.words.length) {
+      const w = new Int32Array(this.words.length * 2);
+      w.set(this.words);
+      this.words = w;
+    }
+    const base = this.count * OP_WORDS;
+    this.words[base] = code;
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i];
+      if (a >= IO_TAG) this.ioUses.push({ slot: base + 1 + i, at: a });
+      else this.words[base + 1 + i] = a;
+    }
+    this.count++;
+    return base;
+  }
+
+  /** A per-program table, made once per key; `slot` is the op word that receives its address at run. */
+  useTable(key: string, slot: number, make: () => Float32Array | Int32Array): void {
+    let table = this.tableCache.get(key);
+    if (table === undefined) {
+      table = this.tables.length;
+      this.tables.push(make());
+      this.tableCache.set(key, table);
+    }
+    this.tableUses.push({ slot, table });
+  }
+
+  /** Lays out tables and I/O, copies operands in, runs, copies results out. */
+  run(solo: boolean): void {
+    const sp = this.space;
+    let tableBytes = 0;
+    for (const t of this.tables) tableBytes += Math.ceil(t.byteLength / 16) * 16;
+    const offsets: number[] = [];
+    let ioBytes = 0;
+    for (const e of this.io.values()) {
+      offsets[e.index] = ioBytes;
+      ioBytes += Math.ceil(e.size / ALIGN) * ALIGN;
+    }
+    const tablePtr = tableBytes ? sp.tables.ensure(tableBytes) : 0;
+    const ioPtr = ioBytes ? sp.io.ensure(ioBytes) : 0;
+    const prog = sp.program.ensure(this.count * OP_WORDS * 4);
+    // Allocation may have grown the memory: views are read after it.
+    const addrs: number[] = [];
+    let at = tablePtr;
+    for (const t of this.tables) {
+      sp.u8.set(new Uint8Array(t.buffer, t.byteOffset, t.byteLength), at);
+      addrs.push(at);
+      at += Math.ceil(t.byteLength / 16) * 16;
+    }
+    for (const u of this.tableUses) this.words[u.slot] = addrs[u.table];
+    for (const u of this.ioUses) {
+      const entry = Math.floor(u.at / IO_TAG) - 1;
+      this.words[u.slot] = ioPtr + offsets[entry] + (u.at % IO_TAG);
+    }
+    for (const [t, e] of this.io) {
+      if (e.copyIn) sp.u8.set(t.space.u8.subarray(t.ptr, t.ptr + e.copyIn), ioPtr + offsets[e.index]);
+    }
+    sp.i32v.set(this.words.subarray(0, this.count * OP_WORDS), prog >>> 2);
+    sp.launch(prog, this.count, solo);
+    for (const [t, e] of this.io) {
+      const from = ioPtr + offsets[e.index];
+      if (e.copyOut) t.space.u8.set(sp.u8.subarray(from, from + e.copyOut), t.ptr);
+    }
+  }
+}
+
+/**
+ * One step's ops, recorded into programs (a new one each time the space an
+ * op runs in changes) and run by `submit`. RoPE (cos, sin) tables are made
+ * once per program for each (rows, period, head size, theta).
+ */
+class WasmStep implements Step {
+  private programs: Program[] = [];
+  private embeds: { tokens: WasmTensor; rows: number; vocab: number }[] = [];
   private submitted = false;
-  /** Reads to answer once the program has run. */
+  /** Reads to answer once the programs have run. */
   private reads: (() => void)[] = [];
-  /** The activation tensor whose quantized copy is in the quant scratch, and how. */
-  private quantized: { t: WasmTensor; rows: number; gs: number; xq: number; xs: number } | undefined;
+  /** The activation tensor whose quantized copy is in the current program's quant scratch, and how. */
+  private quantized: { p: Program; t: WasmTensor; rows: number; gs: number; xq: number; xs: number } | undefined;
 
   readonly rows: number;
   readonly positions: readonly number[];
@@ -458,41 +702,31 @@ class WasmStep implements Step {
     this.rowFlow = new RowFlow(this.rows);
   }
 
-  /** A per-step table, made once per key; `slot` is the op word that receives its address at submit. */
-  private useTable(key: string, slot: number, make: () => Float32Array | Int32Array): void {
-    let table = this.tableCache.get(key);
-    if (table === undefined) {
-      table = this.tables.length;
-      this.tables.push(make());
-      this.tableCache.set(key, table);
-    }
-    this.tableUses.push({ slot, table });
+  /** The program for an op that runs in `space`: the current one, or a new one. */
+  private in(space: Space): Program {
+    if (this.submitted) throw new ArgumentError('this step was already submitted');
+    const last = this.programs[this.programs.length - 1];
+    if (last?.space === space) return last;
+    const p = new Program(space);
+    this.programs.push(p);
+    return p;
+  }
+
+  /** Appends one op record to `p`; `writes` is the tensor the op modifies. */
+  private op(p: Program, code: number, writes: WasmTensor | undefined, ...args: number[]): number {
+    const base = p.op(code, args);
+    if (this.quantized && this.quantized.t === writes) this.quantized = undefined;
+    return base;
   }
 
   /** Copies row runs: consecutive rows whose destinations are consecutive too become one copy. */
-  private copyRows(dst: WasmTensor, rowBytes: number, pieces: { dst: number; src: number }[]): void {
+  private copyRows(p: Program, dst: WasmTensor, rowBytes: number, pieces: { dst: number; src: number }[]): void {
     for (let i = 0; i < pieces.length; ) {
       let j = i + 1;
       while (j < pieces.length && pieces[j].dst === pieces[j - 1].dst + rowBytes && pieces[j].src === pieces[j - 1].src + rowBytes) j++;
-      this.op(OP.COPY, dst, pieces[i].dst, pieces[i].src, (j - i) * rowBytes);
+      this.op(p, OP.COPY, dst, pieces[i].dst, pieces[i].src, (j - i) * rowBytes);
       i = j;
     }
-  }
-
-  /** Appends one op record; `writes` is the tensor the op modifies. */
-  private op(code: number, writes: WasmTensor | undefined, ...args: number[]): number {
-    if (this.submitted) throw new ArgumentError('this step was already submitted');
-    if ((this.count + 1) * OP_WORDS > this.words.length) {
-      const w = new Int32Array(this.words.length * 2);
-      w.set(this.words);
-      this.words = w;
-    }
-    const base = this.count * OP_WORDS;
-    this.words[base] = code;
-    for (let i = 0; i < args.length; i++) this.words[base + 1 + i] = args[i];
-    this.count++;
-    if (this.quantized && this.quantized.t === writes) this.quantized = undefined;
-    return base;
   }
 
   private f32(t: Tensor, what: string): WasmTensor {
@@ -506,15 +740,19 @@ class WasmStep implements Step {
     const dim = colsOf(tab), vocab = rowsOf(tab), rows = this.rows;
     if (colsOf(o) !== dim) throw new ArgumentError(`embed: ${o.label} has ${colsOf(o)} columns, the table ${dim}`);
     this.rowFlow.set(o, rows, 'embed');
-    this.embeds.push({ tokens: tok.ptr, rows, vocab });
-    this.op(OP.EMBED, o, o.ptr, tab.ptr, tok.ptr, dim, rows);
+    this.embeds.push({ tokens: tok, rows, vocab });
+    const p = this.in(tab.space);
+    const tokAt = p.addr(tok, rows * 4, 'read');
+    this.op(p, OP.EMBED, o, p.addr(o, rows * dim * 4, 'write'), tab.ptr, tokAt, dim, rows);
   }
 
   rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void {
     const o = this.f32(out, 'rmsnorm'), xi = this.f32(x, 'rmsnorm'), w = this.f32(weight, 'rmsnorm');
     const n = colsOf(xi), rows = this.rowFlow.flow(o, xi, 'rmsnorm');
-    const base = this.op(OP.RMSNORM, o, o.ptr, xi.ptr, w.ptr, n, rows, 0);
-    new Float32Array(this.words.buffer, (base + 6) * 4, 1)[0] = f32(eps);
+    const p = this.in(o.space);
+    const xAt = p.addr(xi, rows * n * 4, 'read'), wAt = p.addr(w, n * 4, 'read');
+    const base = this.op(p, OP.RMSNORM, o, p.addr(o, rows * n * 4, 'write'), xAt, wAt, n, rows, 0);
+    new Float32Array(p.words.buffer, (base + 6) * 4, 1)[0] = f32(eps);
   }
 
   matmul(out: Tensor, x: Tensor, w: Tensor): void {
@@ -524,40 +762,46 @@ class WasmStep implements Step {
       throw new ArgumentError(`matmul: ${wt.label} is [${d}, ${n}], x ${xi.label} has ${colsOf(xi)} columns, out ${o.label} ${colsOf(o)}`);
     }
     const rows = this.rowFlow.flow(o, xi, 'matmul');
+    if (wt.dtype !== 'f32' && wt.dtype !== 'q8_0') throw new ArgumentError(`matmul: ${wt.label} must be f32 or q8_0, is ${wt.dtype}`);
+    // The weights' memory runs it: x comes to them (rows x n floats), not the matrix to x.
+    const p = this.in(wt.space);
     if (wt.dtype === 'f32') {
-      this.op(OP.MATMUL_F32, o, o.ptr, xi.ptr, wt.ptr, n, d, rows);
+      const xAt = p.addr(xi, rows * n * 4, 'read');
+      this.op(p, OP.MATMUL_F32, o, p.addr(o, rows * d * 4, 'write'), xAt, wt.ptr, n, d, rows);
       return;
     }
-    if (wt.dtype !== 'q8_0') throw new ArgumentError(`matmul: ${wt.label} must be f32 or q8_0, is ${wt.dtype}`);
     const gs = wt.groupSize!;
     let q = this.quantized;
-    if (!q || q.t !== xi || q.rows !== rows || q.gs !== gs) {
+    if (!q || q.p !== p || q.t !== xi || q.rows !== rows || q.gs !== gs) {
       const groups = (rows * n) / gs;
       const xqBytes = Math.ceil((rows * n * 2) / 64) * 64;
-      const base = this.be.quant.ensure(xqBytes + groups * 4);
-      q = { t: xi, rows, gs, xq: base, xs: base + xqBytes };
-      this.op(OP.QUANTIZE, undefined, xi.ptr, n, rows, gs, q.xq, q.xs);
+      const base = p.space.quant.ensure(xqBytes + groups * 4);
+      q = { p, t: xi, rows, gs, xq: base, xs: base + xqBytes };
+      this.op(p, OP.QUANTIZE, undefined, p.addr(xi, rows * n * 4, 'read'), n, rows, gs, q.xq, q.xs);
       this.quantized = q;
     }
-    this.op(OP.MATMUL_Q80, o, o.ptr, q.xq, q.xs, wt.ptr, wt.scalesPtr, n, d, rows, gs, wt.blocked ? 1 : 0);
+    this.op(p, OP.MATMUL_Q80, o, p.addr(o, rows * d * 4, 'write'), q.xq, q.xs, wt.ptr, wt.scalesPtr, n, d, rows, gs, wt.blocked ? 1 : 0);
   }
 
   rope(x: Tensor, headSize: number, theta: number): void {
     const t = this.f32(x, 'rope');
     const n = colsOf(t), rows = this.rowFlow.flow(t, t, 'rope');
+    const p = this.in(t.space);
+    const at = p.addr(t, rows * n * 4, 'read');
+    p.addr(t, rows * n * 4, 'write');
     // (cos, sin) per pair depends on the pair's index within its head: one head's worth per row,
     // or the whole row when heads have an odd size. Row r turns by its own position.
     const period = headSize % 2 === 0 ? headSize / 2 : n / 2;
-    const base = this.op(OP.ROPE, t, t.ptr, n, rows, 0, period);
-    this.useTable(`rope,${rows},${period},${headSize},${theta}`, base + 4, () => {
+    const base = this.op(p, OP.ROPE, t, at, n, rows, 0, period);
+    p.useTable(`rope,${rows},${period},${headSize},${theta}`, base + 4, () => {
       const tab = new Float32Array(rows * period * 2);
       for (let r = 0; r < rows; r++) {
-        for (let p = 0; p < period; p++) {
-          const headDim = (2 * p) % headSize;
+        for (let i = 0; i < period; i++) {
+          const headDim = (2 * i) % headSize;
           const freq = f32(1 / f32(Math.pow(theta, f32(headDim / headSize))));
           const angle = f32(this.positions[r] * freq);
-          tab[(r * period + p) * 2] = Math.cos(angle);
-          tab[(r * period + p) * 2 + 1] = Math.sin(angle);
+          tab[(r * period + i) * 2] = Math.cos(angle);
+          tab[(r * period + i) * 2 + 1] = Math.sin(angle);
         }
       }
       return tab;
@@ -568,8 +812,10 @@ class WasmStep implements Step {
     const c = this.f32(cache, 'storeKV'), s = this.f32(src, 'storeKV');
     const g = checkRowsInCache(c, layer, this.layout, 'storeKV');
     const rowBytes = g.kvDim * 4;
-    const pieces = this.positions.map((pos, r) => ({ dst: c.ptr + (kvOffset(g, layer, this.slots[r]) + pos * g.kvDim) * 4, src: s.ptr + r * rowBytes }));
-    this.copyRows(c, rowBytes, pieces);
+    const p = this.in(c.space);
+    const srcAt = p.addr(s, this.rows * rowBytes, 'read');
+    const pieces = this.positions.map((pos, r) => ({ dst: c.ptr + (kvOffset(g, layer, this.slots[r]) + pos * g.kvDim) * 4, src: srcAt + r * rowBytes }));
+    this.copyRows(p, c, rowBytes, pieces);
   }
 
   attention(out: Tensor, q: Tensor, keys: Tensor, values: Tensor, layer: number, headSize: number): void {
@@ -582,12 +828,17 @@ class WasmStep implements Step {
     if (!Number.isInteger(nHeads) || !Number.isInteger(nKv) || nHeads % nKv !== 0) {
       throw new ArgumentError(`attention: head size ${headSize} does not fit dim ${dim} and kv_dim ${g.kvDim}`);
     }
+    if (kc.space !== vc.space) {
+      throw new BackendError(`attention: ${kc.label} and ${vc.label} lie in different WebAssembly memories; give them the same TensorDesc.colocate group`);
+    }
+    const p = this.in(kc.space);
     const stride = Math.ceil((g.seqLen * 4) / 64) * 64 + 64;
-    const scratch = this.be.attScratch.ensure(stride * this.be.threads);
+    const scratch = p.space.attScratch.ensure(stride * this.be.threads);
     const layerOff = kvOffset(g, layer, 0) * 4;
-    const base = this.op(OP.ATTENTION, o, o.ptr, qi.ptr, kc.ptr + layerOff, vc.ptr + layerOff, 0, rows, nHeads, nKv, headSize, scratch, stride);
+    const qAt = p.addr(qi, rows * dim * 4, 'read');
+    const base = this.op(p, OP.ATTENTION, o, p.addr(o, rows * dim * 4, 'write'), qAt, kc.ptr + layerOff, vc.ptr + layerOff, 0, rows, nHeads, nKv, headSize, scratch, stride);
     // Per row: the last position it attends to, and its slot's byte offset from slot 0.
-    this.useTable(`attention-rows,${g.seqLen},${g.kvDim},${rows}`, base + 5, () => {
+    p.useTable(`attention-rows,${g.seqLen},${g.kvDim},${rows}`, base + 5, () => {
       const tab = new Int32Array(rows * 2);
       for (let r = 0; r < rows; r++) {
         tab[2 * r] = this.positions[r];
@@ -600,30 +851,42 @@ class WasmStep implements Step {
   swiglu(out: Tensor, gate: Tensor, up: Tensor): void {
     const o = this.f32(out, 'swiglu');
     const g = this.f32(gate, 'swiglu'), u = this.f32(up, 'swiglu');
-    this.op(OP.SWIGLU, o, o.ptr, g.ptr, u.ptr, this.rowFlow.flow(o, g, 'swiglu') * colsOf(o));
+    const count = this.rowFlow.flow(o, g, 'swiglu') * colsOf(o);
+    const p = this.in(o.space);
+    const gAt = p.addr(g, count * 4, 'read'), uAt = p.addr(u, count * 4, 'read');
+    this.op(p, OP.SWIGLU, o, p.addr(o, count * 4, 'write'), gAt, uAt, count);
   }
 
   add(out: Tensor, a: Tensor, b: Tensor): void {
     const o = this.f32(out, 'add');
     const x = this.f32(a, 'add'), y = this.f32(b, 'add');
-    this.op(OP.ADD, o, o.ptr, x.ptr, y.ptr, this.rowFlow.flow(o, x, 'add') * colsOf(o));
+    const count = this.rowFlow.flow(o, x, 'add') * colsOf(o);
+    const p = this.in(o.space);
+    const xAt = p.addr(x, count * 4, 'read'), yAt = p.addr(y, count * 4, 'read');
+    this.op(p, OP.ADD, o, p.addr(o, count * 4, 'write'), xAt, yAt, count);
   }
 
   gather(out: Tensor, x: Tensor, rows: ArrayLike<number>): void {
     const o = this.f32(out, 'gather'), xi = this.f32(x, 'gather');
     const n = colsOf(xi);
     if (colsOf(o) !== n) throw new ArgumentError(`gather: ${o.label} has ${colsOf(o)} columns, ${xi.label} ${n}`);
-    const which = checkGatherRows(rows, this.rowFlow.of(xi), rowsOf(o), o.label);
+    const from = this.rowFlow.of(xi);
+    const which = checkGatherRows(rows, from, rowsOf(o), o.label);
     if (o === xi && which.some((r, i) => r !== i)) throw new ArgumentError('gather: out may not alias x unless the rows stay in place');
     this.rowFlow.set(o, which.length, 'gather');
-    this.copyRows(o, n * 4, which.map((r, i) => ({ dst: o.ptr + i * n * 4, src: xi.ptr + r * n * 4 })));
+    const p = this.in(o.space);
+    const xAt = p.addr(xi, from * n * 4, 'read');
+    const oAt = p.addr(o, which.length * n * 4, 'write');
+    this.copyRows(p, o, n * 4, which.map((r, i) => ({ dst: oAt + i * n * 4, src: xAt + r * n * 4 })));
   }
 
   argmax(out: Tensor, logits: Tensor): void {
     const o = this.be.own(out), l = this.f32(logits, 'argmax');
     const rows = this.rowFlow.of(l);
     if (o.dtype !== 'i32' || o.elements < rows) throw new ArgumentError(`argmax: ${o.label} must be i32 with room for ${rows} ids`);
-    this.op(OP.ARGMAX, o, o.ptr, l.ptr, colsOf(l), rows);
+    const p = this.in(l.space);
+    const lAt = p.addr(l, rows * colsOf(l) * 4, 'read');
+    this.op(p, OP.ARGMAX, o, p.addr(o, rows * 4, 'write'), lAt, colsOf(l), rows);
   }
 
   read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
@@ -635,7 +898,7 @@ class WasmStep implements Step {
   submit(): void {
     if (this.submitted) throw new ArgumentError('this step was already submitted');
     this.submitted = true;
-    if (this.count > 0) this.be.run(this.words, this.count, this.rows, this.tables, this.tableUses, this.embeds);
+    if (this.programs.length > 0) this.be.run(this.programs, this.rows, this.embeds);
     for (const answer of this.reads) answer();
   }
 }

@@ -74,6 +74,9 @@ function randn(r: () => number, n: number, scale = 1): Float32Array {
 }
 
 const f32 = (label: string, shape: number[], data?: Float32Array): CaseTensor => ({ desc: { label, shape, dtype: 'f32' }, data });
+/** The keys and values of one KV cache: read together by attention, so kept in one memory. */
+const kvCache = (label: string, shape: number[], data?: Float32Array): CaseTensor =>
+  ({ desc: { label, shape, dtype: 'f32', colocate: { group: 'kv', bytes: 2 * 4 * size(shape) } }, data });
 const i32 = (label: string, shape: number[], data?: Int32Array): CaseTensor => ({ desc: { label, shape, dtype: 'i32' }, data });
 const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
 
@@ -275,8 +278,8 @@ function attentionCases(): ConformanceCase[] {
       name,
       tensors: {
         q: f32('q', [qRows, dim], randn(r, qRows * dim, 2)),
-        keys: f32('keys', [layers, seq, kvDim], keys),
-        values: f32('values', [layers, seq, kvDim], values),
+        keys: kvCache('keys', [layers, seq, kvDim], keys),
+        values: kvCache('values', [layers, seq, kvDim], values),
         out: f32('out', [qRows, dim], randn(r, qRows * dim)),
       },
       steps: [{ pos, rows, run: (s, t) => s.attention(t.out, t.q, t.keys, t.values, layer, hs) }],
@@ -426,8 +429,8 @@ function pipelineCases(): ConformanceCase[] {
       q: f32('q', [3, 32], randn(r2, 96)),
       k: f32('k', [3, kv], randn(r2, 48)),
       k2: f32('k2', [3, kv], randn(r2, 48)),
-      keys: f32('keys', [1, 8, kv], randn(r2, 8 * kv)),
-      values: f32('values', [1, 8, kv], randn(r2, 8 * kv)),
+      keys: kvCache('keys', [1, 8, kv], randn(r2, 8 * kv)),
+      values: kvCache('values', [1, 8, kv], randn(r2, 8 * kv)),
       out: f32('out', [3, 32]),
       out2: f32('out2', [3, 32]),
     },
@@ -494,8 +497,8 @@ function pipelineCases(): ConformanceCase[] {
       q: f32('q', [4, qDim], randn(r4, 4 * qDim)),
       k: f32('k', [4, kvDim], randn(r4, 4 * kvDim)),
       v: f32('v', [4, kvDim], randn(r4, 4 * kvDim)),
-      keys: f32('keys', [layers, slots, seq, kvDim], randn(r4, layers * slots * seq * kvDim)),
-      values: f32('values', [layers, slots, seq, kvDim], randn(r4, layers * slots * seq * kvDim)),
+      keys: kvCache('keys', [layers, slots, seq, kvDim], randn(r4, layers * slots * seq * kvDim)),
+      values: kvCache('values', [layers, slots, seq, kvDim], randn(r4, layers * slots * seq * kvDim)),
       out: f32('out', [4, qDim]),
     },
     steps: [

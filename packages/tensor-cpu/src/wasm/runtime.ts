@@ -118,13 +118,13 @@ export async function defaultThreads(): Promise<number> {
 }
 
 /**
- * Makes the memory: as large as 32-bit WebAssembly allows, committed as it
- * grows. Returns it with its maximum size in pages.
+ * Makes a memory: as large as 32-bit WebAssembly allows (or `maxPages`),
+ * committed as it grows. Returns it with its maximum size in pages.
  */
-export function createMemory(shared: boolean, initialPages: number): { memory: WebAssembly.Memory; maxPages: number } {
+export function createMemory(shared: boolean, initialPages: number, maxPages = MAX_PAGES): { memory: WebAssembly.Memory; maxPages: number } {
   let lastError: unknown;
   // A smaller maximum where a browser will not reserve 4 GiB of address space.
-  for (const maximum of [MAX_PAGES, 32768, 16384]) {
+  for (const maximum of [...new Set([maxPages, 32768, 16384].map((m) => Math.min(m, maxPages)))]) {
     try {
       return { memory: new WebAssembly.Memory({ initial: initialPages, maximum, shared }), maxPages: maximum };
     } catch (e) {
