@@ -18,6 +18,7 @@ import { Session, type ChatMessage, type ChatOptions, type GenerateOptions } fro
 import { allocState } from './state.js';
 import { checkSupported, type ModelSpec } from './spec.js';
 import { checkModelFits, uploadWeights } from './weights.js';
+import { resolveSource, type HubOptions, type Progress } from './resolve.js';
 
 export type { ChatMessage, ChatOptions, GenerateOptions, OutputOptions } from './session.js';
 
@@ -27,10 +28,16 @@ export interface LoadOptions {
   /**
    * A llama2.c checkpoint or a GGUF file (told apart by its first bytes): a path (Node), a Blob/File, or its bytes.
    * An array: the splits of one GGUF model (gguf-split); a path named `*-00001-of-00003.gguf` opens its siblings too.
+   * A name, `hf:owner/repo/file.gguf[@revision]` or an http(s) URL, is downloaded once into the cache by
+   * @rama/hub (a split GGUF name: every part); a string that is an existing local file stays that file.
    */
   model: ModelSource | readonly ModelSource[];
-  /** A llama2.c checkpoint's tokenizer.bin, in the same forms. Required for a checkpoint; not allowed with a GGUF file, which carries its own. */
+  /** A llama2.c checkpoint's tokenizer.bin, in the same forms (a name too). Required for a checkpoint; not allowed with a GGUF file, which carries its own. */
   tokenizer?: ModelSource;
+  /** Download progress of a model or tokenizer given by name: `{ file, url, loaded, total, done }`, per file. */
+  onProgress?: (p: Progress) => void;
+  /** @rama/hub's options for names: `offline`, `token`, `endpoint`, `cacheDir`, `signal`, ... (defaults: HF_HUB_OFFLINE, HF_TOKEN, HF_ENDPOINT, RAMA_CACHE). */
+  hub?: HubOptions;
   /** "cpu" (default), "webgpu", "auto" (WebGPU when an adapter exists, else CPU), or a Backend instance. */
   backend?: BackendChoice;
   /** Quantize an fp32 checkpoint's matrices to Q8_0 at load (runq.c numerics). */
@@ -67,6 +74,7 @@ export interface TokenizeOptions {
 
 const LOAD_OPTIONS = [
   'model', 'tokenizer', 'backend', 'q80', 'threads', 'batchSize', 'sessions', 'contextLength', 'webgpu', 'preemptAfterMs', 'yieldEveryMs',
+  'onProgress', 'hub',
 ] as const;
 
 export class Llama {
@@ -104,7 +112,12 @@ export class Llama {
     const batchSize = opts.batchSize ?? 32;
     const sessions = opts.sessions ?? 1;
 
-    const model = await openModel(opts.model);
+    // Names (hf:, URLs) become their cached files first.
+    const names = { onProgress: opts.onProgress, hub: opts.hub };
+    const modelSource = (await resolveSource(opts.model, names)) as ModelSource | readonly ModelSource[];
+    const tokenizerSource = opts.tokenizer === undefined ? undefined : ((await resolveSource(opts.tokenizer, names)) as ModelSource | readonly ModelSource[]);
+    if (Array.isArray(tokenizerSource)) throw new ArgumentError(`Llama.load: the tokenizer ${String(opts.tokenizer)} names several files`);
+    const model = await openModel(modelSource);
     try {
       const { config, spec, weights: ckpt } = model;
       checkSupported(spec, ckpt.source);
@@ -112,7 +125,7 @@ export class Llama {
         throw new ArgumentError(`Llama.load: ${ckpt.source} is a GGUF file, which carries its own tokenizer: leave out the "tokenizer" option`);
       }
       if (!model.tokenizer && opts.tokenizer === undefined) throw new ArgumentError('Llama.load: the "tokenizer" option is required for a llama2.c checkpoint');
-      const tokenizer = model.tokenizer ?? await loadTokenizer(opts.tokenizer!, config.vocabSize);
+      const tokenizer = model.tokenizer ?? await loadTokenizer(tokenizerSource as ModelSource, config.vocabSize);
       const context = opts.contextLength ?? config.seqLen;
       checkInteger('Llama.load', `contextLength (the model's seq_len is ${config.seqLen})`, context, 1, config.seqLen);
       const quantizeGroupSize = opts.q80 && model.format !== 'v2' ? chooseGroupSize([config.dim, config.hiddenDim]) : undefined;
@@ -258,6 +271,8 @@ function checkLoadOptions(opts: LoadOptions): void {
   checkInteger('Llama.load', 'sessions', o.sessions, 1);
   checkInteger('Llama.load', 'contextLength', o.contextLength, 1);
   checkObject('Llama.load', 'webgpu', o.webgpu);
+  checkObject('Llama.load', 'hub', o.hub);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new ArgumentError(`Llama.load: onProgress must be a function, got ${describe(o.onProgress)}`);
   checkNumber('Llama.load', 'preemptAfterMs', o.preemptAfterMs, 0);
   if (o.yieldEveryMs !== Infinity) checkNumber('Llama.load', 'yieldEveryMs', o.yieldEveryMs, 0);
 }

@@ -39,7 +39,7 @@ export interface WorkerLike {
 /** A model or tokenizer for the worker: a URL (fetched by the worker, relative to the page), a Blob/File, or bytes. */
 export type WorkerModelSource = Exclude<ModelSource, string> | string | URL;
 
-export interface WorkerLoadOptions extends Omit<LoadOptions, 'model' | 'tokenizer' | 'backend'> {
+export interface WorkerLoadOptions extends Omit<LoadOptions, 'model' | 'tokenizer' | 'backend' | 'onProgress'> {
   model: WorkerModelSource;
   tokenizer?: WorkerModelSource;
   /** "cpu" (default), "webgpu" or "auto", chosen in the worker (a Backend instance cannot cross). */
