@@ -1,13 +1,17 @@
 /**
  * The browser example: load a llama2.c checkpoint and tokenizer (picked files
  * or URLs), generate on WebGPU (or the CPU when WebGPU is missing), stream the
- * text and show tokens/s.
+ * text and show tokens/s. The model runs in a Web Worker (@rama/llama/worker)
+ * so the page stays responsive; where a worker cannot start (a strict Content
+ * Security Policy) or when asked, it runs in the page.
  *
  * Query parameters prefill the form: ?model=URL&tokenizer=URL&prompt=&steps=
- * &temperature=&topp=&seed=&backend=auto|webgpu|cpu&q80=1 (and &autorun=1 to
- * start at once). #status gets data-state="done" (or "error") at the end.
+ * &temperature=&topp=&seed=&backend=auto|webgpu|cpu&q80=1&engine=worker|page
+ * (and &autorun=1 to start at once). #status gets data-state="done" (or
+ * "error") at the end.
  */
 import { Llama, type BackendName, type ModelSource } from '@rama/llama';
+import { createWorkerLlama, WorkerStartError, type LoadProgress, type WorkerLlama } from '@rama/llama/worker';
 
 const el = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const e = document.getElementById(id);
@@ -22,6 +26,8 @@ const tokenizerUrl = el<HTMLInputElement>('tokenizer-url');
 const tokenizerFile = el<HTMLInputElement>('tokenizer-file');
 const backendChoice = el<HTMLSelectElement>('backend-choice');
 const q80 = el<HTMLInputElement>('q80');
+const engineChoice = el<HTMLSelectElement>('engine');
+const progressBar = el<HTMLProgressElement>('progress');
 const prompt = el<HTMLTextAreaElement>('prompt');
 const steps = el<HTMLInputElement>('steps');
 const temperature = el<HTMLInputElement>('temperature');
@@ -45,9 +51,11 @@ function setStatus(state: State, text: string): void {
   status.textContent = text;
 }
 
-function showNote(text: string | undefined): void {
+/** Notes about how the model runs (no WebGPU, one thread, no worker), one per line. */
+function showNote(...lines: (string | undefined)[]): void {
+  const text = lines.filter(Boolean).join('\n');
   note.hidden = !text;
-  note.textContent = text ?? '';
+  note.textContent = text;
 }
 
 // ---- Form prefill from the query string -------------------------------------
@@ -55,7 +63,7 @@ function showNote(text: string | undefined): void {
 const params = new URLSearchParams(location.search);
 const prefill: [string, HTMLInputElement | HTMLTextAreaElement | HTMLSelectElement][] = [
   ['model', modelUrl], ['tokenizer', tokenizerUrl], ['prompt', prompt], ['steps', steps],
-  ['temperature', temperature], ['topp', topp], ['seed', seed], ['backend', backendChoice],
+  ['temperature', temperature], ['topp', topp], ['seed', seed], ['backend', backendChoice], ['engine', engineChoice],
 ];
 for (const [key, input] of prefill) {
   const v = params.get(key);
@@ -93,7 +101,7 @@ async function download(url: string, what: string): Promise<Blob> {
     got += value.byteLength;
     if (performance.now() - shown > 100) {
       shown = performance.now();
-      setStatus('loading', `Downloading the ${what}: ${mib(got)}${total ? ` of ${mib(total)} (${Math.floor((got / total) * 100)}%)` : ''}`);
+      showProgress({ phase: 'download', file: what as 'model' | 'tokenizer', loaded: got, total });
     }
   }
   return new Blob(parts as BlobPart[]);
@@ -118,44 +126,87 @@ async function webGpuProblem(): Promise<string | undefined> {
   }
 }
 
+/** Download and load progress in #status and the progress bar. */
+function showProgress(p: LoadProgress): void {
+  progressBar.hidden = false;
+  if (p.phase === 'load') {
+    progressBar.removeAttribute('value'); // indeterminate
+    setStatus('loading', 'Reading the model and uploading the weights…');
+    return;
+  }
+  const got = p.loaded ?? 0;
+  if (p.total) {
+    progressBar.max = p.total;
+    progressBar.value = got;
+  } else progressBar.removeAttribute('value');
+  setStatus('loading', `Downloading the ${p.file}: ${mib(got)}${p.total ? ` of ${mib(p.total)} (${Math.floor((got / p.total) * 100)}%)` : ''}`);
+}
+
+/** The model, in a worker or in the page: the same generate API either way. */
+type Engine = Llama | WorkerLlama;
+
 interface Loaded {
-  llama: Llama;
+  llama: Engine;
   key: string;
+  /** Why it runs in the page although a worker was asked for. */
+  fallback?: string;
 }
 let loaded: Loaded | undefined;
 
 const keyPart = (s: File | string) => (typeof s === 'string' ? `url:${s}` : `file:${s.name}:${s.size}:${s.lastModified}`);
 
+/** Loads the model in the page (the engine's fallback, or when asked). */
+async function loadInPage(model: File | string, tokenizer: File | string, backend: BackendName): Promise<Llama> {
+  const [modelBytes, tokenizerBytes] = await Promise.all([bytesOf(model, 'model'), bytesOf(tokenizer, 'tokenizer')]);
+  showProgress({ phase: 'load' });
+  return Llama.load({ model: modelBytes, tokenizer: tokenizerBytes, backend, q80: q80.checked });
+}
+
 /** Loads the model, or reuses the one already loaded from the same sources and settings. */
-async function ensureLoaded(): Promise<Llama> {
+async function ensureLoaded(): Promise<Engine> {
   const model = sourceOf(modelFile, modelUrl, 'model');
   const tokenizer = sourceOf(tokenizerFile, tokenizerUrl, 'tokenizer');
   const backend = backendChoice.value as BackendName;
-  const key = [keyPart(model), keyPart(tokenizer), backend, q80.checked].join('|');
+  const engine = engineChoice.value === 'page' ? 'page' : 'worker';
+  const key = [keyPart(model), keyPart(tokenizer), backend, q80.checked, engine].join('|');
   if (loaded?.key === key) return loaded.llama;
   loaded?.llama.dispose();
   loaded = undefined;
   backendOut.textContent = deviceOut.textContent = modelInfo.textContent = '–';
-  showNote(undefined);
+  showNote();
 
   setStatus('loading', 'Loading the model…');
-  const [modelBytes, tokenizerBytes] = await Promise.all([bytesOf(model, 'model'), bytesOf(tokenizer, 'tokenizer')]);
-  setStatus('loading', 'Uploading the weights…');
   const t0 = performance.now();
-  const llama = await Llama.load({ model: modelBytes, tokenizer: tokenizerBytes, backend, q80: q80.checked });
+  let llama: Engine;
+  let fallback: string | undefined;
+  try {
+    if (engine === 'page') llama = await loadInPage(model, tokenizer, backend);
+    else {
+      // URLs are fetched by the worker itself; files go over as they are (a File is not copied).
+      llama = await createWorkerLlama({ model, tokenizer, backend, q80: q80.checked, onProgress: showProgress });
+    }
+  } catch (e) {
+    if (!(e instanceof WorkerStartError)) throw e;
+    fallback = `${e.message}. Running the model in this page instead (the page may be less responsive while it generates).`;
+    showNote(fallback);
+    llama = await loadInPage(model, tokenizer, backend);
+  } finally {
+    progressBar.hidden = true;
+  }
   const loadMs = performance.now() - t0;
 
-  if (backend === 'auto' && llama.backend.name !== 'webgpu') {
-    showNote(`WebGPU is not available: ${(await webGpuProblem()) ?? 'the WebGPU backend failed to start'}. Running on the CPU instead (slower).`);
-  }
+  const noGpu = backend === 'auto' && llama.backend.name !== 'webgpu'
+    ? `WebGPU is not available: ${(await webGpuProblem()) ?? 'the WebGPU backend failed to start'}. Running on the CPU instead (slower).`
+    : undefined;
+  showNote(noGpu, llama.backend.notice, fallback);
   backendOut.textContent = llama.backend.name;
-  deviceOut.textContent = llama.backend.description;
+  deviceOut.textContent = `${llama.backend.description}${llama instanceof Llama ? ' · in the page' : ' · in a Web Worker'}`;
   const c = llama.config;
-  const size = typeof modelBytes === 'object' && 'size' in modelBytes ? ` · ${mib(modelBytes.size)}` : '';
+  const size = typeof model === 'object' ? ` · ${mib(model.size)}` : '';
   modelInfo.textContent =
     `dim ${c.dim} · ${c.nLayers} layers · ${c.nHeads} heads · vocab ${c.vocabSize} · ctx ${llama.contextLength}` +
     `${llama.quantized ? ' · Q8_0' : ''}${size} · loaded in ${loadMs.toFixed(0)} ms`;
-  loaded = { llama, key };
+  loaded = { llama, key, fallback };
   return llama;
 }
 
@@ -171,7 +222,7 @@ function numberInput(input: HTMLInputElement, name: string, opts: { integer?: bo
   return v;
 }
 
-/** Lets the browser paint between tokens (the CPU backend never yields on its own). */
+/** Lets the browser paint between tokens when the model runs in the page. */
 let lastPaint = 0;
 async function letPaint(): Promise<void> {
   if (performance.now() - lastPaint < 30) return;
@@ -211,16 +262,19 @@ async function run(): Promise<void> {
         count++;
       }
       tokensOut.textContent = String(count);
-      await letPaint();
+      if (llama instanceof Llama) await letPaint();
     }
     const r = await generation.result();
     tokensOut.textContent = String(r.generatedTokens);
     tokensOut.title = `${r.promptTokens} prompt tokens read first`;
     tpsOut.textContent = r.timing.tokensPerSecond.toFixed(1);
-    const why = { steps: 'step limit', context: 'end of the context', bos: 'BOS sampled', eos: 'EOS sampled', aborted: 'stopped' }[r.reason];
+    const why = {
+      steps: 'step limit', context: 'end of the context', bos: 'BOS sampled', eos: 'EOS sampled', stop: 'stop string', aborted: 'stopped', preempted: 'preempted',
+    }[r.reason];
     setStatus('done', `Done (${why}): ${r.generatedTokens} tokens, ${r.timing.tokensPerSecond.toFixed(1)} tokens/s on ${llama.backend.name}, first token after ${r.timing.timeToFirstTokenMs.toFixed(0)} ms.`);
   } catch (e) {
     console.error(e);
+    progressBar.hidden = true;
     setStatus('error', `Error: ${(e as Error).message ?? String(e)}`);
   } finally {
     controller = undefined;

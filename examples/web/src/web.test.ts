@@ -2,11 +2,14 @@
  * End to end: builds the page with Vite, serves it (with COOP/COEP) and the
  * shared aidreams260K model from a local HTTP server, runs it in headless
  * Chromium (WebGPU on SwiftShader), and checks the greedy output against
- * llama2.c's golden.
+ * llama2.c's golden: in the engine's Web Worker (WebGPU and CPU) and in the
+ * page; that the page keeps running timers while the worker generates, that
+ * Stop aborts; and how it runs where the server sends no COOP/COEP, or a
+ * Content Security Policy that blocks workers.
  */
 import { createReadStream, existsSync, mkdtempSync, rmSync, statSync, mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
@@ -37,8 +40,14 @@ const TYPES: Record<string, string> = {
   '.svg': 'image/svg+xml',
 };
 
-/** A static server for the built page (COOP/COEP, like vite's) and the two model files. */
-function serve(dist: string, files: Record<string, string>): Promise<Server> {
+/** What a test server sends besides the files: COOP/COEP (default on, like vite's), a CSP. */
+interface Headers {
+  isolation?: boolean;
+  csp?: string;
+}
+
+/** A static server for the built page and the two model files. */
+function serve(dist: string, files: Record<string, string>, headers: Headers = {}): Promise<Server> {
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     let file: string | undefined = files[path];
@@ -53,8 +62,8 @@ function serve(dist: string, files: Record<string, string>): Promise<Server> {
     res.writeHead(200, {
       'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream',
       'Content-Length': statSync(file).size,
-      'Cross-Origin-Opener-Policy': 'same-origin',
-      'Cross-Origin-Embedder-Policy': 'require-corp',
+      ...(headers.isolation === false ? {} : { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' }),
+      ...(headers.csp ? { 'Content-Security-Policy': headers.csp } : {}),
       'Cross-Origin-Resource-Policy': 'same-origin',
       'Cache-Control': 'no-store',
     });
@@ -84,14 +93,29 @@ interface Opened {
   status: string | null;
   output: string | null;
   backend: string | null;
+  device: string | null;
   note: string | null;
   tps: number;
   logs: string[];
+  /** Timer ticks on the page while it generated, and the longest gap between two (ms). */
+  ticks: number;
+  longestGap: number;
+}
+
+interface GenerateOptions {
+  screenshot?: string;
+  noWebGpu?: boolean;
+  backend?: string;
+  engine?: 'worker' | 'page';
+  /** Whether the server sends COOP/COEP (so the page must be cross-origin isolated). */
+  isolated?: boolean;
+  /** Press Stop once this many characters of sampled text are shown. */
+  stopAfterChars?: number;
 }
 
 describe('web example in headless Chromium', () => {
   let dist = '';
-  let server: Server | undefined;
+  const servers = new Map<string, Server>();
   let dev: ViteDevServer | undefined;
   let browser: Browser | undefined;
   let files: Record<string, string> = {};
@@ -110,22 +134,27 @@ describe('web example in headless Chromium', () => {
   afterAll(async () => {
     await browser?.close();
     await dev?.close();
-    await new Promise((r) => (server ? server.close(r) : r(undefined)));
+    for (const server of servers.values()) await new Promise((r) => server.close(r));
     if (dist) rmSync(dist, { recursive: true, force: true });
   });
 
-  /** The production build (vite build), served by a plain static server. */
-  async function built(): Promise<string> {
-    if (!server) {
+  /** The production build (vite build, once), served by a plain static server with these headers. */
+  async function built(headers: Headers = {}): Promise<string> {
+    if (!dist) {
       dist = mkdtempSync(join(tmpdir(), 'rama-web-'));
       await build({ root, configFile: join(root, 'vite.config.ts'), logLevel: 'warn', build: { outDir: dist, emptyOutDir: true } });
-      server = await serve(dist, files);
+    }
+    const key = JSON.stringify(headers);
+    let server = servers.get(key);
+    if (!server) {
+      server = await serve(dist, files, headers);
+      servers.set(key, server);
     }
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   }
 
   /** Opens the page with the golden's settings, presses Generate and waits for the end. */
-  async function generate(origin: string, opts: { screenshot?: string; noWebGpu?: boolean; backend?: string } = {}): Promise<Opened> {
+  async function generate(origin: string, opts: GenerateOptions = {}): Promise<Opened> {
     const page = await browser!.newPage({ viewport: { width: 1100, height: 900 } });
     const logs: string[] = [];
     page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
@@ -135,11 +164,35 @@ describe('web example in headless Chromium', () => {
         // A browser without WebGPU: navigator.gpu is undefined.
         await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined, configurable: true }));
       }
+      // A timer chain on the page: while the model runs in a worker it keeps ticking.
+      await page.addInitScript(() => {
+        const w = window as unknown as { ticks: number[] };
+        w.ticks = [];
+        const tick = () => {
+          if (document.getElementById('status')?.dataset.state === 'generating') w.ticks.push(performance.now());
+          setTimeout(tick, 0);
+        };
+        setTimeout(tick, 0);
+      });
+      if (opts.stopAfterChars) {
+        // Pressed from the page itself, as soon as the text is there: a poll from the test could come after the end.
+        await page.addInitScript((n: number) => {
+          addEventListener('DOMContentLoaded', () => {
+            const out = document.getElementById('output')!;
+            new MutationObserver(() => {
+              const sampled = Array.from(out.childNodes).filter((c) => c.nodeType === Node.TEXT_NODE).map((c) => c.textContent).join('');
+              if (sampled.length >= n) (document.getElementById('stop') as HTMLButtonElement).click();
+            }).observe(out, { childList: true, characterData: true, subtree: true });
+          });
+        }, opts.stopAfterChars);
+      }
       const g = golden!;
       const q = new URLSearchParams({ model: `/${MODEL}`, tokenizer: `/${TOKENIZER}`, prompt: g.prompt, steps: String(g.steps), temperature: String(g.temperature) });
       if (opts.backend) q.set('backend', opts.backend);
+      if (opts.engine) q.set('engine', opts.engine);
       await page.goto(`${origin}/?${q}`);
-      expect(await page.evaluate(() => crossOriginIsolated), 'COOP/COEP make the page cross-origin isolated').toBe(true);
+      const isolated = opts.isolated ?? true;
+      expect(await page.evaluate(() => crossOriginIsolated), `COOP/COEP ${isolated ? 'make' : 'absent: not'} cross-origin isolated`).toBe(isolated);
       await page.click('#generate');
       await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 150_000 });
       if (opts.screenshot) {
@@ -151,9 +204,16 @@ describe('web example in headless Chromium', () => {
         status: await page.textContent('#status'),
         output: await page.textContent('#output'),
         backend: await page.textContent('#backend'),
+        device: await page.textContent('#device'),
         note: (await page.isVisible('#note')) ? await page.textContent('#note') : null,
         tps: Number(await page.textContent('#tps')),
         logs,
+        ...(await page.evaluate(() => {
+          const t = (window as unknown as { ticks: number[] }).ticks;
+          let longestGap = 0;
+          for (let i = 1; i < t.length; i++) longestGap = Math.max(longestGap, t[i] - t[i - 1]);
+          return { ticks: t.length, longestGap };
+        })),
       };
     } finally {
       await page.close();
@@ -162,19 +222,85 @@ describe('web example in headless Chromium', () => {
 
   const expectDone = (r: Opened) => expect(r.state, `${r.status}\n${r.logs.join('\n')}`).toBe('done');
 
-  it(`built page: ${GOLDEN} exactly, on WebGPU`, async (ctx) => {
+  it(`built page: ${GOLDEN} exactly, on WebGPU in the engine's Web Worker`, async (ctx) => {
     if (skipReason) return ctx.skip(skipReason);
     const r = await generate(await built(), { screenshot: join(root, 'test-results', 'web.png') });
     expectDone(r);
     expect(r.output).toBe(golden!.text);
     expect(r.backend, r.note ?? '').toBe('webgpu');
+    expect(r.device).toMatch(/in a Web Worker$/);
     expect(r.note).toBeNull();
     expect(r.tps).toBeGreaterThan(0);
   }, 180_000);
 
-  it('built page: falls back to the CPU with a note when the browser has no WebGPU', async (ctx) => {
+  it(`built page: ${GOLDEN} exactly, on the CPU's threads in the worker, the page's timers ticking meanwhile`, async (ctx) => {
     if (skipReason) return ctx.skip(skipReason);
-    const r = await generate(await built(), { noWebGpu: true, screenshot: join(root, 'test-results', 'web-cpu-fallback.png') });
+    const r = await generate(await built(), { backend: 'cpu' });
+    expectDone(r);
+    expect(r.output).toBe(golden!.text);
+    expect(r.backend).toBe('cpu');
+    // Cross-origin isolated: the worker's CPU backend runs its own threads (every core there is).
+    const cores = Math.min(2, availableParallelism());
+    expect(r.device).toMatch(new RegExp(`WebAssembly SIMD, (up to )?${cores} threads?\\b.*in a Web Worker$`));
+    expect(r.note).toBeNull();
+    // The page was free while the worker generated: its timer chain kept running (a blocked page runs none).
+    expect(r.ticks, r.status ?? '').toBeGreaterThan(5);
+    expect(r.longestGap).toBeLessThan(1000);
+  }, 180_000);
+
+  it('built page: Stop aborts the worker\'s generation', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const r = await generate(await built(), { backend: 'cpu', stopAfterChars: 20 });
+    expectDone(r);
+    expect(r.status).toMatch(/^Done \(stopped\)/);
+    const text = golden!.text;
+    expect(r.output!.length).toBeGreaterThanOrEqual(20);
+    expect(r.output!.length).toBeLessThan(text.length);
+    expect(text.startsWith(r.output!)).toBe(true);
+  }, 180_000);
+
+  it('built page without COOP/COEP: the worker runs the CPU backend on one thread and says why (not an error)', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const r = await generate(await built({ isolation: false }), { backend: 'cpu', isolated: false });
+    expectDone(r);
+    expect(r.output).toBe(golden!.text);
+    expect(r.device).toMatch(/1 thread, no SharedArrayBuffer.*in a Web Worker$/);
+    expect(r.note).toMatch(/runs on one thread: this page is not cross-origin isolated.*"Cross-Origin-Opener-Policy: same-origin" and "Cross-Origin-Embedder-Policy: require-corp"/);
+  }, 180_000);
+
+  it('built page with a CSP that blocks blob: workers: the CPU backend runs on one thread and names worker-src', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const csp = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'";
+    const r = await generate(await built({ csp }), { backend: 'cpu' });
+    expectDone(r);
+    expect(r.output).toBe(golden!.text);
+    expect(r.device).toMatch(/\b1 thread\b.*in a Web Worker$/);
+    expect(r.note).toMatch(/runs on one thread: the page's Content Security Policy blocks its worker threads \(blob: URL workers\).*worker-src 'self' blob:/);
+  }, 180_000);
+
+  it('built page with a CSP that blocks every worker: the model runs in the page, with a note naming worker-src', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const csp = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'none'";
+    const r = await generate(await built({ csp }), { backend: 'cpu' });
+    expectDone(r);
+    expect(r.output).toBe(golden!.text);
+    expect(r.device).toMatch(/in the page$/);
+    expect(r.note).toMatch(/cannot start the engine worker .*Content Security Policy blocks it: worker-src.*Running the model in this page instead/);
+  }, 180_000);
+
+  it('built page without \'wasm-unsafe-eval\': the scalar kernels run, and the note names it', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const csp = "default-src 'self'; script-src 'self'; worker-src 'self'";
+    const r = await generate(await built({ csp }), { backend: 'cpu' });
+    expectDone(r);
+    expect(r.output).toBe(golden!.text);
+    expect(r.device).toMatch(/TypeScript scalar kernels.*in a Web Worker$/);
+    expect(r.note).toMatch(/cannot compile its WebAssembly kernels.*add 'wasm-unsafe-eval' to script-src/);
+  }, 180_000);
+
+  it('built page, in the page: falls back to the CPU with a note when the browser has no WebGPU', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const r = await generate(await built(), { engine: 'page', noWebGpu: true, screenshot: join(root, 'test-results', 'web-cpu-fallback.png') });
     expectDone(r);
     expect(r.output).toBe(golden!.text);
     expect(r.backend).toBe('cpu');
