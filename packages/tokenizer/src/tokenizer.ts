@@ -56,6 +56,12 @@ export interface TokenizerConfig {
   clean_up_tokenization_spaces?: boolean;
 }
 
+/** Options of load and fromFile. */
+export interface LoadOptions extends TokenizerOptions {
+  /** The tokenizer_config.json to use with a tokenizer.json (text, bytes or the parsed object). */
+  config?: unknown;
+}
+
 /** A GGUF `gpt2` vocabulary's options for fromBPE. */
 export interface BPEOptions extends TokenizerOptions {
   bosId: number;
@@ -297,26 +303,42 @@ export class Tokenizer {
   }
 
   /**
-   * Reads and parses a tokenizer.bin (Node only; fs is imported lazily so
-   * browsers can bundle this module). Only a regular file is read, and only
-   * as many bytes as it had when opened: a FIFO, a directory or a device
-   * such as /dev/zero is refused with a FormatError naming the path.
+   * A tokenizer.bin or a tokenizer.json, told apart by content (a JSON
+   * object is a tokenizer.json; see looksLikeTokenizerJson). `config` is the
+   * tokenizer_config.json to use with a tokenizer.json (text, bytes or
+   * parsed).
    */
-  static async fromFile(path: string, opts: TokenizerOptions = {}): Promise<Tokenizer> {
-    const source = opts.source ?? path;
-    const file = await openFileSource(path, { name: source, what: 'tokenizer' });
-    try {
-      if (file.size > MAX_TOKENIZER_BYTES) {
-        throw new FormatError(
-          `${source}: is ${fmtBytes(file.size)} bytes, more than any tokenizer.bin (at most ${fmtBytes(MAX_TOKENIZER_BYTES)} accepted; a model file given as the tokenizer?)`,
-        );
-      }
-      const bytes = new Uint8Array(file.size);
-      await file.readAt(bytes, 0);
-      return Tokenizer.fromBytes(bytes, { ...opts, source });
-    } finally {
-      await file.close();
+  static load(bytes: Uint8Array, opts: LoadOptions = {}): Tokenizer {
+    if (looksLikeTokenizerJson(bytes)) {
+      return Tokenizer.fromTokenizerJson(bytes, opts.config, { ...opts, source: opts.source ?? 'tokenizer.json' });
     }
+    return Tokenizer.fromBytes(bytes, opts);
+  }
+
+  /**
+   * Reads and parses a tokenizer.bin or a tokenizer.json (told apart by
+   * content, as load does; Node only: fs is imported lazily so browsers can
+   * bundle this module). For a tokenizer.json without `opts.config`, a
+   * tokenizer_config.json in the same directory is read if there is one.
+   * Only a regular file is read, and only as many bytes as it had when
+   * opened: a FIFO, a directory or a device such as /dev/zero is refused
+   * with a FormatError naming the path.
+   */
+  static async fromFile(path: string, opts: LoadOptions = {}): Promise<Tokenizer> {
+    const source = opts.source ?? path;
+    const bytes = await readTokenizerFile(path, source);
+    if (!looksLikeTokenizerJson(bytes)) return Tokenizer.fromBytes(bytes, { ...opts, source });
+    let config = opts.config;
+    if (config === undefined) {
+      const configPath = path.replace(/[^/\\]*$/, '') + 'tokenizer_config.json';
+      try {
+        config = await readTokenizerFile(configPath, configPath);
+      } catch (e) {
+        // No tokenizer_config.json beside it: the tokenizer.json alone decides.
+        if ((e as { cause?: { code?: string } }).cause?.code !== 'ENOENT') throw e;
+      }
+    }
+    return Tokenizer.fromTokenizerJson(bytes, config, { ...opts, source });
   }
 
   /** The raw bytes of a piece (a view into the vocab: do not modify). Pieces need not be valid UTF-8. */
@@ -585,6 +607,39 @@ const EMPTY = new Uint8Array(0);
 const TYPE_CONTROL = 3;
 const TYPE_USER_DEFINED = 4;
 const BYTE_LEVEL_CHARS = BYTE_TO_CHAR;
+
+/**
+ * Whether bytes are a JSON object (a tokenizer.json) rather than a
+ * tokenizer.bin: after any whitespace or byte-order mark, "{" then
+ * whitespace, '"' or "}". A tokenizer.bin starting so would declare a
+ * max_token_length of at least 2427 bytes, which no vocabulary has.
+ */
+export function looksLikeTokenizerJson(bytes: Uint8Array): boolean {
+  const ws = (b: number): boolean => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
+  let i = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  while (i < bytes.length && ws(bytes[i])) i++;
+  if (bytes[i] !== 0x7b) return false;
+  i++;
+  while (i < bytes.length && ws(bytes[i])) i++;
+  return bytes[i] === 0x22 || bytes[i] === 0x7d;
+}
+
+/** A whole regular file, at most MAX_TOKENIZER_BYTES. */
+async function readTokenizerFile(path: string, source: string): Promise<Uint8Array> {
+  const file = await openFileSource(path, { name: source, what: 'tokenizer' });
+  try {
+    if (file.size > MAX_TOKENIZER_BYTES) {
+      throw new FormatError(
+        `${source}: is ${fmtBytes(file.size)} bytes, more than any tokenizer (at most ${fmtBytes(MAX_TOKENIZER_BYTES)} accepted; a model file given as the tokenizer?)`,
+      );
+    }
+    const bytes = new Uint8Array(file.size);
+    await file.readAt(bytes, 0);
+    return bytes;
+  } finally {
+    await file.close();
+  }
+}
 
 /** A byte-level token's bytes; a token that is not byte-level text prints as its UTF-8. */
 function byteLevelPiece(t: string): Uint8Array {
