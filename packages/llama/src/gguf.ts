@@ -136,7 +136,7 @@ export function ggufTokenizer(file: GGUFFile, spec: ModelSpec): Tokenizer {
   const types = md.get('tokenizer.ggml.token_type');
   if (types !== undefined && !(types instanceof Int32Array && types.length === n)) fail(`tokenizer.ggml.token_type is not ${n} int32 values`);
   if (model === 'gpt2') return bpeTokenizer(file, spec, tokens, types as Int32Array | undefined);
-  if (model !== 'llama') fail(`tokenizer.ggml.model is ${JSON.stringify(model)}: only "llama" (sentencepiece) and "gpt2" (BPE, pre "llama-bpe") are supported yet`);
+  if (model !== 'llama') fail(`tokenizer.ggml.model is ${JSON.stringify(model)}: only "llama" (sentencepiece) and "gpt2" (byte-level BPE) are supported yet`);
   const scores = md.get('tokenizer.ggml.scores');
   if (scores !== undefined && !(scores instanceof Float32Array && scores.length === n)) fail(`tokenizer.ggml.scores is not ${n} float32 values`);
   if (spec.bosId !== 1 || spec.eosId !== 2) fail(`BOS ${spec.bosId} and EOS ${spec.eosId}: only BOS 1 and EOS 2 are supported yet`);
@@ -159,22 +159,23 @@ export function ggufTokenizer(file: GGUFFile, spec: ModelSpec): Tokenizer {
 }
 
 /**
- * A `gpt2` (byte-level BPE) vocabulary with Llama 3's pre-tokenizer (`pre =
- * llama-bpe`; other pre-tokenizers split text differently and are refused):
- * BOS added, no EOS, as llama.cpp does for it.
+ * A `gpt2` (byte-level BPE) vocabulary with the pre-tokenizer
+ * `tokenizer.ggml.pre` names (llama-bpe, smollm, qwen2, gpt-2 or default;
+ * none: default, as llama.cpp; any other is a FormatError naming it): BOS
+ * added, no EOS.
  */
 function bpeTokenizer(file: GGUFFile, spec: ModelSpec, tokens: string[], types: Int32Array | undefined): Tokenizer {
   const fail = (msg: string): never => {
     throw new FormatError(`${file.source}: ${msg}`);
   };
   const md = file.metadata;
-  const pre = md.get('tokenizer.ggml.pre');
-  if (pre !== 'llama-bpe') fail(`tokenizer.ggml.pre is ${JSON.stringify(pre)}: only "llama-bpe" (Llama 3) is supported yet for gpt2 vocabularies`);
+  const pre = md.get('tokenizer.ggml.pre') ?? 'default';
+  if (typeof pre !== 'string') fail(`tokenizer.ggml.pre is ${JSON.stringify(pre)}, not a string`);
   const merges = md.get('tokenizer.ggml.merges');
   if (!Array.isArray(merges) || !merges.every((m) => typeof m === 'string')) fail('has no tokenizer.ggml.merges (a list of strings)');
   const bos = md.get('tokenizer.ggml.add_bos_token');
   if (bos === false) fail('tokenizer.ggml.add_bos_token = false is not supported yet');
   const eos = md.get('tokenizer.ggml.add_eos_token');
   if (eos !== undefined && eos !== false) fail(`tokenizer.ggml.add_eos_token = ${String(eos)} is not supported yet`);
-  return Tokenizer.fromBPE(tokens, merges as string[], { source: file.source, bosId: spec.bosId, eosId: spec.eosId, types });
+  return Tokenizer.fromBPE(tokens, merges as string[], { source: file.source, bosId: spec.bosId, eosId: spec.eosId, types, pre: pre as string });
 }

@@ -277,13 +277,18 @@ function checkLoadOptions(opts: LoadOptions): void {
   if (o.yieldEveryMs !== Infinity) checkNumber('Llama.load', 'yieldEveryMs', o.yieldEveryMs, 0);
 }
 
+/**
+ * A llama2.c tokenizer.bin or a Hugging Face tokenizer.json, told apart by
+ * content (a JSON object). A tokenizer.json path also reads the
+ * tokenizer_config.json beside it, if any (BOS/EOS, clean-up).
+ */
 async function loadTokenizer(source: ModelSource, vocabSize: number): Promise<Tokenizer> {
   const opts = { expectedVocabSize: vocabSize };
   if (typeof source === 'string') return Tokenizer.fromFile(source, opts);
   if (typeof Blob !== 'undefined' && source instanceof Blob) {
     const name = (source as Blob & { name?: string }).name || '<blob>';
-    return Tokenizer.fromBytes(new Uint8Array(await source.arrayBuffer()), { ...opts, source: name });
+    return Tokenizer.load(new Uint8Array(await source.arrayBuffer()), { ...opts, source: name });
   }
   const bytes = source instanceof Uint8Array ? source : new Uint8Array(source as ArrayBuffer);
-  return Tokenizer.fromBytes(bytes, { ...opts, source: '<buffer>' });
+  return Tokenizer.load(bytes, { ...opts, source: '<buffer>' });
 }
