@@ -7,7 +7,7 @@
  *
  * Query parameters prefill the form: ?model=URL&tokenizer=URL&prompt=&steps=
  * &temperature=&topp=&seed=&backend=auto|webgpu|cpu&q80=1&engine=worker|page
- * (and &autorun=1 to start at once). #status gets data-state="done" (or
+ * &worker=URL (a prebuilt engine worker script) (and &autorun=1 to start at once). #status gets data-state="done" (or
  * "error") at the end.
  */
 import { Llama, type BackendName, type ModelSource } from '@rama/llama';
@@ -183,7 +183,9 @@ async function ensureLoaded(): Promise<Engine> {
     if (engine === 'page') llama = await loadInPage(model, tokenizer, backend);
     else {
       // URLs are fetched by the worker itself; files go over as they are (a File is not copied).
-      llama = await createWorkerLlama({ model, tokenizer, backend, q80: q80.checked, onProgress: showProgress });
+      // ?worker=URL: a prebuilt engine worker script (e.g. @rama/llama's dist/worker/thread.standalone.js) instead of the bundled one.
+      const worker = params.get('worker') ?? undefined;
+      llama = await createWorkerLlama({ model, tokenizer, backend, q80: q80.checked, onProgress: showProgress, worker });
     }
   } catch (e) {
     if (!(e instanceof WorkerStartError)) throw e;

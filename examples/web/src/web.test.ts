@@ -14,7 +14,7 @@ import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { build, createServer as createViteServer, type Plugin, type ViteDevServer } from 'vite';
+import { build, createServer as createViteServer, defaultClientConditions, type Plugin, type ViteDevServer } from 'vite';
 import { chromium, type Browser } from 'playwright-core';
 import { generateGoldens, isCI, missingMessage, sharedFile } from '@rama/testkit';
 
@@ -40,6 +40,9 @@ const TYPES: Record<string, string> = {
   '.svg': 'image/svg+xml',
 };
 
+/** Every path the test servers were asked for. */
+const served: string[] = [];
+
 /** What a test server sends besides the files: COOP/COEP (default on, like vite's), a CSP. */
 interface Headers {
   isolation?: boolean;
@@ -50,6 +53,7 @@ interface Headers {
 function serve(dist: string, files: Record<string, string>, headers: Headers = {}): Promise<Server> {
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    served.push(path);
     let file: string | undefined = files[path];
     if (!file) {
       const p = normalize(join(dist, path === '/' ? 'index.html' : path));
@@ -107,6 +111,8 @@ interface GenerateOptions {
   noWebGpu?: boolean;
   backend?: string;
   engine?: 'worker' | 'page';
+  /** A prebuilt engine worker script's URL (?worker=). */
+  worker?: string;
   /** Whether the server sends COOP/COEP (so the page must be cross-origin isolated). */
   isolated?: boolean;
   /** Press Stop once this many characters of sampled text are shown. */
@@ -190,6 +196,7 @@ describe('web example in headless Chromium', () => {
       const q = new URLSearchParams({ model: `/${MODEL}`, tokenizer: `/${TOKENIZER}`, prompt: g.prompt, steps: String(g.steps), temperature: String(g.temperature) });
       if (opts.backend) q.set('backend', opts.backend);
       if (opts.engine) q.set('engine', opts.engine);
+      if (opts.worker) q.set('worker', opts.worker);
       await page.goto(`${origin}/?${q}`);
       const isolated = opts.isolated ?? true;
       expect(await page.evaluate(() => crossOriginIsolated), `COOP/COEP ${isolated ? 'make' : 'absent: not'} cross-origin isolated`).toBe(isolated);
@@ -296,6 +303,34 @@ describe('web example in headless Chromium', () => {
     expect(r.output).toBe(golden!.text);
     expect(r.device).toMatch(/TypeScript scalar kernels.*in a Web Worker$/);
     expect(r.note).toMatch(/cannot compile its WebAssembly kernels.*add 'wasm-unsafe-eval' to script-src/);
+  }, 180_000);
+
+  it('built page with a prebuilt engine worker script given by URL (one self-contained file)', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const origin = await built();
+    // What a page without a bundler gets: the worker script and every dependency in one file, loaded by URL.
+    const prebuilt = join(dist, 'prebuilt');
+    await build({
+      configFile: false,
+      root,
+      logLevel: 'warn',
+      resolve: { conditions: ['@rama/source', ...defaultClientConditions] },
+      build: {
+        outDir: prebuilt,
+        emptyOutDir: true,
+        target: 'es2022',
+        lib: { entry: join(root, '../../packages/llama/src/worker/thread.ts'), formats: ['es'], fileName: () => 'engine.js' },
+        rollupOptions: { external: (id) => id.startsWith('node:') || id === 'webgpu' || id === 'worker_threads', output: { inlineDynamicImports: true } },
+      },
+    });
+    const before = served.length;
+    const r = await generate(origin, { backend: 'cpu', worker: '/prebuilt/engine.js' });
+    expectDone(r);
+    expect(r.output).toBe(golden!.text);
+    expect(r.device).toMatch(/in a Web Worker$/);
+    const asked = served.slice(before);
+    expect(asked).toContain('/prebuilt/engine.js');
+    expect(asked.some((p) => /\/assets\/thread-.*\.js$/.test(p)), 'the bundled worker is not started').toBe(false);
   }, 180_000);
 
   it('built page, in the page: falls back to the CPU with a note when the browser has no WebGPU', async (ctx) => {
