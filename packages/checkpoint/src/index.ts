@@ -18,6 +18,8 @@ export {
 export type { GGUFFile, GGUFTensorInfo, GGUFValue, GGMLType, OpenGGUFOptions } from './gguf.js';
 export { ggmlToF32, ggmlToQ80, q80GroupSizeOf, convertsToF32, f16At } from './gguf-convert.js';
 export { openGGUFSplits, joinSplits, ggufSplitPaths, type GGUFSource } from './gguf-split.js';
+export { openSafetensors, readSafetensors, SAFETENSORS_DTYPES, MAX_SAFETENSORS_HEADER } from './safetensors.js';
+export type { SafetensorsFile, SafetensorsTensor } from './safetensors.js';
 
 /** A Q8_0 tensor as separate arrays: int8 values row-major and one f32 scale per group. */
 export interface Q80Data {

@@ -12,8 +12,9 @@ import { FormatError } from '@rama/core';
 import { Tokenizer } from '@rama/tokenizer';
 import { ggufSpec, llama2cSpec, type ModelSpec } from './spec.js';
 import { configOfSpec, ggufWeightSource, type WeightSource } from './weights.js';
+import { hfFolderFiles, isDirectory, isHfModelFiles, openHfModel, type HfModelFiles } from './hf-model.js';
 
-export type ModelFormat = CheckpointFormat | 'gguf';
+export type ModelFormat = CheckpointFormat | 'gguf' | 'safetensors';
 
 export interface OpenedModel {
   format: ModelFormat;
@@ -31,10 +32,13 @@ export interface OpenedModel {
  * Opens a llama2.c checkpoint or a GGUF file (by its first four bytes). An
  * array is the splits of one GGUF model (gguf-split's files, in any order);
  * a path named like a split (`model-00001-of-00003.gguf`) opens its siblings
- * by name too.
+ * by name too. A Hugging Face LlamaForCausalLM model (safetensors) is a
+ * folder (Node) or { config, weights } (see hf-model.ts).
  */
-export async function openModel(source: GGUFSource | readonly GGUFSource[]): Promise<OpenedModel> {
+export async function openModel(source: GGUFSource | readonly GGUFSource[] | HfModelFiles): Promise<OpenedModel> {
   if (Array.isArray(source)) return ggufModel(await openGGUFSplits(source));
+  if (isHfModelFiles(source)) return hfModel(source);
+  if (typeof source === 'string' && (await isDirectory(source))) return hfModel(await hfFolderFiles(source));
   const single = source as GGUFSource;
   const { src, name } = await openModelSource(single, { what: 'model' });
   let gguf: GGUFFile;
@@ -84,6 +88,11 @@ export async function openModel(source: GGUFSource | readonly GGUFSource[]): Pro
     }
   }
   return ggufModel(gguf);
+}
+
+async function hfModel(files: HfModelFiles): Promise<OpenedModel> {
+  const m = await openHfModel(files);
+  return { format: 'safetensors', ...m, quantized: false };
 }
 
 async function readGGUFPath(path: string): Promise<GGUFFile> {

@@ -13,6 +13,7 @@ import { createBackend, type BackendChoice } from './backends.js';
 import { BatchRunner } from './batch.js';
 import type { Generation } from './generation.js';
 import { openModel, type ModelFormat } from './gguf.js';
+import { isHfModelFiles, type HfModelFiles } from './hf-model.js';
 import { checkBoolean, checkInteger, checkKnown, checkNumber, checkObject, checkString, describe } from './options.js';
 import { Session, type ChatMessage, type ChatOptions, type GenerateOptions } from './session.js';
 import { allocState } from './state.js';
@@ -31,7 +32,7 @@ export interface LoadOptions {
    * A name, `hf:owner/repo/file.gguf[@revision]` or an http(s) URL, is downloaded once into the cache by
    * @rama/hub (a split GGUF name: every part); a string that is an existing local file stays that file.
    */
-  model: ModelSource | readonly ModelSource[];
+  model: ModelSource | readonly ModelSource[] | HfModelFiles;
   /** A llama2.c checkpoint's tokenizer.bin, in the same forms (a name too). Required for a checkpoint; not allowed with a GGUF file, which carries its own. */
   tokenizer?: ModelSource;
   /** Download progress of a model or tokenizer given by name: `{ file, url, loaded, total, done }`, per file. */
@@ -122,9 +123,13 @@ export class Llama {
       const { config, spec, weights: ckpt } = model;
       checkSupported(spec, ckpt.source);
       if (model.tokenizer && opts.tokenizer !== undefined) {
-        throw new ArgumentError(`Llama.load: ${ckpt.source} is a GGUF file, which carries its own tokenizer: leave out the "tokenizer" option`);
+        const what = model.format === 'gguf' ? 'is a GGUF file, which carries' : 'comes with';
+        throw new ArgumentError(`Llama.load: ${ckpt.source} ${what} its own tokenizer: leave out the "tokenizer" option`);
       }
-      if (!model.tokenizer && opts.tokenizer === undefined) throw new ArgumentError('Llama.load: the "tokenizer" option is required for a llama2.c checkpoint');
+      if (!model.tokenizer && opts.tokenizer === undefined) {
+        const what = model.format === 'safetensors' ? 'a Hugging Face model without tokenizer.json' : 'a llama2.c checkpoint';
+        throw new ArgumentError(`Llama.load: the "tokenizer" option is required for ${what}`);
+      }
       const tokenizer = model.tokenizer ?? await loadTokenizer(tokenizerSource as ModelSource, config.vocabSize);
       const context = opts.contextLength ?? config.seqLen;
       checkInteger('Llama.load', `contextLength (the model's seq_len is ${config.seqLen})`, context, 1, config.seqLen);
@@ -258,7 +263,8 @@ function checkLoadOptions(opts: LoadOptions): void {
   const o = checkKnown('Llama.load', opts, LOAD_OPTIONS);
   if (opts === undefined || o.model === undefined) throw new ArgumentError('Llama.load: the "model" option is required');
   if (Array.isArray(o.model) && o.model.length === 0) throw new ArgumentError('Llama.load: model is an empty array (expected the GGUF splits of one model)');
-  const sources: [string, unknown][] = Array.isArray(o.model) ? o.model.map((m, i) => [`model[${i}]`, m]) : [['model', o.model]];
+  // The object form of a Hugging Face model ({ config, weights }) is checked when it is opened.
+  const sources: [string, unknown][] = Array.isArray(o.model) ? o.model.map((m, i) => [`model[${i}]`, m]) : isHfModelFiles(o.model) ? [] : [['model', o.model]];
   for (const [name, v] of [...sources, ['tokenizer', o.tokenizer]]) {
     if (name === 'tokenizer' && v === undefined) continue;
     const ok = typeof v === 'string' || v instanceof Uint8Array || v instanceof ArrayBuffer || (typeof Blob !== 'undefined' && v instanceof Blob);
