@@ -472,5 +472,6 @@ function toWire(name: string, source: WorkerModelSource, transfer: boolean, tran
     if (transfer && whole) transfers.push(source.buffer as ArrayBuffer);
     return source;
   }
+  if (source !== null && typeof source === 'object') return source as WireSource; // another form Llama.load reads (structured-cloned; it checks it)
   throw new ArgumentError(`createWorkerLlama: ${name} must be a URL, a Blob, an ArrayBuffer or a Uint8Array, got ${source === null ? 'null' : typeof source}`);
 }
