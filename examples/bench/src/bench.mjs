@@ -3,7 +3,7 @@
 // (fp32 and Q8_0), optionally side by side with llama2.c's run / runq.
 //
 //   pnpm build && pnpm bench [--llama2c-dir DIR] [--runs N] [--steps N]
-//        [--threads N] [--models s15,s110] [--formats fp32,q80] [--json FILE]
+//        [--threads N] [--models s15,s42,s110,tl1b,l7b] [--formats fp32,q80] [--json FILE]
 //        [--contention] [--sessions N] [--backend cpu|webgpu] [--matmul-rows]
 //   pnpm build && pnpm bench --server [--clients N] [--parallel N]
 //        [--duration S] [--max-tokens N] [--server-models aidreams,s15]
@@ -14,6 +14,10 @@
 // --threads pins one. With --llama2c-dir, DIR/run (fp32) and DIR/runq (q80),
 // built with OpenMP, run interleaved with ours (OMP_NUM_THREADS = --threads,
 // or every core), and the table shows the ratio measured in the same run.
+// Big models (tl1b, l7b: past 4 GiB, over several WebAssembly memories): the
+// table also gives load speed (file MB / load s) and the fraction of this
+// machine's memory bandwidth a token uses (weight bytes read per token x
+// tok/s, against a copy bandwidth measured at the start of the run).
 // --contention: a busy process (a tight loop on one core) runs beside, and
 // Rama runs with 1 thread, 2 threads and the default, interleaved.
 // --sessions N: N sessions of one model generate at the same time (their
@@ -27,7 +31,7 @@
 // streaming clients for 30 s against --parallel 8, then one at a time; errors,
 // aggregate tokens/s, time to first token p50/p99.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +39,13 @@ import { fileURLToPath } from 'node:url';
 const PROMPT = 'Once upon a time';
 const MODELS = {
   s15: { shape: 'stories15M', label: 'stories15M' },
+  s42: { shape: 'stories42M', label: 'stories42M' },
   s110: { shape: 'stories110M', label: 'stories110M' },
+  // Past one 4 GiB WebAssembly memory (fp32 4.4 GB; q80 1.2 GB).
+  tl1b: { shape: 'tinyllama1B', label: 'TinyLlama-1.1B' },
+  // Llama-2-7B (q80 ~7 GB, fp32 ~27 GB). Its 4096 positions would need a 4 GiB f32 KV cache, more than one
+  // memory holds: the bench uses 2048 (llama2.c gets the same -n, and allocates its cache for all 4096).
+  l7b: { shape: 'llama2_7B', label: 'Llama-2-7B', context: 2048 },
 };
 
 function parseArgs(argv) {
@@ -70,6 +80,7 @@ function parseArgs(argv) {
     else if (k === '--child') a.child = v();
     else if (k === '--model') a.model = v();
     else if (k === '--tokenizer') a.tokenizer = v();
+    else if (k === '--context') a.context = int(v(), k);
     else if (k === '-h' || k === '--help') {
       const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
       console.log(lines.slice(0, lines.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
@@ -102,7 +113,9 @@ async function child(a) {
     die(`cannot import @rama/llama (run \`pnpm build\` first): ${e.message}`);
   }
   const t0 = performance.now();
-  const llama = await Llama.load({ model: a.model, tokenizer: a.tokenizer, backend: a.backend ?? 'cpu', threads: a.threads, sessions: a.sessions ?? 1 });
+  const llama = await Llama.load({
+    model: a.model, tokenizer: a.tokenizer, backend: a.backend ?? 'cpu', threads: a.threads, sessions: a.sessions ?? 1, contextLength: a.context,
+  });
   const loadMs = performance.now() - t0;
   if (a.sessions) return childSessions(a, llama);
   const gen = llama.generate(PROMPT, { steps: a.steps, temperature: 0 });
@@ -182,7 +195,8 @@ function measure(cmd, args, env) {
 async function runRama(a, model, tokenizer, threads = a.threads, sessions = undefined) {
   const r = await measure(process.execPath, [fileURLToPath(import.meta.url), '--child', 'rama', '--model', model, '--tokenizer', tokenizer,
     ...(threads === undefined ? [] : ['--threads', String(threads)]), '--steps', String(a.steps),
-    ...(sessions === undefined ? [] : ['--sessions', String(sessions)]), ...(a.backend ? ['--backend', a.backend] : [])], {});
+    ...(sessions === undefined ? [] : ['--sessions', String(sessions)]), ...(a.backend ? ['--backend', a.backend] : []),
+    ...(a.context ? ['--context', String(a.context)] : [])], {});
   const j = JSON.parse(r.stdout.trim().split('\n').pop());
   return { ...j, peakRssMB: r.peakRssMB ?? j.selfMaxRssMB };
 }
@@ -222,41 +236,63 @@ async function parent(a) {
   if (a.matmulRows) return matmulRows(a, cpu);
   console.log(`bench: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${threadsLabel} threads, ${a.steps} positions, ${a.runs} runs each${a.llama2c ? `, llama2.c from ${a.llama2c}` : ''}`);
 
+  const copyGBs = copyBandwidth();
+  console.log(`memory copy bandwidth (one thread, 256 MiB blocks, best of 5): ${fmt(copyGBs, 2)} GB/s`);
   const rows = [];
   for (const m of a.models) {
+    const am = { ...a, context: a.context ?? MODELS[m].context };
     for (const f of a.formats) {
       const model = synth(testkit, m, f);
+      const fileMB = statSync(model).size / 1e6;
       const results = { rama: [], llama2c: [] };
       for (let i = 0; i < a.runs; i++) {
-        results.rama.push(await runRama(a, model, tokenizer));
-        if (bins[f]) results.llama2c.push(await runLlama2c(a, bins[f], model, tokenizer));
+        results.rama.push(await runRama(am, model, tokenizer));
+        if (bins[f]) results.llama2c.push(await runLlama2c(am, bins[f], model, tokenizer));
         process.stdout.write(`${i + 1} `);
       }
       process.stdout.write('\n');
-      rows.push({ model: MODELS[m].label, format: f, results });
+      rows.push({ model: MODELS[m].label, format: f, fileMB, context: am.context, results });
     }
   }
 
+  // Decoding reads every weight once per token: about the file's bytes (the embedding table doubles as the classifier).
+  const bw = (r, tokPerSec) => `${fmt((100 * r.fileMB * tokPerSec) / 1e3 / copyGBs, 0)}%`;
   const lines = [
-    '| model | format | engine | tok/s median | min | max | prompt tok/s | TTFT ms | load ms | peak RSS MB | vs llama2.c |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| model | format | engine | tok/s median | min | max | prompt tok/s | TTFT ms | load ms | load MB/s | peak RSS MB | file MB | mem BW | vs llama2.c |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     const ours = r.results.rama;
     const theirs = r.results.llama2c;
     const tok = ours.map((x) => x.tokPerSec);
     const ratio = theirs.length ? median(tok) / median(theirs.map((x) => x.tokPerSec)) : undefined;
+    const loadMs = median(ours.map((x) => x.loadMs));
     lines.push(`| ${r.model} | ${r.format} | rama (${threadsLabel} thr) | ${fmt(median(tok))} | ${fmt(Math.min(...tok))} | ${fmt(Math.max(...tok))} | ` +
-      `${fmt(median(ours.map((x) => x.promptTokPerSec)))} | ${fmt(median(ours.map((x) => x.ttftMs)))} | ${fmt(median(ours.map((x) => x.loadMs)), 0)} | ` +
-      `${fmt(median(ours.map((x) => x.peakRssMB)), 0)} | ${ratio === undefined ? '-' : `${fmt(ratio, 2)}x`} |`);
+      `${fmt(median(ours.map((x) => x.promptTokPerSec)))} | ${fmt(median(ours.map((x) => x.ttftMs)))} | ${fmt(loadMs, 0)} | ${fmt(r.fileMB / (loadMs / 1e3), 0)} | ` +
+      `${fmt(median(ours.map((x) => x.peakRssMB)), 0)} | ${fmt(r.fileMB, 0)} | ${bw(r, median(tok))} | ${ratio === undefined ? '-' : `${fmt(ratio, 2)}x`} |`);
     if (theirs.length) {
       const t = theirs.map((x) => x.tokPerSec);
-      lines.push(`| ${r.model} | ${r.format} | llama2.c ${r.format === 'q80' ? 'runq' : 'run'} (OMP ${a.threads ?? availableParallelism()}) | ${fmt(median(t))} | ${fmt(Math.min(...t))} | ${fmt(Math.max(...t))} | - | - | - | ${fmt(median(theirs.map((x) => x.peakRssMB)), 0)} | 1.00x |`);
+      lines.push(`| ${r.model} | ${r.format} | llama2.c ${r.format === 'q80' ? 'runq' : 'run'} (OMP ${a.threads ?? availableParallelism()}) | ${fmt(median(t))} | ${fmt(Math.min(...t))} | ${fmt(Math.max(...t))} | - | - | - | - | ` +
+        `${fmt(median(theirs.map((x) => x.peakRssMB)), 0)} | ${fmt(r.fileMB, 0)} | ${bw(r, median(t))} | 1.00x |`);
     }
   }
+  if (rows.some((r) => r.context)) console.log(`context: ${rows.filter((r) => r.context).map((r) => `${r.model} ${r.context} positions`).join(', ')}`);
   console.log(`\n${lines.join('\n')}\n`);
   console.log(`rama backend: ${rows[0]?.results.rama[0]?.backend ?? '-'}`);
   if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, args: a, rows }, null, 2));
+}
+
+/** GB/s of a plain copy between two 256 MiB buffers, best of 5: the bound a memory-bound decoder works against. */
+function copyBandwidth() {
+  const n = 256 * 2 ** 20;
+  const src = Buffer.alloc(n, 1), dst = Buffer.alloc(n);
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    src.copy(dst);
+    best = Math.min(best, performance.now() - t0);
+  }
+  return n / 1e9 / (best / 1e3);
 }
 
 /** The synthetic model file for a model key and format (generated once into .cache/models). */
