@@ -104,6 +104,8 @@ interface Opened {
   /** Timer ticks on the page while it generated, and the longest gap between two (ms). */
   ticks: number;
   longestGap: number;
+  /** Every text #status showed, in order. */
+  statuses: string[];
 }
 
 interface GenerateOptions {
@@ -117,6 +119,8 @@ interface GenerateOptions {
   isolated?: boolean;
   /** Press Stop once this many characters of sampled text are shown. */
   stopAfterChars?: number;
+  /** Another browser to open the page in. */
+  browser?: Browser;
 }
 
 describe('web example in headless Chromium', () => {
@@ -161,7 +165,7 @@ describe('web example in headless Chromium', () => {
 
   /** Opens the page with the golden's settings, presses Generate and waits for the end. */
   async function generate(origin: string, opts: GenerateOptions = {}): Promise<Opened> {
-    const page = await browser!.newPage({ viewport: { width: 1100, height: 900 } });
+    const page = await (opts.browser ?? browser!).newPage({ viewport: { width: 1100, height: 900 } });
     const logs: string[] = [];
     page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
@@ -172,8 +176,13 @@ describe('web example in headless Chromium', () => {
       }
       // A timer chain on the page: while the model runs in a worker it keeps ticking.
       await page.addInitScript(() => {
-        const w = window as unknown as { ticks: number[] };
+        const w = window as unknown as { ticks: number[]; statuses: string[] };
         w.ticks = [];
+        w.statuses = [];
+        addEventListener('DOMContentLoaded', () => {
+          const status = document.getElementById('status')!;
+          new MutationObserver(() => w.statuses.push(status.textContent ?? '')).observe(status, { childList: true, characterData: true, subtree: true });
+        });
         const tick = () => {
           if (document.getElementById('status')?.dataset.state === 'generating') w.ticks.push(performance.now());
           setTimeout(tick, 0);
@@ -216,10 +225,11 @@ describe('web example in headless Chromium', () => {
         tps: Number(await page.textContent('#tps')),
         logs,
         ...(await page.evaluate(() => {
-          const t = (window as unknown as { ticks: number[] }).ticks;
+          const w = window as unknown as { ticks: number[]; statuses: string[] };
+          const t = w.ticks;
           let longestGap = 0;
           for (let i = 1; i < t.length; i++) longestGap = Math.max(longestGap, t[i] - t[i - 1]);
-          return { ticks: t.length, longestGap };
+          return { ticks: t.length, longestGap, statuses: w.statuses };
         })),
       };
     } finally {
@@ -250,6 +260,11 @@ describe('web example in headless Chromium', () => {
     const cores = Math.min(2, availableParallelism());
     expect(r.device).toMatch(new RegExp(`WebAssembly SIMD, (up to )?${cores} threads?\\b.*in a Web Worker$`));
     expect(r.note).toBeNull();
+    // Loading progress: the worker fetched the files, reporting bytes, then read the model.
+    const size = statSync(modelPath!).size;
+    const mib = (size / 2 ** 20).toFixed(2);
+    expect(r.statuses).toContain(`Downloading the model: ${mib} MiB of ${mib} MiB (100%)`);
+    expect(r.statuses).toContain('Reading the model and uploading the weights…');
     // The page was free while the worker generated: its timer chain kept running (a blocked page runs none).
     expect(r.ticks, r.status ?? '').toBeGreaterThan(5);
     expect(r.longestGap).toBeLessThan(1000);
@@ -331,6 +346,22 @@ describe('web example in headless Chromium', () => {
     const asked = served.slice(before);
     expect(asked).toContain('/prebuilt/engine.js');
     expect(asked.some((p) => /\/assets\/thread-.*\.js$/.test(p)), 'the bundled worker is not started').toBe(false);
+  }, 180_000);
+
+  it('built page in a browser without WebGPU: the worker falls back to the CPU, with a note', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    // No --enable-unsafe-webgpu: this Chromium offers no WebGPU adapter, in the page or in workers.
+    const plain = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--disable-background-networking', '--disable-component-update', '--no-first-run'] });
+    try {
+      const r = await generate(await built(), { browser: plain });
+      expectDone(r);
+      expect(r.output).toBe(golden!.text);
+      expect(r.backend).toBe('cpu');
+      expect(r.device).toMatch(/in a Web Worker$/);
+      expect(r.note).toMatch(/^WebGPU is not available: .*Running on the CPU/);
+    } finally {
+      await plain.close();
+    }
   }, 180_000);
 
   it('built page, in the page: falls back to the CPU with a note when the browser has no WebGPU', async (ctx) => {

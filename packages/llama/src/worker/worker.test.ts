@@ -214,6 +214,24 @@ describe('createWorkerLlama (over a MessageChannel)', () => {
     l3.dispose();
   });
 
+  it('a worker that dies fails the generation waiting on it and every later call, with a BackendError', async (ctx) => {
+    if (skip) return ctx.skip(skip);
+    const w = channelWorker();
+    const l = await createWorkerLlama({ model: bytes(modelPath!), tokenizer: bytes(tokenizerPath!), worker: w });
+    const it = l.generate('Once', { steps: 0, temperature: 0 })[Symbol.asyncIterator]();
+    await it.next();
+    // What a Worker fires when its script throws outside any request, or it runs out of memory.
+    (w as unknown as EventTarget).dispatchEvent(Object.assign(new Event('error'), { message: 'out of memory' }));
+    const e = await (async () => {
+      for (;;) if ((await it.next()).done) return undefined;
+    })().catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(BackendError);
+    expect((e as Error).message).toBe('the engine worker failed: out of memory');
+    await expect(l.tokenize('x')).rejects.toThrow('the engine worker failed');
+    expect(() => l.session()).toThrow(BackendError);
+    l.dispose();
+  });
+
   it('after dispose, calls are a BackendError and the worker is ended', async (ctx) => {
     if (skip) return ctx.skip(skip);
     const w = channelWorker();
