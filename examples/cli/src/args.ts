@@ -87,8 +87,8 @@ function oneOf<T extends string>(...choices: T[]) {
 const text = (raw: string) => raw;
 
 export const FLAGS: readonly Flag[] = [
-  { key: 'model', long: 'model', short: 'm', arg: 'PATH', help: 'llama2.c checkpoint, or a name: aidreams260K (built in, the default) or stories15M (downloaded once)', parse: text },
-  { key: 'tokenizer', long: 'tokenizer', short: 't', arg: 'PATH', help: "tokenizer.bin (default: the built-in model's own; for other models the Llama 2 tokenizer, downloaded once)", parse: text },
+  { key: 'model', long: 'model', short: 'm', arg: 'PATH', help: 'llama2.c checkpoint or GGUF file, or a name: aidreams260K (built in, the default), stories15M, hf:owner/repo/file.gguf[@rev] or an http(s) URL (downloaded once)', parse: text },
+  { key: 'tokenizer', long: 'tokenizer', short: 't', arg: 'PATH', help: "tokenizer.bin, or its hf: name or URL (default: the built-in model's own; for other models the Llama 2 tokenizer, downloaded once)", parse: text },
   { key: 'prompt', long: 'prompt', short: 'p', arg: 'TEXT', help: 'prompt (generate) or first user message (chat); default ""', parse: text },
   { key: 'steps', long: 'step', short: 's', arg: 'N', help: "positions to run, prompt included; 0 = the model's seq_len (default 256)", parse: number({ integer: true, min: 0 }) },
   { key: 'temperature', long: 'temperature', short: 'r', arg: 'T', help: '0 = greedy (default 1.0)', parse: number({ min: 0 }) },
@@ -195,6 +195,9 @@ export function usage(version: string): string {
     '',
     'Usage: rama [options]',
     '       rama serve [options]   an OpenAI-compatible server (rama serve --help)',
+    '       rama pull NAME...      download models into the cache',
+    '       rama ls                list the cached models',
+    '       rama rm NAME...        remove models from the cache',
     '',
     'Options:',
     ...rows.map(([l, h]) => `  ${l.padEnd(width)}${h}`),
@@ -202,6 +205,7 @@ export function usage(version: string): string {
     'Examples:',
     '  rama -p "I dreamed of" -r 0                     # the built-in aidreams260K, greedy',
     '  rama -m stories15M -p "Once upon a time"        # stories15M.bin, downloaded on first use',
+    '  rama -m hf:owner/repo/model-q8_0.gguf -p "Hi"   # a GGUF file from the Hugging Face Hub',
     '  rama -m model.bin -t tokenizer.bin -r 0 -s 64   # greedy, 64 positions',
     '  rama -m chat.bin -o chat --system "Be brief."   # chat on a terminal',
     '  printf "Hi\\nBye\\n" | rama -m chat.bin -o chat --json',
@@ -210,6 +214,8 @@ export function usage(version: string): string {
     'Downloads are cached in $RAMA_CACHE, else $XDG_CACHE_HOME/rama, else ~/.cache/rama.',
     'RAMA_MODEL_BASE_URL replaces the download address of stories15M.bin and tokenizer.bin;',
     'RAMA_DOWNLOAD_TIMEOUT sets the seconds without data before a download fails (default 30).',
+    'HF_TOKEN: a Hugging Face token (gated repositories); HF_ENDPOINT: another Hub;',
+    'HF_HUB_OFFLINE=1: use only the cache.',
     '',
   ].join('\n');
 }

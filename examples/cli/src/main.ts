@@ -7,9 +7,11 @@
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Llama, RamaError, type GenerationResult } from '@rama/llama';
+import { isRemoteName } from '@rama/hub';
 import { parseCliArgs, usage, UsageError, type CliOptions } from './args.js';
 import { DownloadError, defaultSources, ensureCached, stallTimeoutMs } from './download.js';
 import { BUILTIN_MODEL, MODEL_NAMES } from './models.js';
+import { cacheCommand, fetchNamed } from './cache.js';
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -22,13 +24,20 @@ const err = (s: string) => process.stderr.write(s);
 /** Runs the command; resolves to the exit code (0 ok, 1 runtime error, 2 usage error). */
 export async function main(argv: readonly string[]): Promise<number> {
   if (argv[0] === 'serve') return serveCommand(argv.slice(1));
+  if (argv[0] === 'pull' || argv[0] === 'ls' || argv[0] === 'rm') {
+    try {
+      return await cacheCommand(argv[0], argv.slice(1), { out, err, version: version() });
+    } catch (e) {
+      return report(e);
+    }
+  }
   try {
     const opts = parseCliArgs(argv);
     if (opts.help) return out(usage(version())), 0;
     if (opts.version) return out(`rama ${version()}\n`), 0;
-    const { model, tokenizer } = await resolveFiles(opts);
+    const { model, parts, tokenizer } = await resolveFiles(opts);
     const llama = await Llama.load({
-      model,
+      model: parts ?? model,
       tokenizer,
       backend: opts.backend,
       q80: opts.q80,
@@ -112,10 +121,17 @@ function checkFile(what: 'model' | 'tokenizer', path: string, hint = ''): void {
  * tokenizer for the built-in model (unless --tokenizer-url is given), else the
  * Llama 2 tokenizer.bin, downloaded once.
  */
-async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenizer?: string }> {
+async function resolveFiles(opts: CliOptions): Promise<{ model: string; parts?: string[]; tokenizer?: string }> {
   let model: string | undefined;
+  let parts: string[] | undefined;
   let builtin = false;
-  if (opts.model !== undefined && (exists(opts.model) || !MODEL_NAMES.includes(opts.model))) {
+  if (opts.model !== undefined && isRemoteName(opts.model) && !exists(opts.model)) {
+    // hf:owner/repo/file or a URL: from the cache, downloaded first when missing (a split GGUF: every part).
+    parts = await fetchNamed(opts.model);
+    model = parts[0];
+    if (parts.length === 1) parts = undefined;
+    if (isGGUF(model)) return { model, parts, tokenizer: opts.tokenizer === undefined ? undefined : await localOrNamed('tokenizer', opts.tokenizer) };
+  } else if (opts.model !== undefined && (exists(opts.model) || !MODEL_NAMES.includes(opts.model))) {
     checkFile('model', opts.model, ` (or a model name: ${MODEL_NAMES.join(', ')})`);
     model = opts.model;
     // A GGUF file carries its tokenizer (Llama.load refuses a -t beside it).
@@ -126,18 +142,28 @@ async function resolveFiles(opts: CliOptions): Promise<{ model: string; tokenize
   }
   let tokenizer: string | undefined;
   if (opts.tokenizer !== undefined) {
-    checkFile('tokenizer', opts.tokenizer);
-    tokenizer = opts.tokenizer;
+    tokenizer = await localOrNamed('tokenizer', opts.tokenizer);
   } else if (builtin && opts.tokenizerUrl === undefined) {
     tokenizer = BUILTIN_MODEL.tokenizer;
   }
-  if (model !== undefined && tokenizer !== undefined) return { model, tokenizer };
+  if (model !== undefined && tokenizer !== undefined) return { model, parts, tokenizer };
   // Something to download: `-m stories15M`, --model-url, or the Llama 2 tokenizer.
   const sources = defaultSources(opts);
   const cache = { progress: process.stderr, stallMs: stallTimeoutMs() };
   model ??= await ensureCached(sources.model, cache);
   tokenizer ??= await ensureCached(sources.tokenizer, cache);
-  return { model, tokenizer };
+  return { model, parts, tokenizer };
+}
+
+/** -t: a file, or a name (hf:, URL) fetched like -m. */
+async function localOrNamed(what: 'tokenizer', value: string): Promise<string> {
+  if (isRemoteName(value) && !exists(value)) {
+    const files = await fetchNamed(value);
+    if (files.length !== 1) throw new RamaError('E_ARGUMENT', `${what} ${value} names ${files.length} files; a tokenizer is one file`);
+    return files[0];
+  }
+  checkFile(what, value);
+  return value;
 }
 
 /**

@@ -8,8 +8,11 @@ import { fileURLToPath } from 'node:url';
 
 export const RAMA = fileURLToPath(new URL('../dist/rama.js', import.meta.url));
 
-/** No test may reach the real network: the default downloads point at a closed local port unless a test says otherwise. */
+/** No test may reach the real network: the default downloads and the Hub point at a closed local port unless a test says otherwise. */
 export const NO_NETWORK = 'http://127.0.0.1:9';
+
+/** What every run gets unless a test says otherwise: no network, no token, not offline, no debug output. */
+const BASE_ENV = { RAMA_MODEL_BASE_URL: NO_NETWORK, HF_ENDPOINT: NO_NETWORK, HF_TOKEN: '', HF_HUB_OFFLINE: '', RAMA_DEBUG: '' };
 
 export interface CliRun {
   code: number | null;
@@ -21,7 +24,7 @@ export function runCli(args: string[], opts: { input?: string; env?: Record<stri
   if (!existsSync(RAMA)) throw new Error(`${RAMA} is missing: build it first (pnpm --filter @rama/cli build)`);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [RAMA, ...args], {
-      env: { ...process.env, RAMA_MODEL_BASE_URL: NO_NETWORK, RAMA_DEBUG: '', ...opts.env },
+      env: { ...process.env, ...BASE_ENV, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -67,7 +70,7 @@ export function runPty(steps: PtyStep[], args: string[], opts: { env?: Record<st
   if (!existsSync(RAMA)) throw new Error(`${RAMA} is missing: build it first (pnpm --filter @rama/cli build)`);
   return new Promise((resolve, reject) => {
     const child = spawn('python3', [PTY_SESSION, JSON.stringify(steps), '--', process.execPath, RAMA, ...args], {
-      env: { ...process.env, RAMA_MODEL_BASE_URL: NO_NETWORK, RAMA_DEBUG: '', ...opts.env },
+      env: { ...process.env, ...BASE_ENV, ...opts.env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';

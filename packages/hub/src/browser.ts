@@ -122,7 +122,7 @@ async function fetchOne(ref: ModelRef, cache: Cache, s: ReturnType<typeof hubSet
     try {
       await transfer(info.url, sink, {
         file, model: ref.name, headers: info.sameOrigin ? authHeaders(s.token) : undefined, size: info.size,
-        onProgress: opts.onProgress, stallMs: s.stallMs, stallHint: opts.stallHint, signal: opts.signal, fetch: s.fetch,
+        onProgress: opts.onProgress && ((p) => opts.onProgress!({ ...p, url: source })), stallMs: s.stallMs, stallHint: opts.stallHint, signal: opts.signal, fetch: s.fetch,
       });
       break;
     } catch (e) {
@@ -141,7 +141,7 @@ async function fetchOne(ref: ModelRef, cache: Cache, s: ReturnType<typeof hubSet
   }
   const meta: Meta = { name: ref.name, url: source, size: blob.size, sha256: info.sha256 };
   await cache.put(key, new Response(blob, { headers: { 'content-type': 'application/octet-stream', [META]: JSON.stringify(meta) } }));
-  opts.onProgress?.({ file, url: info.url, loaded: blob.size, total: blob.size, resumedFrom: 0, done: true });
+  opts.onProgress?.({ file, url: source, loaded: blob.size, total: blob.size, resumedFrom: 0, done: true });
   return blob;
 }
 

@@ -266,7 +266,8 @@ async function fetchOne(ref: ModelRef, dir: string, s: ReturnType<typeof hubSett
     headers: meta.sameOrigin ? authHeaders(s.token) : undefined,
     size: meta.size,
     sha256: meta.sha256,
-    onProgress: opts.onProgress,
+    // Progress names the address the user recognises (the resolve URL), not the CDN's.
+    onProgress: opts.onProgress && ((p) => opts.onProgress!({ ...p, url: source })),
     stallTimeoutMs: s.stallMs,
     stallHint: opts.stallHint,
     signal: opts.signal,
