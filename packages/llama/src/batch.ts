@@ -31,6 +31,7 @@
 import type { Backend } from '@rama/backend';
 import { AbortError } from '@rama/core';
 import { forward } from './forward.js';
+import { InspectTaps, type ProbeEntry, type RowInspect } from './inspect.js';
 import type { ModelSpec } from './spec.js';
 import type { RunState } from './state.js';
 import type { LlamaWeights } from './weights.js';
@@ -53,6 +54,8 @@ export interface RowRequest {
   /** What to return for the last row: its argmax, its logits, both, or nothing. */
   argmax: boolean;
   logits: boolean;
+  /** Copies of what the model computes for these rows (see inspect.ts); never run ahead. */
+  inspect?: RowInspect;
 }
 
 /** A step submitted ahead of its requests (see Pipelining above). */
@@ -77,6 +80,8 @@ export class BatchRunner {
   private lastYield = performance.now();
   private closed = false;
   private speculation: Speculation | undefined;
+  /** Made the first time a request inspects. */
+  private inspectTaps: InspectTaps | undefined;
   /** Steps submitted ahead, and how many of them were used (for tests and tuning). */
   readonly pipelineStats = { submitted: 0, used: 0 };
 
@@ -118,6 +123,7 @@ export class BatchRunner {
   /** Fails everything waiting (dispose). */
   close(): void {
     this.closed = true;
+    this.inspectTaps?.free();
     for (const p of this.pending.splice(0)) p.reject(new AbortError('the model was disposed'));
   }
 
@@ -158,9 +164,11 @@ export class BatchRunner {
     const slots: number[] = [];
     /** Requests whose last row runs in this step, with that row's index. */
     const finishing: { req: Pending; row: number }[] = [];
+    const probes: ProbeEntry[] = [];
     for (const req of order) {
       const n = Math.min(req.tokens.length - req.done, this.maxRows - tokens.length);
       if (n <= 0) continue;
+      const first = tokens.length;
       for (let i = 0; i < n; i++) {
         tokens.push(req.tokens[req.done + i]);
         positions.push(req.pos + req.done + i);
@@ -168,6 +176,10 @@ export class BatchRunner {
       }
       req.done += n;
       if (req.done === req.tokens.length) finishing.push({ req, row: tokens.length - 1 });
+      if (req.inspect) {
+        const rows = Array.from({ length: n }, (_, i) => first + i);
+        probes.push({ inspect: req.inspect, rows, last: req.done === req.tokens.length ? tokens.length - 1 : undefined });
+      }
     }
 
     const { backend, state } = this;
@@ -175,7 +187,8 @@ export class BatchRunner {
     try {
       backend.write(state.tokens, Int32Array.from(tokens));
       const step = backend.begin({ positions, slots });
-      forward(step, this.spec, this.weights, this.state, gathered.map((f) => f.row));
+      const probe = probes.length > 0 ? (this.inspectTaps ??= new InspectTaps(backend, this.spec, state, this.maxRows)).record(probes) : undefined;
+      forward(step, this.spec, this.weights, this.state, gathered.map((f) => f.row), probe?.taps);
       const wantIds = gathered.some((f) => f.req.argmax);
       const wantLogits = gathered.some((f) => f.req.logits);
       if (wantIds) step.argmax(state.tokens, state.logits);
@@ -191,6 +204,7 @@ export class BatchRunner {
       let logits = logitsRead && ((await logitsRead) as Float32Array);
       // A row whose argmax says NaN/Inf: its logits are read so the sequence can say which.
       if (!logits && ids?.some((id) => id === -1)) logits = (await backend.read(state.logits, gathered.length * this.spec.vocabSize)) as Float32Array;
+      await probe?.deliver();
 
       for (const f of finishing) {
         this.pending.splice(this.pending.indexOf(f.req), 1);
@@ -224,7 +238,7 @@ export class BatchRunner {
       this.pipeline &&
       finishing.length > 0 &&
       finishing.length === this.pending.length &&
-      finishing.every((f) => f.req.argmax && !f.req.logits && f.req.pos + f.req.tokens.length < context)
+      finishing.every((f) => f.req.argmax && !f.req.logits && !f.req.inspect && f.req.pos + f.req.tokens.length < context)
     );
   }
 
@@ -246,7 +260,7 @@ export class BatchRunner {
     const claimed: Pending[] = [];
     for (const r of ahead.rows) {
       const p = this.pending.find((q) => q.slot === r.slot);
-      if (!p || p.done !== 0 || p.pos !== r.pos || p.tokens.length !== 1 || p.tokens[0] !== r.token || !p.argmax || p.logits) return undefined;
+      if (!p || p.done !== 0 || p.pos !== r.pos || p.tokens.length !== 1 || p.tokens[0] !== r.token || !p.argmax || p.logits || p.inspect) return undefined;
       claimed.push(p);
     }
     return claimed;

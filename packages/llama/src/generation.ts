@@ -9,6 +9,7 @@ import { AbortError, BackendError } from '@rama/core';
 import { checkFinite, type Sampler } from '@rama/sampler';
 import type { TextStream, Tokenizer } from '@rama/tokenizer';
 import type { BatchRunner } from './batch.js';
+import { largest, SequenceInspector, type InspectPlan, type TokenInspection } from './inspect.js';
 
 /**
  * Why a generation ended: its position limit (`steps`, or `maxTokens`) or the
@@ -47,6 +48,8 @@ export interface GeneratedToken {
   logprob?: number;
   /** With `topLogprobs: k`: the k likeliest tokens at this position, likeliest first. */
   topLogprobs?: TokenLogprob[];
+  /** With generate's `inspect`: what the model computed for this token (top-k candidates, attention weights, residual norms). */
+  inspect?: TokenInspection;
 }
 
 export interface GenerationTiming {
@@ -98,6 +101,8 @@ export interface LoopPlan {
   stop: readonly string[];
   /** Attach each sampled token's logprob, and the `topLogprobs` likeliest (0: none); undefined: neither. */
   logprobs?: { top: number; tokenizer: Tokenizer };
+  /** What to inspect for each sampled token (generate's `inspect`); undefined: nothing, and no extra work. */
+  inspect?: InspectPlan;
   /**
    * Called with the position after the last one run and the tokens that
    * entered the model (from startPos), so a session knows what its cache holds.
@@ -123,6 +128,8 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
   const { feed, sampler } = plan;
   const deviceArgmax = sampler.isGreedy;
   const stop = plan.stop.length > 0 ? new StopMatcher(plan.stop) : undefined;
+  const inspector = plan.inspect && new SequenceInspector(plan.inspect);
+  const wantTopK = (plan.inspect?.topK ?? 0) > 0;
   const tokens = [feed[0]];
   let text = '';
   let pos = plan.startPos;
@@ -150,14 +157,16 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
 
   /** Runs `rows` tokens from `pos` (beside other sequences), and picks the next token when `sample` is set. */
   const advance = async (rows: number[], sample: boolean): Promise<Sampled | undefined> => {
-    // Logits come back only when something reads them: the host sampler, `logits` or `logprobs`.
-    const logits = sample && (plan.withLogits || plan.logprobs !== undefined || !deviceArgmax);
-    const r = await runner.advance({ slot: plan.slot, pos, tokens: rows, argmax: sample && deviceArgmax, logits });
+    // Logits come back only when something reads them: the host sampler, `logits`, `logprobs` or inspect's topK.
+    const logits = sample && (plan.withLogits || plan.logprobs !== undefined || wantTopK || !deviceArgmax);
+    const inspect = inspector?.request(pos, sample);
+    const r = await runner.advance({ slot: plan.slot, pos, tokens: rows, argmax: sample && deviceArgmax, logits, inspect });
     pos += rows.length;
     if (!sample) return undefined;
     const shown = r.logits && plan.withLogits ? r.logits.slice() : undefined;
-    // The sampler scales and softmaxes the logits in place: logprobs read the model's own.
-    const raw = plan.logprobs ? (shown ?? r.logits!.slice()) : undefined;
+    // The sampler scales and softmaxes the logits in place: logprobs and the candidates read the model's own.
+    const raw = plan.logprobs || wantTopK ? (shown ?? r.logits!.slice()) : undefined;
+    const inspection = inspector?.token(pos - 1, raw, sampler, rows[rows.length - 1]);
     let id: number;
     if (r.id === undefined) id = sampler.sample(r.logits!, tokens);
     else {
@@ -168,7 +177,7 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
         throw new BackendError('the device argmax reported non-finite logits that read back finite');
       }
     }
-    return { id, logits: shown, raw };
+    return { id, logits: shown, raw, inspection };
   };
 
   const emitSampled = function* (s: Sampled): Generator<GeneratedToken> {
@@ -184,7 +193,7 @@ export async function* runLoop(runner: BatchRunner, plan: LoopPlan, result: Resu
       if (m.found) reason = 'stop';
     }
     text += piece;
-    yield { id: s.id, text: piece, prompt: false, logits: s.logits, ...probs };
+    yield { id: s.id, text: piece, prompt: false, logits: s.logits, ...probs, ...(s.inspection && { inspect: s.inspection }) };
   };
 
   /** Hands a token to the consumer; the runner does not wait for this sequence while it is suspended. */
@@ -267,6 +276,7 @@ interface Sampled {
   id: number;
   logits?: Float32Array;
   raw?: Float32Array;
+  inspection?: TokenInspection;
 }
 
 const utf8 = new TextDecoder();
@@ -274,7 +284,7 @@ const utf8 = new TextDecoder();
 /**
  * The chosen token's logprob and the `top` likeliest candidates: log-softmax
  * of the model's logits at temperature 1, computed in f64. One pass for the
- * normalizer and one for the candidates (k <= 20, kept sorted by insertion).
+ * normalizer and one for the candidates (k <= 20).
  */
 function logprobsOf(logits: Float32Array, id: number, top: number, tokenizer: Tokenizer, prev: number): Pick<GeneratedToken, 'logprob' | 'topLogprobs'> {
   const n = logits.length;
@@ -284,16 +294,7 @@ function logprobsOf(logits: Float32Array, id: number, top: number, tokenizer: To
   for (let i = 0; i < n; i++) sum += Math.exp(logits[i] - max);
   const lse = max + Math.log(sum);
   if (top === 0) return { logprob: logits[id] - lse };
-  const best: number[] = [];
-  for (let i = 0; i < n; i++) {
-    // Ties keep the lower id first.
-    if (best.length === top && logits[i] <= logits[best[top - 1]]) continue;
-    if (best.length === top) best.pop();
-    let j = best.length;
-    while (j > 0 && logits[best[j - 1]] < logits[i]) j--;
-    best.splice(j, 0, i);
-  }
-  const topLogprobs = best.map((c) => ({ id: c, text: utf8.decode(tokenizer.decodePiece(prev, c)), logprob: logits[c] - lse }));
+  const topLogprobs = largest(logits, top).map((c) => ({ id: c, text: utf8.decode(tokenizer.decodePiece(prev, c)), logprob: logits[c] - lse }));
   return { logprob: logits[id] - lse, topLogprobs };
 }
 

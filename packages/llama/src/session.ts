@@ -9,6 +9,7 @@ import { Sampler, checkSamplerOptions, type SamplerOptions } from '@rama/sampler
 import { TextStream, type Tokenizer } from '@rama/tokenizer';
 import type { BatchRunner } from './batch.js';
 import { Generation, runLoop, type GeneratedToken, type LoopPlan, type ResultHolder } from './generation.js';
+import { checkInspectOptions, type InspectOptions } from './inspect.js';
 import { checkBoolean, checkInteger, checkKnown, checkSignal, checkString, checkStringList, describe } from './options.js';
 import { TurnScheduler, type Turn } from './scheduler.js';
 import type { ModelSpec } from './spec.js';
@@ -52,6 +53,12 @@ export interface GenerateOptions extends OutputOptions {
    * context for the reply.
    */
   truncate?: boolean;
+  /**
+   * Attach to each sampled token what the model computed for it (its top-k
+   * candidates, one head's attention weights, the residual stream's norms);
+   * see inspect.ts. Costs nothing when left out.
+   */
+  inspect?: InspectOptions;
 }
 
 export interface ChatOptions extends OutputOptions {
@@ -74,7 +81,7 @@ export interface ChatMessage {
 
 const SAMPLER_OPTIONS = ['temperature', 'topp', 'topk', 'minp', 'repetitionPenalty', 'repetitionWindow', 'seed'] as const;
 const OUTPUT_OPTIONS = [...SAMPLER_OPTIONS, 'maxTokens', 'stop', 'logits', 'logprobs', 'topLogprobs', 'signal'] as const;
-const GENERATE_OPTIONS = [...OUTPUT_OPTIONS, 'steps', 'echo', 'stopAtEos', 'truncate'] as const;
+const GENERATE_OPTIONS = [...OUTPUT_OPTIONS, 'steps', 'echo', 'stopAtEos', 'truncate', 'inspect'] as const;
 const CHAT_OPTIONS = [...OUTPUT_OPTIONS, 'system', 'contextShift'] as const;
 
 /** Most `topLogprobs` (OpenAI's limit). */
@@ -145,6 +152,7 @@ export class Session {
     checkBoolean('generate', 'stopAtEos', opts.stopAtEos);
     checkBoolean('generate', 'truncate', opts.truncate);
     checkCommon('generate', opts);
+    const inspect = checkInspectOptions('generate', opts.inspect, this.host.spec, this.host.tokenizer);
     const context = this.host.contextLength;
     const steps = opts.steps ?? 256;
     let endPos = steps === 0 || steps > context ? context : steps;
@@ -168,6 +176,7 @@ export class Session {
         endReason: endPos === context ? 'context' : 'steps',
         echo: opts.echo ?? true,
         stopAtEos: opts.stopAtEos ?? false,
+        inspect,
         onEnd: (_pos, _last, _reason, entered) => {
           this.cache = [...entered];
         },
