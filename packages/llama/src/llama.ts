@@ -141,8 +141,10 @@ export class Llama {
         // A backend the caller made may take fewer rows per step than asked for.
         const rows = Math.min(batchSize, backend.maxRows);
         await checkModelFits(backend, ckpt, { quantizeGroupSize }, spec, { rows, context, sessions });
-        const weights = await uploadWeights(backend, ckpt, { quantizeGroupSize }, track);
+        // The state first: on a backend with several memories (the CPU past 4 GiB), the activations
+        // and the KV cache then share the first one, and the weights fill it and the next.
         const state = allocState(backend, spec, rows, context, sessions, track);
+        const weights = await uploadWeights(backend, ckpt, { quantizeGroupSize }, track);
         const quantized = model.quantized || quantizeGroupSize !== undefined;
         const runner = new BatchRunner(backend, spec, weights, state, rows, opts.yieldEveryMs ?? 10);
         return new Llama(spec, config, model.format, tokenizer, backend, owned, tensors, context, rows, sessions, quantized, runner, opts.preemptAfterMs ?? 250);
