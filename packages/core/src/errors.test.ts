@@ -19,6 +19,12 @@ describe('errors', () => {
     expect(new AbortError().message).toBe('aborted');
   });
 
+  it('a subclass of a Rama error is named after itself', () => {
+    class DeviceLostError extends BackendError {}
+    expect(new DeviceLostError('lost').name).toBe('DeviceLostError');
+    expect(new DeviceLostError('lost')).toBeInstanceOf(BackendError);
+  });
+
   it('keeps a cause', () => {
     const cause = new Error('root');
     expect(new FormatError('x', { cause }).cause).toBe(cause);

@@ -7,7 +7,8 @@ export class RamaError extends Error {
   readonly code: string;
   constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
-    this.name = new.target.name;
+    // Spelt out for Rama's own classes: a minifier renames classes, and `name` would read "G".
+    this.name = NAMES.get(new.target) ?? new.target.name;
     this.code = code;
   }
 }
@@ -49,3 +50,8 @@ export class AbortError extends RamaError {
     super('E_ABORTED', message);
   }
 }
+
+const NAMES = new Map<abstract new (...args: never[]) => RamaError, string>([
+  [RamaError, 'RamaError'], [FormatError, 'FormatError'], [ArgumentError, 'ArgumentError'],
+  [BackendError, 'BackendError'], [NumericError, 'NumericError'], [AbortError, 'AbortError'],
+]);
