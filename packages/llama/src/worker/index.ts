@@ -365,11 +365,12 @@ class Channel {
 
   dispose(): void {
     if (this.disposed || this.closed) return;
-    this.disposed = true;
     // The worker frees the model (GPU buffers included) before it is ended.
-    this.request({ op: 'dispose' }).catch(() => {}).finally(() => this.close());
+    const freed = this.failure ? Promise.resolve() : this.request({ op: 'dispose' }).catch(() => {});
     this.disposed = true;
+    void freed.finally(() => this.close());
   }
+
 
   close(): void {
     if (this.closed) return;
