@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { missingMessage, sharedFile } from '@rama/testkit';
-import { FormatError } from '@rama/core';
+import { ArgumentError, FormatError } from '@rama/core';
 import { Llama, type ChatMessage } from './index.js';
 import { encodeGGUF, readGGUFContents, withMetadata, type GGUFContents } from './test-gguf.js';
 
@@ -23,6 +23,9 @@ const CHATML =
   "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 const ZEPHYR =
   "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+/** Marks the last message: every turn rewrites the one before it, so the cache is reused only up to there. */
+const REWRITING =
+  "{% for m in messages %}{% if loop.last %}>>{% endif %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
 const MISTRAL =
   "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
 
@@ -79,6 +82,15 @@ const CASES: Case[] = [
     specials: ['<s>', '</s>'],
     render: (msgs) => '<s>' + msgs.map((m) => (m.role === 'user' ? `[INST] ${m.content} [/INST]` : `${m.content}</s>`)).join(''),
     system: false,
+  },
+  {
+    name: 'a template that rewrites earlier turns',
+    fixture: 'llama2vocab-tiny-f32',
+    template: REWRITING,
+    specials: ['<s>', '</s>'],
+    // No BOS in the template: one is added.
+    render: (msgs) => '<s>' + msgs.map((m, i) => `${i === msgs.length - 1 ? '>>' : ''}${m.role}: ${m.content}\n`).join('') + 'assistant:',
+    system: true,
   },
 ];
 
@@ -180,6 +192,49 @@ describe('chat with the model\'s Jinja template', () => {
       }
     });
   }
+
+  it('context shift: the oldest turns go, the system prompt stays, what is kept is read as the template renders it', async (ctx) => {
+    const c = CASES[2];
+    const path = await modelWith(c, c.template, 'shift.gguf');
+    if (!path) return ctx.skip(missingMessage(`gguf/${c.fixture}.gguf`));
+    const context = 80;
+    const llama = await Llama.load({ model: path, contextLength: context });
+    try {
+      const s = llama.session();
+      const system: Msg = { role: 'system', content: 'Be brief.' };
+      let turns: Msg[] = [];
+      let shifts = 0;
+      for (let i = 0; i < 6; i++) {
+        const user: Msg = { role: 'user', content: `Tell me fact number ${i} about dogs.` };
+        // What the session must keep: the most recent turns whose rendering leaves room for the reply (maxTokens).
+        const reserve = 4;
+        let kept = turns;
+        let want = reference(llama, c.render([system, ...kept, user]), c.specials);
+        while (want.length + reserve > context && kept.length > 0) {
+          kept = kept.slice(2);
+          want = reference(llama, c.render([system, ...kept, user]), c.specials);
+        }
+        if (kept.length < turns.length) shifts++;
+        const r = await s.chat(user.content, { system: system.content, maxTokens: reserve, temperature: 0 }).result();
+        expect([...s.tokens.slice(0, want.length)], `turn ${i}`).toEqual(want);
+        expect(r.position + r.promptTokens, `turn ${i}`).toBe(want.length);
+        turns = [...kept, user, { role: 'assistant', content: r.text }];
+      }
+      expect(shifts).toBeGreaterThan(0);
+      const e = await s.chat('dogs '.repeat(100), { maxTokens: 4 }).result().catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(ArgumentError);
+      expect((e as Error).message).toMatch(/too long for the context \(80\)/);
+      // The refused turn left the conversation as it was.
+      const user: Msg = { role: 'user', content: 'One more.' };
+      let kept = turns;
+      let want = reference(llama, c.render([system, ...kept, user]), c.specials);
+      while (want.length + 4 > context && kept.length > 0) want = reference(llama, c.render([system, ...(kept = kept.slice(2)), user]), c.specials);
+      await s.chat(user.content, { maxTokens: 4, temperature: 0 }).result();
+      expect([...s.tokens.slice(0, want.length)]).toEqual(want);
+    } finally {
+      llama.dispose();
+    }
+  });
 
   it('ends a reply at the end-of-turn tokens (<|eot_id|>, <|im_end|>) as well as EOS', async (ctx) => {
     const llama3 = await modelWith(CASES[0], LLAMA3, 'eot.gguf');

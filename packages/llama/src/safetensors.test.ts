@@ -91,7 +91,7 @@ function permute(w: Float32Array, heads: number, cols: number): Float32Array {
 interface StTensor { name: string; dtype: string; shape: number[]; bytes: Uint8Array }
 
 /** A safetensors file: the JSON header padded with spaces to 8 bytes, then the data. */
-function safetensors(tensors: StTensor[]): Uint8Array {
+function safetensors(tensors: StTensor[]): Uint8Array<ArrayBuffer> {
   const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
   let off = 0;
   for (const t of tensors) {
@@ -410,7 +410,7 @@ describe('Hugging Face safetensors models (LlamaForCausalLM)', () => {
       const [base, layer, part] = t.name.replace(/\.weight$/, '').split('.');
       const name = layer === undefined ? `${top[base]}.weight` : `model.layers.${layer}.${names[part]}.weight`;
       const shape = [...t.ne].reverse();
-      let values = new Float32Array(t.data.slice().buffer);
+      let values: Float32Array = new Float32Array(t.data.slice().buffer);
       if (part === 'attn_q') values = permute(values, config.num_attention_heads, shape[1]);
       if (part === 'attn_k') values = permute(values, config.num_key_value_heads as number, shape[1]);
       return { name, dtype: 'F32', shape, bytes: new Uint8Array(values.buffer) };

@@ -13,8 +13,8 @@ import { checkInspectOptions, type InspectOptions } from './inspect.js';
 import { checkBoolean, checkInteger, checkKnown, checkSignal, checkString, checkStringList, describe } from './options.js';
 import { TurnScheduler, type Turn } from './scheduler.js';
 import type { ModelSpec } from './spec.js';
-
 import type { JinjaChatTemplate, TemplateMessage } from './template.js';
+
 /** What generate and chat share besides sampling. */
 export interface OutputOptions extends SamplerOptions {
   /**
@@ -92,6 +92,8 @@ interface ChatTurn {
   message: string;
   /** The reply's tokens that entered the cache or will at the next turn (a final EOS). */
   reply: number[];
+  /** With a Jinja template: the reply's text, as the template renders it next turn. */
+  replyText?: string;
 }
 
 /** An open conversation: its system prompt and its turns since the last shift. */
@@ -99,8 +101,6 @@ interface Conversation {
   system: string | undefined;
   turns: ChatTurn[];
 }
-  /** With a Jinja template: the reply's text, as the template renders it next turn. */
-  replyText?: string;
 
 /** What a session needs from its model. */
 export interface SessionHost {
@@ -209,6 +209,8 @@ export class Session {
     checkBoolean('chat', 'contextShift', opts.contextShift);
     checkCommon('chat', opts);
     const whole = typeof messages === 'string' ? undefined : checkMessages(messages, opts.system);
+    const jinja = this.host.spec.jinjaTemplate;
+    if (jinja) return this.run(() => this.jinjaTurn(jinja, whole ?? (messages as string), opts));
     return this.run(() => {
       const context = this.host.contextLength;
       let conv: Conversation;
@@ -218,8 +220,6 @@ export class Session {
       if (whole) {
         conv = { system: whole.system, turns: whole.history.map(([u, a]) => ({ message: u, reply: this.renderReply(a) })) };
         message = whole.message;
-    const jinja = this.host.spec.jinjaTemplate;
-    if (jinja) return this.run(() => this.jinjaTurn(jinja, whole ?? (messages as string), opts));
         this.conversation = conv;
         this.chatPending = [];
         const all = [...this.renderConversation(conv), ...this.renderTurn(message, conv.turns.length === 0 ? conv.system : undefined)];
@@ -267,15 +267,6 @@ export class Session {
     });
   }
 
-  /** One user turn's tokens in the model's chat template. */
-  private renderTurn(message: string, system: string | undefined): number[] {
-    const { tokenizer, spec } = this.host;
-    return tokenizer.encode(spec.chatTemplate.userTurn(message, system), { bos: spec.chatTemplate.bosPerTurn, eos: false });
-  }
-
-  /** An earlier assistant message's tokens, as a reply the model gave (with its EOS). */
-  private renderReply(content: string): number[] {
-    const { tokenizer, spec } = this.host;
   /**
    * A chat turn with the model's Jinja template: the whole conversation is
    * rendered and tokenized, and only what follows the longest prefix the KV
@@ -301,19 +292,21 @@ export class Session {
       return template.encode(template.render(msgs), tokenizer, spec.bosId);
     };
     let all = tokensOf(conv.turns);
-    // Only a conversation that renders replaces the session's.
-    this.conversation = conv;
-    this.chatPending = [];
+    let kept = conv.turns;
     const reserve = Math.max(1, Math.min(opts.maxTokens ?? Infinity, Math.floor(context / 4)));
     if ((opts.contextShift ?? true) && all.length + reserve > context) {
       // Drop the oldest turns (the system prompt stays) until the conversation and room for a reply fit.
       let drop = 0;
       while (all.length + reserve > context && drop < conv.turns.length) all = tokensOf(conv.turns.slice(++drop));
-      conv.turns = conv.turns.slice(drop);
+      kept = conv.turns.slice(drop);
     }
     if (all.length >= context) {
       throw new ArgumentError(`chat: the conversation is ${all.length} tokens in the model's chat template, too long for the context (${context})`);
     }
+    // Only a conversation that renders and fits replaces the session's.
+    conv.turns = kept;
+    this.conversation = conv;
+    this.chatPending = [];
     // Positions whose KV entries already hold these very tokens are kept; at least one token is fed, to sample from.
     let startPos = 0;
     while (startPos < this.cache.length && startPos < all.length - 1 && this.cache[startPos] === all[startPos]) startPos++;
@@ -337,6 +330,15 @@ export class Session {
     };
   }
 
+  /** One user turn's tokens in the model's chat template. */
+  private renderTurn(message: string, system: string | undefined): number[] {
+    const { tokenizer, spec } = this.host;
+    return tokenizer.encode(spec.chatTemplate.userTurn(message, system), { bos: spec.chatTemplate.bosPerTurn, eos: false });
+  }
+
+  /** An earlier assistant message's tokens, as a reply the model gave (with its EOS). */
+  private renderReply(content: string): number[] {
+    const { tokenizer, spec } = this.host;
     return tokenizer.encode(spec.chatTemplate.assistantTurn(content), { bos: false, eos: spec.chatTemplate.eosPerReply });
   }
 
