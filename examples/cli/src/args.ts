@@ -152,14 +152,43 @@ export const DEFAULTS: CliOptions = {
 
 const label = (f: Flag) => (f.short ? `-${f.short}/--${f.long}` : `--${f.long}`);
 
+/**
+ * llama2.c's `run <checkpoint> [options]` flags, after a checkpoint given as
+ * the first argument: each takes a value. (Rama's long flags still work
+ * there; its short ones do not, since llama2.c uses the same letters.)
+ */
+export const LLAMA2C_FLAGS: readonly Flag[] = [
+  { key: 'temperature', long: 'temperature', short: 't', arg: 'T', help: 'temperature; 0 = greedy (default 1.0)', parse: number({ min: 0 }) },
+  { key: 'topp', long: 'topp', short: 'p', arg: 'P', help: 'top-p (nucleus) threshold (default 0.9)', parse: number({}) },
+  { key: 'seed', long: 'seed', short: 's', arg: 'N', help: 'random seed; 0 = the current time', parse: number({ integer: true, min: 0 }) },
+  { key: 'steps', long: 'step', short: 'n', arg: 'N', help: "positions to run (default 256); 0 = the model's seq_len", parse: number({ integer: true, min: 0 }) },
+  { key: 'prompt', long: 'prompt', short: 'i', arg: 'TEXT', help: 'input prompt', parse: text },
+  { key: 'tokenizer', long: 'tokenizer', short: 'z', arg: 'PATH', help: 'tokenizer.bin', parse: text },
+  { key: 'mode', long: 'mode', short: 'm', arg: 'MODE', help: 'generate or chat (default generate)', parse: oneOf<Mode>('generate', 'chat') },
+  { key: 'system', long: 'system', short: 'y', arg: 'TEXT', help: 'system prompt (chat mode)', parse: text },
+];
+
+/** Whether argv is llama2.c's form: a checkpoint first (anything but a flag). */
+export const isLlama2cForm = (argv: readonly string[]): boolean => argv.length > 0 && !argv[0].startsWith('-');
+
 export function parseCliArgs(argv: readonly string[]): CliOptions {
   const out: Record<string, unknown> = { ...DEFAULTS };
+  // llama2.c's form: `rama model.bin -t 0.8 -n 256 -i "..." -z tokenizer.bin`.
+  const compat = isLlama2cForm(argv);
+  if (compat) {
+    out.model = argv[0];
+    argv = argv.slice(1);
+  }
+  const shortFlags = compat ? LLAMA2C_FLAGS : FLAGS;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--' || !a.startsWith('-') || a === '-') {
       const extra = a === '--' ? argv[i + 1] : a;
       if (extra === undefined) break;
       throw new UsageError(`unexpected argument ${JSON.stringify(extra)} (see rama --help)`);
+    }
+    if (compat && /^-[a-z]$/i.test(a) && !LLAMA2C_FLAGS.some((f) => `-${f.short}` === a)) {
+      throw new UsageError(`unknown flag ${a} after a checkpoint (llama2.c's flags: ${LLAMA2C_FLAGS.map((f) => `-${f.short}`).join(' ')}, or Rama's long ones; see rama --help)`);
     }
     let name = a;
     let inline: string | undefined;
@@ -170,7 +199,7 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
     }
     const flag = name.startsWith('--')
       ? FLAGS.find((f) => `--${f.long}` === name)
-      : FLAGS.find((f) => f.short !== undefined && `-${f.short}` === name);
+      : shortFlags.find((f) => f.short !== undefined && `-${f.short}` === name);
     if (!flag) throw new UsageError(`unknown flag ${name} (see rama --help)`);
     if (!flag.parse) {
       if (inline !== undefined) throw new UsageError(`flag ${label(flag)} takes no value`);
@@ -183,7 +212,11 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
   }
   const opts = out as unknown as CliOptions;
   if (opts.seed === 0) opts.seed = undefined;
-  if (opts.system !== undefined && opts.mode !== 'chat') throw new UsageError('flag --system needs --mode chat');
+  // llama2.c ignores -y outside chat; Rama's own form says so.
+  if (opts.system !== undefined && opts.mode !== 'chat') {
+    if (compat) opts.system = undefined;
+    else throw new UsageError('flag --system needs --mode chat');
+  }
   return opts;
 }
 
@@ -195,6 +228,8 @@ export function usage(version: string): string {
     '',
     'Usage: rama [options]',
     '       rama serve [options]   an OpenAI-compatible server (rama serve --help)',
+    '       rama CHECKPOINT [-t T] [-p P] [-s N] [-n N] [-i TEXT] [-z PATH] [-m MODE] [-y TEXT]',
+    "                              llama2.c's run: its flags after a checkpoint (see below)",
     '       rama pull NAME...      download models into the cache',
     '       rama ls                list the cached models',
     '       rama rm NAME...        remove models from the cache',
@@ -202,11 +237,15 @@ export function usage(version: string): string {
     'Options:',
     ...rows.map(([l, h]) => `  ${l.padEnd(width)}${h}`),
     '',
+    "llama2.c's flags, after a checkpoint given first (Rama's long flags work there too):",
+    ...LLAMA2C_FLAGS.map((f) => `  -${f.short} ${f.arg!.padEnd(6)}${f.help} (--${f.long})`),
+    '',
     'Examples:',
     '  rama -p "I dreamed of" -r 0                     # the built-in aidreams260K, greedy',
     '  rama -m stories15M -p "Once upon a time"        # stories15M.bin, downloaded on first use',
     '  rama -m hf:owner/repo/model-q8_0.gguf -p "Hi"   # a GGUF file from the Hugging Face Hub',
     '  rama -m model.bin -t tokenizer.bin -r 0 -s 64   # greedy, 64 positions',
+    '  rama model.bin -t 0.8 -n 256 -i "Once upon a time" -z tokenizer.bin   # llama2.c\'s flags',
     '  rama -m chat.bin -o chat --system "Be brief."   # chat on a terminal',
     '  printf "Hi\\nBye\\n" | rama -m chat.bin -o chat --json',
     '  rama serve --port 8080                           # the built-in model over HTTP',

@@ -303,7 +303,9 @@ describe('rama: errors', () => {
     ['an unknown short flag', ['-x', '1'], /unknown flag -x/],
     ['a missing value', ['-m'], /flag -m\/--model needs a value/],
     ['a value for a switch', ['--json=yes'], /flag --json takes no value/],
-    ['a stray argument', ['model.bin'], /unexpected argument "model.bin"/],
+    // A first argument that is no flag is a checkpoint (llama2.c's form: compat.test.ts); a later one is stray.
+    ['a stray argument', ['-p', 'hi', 'model.bin'], /unexpected argument "model.bin"/],
+    ['a stray argument after a checkpoint', ['model.bin', 'more.bin'], /unexpected argument "more.bin"/],
     ['--system without chat', ['--system', 'hi'], /--system needs --mode chat/],
   ];
   for (const [name, args, message] of usage) {
