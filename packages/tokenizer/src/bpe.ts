@@ -62,7 +62,7 @@ export class BpeModel {
    */
   constructor(
     tokens: readonly string[], merges: readonly (string | readonly string[])[],
-    private readonly opts: BpeOptions, source: string,
+    private readonly opts: BpeOptions, private readonly source: string,
   ) {
     this.n = tokens.length;
     tokens.forEach((t, i) => {
@@ -131,7 +131,7 @@ export class BpeModel {
       }
       const unk = this.opts.unkId;
       if (unk === undefined) {
-        throw new FormatError(`the vocabulary has no token for ${JSON.stringify(ch)} (U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}) and no unknown token`);
+        throw new FormatError(`${this.source}: the vocabulary has no token for ${JSON.stringify(ch)} (U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}) and no unknown token`);
       }
       if (!(this.opts.fuseUnk && lastUnk)) syms.push(unk);
       lastUnk = true;

@@ -63,8 +63,13 @@ export function parseTokenizerJson(root: Json, config: Json | undefined, src: st
 
   // Token texts by id: the model's vocabulary, then added tokens.
   const tokens: string[] = [];
+  const addedCount = Array.isArray(root.added_tokens) ? root.added_tokens.length : 0;
+  // Ids run from 0 with no gap in real files; this bound keeps a stray huge id from sizing the vocabulary.
+  const idLimit = Object.keys(vocab).length + addedCount;
   const place = (text: string, id: unknown, what: string): void => {
-    if (!(Number.isInteger(id) && (id as number) >= 0 && (id as number) < 1 << 24)) fail(`${what} ${JSON.stringify(text)} has the invalid id ${JSON.stringify(id)}`);
+    if (!(Number.isInteger(id) && (id as number) >= 0 && (id as number) < idLimit)) {
+      fail(`${what} ${JSON.stringify(text)} has the id ${JSON.stringify(id)}, not an integer from 0 to ${idLimit - 1} (the number of tokens listed)`);
+    }
     const i = id as number;
     if (tokens[i] !== undefined && tokens[i] !== text) fail(`id ${i} is both ${JSON.stringify(tokens[i])} and ${JSON.stringify(text)}`);
     tokens[i] = text;
