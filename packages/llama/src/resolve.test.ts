@@ -13,6 +13,7 @@ import { HubError } from '@rama/hub';
 import { missingMessage, sharedFile, startFakeHub, type FakeHub } from '@rama/testkit';
 import { Llama } from './llama.js';
 import { isModelName, resolveSource } from './resolve.js';
+import { encodeGGUF, readGGUFContents, splitGGUF } from './test-gguf.js';
 
 const FIXTURE = 'gguf/aidreams260K-q8_0.gguf';
 const path = sharedFile(FIXTURE);
@@ -105,6 +106,21 @@ describe('Llama.load with a model name', () => {
     } finally {
       process.chdir(cwd);
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a split GGUF by name (any part): every part is fetched and the model generates as the whole file', async (ctx) => {
+    if (!path) return ctx.skip(missingMessage(FIXTURE));
+    const whole = await readGGUFContents(path);
+    const n = whole.tensors.length;
+    const parts = splitGGUF(whole, [1, Math.floor(n / 2), n - 1 - Math.floor(n / 2)]).map((p) => encodeGGUF(p));
+    const own = await startFakeHub({ 'test/split': { files: Object.fromEntries(parts.map((b, i) => [`aidreams-0000${i + 1}-of-00003.gguf`, b])) } });
+    try {
+      const llama = await Llama.load({ model: 'hf:test/split/aidreams-00002-of-00003.gguf', hub: { endpoint: own.endpoint, cacheDir: cache } });
+      expect(await greedy(llama)).toEqual(await greedy(await Llama.load({ model: path })));
+      expect(own.requests.filter((r) => r.method === 'HEAD').map((r) => r.url)).toEqual([1, 2, 3].map((k) => `/test/split/resolve/main/aidreams-0000${k}-of-00003.gguf`));
+    } finally {
+      await own.close();
     }
   });
 
