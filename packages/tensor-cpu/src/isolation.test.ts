@@ -4,12 +4,13 @@
  * itself is tested in examples/web (headless Chromium with those headers).
  */
 import { describe, expect, it } from 'vitest';
+import type { Backend } from '@rama/backend';
 import { CpuBackend } from './index.js';
 import { isolationNotice, wasmBlockedNotice, workersRefusedNotice } from './wasm/isolation.js';
 
 describe('isolation and CSP notices', () => {
   it('Node: no notice', async () => {
-    const be = await CpuBackend.create({ threads: 1 });
+    const be: Backend = await CpuBackend.create({ threads: 1 });
     try {
       expect(be.notice).toBeUndefined();
     } finally {
