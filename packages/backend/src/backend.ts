@@ -126,9 +126,11 @@ export interface Step {
   /** out[r] = weight * x[r] / sqrt(mean(x[r]^2) + eps) */
   rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void;
   /**
-   * out[r] = w @ x[r]  (w: [d, n] f32 or q8_0; x: [.., n]; out: [.., d]).
-   * With q8_0 weights, x is first quantized to int8 in the weight's groups and
-   * each group's dot product accumulates in int32, as llama2.c's runq.c does.
+   * out[r] = w @ x[r]  (w: [d, n] f32, f16, bf16, q8_0 or q4_0; x: [.., n]; out: [.., d]).
+   * f16 and bf16 weights are widened exactly and multiply the f32 x. With
+   * q8_0 weights, x is first quantized to int8 in the weight's groups and
+   * each group's dot product accumulates in int32, as llama2.c's runq.c does;
+   * with q4_0 weights the same, in its blocks of 32.
    */
   matmul(out: Tensor, x: Tensor, w: Tensor): void;
   /** Rotates each consecutive pair (x[2i], x[2i+1]) of every head of row r by positions[r] * theta^(-2i/headSize). */

@@ -23,7 +23,8 @@ const desc = (dtype: DType, shape: number[], groupSize?: number): TensorDesc => 
 describe('dtype registry', () => {
   it('knows the built-in types by their traits', () => {
     const names = registeredDTypes().map((t) => t.name);
-    expect(names.slice(0, 5)).toEqual(['f32', 'i32', 'q8_0', 'f16', 'bf16']);
+    expect(names.slice(0, 6)).toEqual(['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0']);
+    expect(dtypeTraits('q4_0')).toMatchObject({ kind: 'quantized', blockSize: 32, bytesPerBlock: 18 });
     expect(dtypeTraits('f32')).toMatchObject({ kind: 'float', blockSize: 1, bytesPerBlock: 4 });
     expect(dtypeTraits('i32')).toMatchObject({ kind: 'int', blockSize: 1, bytesPerBlock: 4 });
     expect(dtypeTraits('q8_0')).toMatchObject({ kind: 'quantized', blockSize: 'groupSize' });
@@ -42,6 +43,7 @@ describe('dtype registry', () => {
       q8_0: 64 * 96 + 4 * ((64 * 96) / 32), // int8 values, then one f32 scale per group of 32
       f16: 2 * 64 * 96,
       bf16: 2 * 64 * 96,
+      q4_0: 18 * ((64 * 96) / 32), // GGUF's blocks of 32: an f16 scale and 16 bytes of nibbles
       test_q4_0: 18 * ((64 * 96) / 32),
     };
     for (const t of registeredDTypes()) {
@@ -61,6 +63,7 @@ describe('dtype registry', () => {
     expect(() => byteLengthOf(desc('q8_0', [2, 6], 4))).toThrow('layers.0.wq: q8_0 groups of 4 straddle its rows of 6; regroup it to a size that divides 6');
     expect(byteLengthOf(desc('q8_0', [3, 8], 4))).toBe(24 + 6 * 4);
     expect(() => byteLengthOf(desc('test_q4_0', [2, 48]))).toThrow(/last dimension 48 is not a multiple of 32/);
+    expect(() => byteLengthOf(desc('q4_0', [3, 40]))).toThrow('layers.0.wq: q4_0 stores blocks of 32 elements; the last dimension 40 is not a multiple of 32');
     expect(() => byteLengthOf(desc('f64' as DType, [2]))).toThrow(/layers\.0\.wq: unknown dtype "f64"; registered: f32, i32, q8_0/);
   });
 

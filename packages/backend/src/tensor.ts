@@ -23,6 +23,7 @@ export interface DTypes {
   q8_0: true;
   f16: true;
   bf16: true;
+  q4_0: true;
 }
 
 /** Name of a registered element type. */
@@ -109,6 +110,15 @@ registerDType({
 });
 registerDType({ name: 'f16', kind: 'float', blockSize: 1, bytesPerBlock: 2, layout: 'IEEE-754 binary16, little-endian' });
 registerDType({ name: 'bf16', kind: 'float', blockSize: 1, bytesPerBlock: 2, layout: 'bfloat16 (the high 16 bits of a binary32), little-endian' });
+registerDType({
+  name: 'q4_0',
+  kind: 'quantized',
+  blockSize: 32,
+  bytesPerBlock: 18,
+  layout:
+    "GGUF's Q4_0: blocks of 32 consecutive elements of a row, each an f16 scale d then 16 bytes; element j < 16 of a " +
+    'block is the low nibble of byte j, element j + 16 its high nibble, and its value is (nibble - 8) * d',
+});
 
 /** Shape, type and name of a tensor. Matrices are [rows, cols] = [out, in], as in llama2.c. */
 export interface TensorDesc {

@@ -51,6 +51,8 @@ const OP_ATTENTION = 8; // out, q, keys, values, rowTable, rows, nHeads, nKvHead
 const OP_SWIGLU = 9; // out, gate, up, count
 const OP_ADD = 10; // out, a, b, count
 const OP_ARGMAX = 11; // out, logits, n, rows
+const OP_MATMUL_HALF = 12; // out, x, w, n, d, rows, bf16 (0: f16 weights, 1: bf16)
+const OP_MATMUL_Q40 = 13; // out, xq, xs, w, n, d, rows (w: GGUF Q4_0 blocks; xq/xs: QUANTIZE with gs 32)
 export const OP_WORDS: i32 = 16;
 
 // ---------------------------------------------------------------------------
@@ -255,6 +257,23 @@ function execute(op: i32, a: usize, tid: i32, n: i32): void {
       const chunk = matmulChunk(d, n);
       for (let s = claim(a, chunk); s < d; s = claim(a, chunk)) {
         matmulQ80(ptr(a, 0), ptr(a, 1), ptr(a, 2), ptr(a, 3), ptr(a, 4), cols, d, rows, gs, arg(a, 9) != 0, s, min(s + chunk, d));
+      }
+      break;
+    }
+    case OP_MATMUL_HALF: {
+      const cols = arg(a, 3), d = arg(a, 4), rows = arg(a, 5);
+      const minChunk = max(4, ((d + n * 16 - 1) / (n * 16) + 3) & ~3);
+      for (let s = claimGuided(a, d, n, minChunk); s < d; s = claimGuided(a, d, n, minChunk)) {
+        if (arg(a, 6) != 0) matmulHalf<i16>(ptr(a, 0), ptr(a, 1), ptr(a, 2), cols, d, rows, s, claimedEnd);
+        else matmulHalf<u16>(ptr(a, 0), ptr(a, 1), ptr(a, 2), cols, d, rows, s, claimedEnd);
+      }
+      break;
+    }
+    case OP_MATMUL_Q40: {
+      const cols = arg(a, 4), d = arg(a, 5), rows = arg(a, 6);
+      const chunk = matmulChunk(d, n);
+      for (let s = claim(a, chunk); s < d; s = claim(a, chunk)) {
+        matmulQ40(ptr(a, 0), ptr(a, 1), ptr(a, 2), ptr(a, 3), cols, d, rows, s, min(s + chunk, d));
       }
       break;
     }
@@ -700,6 +719,187 @@ export function interleaveQ80(wq: usize, ws: usize, cols: i32, d: i32, gs: i32, 
     memory.copy(tmp, sp, <usize>(16 * groups));
     for (let g = 0; g < groups; g++) {
       for (let r = 0; r < 4; r++) store<f32>(at(sp, g * 4 + r), load<f32>(at(tmp, r * groups + g)));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// f16 and bf16 weights. The type parameter picks the element type at compile
+// time: u16 for f16, i16 for bf16 (a marker only; both are 16-bit patterns).
+
+/** 2^112: scales an f16's exponent, shifted into an f32's, to its own bias. */
+const F16_RESCALE: u32 = 0x77800000;
+
+/**
+ * Four 16-bit weights (in the low halves of u32 lanes) to f32, exactly.
+ * bf16 is the high half of an f32. f16: shifting sign-less bits left by 13
+ * puts the exponent and fraction where an f32 has them, but with f16's bias;
+ * multiplying by 2^112 corrects the bias, subnormals included (wasm never
+ * flushes them); exponent 31 (inf, NaN) then gets f32's all-ones exponent,
+ * and the sign goes back on.
+ */
+@inline function widen4<T>(h: v128): v128 {
+  if (isSigned<T>()) return i32x4.shl(h, 16);
+  const em = v128.and(h, i32x4.splat(0x7fff));
+  let v = f32x4.mul(i32x4.shl(em, 13), f32x4.splat(reinterpret<f32>(F16_RESCALE)));
+  const special = i32x4.eq(v128.and(h, i32x4.splat(0x7c00)), i32x4.splat(0x7c00));
+  v = v128.or(v, v128.and(special, i32x4.splat(0x7f800000)));
+  return v128.or(v, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+/** One 16-bit weight to f32, as widen4. */
+@inline function widen1<T>(h: u32): f32 {
+  if (isSigned<T>()) return reinterpret<f32>(h << 16);
+  let v = reinterpret<f32>((h & 0x7fff) << 13) * reinterpret<f32>(F16_RESCALE);
+  let bits = reinterpret<u32>(v);
+  if ((h & 0x7c00) == 0x7c00) bits |= 0x7f800000;
+  return reinterpret<f32>(bits | ((h & 0x8000) << 16));
+}
+
+/**
+ * dotF32 with 16-bit weights: the same sixteen f32 lanes and the same order
+ * of additions over the widened values, so an f16 matrix gives what its
+ * f32 widening gives through MATMUL_F32, reading half the bytes.
+ */
+@inline function dotHalf<T>(w: usize, x: usize, cols: i32): f32 {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const end16 = cols & ~15, end4 = cols & ~3;
+  let j = 0;
+  for (; j < end16; j += 16) {
+    const o = <usize>j << 2;
+    const h0 = v128.load(w + (<usize>j << 1)), h1 = v128.load(w + (<usize>j << 1), 16);
+    a0 = f32x4.add(a0, f32x4.mul(widen4<T>(i32x4.extend_low_i16x8_u(h0)), v128.load(x + o)));
+    a1 = f32x4.add(a1, f32x4.mul(widen4<T>(i32x4.extend_high_i16x8_u(h0)), v128.load(x + o, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(widen4<T>(i32x4.extend_low_i16x8_u(h1)), v128.load(x + o, 32)));
+    a3 = f32x4.add(a3, f32x4.mul(widen4<T>(i32x4.extend_high_i16x8_u(h1)), v128.load(x + o, 48)));
+  }
+  for (; j < end4; j += 4) {
+    a0 = f32x4.add(a0, f32x4.mul(widen4<T>(i32x4.extend_low_i16x8_u(v128.load64_zero(w + (<usize>j << 1)))), v128.load(at(x, j))));
+  }
+  let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+  for (; j < cols; j++) s += widen1<T>(<u32>load<u16>(w + (<usize>j << 1))) * load<f32>(at(x, j));
+  return s;
+}
+
+/** dotHalf of one weight row with two input rows (each weight widened once). */
+@inline function dotHalfx2<T>(w: usize, x: usize, y: usize, cols: i32, out: usize, outStride: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+  const end16 = cols & ~15, end4 = cols & ~3;
+  let j = 0;
+  for (; j < end16; j += 16) {
+    const o = <usize>j << 2;
+    const h0 = v128.load(w + (<usize>j << 1)), h1 = v128.load(w + (<usize>j << 1), 16);
+    const w0 = widen4<T>(i32x4.extend_low_i16x8_u(h0)), w1 = widen4<T>(i32x4.extend_high_i16x8_u(h0));
+    const w2 = widen4<T>(i32x4.extend_low_i16x8_u(h1)), w3 = widen4<T>(i32x4.extend_high_i16x8_u(h1));
+    a0 = f32x4.add(a0, f32x4.mul(w0, v128.load(x + o)));
+    b0 = f32x4.add(b0, f32x4.mul(w0, v128.load(y + o)));
+    a1 = f32x4.add(a1, f32x4.mul(w1, v128.load(x + o, 16)));
+    b1 = f32x4.add(b1, f32x4.mul(w1, v128.load(y + o, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(w2, v128.load(x + o, 32)));
+    b2 = f32x4.add(b2, f32x4.mul(w2, v128.load(y + o, 32)));
+    a3 = f32x4.add(a3, f32x4.mul(w3, v128.load(x + o, 48)));
+    b3 = f32x4.add(b3, f32x4.mul(w3, v128.load(y + o, 48)));
+  }
+  for (; j < end4; j += 4) {
+    const w0 = widen4<T>(i32x4.extend_low_i16x8_u(v128.load64_zero(w + (<usize>j << 1))));
+    a0 = f32x4.add(a0, f32x4.mul(w0, v128.load(at(x, j))));
+    b0 = f32x4.add(b0, f32x4.mul(w0, v128.load(at(y, j))));
+  }
+  let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+  let t = hsum(f32x4.add(f32x4.add(b0, b1), f32x4.add(b2, b3)));
+  for (; j < cols; j++) {
+    const wv = widen1<T>(<u32>load<u16>(w + (<usize>j << 1)));
+    s += wv * load<f32>(at(x, j));
+    t += wv * load<f32>(at(y, j));
+  }
+  store<f32>(out, s);
+  store<f32>(out + outStride, t);
+}
+
+/** matmulF32 with f16 (T = u16) or bf16 (T = i16) weights, outputs [i0, i1) of every input row. */
+function matmulHalf<T>(out: usize, x: usize, w: usize, cols: i32, d: i32, rows: i32, i0: i32, i1: i32): void {
+  const wBytes = <usize>cols << 1;
+  const xBytes = <usize>cols << 2;
+  const outStride = <usize>d << 2;
+  if (rows == 1) {
+    for (let i = i0; i < i1; i++) store<f32>(at(out, i), dotHalf<T>(w + <usize>i * wBytes, x, cols));
+    return;
+  }
+  for (let i = i0; i < i1; i++) {
+    const wi = w + <usize>i * wBytes;
+    let r = 0;
+    for (; r + 2 <= rows; r += 2) {
+      const xr = x + <usize>r * xBytes;
+      dotHalfx2<T>(wi, xr, xr + xBytes, cols, at(out, r * d + i), outStride);
+    }
+    if (r < rows) store<f32>(at(out, r * d + i), dotHalf<T>(wi, x + <usize>r * xBytes, cols));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// GGUF Q4_0 weights, in the file's layout: blocks of 18 bytes (an f16 scale
+// d, then 16 bytes: element j < 16 the low nibble of byte j, j + 16 its high
+// nibble; value (nibble - 8) * d), a row's blocks one after another.
+
+/** Integer dot product of one Q4_0 block's 32 values (nibble - 8) with 32 i16 activations, as i32x4 partial sums. */
+@inline function q4Dot(wp: usize, xp: usize): v128 {
+  const v = v128.load(wp + 2);
+  const eight = i8x16.splat(8);
+  const lo = i8x16.sub(v128.and(v, i8x16.splat(0x0f)), eight);
+  const hi = i8x16.sub(i8x16.shr_u(v, 4), eight);
+  const a = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(lo), v128.load(xp)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(lo), v128.load(xp, 16)));
+  const b = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(hi), v128.load(xp, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(hi), v128.load(xp, 48)));
+  return i32x4.add(a, b);
+}
+
+/** A Q4_0 block's scale d (its first two bytes, an f16) as f32. */
+@inline function q4Scale(wp: usize): f32 {
+  return widen1<u16>(<u32>load<u16>(wp));
+}
+
+/**
+ * One output of the Q4_0 matmul: per block b an exact int32 dot product of
+ * (nibble - 8) with the q8_0 activations, then val += (f32(ival) * d_b) * xs_b
+ * in f32, block after block: runq.c's accumulation, so the result equals
+ * MATMUL_Q80 on the same weights converted to q8_0 (and the scalar
+ * reference). Four blocks' integer sums and scalings share SIMD lanes.
+ */
+function dotQ40(w: usize, x: usize, xs: usize, blocks: i32): f32 {
+  let val: f32 = 0;
+  let b = 0;
+  for (; b + 4 <= blocks; b += 4) {
+    const wp = w + <usize>(b * 18);
+    const xp = x + (<usize>(b * 32) << 1);
+    const ival = f32x4.convert_i32x4_s(reduce4(q4Dot(wp, xp), q4Dot(wp + 18, xp + 64), q4Dot(wp + 36, xp + 128), q4Dot(wp + 54, xp + 192)));
+    let dv = f32x4.splat(q4Scale(wp));
+    dv = f32x4.replace_lane(dv, 1, q4Scale(wp + 18));
+    dv = f32x4.replace_lane(dv, 2, q4Scale(wp + 36));
+    dv = f32x4.replace_lane(dv, 3, q4Scale(wp + 54));
+    const p = f32x4.mul(f32x4.mul(ival, dv), v128.load(at(xs, b)));
+    val += f32x4.extract_lane(p, 0);
+    val += f32x4.extract_lane(p, 1);
+    val += f32x4.extract_lane(p, 2);
+    val += f32x4.extract_lane(p, 3);
+  }
+  for (; b < blocks; b++) {
+    const wp = w + <usize>(b * 18);
+    const a = q4Dot(wp, x + (<usize>(b * 32) << 1));
+    const s = i32x4.add(a, i32x4.shuffle(a, a, 2, 3, 0, 1));
+    const ival = i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1);
+    val += (<f32>ival * q4Scale(wp)) * load<f32>(at(xs, b));
+  }
+  return val;
+}
+
+/** The Q4_0 matmul for outputs [i0, i1) of every input row (xq: i16, xs: f32 per 32 values, from QUANTIZE). */
+function matmulQ40(out: usize, xq: usize, xs: usize, w: usize, cols: i32, d: i32, rows: i32, i0: i32, i1: i32): void {
+  const blocks = cols / 32;
+  const rowBytes = <usize>(blocks * 18);
+  for (let i = i0; i < i1; i++) {
+    const wi = w + <usize>i * rowBytes;
+    for (let r = 0; r < rows; r++) {
+      store<f32>(at(out, r * d + i), dotQ40(wi, xq + (<usize>(r * cols) << 1), at(xs, r * blocks), blocks));
     }
   }
 }

@@ -1,33 +1,130 @@
 import { describe, expect, it } from 'vitest';
-import { ArgumentError, byteLengthOf, registeredDTypes, type Backend, type TensorDesc } from '@rama/backend';
+import {
+  ArgumentError, bf16ToF32, byteLengthOf, contiguousRows, dequantizeQ4_0, f16ToF32, registerDType, registeredDTypes,
+  type Backend, type Tensor, type TensorDesc,
+} from '@rama/backend';
+import { rng } from '@rama/backend/testing';
 import { CpuBackend } from './index.js';
+
+// A type no backend supports, registered the way a package adds one.
+declare module '@rama/backend' {
+  interface DTypes {
+    test_q2: true;
+  }
+}
+registerDType({ name: 'test_q2', kind: 'quantized', blockSize: 16, bytesPerBlock: 6, layout: 'a type for this test only: 2-bit values, an f16 scale' });
+
+/** out = w @ x for `rows` rows on `be`. */
+async function matmul(be: Backend, w: TensorDesc, wData: Uint8Array | Float32Array, x: Float32Array, rows: number): Promise<Float32Array> {
+  const [d, n] = w.shape;
+  const ts: Tensor[] = [];
+  try {
+    const wt = await be.upload(w, wData);
+    ts.push(wt);
+    const xt = await be.upload({ label: 'x', shape: [rows, n], dtype: 'f32' }, x);
+    ts.push(xt);
+    const out = be.alloc({ label: 'out', shape: [rows, d], dtype: 'f32' });
+    ts.push(out);
+    const s = be.begin(contiguousRows(0, rows));
+    s.matmul(out, xt, wt);
+    s.submit();
+    return (await be.read(out)) as Float32Array;
+  } finally {
+    for (const t of ts) be.free(t);
+  }
+}
+
+function randomX(seed: number, count: number): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: count }, () => (r() - 0.5) * 4);
+}
 
 for (const kernels of ['scalar', 'wasm'] as const) {
   describe(`CPU backend (${kernels}): dtypes`, () => {
-    const make = (): Promise<Backend> => CpuBackend.create({ kernels, threads: 1, maxRows: 2 });
+    const make = (): Promise<Backend> => CpuBackend.create({ kernels, threads: 1, maxRows: 4 });
 
-    it('supports f32, i32 and q8_0 and nothing else registered', async () => {
+    it('supports f32, i32, q8_0, f16, bf16 and q4_0', async () => {
       const be = await make();
       try {
-        expect(registeredDTypes().filter((t) => be.supports(t.name)).map((t) => t.name)).toEqual(['f32', 'i32', 'q8_0']);
+        expect(registeredDTypes().filter((t) => be.supports(t.name)).map((t) => t.name)).toEqual(['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0']);
       } finally {
         be.dispose();
       }
     });
 
-    it('refuses an unsupported registered type (f16) on upload and alloc, naming the tensor and the type', async () => {
+    it('refuses an unsupported registered type on upload and alloc, naming the tensor and the type', async () => {
       const be = await make();
       try {
-        const desc: TensorDesc = { label: 'layers.0.wq', shape: [4, 32], dtype: 'f16' };
+        const desc: TensorDesc = { label: 'layers.0.wq', shape: [4, 32], dtype: 'test_q2' };
         const err = await be.upload(desc, new Uint8Array(byteLengthOf(desc))).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(ArgumentError);
         expect((err as Error).message).toBe(
-          'layers.0.wq: the cpu backend does not support dtype f16 (it supports f32, i32, q8_0); convert the tensor or use another backend',
+          'layers.0.wq: the cpu backend does not support dtype test_q2 (it supports f32, i32, q8_0, f16, bf16, q4_0); convert the tensor or use another backend',
         );
-        expect(() => be.alloc({ ...desc, dtype: 'bf16' })).toThrow(/layers\.0\.wq: the cpu backend does not support dtype bf16/);
+        expect(() => be.alloc(desc)).toThrow(/layers\.0\.wq: the cpu backend does not support dtype test_q2/);
         // nothing was allocated: a supported tensor still fits and works
         const t = await be.upload({ label: 'x', shape: [2], dtype: 'f32' }, new Float32Array([1, 2]));
         expect(Array.from(await be.read(t))).toEqual([1, 2]);
+        // weights of the packed types are not read or written as floats
+        const h = await be.upload({ label: 'layers.0.w1', shape: [2, 2], dtype: 'f16' }, new Uint8Array(8));
+        await expect(be.read(h)).rejects.toThrow(/layers\.0\.w1: only f32 and i32 tensors can be read, it is f16/);
+        expect(() => be.write(h, new Float32Array(4))).toThrow(ArgumentError);
+      } finally {
+        be.dispose();
+      }
+    });
+
+    // f16 and bf16 widen exactly: the matmul must give what the f32 matmul gives on the widened matrix, bit for bit
+    // (the same sum in the same order), for odd sizes and batches too.
+    for (const kind of ['f16', 'bf16'] as const) {
+      it(`${kind} weights give exactly the f32 matmul of their widened values`, async () => {
+        const be = await make();
+        try {
+          for (const [d, n, rows, seed] of [[13, 40, 3, 1], [8, 7, 1, 2], [5, 64, 4, 3]] as const) {
+            const r = rng(seed);
+            const bits = Uint16Array.from({ length: d * n }, () => Math.floor(r() * 65536) & (kind === 'f16' ? 0xfbff : 0xbfff)); // finite values
+            bits[0] = 0x0001; // a subnormal
+            bits[1] = 0x8000; // -0
+            const widened = Float32Array.from(bits, (b) => (kind === 'f16' ? f16ToF32(b) : bf16ToF32(b)));
+            const x = randomX(seed + 10, rows * n);
+            const got = await matmul(be, { label: 'w', shape: [d, n], dtype: kind }, new Uint8Array(bits.buffer), x, rows);
+            const want = await matmul(be, { label: 'w', shape: [d, n], dtype: 'f32' }, widened, x, rows);
+            expect(Array.from(got), `${d}x${n}, ${rows} rows`).toEqual(Array.from(want));
+          }
+        } finally {
+          be.dispose();
+        }
+      });
+    }
+
+    // Q4_0's values are d * (nibble - 8): as q8_0 in groups of 32 (scale d, int8 nibble - 8) they are the same
+    // weights, and both quantize x to q8_0 in groups of 32, so the results must be identical.
+    it('q4_0 weights give exactly the q8_0 matmul of the same weights in groups of 32', async () => {
+      const be = await make();
+      try {
+        for (const [d, n, rows, seed] of [[9, 96, 3, 4], [4, 32, 1, 5], [16, 256, 4, 6]] as const) {
+          const r = rng(seed);
+          const bytes = new Uint8Array((d * n / 32) * 18);
+          for (let b = 0; b < d * n / 32; b++) {
+            const scale = ((3 + Math.floor(r() * 10)) << 10) | Math.floor(r() * 1024);
+            bytes[18 * b] = scale & 0xff;
+            bytes[18 * b + 1] = scale >> 8;
+            for (let j = 2; j < 18; j++) bytes[18 * b + j] = Math.floor(r() * 256);
+          }
+          const values = dequantizeQ4_0(bytes, d * n);
+          const q8 = new Uint8Array(d * n + 4 * (d * n / 32));
+          const q = new Int8Array(q8.buffer, 0, d * n);
+          const scales = new Float32Array(d * n / 32);
+          for (let b = 0; b < scales.length; b++) {
+            scales[b] = f16ToF32(bytes[18 * b] | (bytes[18 * b + 1] << 8));
+            for (let j = 0; j < 32; j++) q[32 * b + j] = Math.round(values[32 * b + j] / scales[b]);
+          }
+          q8.set(new Uint8Array(scales.buffer), d * n);
+          const x = randomX(seed + 20, rows * n);
+          const got = await matmul(be, { label: 'w', shape: [d, n], dtype: 'q4_0' }, bytes, x, rows);
+          const want = await matmul(be, { label: 'w', shape: [d, n], dtype: 'q8_0', groupSize: 32 }, q8, x, rows);
+          expect(Array.from(got), `${d}x${n}, ${rows} rows`).toEqual(Array.from(want));
+        }
       } finally {
         be.dispose();
       }

@@ -2,10 +2,11 @@ import {
   ArgumentError, BackendError, byteLengthOf, checkGatherRows, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
   type Backend, type BackendOptions, type CheckedRows, type DType, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
+import { bf16ToF32, f16Table, q4_0Scale } from '@rama/backend';
 import { matmulQ80, quantizeActivations, viewQ80 } from '@rama/quant-q80';
 import * as k from './kernels/scalar.js';
 
-/** A tensor in host memory: f32/i32 as typed arrays, q8_0 as int8 values + f32 scales. */
+/** A tensor in host memory: f32/i32 as typed arrays, q8_0 as int8 values + f32 scales, f16/bf16 as their bits, q4_0 as its blocks (with its scales widened). */
 class CpuTensor implements Tensor {
   readonly shape: readonly number[];
   readonly dtype: Tensor['dtype'];
@@ -16,6 +17,8 @@ class CpuTensor implements Tensor {
   i32: Int32Array = new Int32Array(0);
   q: Int8Array = new Int8Array(0);
   scales: Float32Array = new Float32Array(0);
+  /** f16, bf16: the 16-bit elements. */
+  u16: Uint16Array = new Uint16Array(0);
   freed = false;
 
   constructor(desc: TensorDesc, readonly bytes: Uint8Array) {
@@ -27,9 +30,23 @@ class CpuTensor implements Tensor {
     const n = elementCount(desc.shape);
     if (desc.dtype === 'f32') this.f32 = new Float32Array(bytes.buffer, bytes.byteOffset, n);
     else if (desc.dtype === 'i32') this.i32 = new Int32Array(bytes.buffer, bytes.byteOffset, n);
-    else ({ q: this.q, scales: this.scales } = viewQ80(bytes, n, desc.groupSize!));
+    else if (desc.dtype === 'f16' || desc.dtype === 'bf16') this.u16 = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+    else if (desc.dtype === 'q8_0') ({ q: this.q, scales: this.scales } = viewQ80(bytes, n, desc.groupSize!));
+  }
+
+  /** q4_0: each block's f16 scale as f32, read from the bytes (after upload fills them). */
+  q4Scales(): Float32Array {
+    if (this.scales.length === 0) {
+      const blocks = elementCount(this.shape) / 32;
+      this.scales = new Float32Array(blocks);
+      for (let b = 0; b < blocks; b++) this.scales[b] = q4_0Scale(this.bytes, b * 18);
+    }
+    return this.scales;
   }
 }
+
+const F16 = f16Table();
+const f16Value = (bits: number): number => F16[bits];
 
 /**
  * The reference CPU backend: plain TypeScript kernels (src/kernels/scalar.ts),
@@ -57,9 +74,9 @@ export class ScalarCpuBackend implements Backend {
     if (this.disposed) throw new BackendError('the CPU backend was disposed');
   }
 
-  /** f32, i32 and llama2.c's q8_0: the types these kernels handle (see Backend.supports). */
+  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0: the types these kernels handle (see Backend.supports). */
   supports(dtype: DType): boolean {
-    return dtype === 'f32' || dtype === 'i32' || dtype === 'q8_0';
+    return ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0'].includes(dtype);
   }
 
   private make(desc: TensorDesc): CpuTensor {
@@ -89,11 +106,13 @@ export class ScalarCpuBackend implements Backend {
 
   write(t: Tensor, data: Float32Array | Int32Array, offset = 0): void {
     const c = this.own(t);
+    if (c.dtype !== 'f32' && c.dtype !== 'i32') throw new ArgumentError(`write ${c.label}: only f32 and i32 tensors can be written, it is ${c.dtype}`);
     (c.dtype === 'i32' ? c.i32 : c.f32).set(data, offset);
   }
 
   async read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
     const c = this.own(t);
+    if (c.dtype !== 'f32' && c.dtype !== 'i32') throw new ArgumentError(`read ${c.label}: only f32 and i32 tensors can be read, it is ${c.dtype}`);
     const src = c.dtype === 'i32' ? c.i32 : c.f32;
     return src.slice(0, count ?? src.length);
   }
@@ -172,9 +191,19 @@ class CpuStep implements Step {
     const o = this.be.own(out), xi = this.be.own(x), wt = this.be.own(w);
     const [d, n] = wt.shape;
     const rows = this.rowFlow.flow(o, xi, 'matmul');
+    if (wt.dtype !== 'f32' && wt.dtype !== 'q8_0' && wt.dtype !== 'f16' && wt.dtype !== 'bf16' && wt.dtype !== 'q4_0') {
+      throw new ArgumentError(`matmul: ${wt.label} must be f32, q8_0, f16, bf16 or q4_0, is ${wt.dtype}`);
+    }
     for (let r = 0; r < rows; r++) {
       if (wt.dtype === 'f32') k.matmulF32(o.f32, r * d, xi.f32, r * n, wt.f32, n, d);
-      else {
+      else if (wt.dtype === 'f16') k.matmulHalf(o.f32, r * d, xi.f32, r * n, wt.u16, f16Value, n, d);
+      else if (wt.dtype === 'bf16') k.matmulHalf(o.f32, r * d, xi.f32, r * n, wt.u16, bf16ToF32, n, d);
+      else if (wt.dtype === 'q4_0') {
+        // x in q8_0 with the weight's blocks of 32 (runq.c's quantize: f32 scales)
+        const { xq, xs } = this.be.quantScratch(n, 32);
+        quantizeActivations(xi.f32, r * n, n, 32, xq, xs);
+        k.matmulQ40(o.f32, r * d, xq, xs, wt.bytes, wt.q4Scales(), n, d);
+      } else {
         const gs = wt.groupSize!;
         const { xq, xs } = this.be.quantScratch(n, gs);
         quantizeActivations(xi.f32, r * n, n, gs, xq, xs);

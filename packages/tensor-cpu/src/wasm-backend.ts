@@ -303,6 +303,9 @@ export interface WasmCpuBackendOptions extends BackendOptions {
   spreadAcrossMemories?: number;
 }
 
+/** The types this backend stores and multiplies by (f32 and i32 activations; every matrix type). */
+const SUPPORTED: readonly DType[] = ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0'];
+
 /** How many memories one backend may make: 64 x 4 GiB is past any machine this runs on. */
 const MAX_SPACES = 64;
 
@@ -420,9 +423,9 @@ export class WasmCpuBackend implements Backend {
     if (this.disposed) throw new BackendError('the CPU backend was disposed');
   }
 
-  /** f32, i32 and llama2.c's q8_0: the types these kernels handle (see Backend.supports). */
+  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0: the types these kernels handle (see Backend.supports). */
   supports(dtype: DType): boolean {
-    return dtype === 'f32' || dtype === 'i32' || dtype === 'q8_0';
+    return SUPPORTED.includes(dtype);
   }
 
   private make(desc: TensorDesc, zero: boolean): WasmTensor {
@@ -466,6 +469,9 @@ export class WasmCpuBackend implements Backend {
    * interleaved rows: the matmul then reads memory strictly in order and
    * shares each activation load between four rows (1.5-3x faster than four
    * separate row streams). Needs a group size that is a multiple of 16.
+   * f16, bf16 and q4_0 stay in the file's layout: their kernels read each
+   * row in order already (q4_0's 18-byte blocks with unaligned loads, which
+   * WebAssembly allows), and the bytes go from the file straight into memory.
    */
   private arrange(t: WasmTensor): void {
     if (t.dtype !== 'q8_0' || t.shape.length !== 2) return;
@@ -489,7 +495,7 @@ export class WasmCpuBackend implements Backend {
 
   write(t: Tensor, data: Float32Array | Int32Array, offset = 0): void {
     const c = this.own(t);
-    if (c.dtype === 'q8_0') throw new ArgumentError(`write ${c.label}: only f32 and i32 tensors can be written`);
+    if (c.dtype !== 'f32' && c.dtype !== 'i32') throw new ArgumentError(`write ${c.label}: only f32 and i32 tensors can be written, it is ${c.dtype}`);
     if (offset < 0 || offset + data.length > c.elements) {
       throw new ArgumentError(`write ${c.label}: ${data.length} elements at ${offset} past its ${c.elements}`);
     }
@@ -500,7 +506,7 @@ export class WasmCpuBackend implements Backend {
 
   async read(t: Tensor, count?: number): Promise<Float32Array | Int32Array> {
     const c = this.own(t);
-    if (c.dtype === 'q8_0') throw new ArgumentError(`read ${c.label}: only f32 and i32 tensors can be read`);
+    if (c.dtype !== 'f32' && c.dtype !== 'i32') throw new ArgumentError(`read ${c.label}: only f32 and i32 tensors can be read, it is ${c.dtype}`);
     const n = Math.min(count ?? c.elements, c.elements);
     const at = c.ptr >>> 2;
     return c.dtype === 'i32' ? c.space.i32v.slice(at, at + n) : c.space.f32v.slice(at, at + n);
@@ -762,15 +768,18 @@ class WasmStep implements Step {
       throw new ArgumentError(`matmul: ${wt.label} is [${d}, ${n}], x ${xi.label} has ${colsOf(xi)} columns, out ${o.label} ${colsOf(o)}`);
     }
     const rows = this.rowFlow.flow(o, xi, 'matmul');
-    if (wt.dtype !== 'f32' && wt.dtype !== 'q8_0') throw new ArgumentError(`matmul: ${wt.label} must be f32 or q8_0, is ${wt.dtype}`);
+    if (!['f32', 'q8_0', 'f16', 'bf16', 'q4_0'].includes(wt.dtype)) throw new ArgumentError(`matmul: ${wt.label} must be f32, q8_0, f16, bf16 or q4_0, is ${wt.dtype}`);
     // The weights' memory runs it: x comes to them (rows x n floats), not the matrix to x.
     const p = this.in(wt.space);
-    if (wt.dtype === 'f32') {
+    if (wt.dtype === 'f32' || wt.dtype === 'f16' || wt.dtype === 'bf16') {
       const xAt = p.addr(xi, rows * n * 4, 'read');
-      this.op(p, OP.MATMUL_F32, o, p.addr(o, rows * d * 4, 'write'), xAt, wt.ptr, n, d, rows);
+      const oAt = p.addr(o, rows * d * 4, 'write');
+      if (wt.dtype === 'f32') this.op(p, OP.MATMUL_F32, o, oAt, xAt, wt.ptr, n, d, rows);
+      else this.op(p, OP.MATMUL_HALF, o, oAt, xAt, wt.ptr, n, d, rows, wt.dtype === 'bf16' ? 1 : 0);
       return;
     }
-    const gs = wt.groupSize!;
+    // q8_0 and q4_0: x quantized to q8_0 in the weight's groups (q4_0: its blocks of 32).
+    const gs = wt.dtype === 'q4_0' ? 32 : wt.groupSize!;
     let q = this.quantized;
     if (!q || q.p !== p || q.t !== xi || q.rows !== rows || q.gs !== gs) {
       const groups = (rows * n) / gs;
@@ -780,7 +789,8 @@ class WasmStep implements Step {
       this.op(p, OP.QUANTIZE, undefined, p.addr(xi, rows * n * 4, 'read'), n, rows, gs, q.xq, q.xs);
       this.quantized = q;
     }
-    this.op(p, OP.MATMUL_Q80, o, p.addr(o, rows * d * 4, 'write'), q.xq, q.xs, wt.ptr, wt.scalesPtr, n, d, rows, gs, wt.blocked ? 1 : 0);
+    if (wt.dtype === 'q4_0') this.op(p, OP.MATMUL_Q40, o, p.addr(o, rows * d * 4, 'write'), q.xq, q.xs, wt.ptr, n, d, rows);
+    else this.op(p, OP.MATMUL_Q80, o, p.addr(o, rows * d * 4, 'write'), q.xq, q.xs, wt.ptr, wt.scalesPtr, n, d, rows, gs, wt.blocked ? 1 : 0);
   }
 
   rope(x: Tensor, headSize: number, theta: number): void {

@@ -12,6 +12,10 @@
  * - matmul q8_0: 4 * sqrt(n / G) * eps * sum_k |w_jk x_k|: the quantized x and
  *   every int32 group sum must be exact; only the f32 accumulation over
  *   groups may round differently (one quantization step off would exceed it).
+ * - matmul f16, bf16: as f32, with w_jk the weight's exact f32 value: the
+ *   widening is exact, so only the order of the f32 sum may differ.
+ * - matmul q4_0: as q8_0 with G = 32 (x quantized to q8_0 in the weight's
+ *   blocks of 32, int32 block sums exact), w_jk = (nibble - 8) * d.
  * - attention: 2e-5 * max_t |v_t| (per head and column) + 1e-6: another
  *   softmax algorithm (e.g. online, flash-attention style) rounds differently.
  * Rows past a step's `rows`, and everything an op does not write, must keep
@@ -24,6 +28,7 @@
  */
 import type { Step, StepRows } from '../backend.js';
 import type { Tensor, TensorDesc } from '../tensor.js';
+import { bf16ToF32, dequantizeQ4_0, f16ToF32 } from '../elements.js';
 
 export type HostData = Float32Array | Int32Array | Uint8Array;
 
@@ -211,6 +216,72 @@ function matmulQ8Cases(): ConformanceCase[] {
     mk('G 64, 300x256 (81.6 KB), 3 of 4 rows', 300, 256, 64, 4, 3, 12),
     mk('G 64, single-row output', 70, 128, 64, 1, 1, 13),
     mk('G 6 (not a multiple of 4), 10x24, 2 rows', 10, 24, 6, 3, 2, 15),
+  ];
+}
+
+/**
+ * A random f16 or bf16 weight [d, n] as bits, plus its values. Exponents span
+ * a few octaves around 0.1 (bf16: the same range); some elements are zeros,
+ * -0 and subnormals, which the widening must get right too.
+ */
+function half(r: () => number, kind: 'f16' | 'bf16', label: string, d: number, n: number): { t: CaseTensor; values: Float32Array } {
+  const bits = new Uint16Array(d * n);
+  for (let i = 0; i < bits.length; i++) {
+    const sign = r() < 0.5 ? 0x8000 : 0;
+    if (kind === 'f16') bits[i] = sign | ((9 + Math.floor(r() * 7)) << 10) | Math.floor(r() * 1024);
+    else bits[i] = sign | ((120 + Math.floor(r() * 7)) << 7) | Math.floor(r() * 128);
+  }
+  const specials = kind === 'f16' ? [0x0000, 0x8000, 0x0001, 0x83ff, 0x0200, 0x7bff] : [0x0000, 0x8000, 0x0001, 0x807f, 0x0040, 0x4100];
+  for (let i = 0; i < specials.length && 3 * i + 1 < bits.length; i++) bits[3 * i + 1] = specials[i];
+  const values = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) values[i] = kind === 'f16' ? f16ToF32(bits[i]) : bf16ToF32(bits[i]);
+  return { t: { desc: { label, shape: [d, n], dtype: kind }, data: new Uint8Array(bits.buffer) }, values };
+}
+
+/** A random GGUF Q4_0 weight [d, n]: random nibbles, positive f16 scales from about 1/1000 to 1/30; plus its values. */
+function q40(r: () => number, label: string, d: number, n: number): { t: CaseTensor; values: Float32Array } {
+  const blocks = (d * n) / 32;
+  const bytes = new Uint8Array(blocks * 18);
+  for (let b = 0; b < blocks; b++) {
+    const scale = ((5 + Math.floor(r() * 5)) << 10) | Math.floor(r() * 1024);
+    bytes[b * 18] = scale & 0xff;
+    bytes[b * 18 + 1] = scale >> 8;
+    for (let j = 2; j < 18; j++) bytes[b * 18 + j] = Math.floor(r() * 256);
+  }
+  return { t: { desc: { label, shape: [d, n], dtype: 'q4_0' }, data: bytes }, values: dequantizeQ4_0(bytes, d * n) };
+}
+
+function matmulPackedCases(): ConformanceCase[] {
+  const mk = (dtype: 'f16' | 'bf16' | 'q4_0', name: string, d: number, n: number, outRows: number, rows: number, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const x = randn(r, outRows * n);
+    if (dtype === 'q4_0') {
+      // the activation corner cases of the q8_0 cases: an all-zero block (scale 0), a tie for the maximum
+      if (seed % 2) x.fill(0, 0, 32);
+      if (n >= 64) x[33] = -x[34];
+    }
+    const { t: wt, values } = dtype === 'q4_0' ? q40(r, 'w', d, n) : half(r, dtype, 'w', d, n);
+    const active = outRows === 1 ? 1 : rows;
+    return {
+      op: `matmul ${dtype}`,
+      name,
+      tensors: { x: f32('x', [outRows, n], x), w: wt, out: f32('out', [outRows, d], randn(r, outRows * d)) },
+      steps: [{ pos: 0, rows, run: (s, t) => s.matmul(t.out, t.x, t.w) }],
+      outputs: { out: matmulBound(values, x, d, n, active, dtype === 'q4_0' ? n / 32 : n) },
+    };
+  };
+  return [
+    mk('f16', '600x64 (76.8 KB, over two 64 KiB bindings), 5 of 6 rows', 600, 64, 6, 5, 91),
+    mk('f16', '37x19 (odd sizes: rows start mid-word), 3 rows', 37, 19, 4, 3, 92),
+    mk('f16', '6 rows of 20x72', 20, 72, 6, 6, 93),
+    mk('f16', 'single-row output, 50x16', 50, 16, 1, 1, 94),
+    mk('bf16', '300x128 (76.8 KB), 4 of 5 rows', 300, 128, 5, 4, 95),
+    mk('bf16', '21x13 (odd sizes), 2 rows', 21, 13, 3, 2, 96),
+    mk('bf16', 'single-row output, 40x24', 40, 24, 1, 1, 97),
+    mk('q4_0', '2000x64 (72 KB, over two 64 KiB bindings), 5 of 6 rows', 2000, 64, 6, 5, 101),
+    mk('q4_0', '10x96 (3 blocks a row), 3 rows', 10, 96, 4, 3, 102),
+    mk('q4_0', '6 rows of 33x160 (odd output count)', 33, 160, 6, 6, 103),
+    mk('q4_0', 'single-row output, 70x256', 70, 256, 1, 1, 104),
   ];
 }
 
@@ -524,6 +595,7 @@ export function conformanceCases(): ConformanceCase[] {
     ...rmsnormCases(),
     ...matmulCases(),
     ...matmulQ8Cases(),
+    ...matmulPackedCases(),
     ...ropeCases(),
     ...storeKVCases(),
     ...attentionCases(),

@@ -129,3 +129,49 @@ export function swiglu(out: Float32Array, gate: Float32Array, up: Float32Array, 
 export function add(out: Float32Array, a: Float32Array, b: Float32Array, off: number, n: number): void {
   for (let i = off; i < off + n; i++) out[i] = a[i] + b[i];
 }
+
+// #region matmul-packed
+/**
+ * matmulF32 with f16 or bf16 weights: out[i] = sum_j value(w[i, j]) * x[j],
+ * where `values` maps the 16 weight bits to their f32 value (f16Table, or
+ * bf16's high-half widening). Both widen exactly, so this is the f32 matmul
+ * of the widened matrix: the smaller type only halves what is read.
+ */
+export function matmulHalf(out: Float32Array, outOff: number, x: Float32Array, xOff: number, w: Uint16Array, values: (bits: number) => number, n: number, d: number): void {
+  for (let i = 0; i < d; i++) {
+    const row = i * n;
+    let val = 0;
+    for (let j = 0; j < n; j++) val += values(w[row + j]) * x[xOff + j];
+    out[outOff + i] = val;
+  }
+}
+
+/**
+ * GGUF's Q4_0 weights (blocks of 32: an f16 scale d, then 16 bytes whose low
+ * nibbles are elements 0..15 and high nibbles 16..31, value (nibble - 8) * d)
+ * against x quantized to q8_0 in the same blocks of 32 (xq, xs: runq.c's
+ * quantize with f32 scales). Per block b, as llama.cpp's vec_dot_q4_0_q8_0:
+ *   ival_b = sum_k (nibble_k - 8) * xq_k   (exact, int32)
+ * then, as runq.c accumulates its groups:
+ *   out[i] = sum_b f32(f32(ival_b * d_b) * xs_b), added in f32, block by block.
+ * That is exactly the q8_0 matmul of the same weights converted to q8_0
+ * (scale d_b, int8 nibble - 8): Q4_0 runs at its own size with its results.
+ */
+export function matmulQ40(out: Float32Array, outOff: number, xq: Int8Array, xs: Float32Array, w: Uint8Array, scales: Float32Array, n: number, d: number): void {
+  const blocks = n / 32;
+  for (let i = 0; i < d; i++) {
+    let val = 0;
+    for (let b = 0; b < blocks; b++) {
+      const at = (i * blocks + b) * 18 + 2;
+      const xb = b * 32;
+      let ival = 0;
+      for (let j = 0; j < 16; j++) {
+        const v = w[at + j];
+        ival += ((v & 0x0f) - 8) * xq[xb + j] + ((v >> 4) - 8) * xq[xb + j + 16];
+      }
+      val = f32(val + f32(f32(ival * scales[i * blocks + b]) * xs[b]));
+    }
+    out[outOff + i] = val;
+  }
+}
+// #endregion matmul-packed
