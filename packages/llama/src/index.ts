@@ -11,6 +11,7 @@ export type { InspectOptions, TokenInspection, Candidate, DistributionOptions } 
 export { llama2cSpec } from './spec.js';
 export type { ModelSpec, RopeSpec } from './spec.js';
 export { LLAMA2_CHAT } from './template.js';
-export type { ChatTemplate } from './template.js';
+export type { ChatTemplate, JinjaChatTemplate, TemplateMessage, SpecialToken } from './template.js';
+export type { HfModelFiles } from './hf-model.js';
 export { RamaError, FormatError, ArgumentError, BackendError, AbortError, NumericError } from '@rama/core';
 export type { Backend } from '@rama/backend';
