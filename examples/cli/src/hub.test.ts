@@ -68,6 +68,17 @@ describe('rama -m hf:...', () => {
     expect(hub.requests).toEqual([]);
   });
 
+  it('-m https://...: a plain URL is fetched into the cache the same way, and rama ls names it by its URL', async (ctx) => {
+    if (!have()) return ctx.skip(SKIP);
+    const url = `${hub.endpoint}/test/tiny/resolve/main/aidreams260K-q8_0.gguf`;
+    const r = await runCli(['-m', url, '-p', 'Hi', '-s', '5', '-r', '0', '--json'], { env });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^rama: downloading aidreams260K-q8_0.gguf \(.* KiB\) from http:/);
+    const ls = await runCli(['ls'], { env });
+    expect(ls.stdout.split(/\s{2,}/)[0]).toBe(url);
+    expect(sha(readFileSync(ls.stdout.trim().split(/\s{2,}/)[2]))).toBe(sha(readFileSync(ggufPath!)));
+  });
+
   it('a llama2.c checkpoint and its tokenizer by hf: name give the golden tokens', async (ctx) => {
     if (!have()) return ctx.skip(SKIP);
     const g = generateGoldens().find((x) => x.id === 'aidreams-greedy-prompt');
