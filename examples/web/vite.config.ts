@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig, defaultClientConditions } from 'vite';
 
 /**
@@ -27,7 +28,10 @@ export default defineConfig({
   worker: { format: 'es', rollupOptions: { external: nodeOnly } },
   build: {
     target: 'es2022',
-    rollupOptions: { external: nodeOnly },
+    rollupOptions: {
+      external: nodeOnly,
+      input: { main: fileURLToPath(new URL('./index.html', import.meta.url)), playground: fileURLToPath(new URL('./playground.html', import.meta.url)) },
+    },
   },
   optimizeDeps: { exclude: ['webgpu'] },
   server: { headers: isolation },
