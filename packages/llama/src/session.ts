@@ -199,6 +199,10 @@ export class Session {
    * (llama2.c: `[INST] u1 [/INST] a1</s><s>[INST] u2 [/INST]`). Whatever
    * leading part of it the session's KV cache already holds is not read again,
    * so resending a growing conversation costs only its new tokens.
+   *
+   * A model with its own Jinja chat template (spec.jinjaTemplate) renders the
+   * whole conversation with it each turn instead, and reads only the tokens
+   * past what its cache holds (see jinjaTurn).
    */
   chat(messages: string | readonly ChatMessage[], opts: ChatOptions = {}): Generation {
     if (typeof messages !== 'string' && !Array.isArray(messages)) {
