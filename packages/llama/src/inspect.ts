@@ -9,8 +9,7 @@
  *
  * The attention weights are softmax(q . k / sqrt(headSize)) over positions
  * 0..p, recomputed on the host in float64 from the very q and k rows the
- * attention kernel read (the kernel itself works in f32, so the two agree to
- * about 1e-6). The keys of earlier positions are collected as the prompt and
+ * attention kernel read (the kernel evaluates the same formula in f32). The keys of earlier positions are collected as the prompt and
  * the tokens run, which is why inspection is a `generate` option: a
  * generation starts its sequence at position 0.
  */
