@@ -299,7 +299,7 @@ export async function listCached(opts: CacheOptions = {}): Promise<CachedModel[]
   }
   try {
     for (const entry of (await fsp.readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-      if (!entry.isFile() || /\.part(\.json)?$/.test(entry.name)) continue;
+      if (!entry.isFile() || entry.name.startsWith('.') || /\.part(\.json)?$/.test(entry.name)) continue;
       const file = path.join(dir, entry.name);
       found.push({ name: entry.name, path: file, size: (await fsp.stat(file)).size });
     }
