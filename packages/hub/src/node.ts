@@ -29,10 +29,13 @@ const node = () => (loaded ??= nodeModules());
 
 /** $RAMA_CACHE, else $XDG_CACHE_HOME/rama, else ~/.cache/rama. */
 export function cacheDir(env: Env = process.env): string {
-  const path = process.getBuiltinModule('node:path');
   if (env.RAMA_CACHE) return env.RAMA_CACHE;
-  if (env.XDG_CACHE_HOME) return path.join(env.XDG_CACHE_HOME, 'rama');
-  return path.join(process.getBuiltinModule('node:os').homedir(), '.cache', 'rama');
+  // Synchronous, without a static node: import (process.getBuiltinModule: Node >= 20.16; else plain joins).
+  const builtin = typeof process.getBuiltinModule === 'function' ? process.getBuiltinModule : undefined;
+  const join = builtin ? builtin('node:path').join : (...parts: string[]) => parts.join('/');
+  if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, 'rama');
+  const home = builtin ? builtin('node:os').homedir() : (process.env.HOME ?? process.env.USERPROFILE ?? '.');
+  return join(home, '.cache', 'rama');
 }
 
 /**
