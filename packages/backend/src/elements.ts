@@ -34,6 +34,7 @@ export function bf16ToF32(bits: number): number {
 
 /** Elements per Q4_0 block and its bytes: an f16 scale, then 16 bytes of nibbles. */
 export const Q4_0_BLOCK = 32;
+/** Bytes per Q4_0 block. */
 export const Q4_0_BYTES = 18;
 
 /**

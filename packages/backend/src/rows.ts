@@ -8,7 +8,9 @@ import type { TensorDesc } from './tensor.js';
 
 /** A step's rows, checked and as plain arrays. */
 export interface CheckedRows {
+  /** Each row's position in its sequence. */
   positions: number[];
+  /** Each row's KV cache slot (its sequence). */
   slots: number[];
 }
 
@@ -31,12 +33,17 @@ export function checkStepRows(rows: StepRows, maxRows: number): CheckedRows {
 
 /** The shape of a KV cache: [layers, slots, seqLen, kvDim], or [layers, seqLen, kvDim] for one slot. */
 export interface KVGeometry {
+  /** Transformer layers. */
   layers: number;
+  /** Sequences the cache holds, one slot each. */
   slots: number;
+  /** Positions per slot. */
   seqLen: number;
+  /** Numbers per position: nKvHeads * headSize. */
   kvDim: number;
 }
 
+/** Reads a KV cache's geometry from its shape; an ArgumentError naming `what` for any other shape. */
 export function kvGeometry(cache: TensorDesc, what: string): KVGeometry {
   const s = cache.shape;
   if (s.length === 3) return { layers: s[0], slots: 1, seqLen: s[1], kvDim: s[2] };
@@ -66,6 +73,7 @@ export function kvOffset(g: KVGeometry, layer: number, slot: number): number {
  */
 export class RowFlow<T extends TensorDesc = TensorDesc> {
   private readonly counts = new Map<T, number>();
+  /** @param stepRows The step's row count: what every tensor holds unless set otherwise. */
   constructor(readonly stepRows: number) {}
 
   /** Rows `t` holds in this step. */

@@ -18,22 +18,31 @@ import type { Backend } from './backend.js';
  *   registerDType({ name: 'gguf_q4_0', kind: 'quantized', blockSize: 32, bytesPerBlock: 18, layout: '...' });
  */
 export interface DTypes {
+  /** 32-bit float. */
   f32: true;
+  /** 32-bit signed integer (token ids). */
   i32: true;
+  /** llama2.c's Q8_0: int8 values, one f32 scale per group. */
   q8_0: true;
+  /** IEEE half precision. */
   f16: true;
+  /** bfloat16: the high 16 bits of an f32. */
   bf16: true;
+  /** GGUF's Q4_0: 4-bit values, one f16 scale per 32. */
   q4_0: true;
 }
 
 /** Name of a registered element type. */
 export type DType = keyof DTypes;
 
+/** Plain floats, integers, or blocks of quantized values with their scales. */
 export type DTypeKind = 'float' | 'int' | 'quantized';
 
 /** What Rama knows about an element type's bytes (its standard layout, the one `upload` receives). */
 export interface DTypeTraits {
+  /** The registered name. */
   readonly name: DType;
+  /** Float, int or quantized. */
   readonly kind: DTypeKind;
   /**
    * Elements per block: a fixed count (1 for plain types; ggml's block types
@@ -122,7 +131,9 @@ registerDType({
 
 /** Shape, type and name of a tensor. Matrices are [rows, cols] = [out, in], as in llama2.c. */
 export interface TensorDesc {
+  /** Dimensions, outermost first; a matrix is [rows, cols]. */
   readonly shape: readonly number[];
+  /** The element type. */
   readonly dtype: DType;
   /** A human name for errors and debugging, e.g. "layers.3.wq". */
   readonly label: string;
@@ -134,7 +145,12 @@ export interface TensorDesc {
    * past 4 GiB) puts every tensor of a group in the same one. `bytes` is the
    * whole group's size, so the first member goes where all of them fit.
    */
-  readonly colocate?: { readonly group: string; readonly bytes: number };
+  readonly colocate?: {
+    /** The group's name: tensors with the same name share a memory. */
+    readonly group: string;
+    /** Bytes of the whole group. */
+    readonly bytes: number;
+  };
 }
 
 /** A handle to device-resident memory owned by a Backend. */
@@ -143,6 +159,7 @@ export interface Tensor extends TensorDesc {
   readonly byteLength: number;
 }
 
+/** The number of elements of a shape: the product of its dimensions. */
 export function elementCount(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;

@@ -7,9 +7,11 @@ import { ArgumentError } from './errors.js';
 
 /** Bytes read at any position: a file, a Blob, a buffer. */
 export interface ByteSource {
+  /** Total bytes. */
   readonly size: number;
   /** Fills `dst` with the bytes at [position, position + dst.byteLength). */
   readAt(dst: Uint8Array, position: number): Promise<void>;
+  /** Releases the underlying file handle; reads afterwards fail. Safe to call twice. */
   close(): Promise<void>;
 }
 

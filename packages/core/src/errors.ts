@@ -4,6 +4,7 @@
  * or argument and say what was expected versus what was found.
  */
 export class RamaError extends Error {
+  /** Stable across versions: E_FORMAT, E_ARGUMENT, E_BACKEND, E_NUMERIC, E_ABORTED (subclasses set it). */
   readonly code: string;
   constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
