@@ -14,7 +14,7 @@ import {
 } from '@rama/checkpoint';
 import { ArgumentError, FormatError } from '@rama/core';
 import { Tokenizer } from '@rama/tokenizer';
-import { LLAMA2_CHAT } from './template.js';
+import { LLAMA2_CHAT, jinjaChatTemplate, type SpecialToken } from './template.js';
 import type { ModelSpec } from './spec.js';
 import { configOfSpec, type WeightSource } from './weights.js';
 
@@ -28,8 +28,10 @@ export interface HfModelFiles {
   weights: readonly Source[];
   /** tokenizer.json; without it, Llama.load needs its `tokenizer` option. */
   tokenizer?: Source;
-  /** tokenizer_config.json, read with tokenizer.json (BOS/EOS, whether to add them). */
+  /** tokenizer_config.json, read with tokenizer.json (BOS/EOS, whether to add them, its `chat_template`). */
   tokenizerConfig?: Source;
+  /** The chat template's text (a folder's chat_template.jinja), instead of tokenizer_config.json's. */
+  chatTemplate?: string;
 }
 
 export interface OpenedHfModel {
@@ -80,7 +82,9 @@ export async function hfFolderFiles(dir: string): Promise<HfModelFiles> {
   }
   const tokenizerJson = join(dir, 'tokenizer.json');
   const tokenizerConfig = join(dir, 'tokenizer_config.json');
+  const jinja = join(dir, 'chat_template.jinja');
   return {
+    ...((await exists(jinja)) ? { chatTemplate: new TextDecoder().decode(await fs.readFile(jinja)) } : {}),
     config,
     weights,
     ...((await exists(tokenizerJson)) ? { tokenizer: tokenizerJson } : {}),
@@ -133,7 +137,12 @@ export async function openHfModel(files: HfModelFiles): Promise<OpenedHfModel> {
     for (const [i, w] of files.weights.entries()) opened.push(await openSafetensors(w, typeof w === 'string' || (w as { name?: unknown }).name ? {} : { name: `weights[${i}]` }));
     const spec = hfSpec(config, configName);
     const weights = hfWeightSource(opened, spec);
-    const tokenizer = files.tokenizer === undefined ? undefined : await hfTokenizer(files.tokenizer, files.tokenizerConfig, spec);
+    let tokenizer: Tokenizer | undefined;
+    if (files.tokenizer !== undefined) {
+      const t = await hfTokenizer(files.tokenizer, files.tokenizerConfig, files.chatTemplate, spec);
+      tokenizer = t.tokenizer;
+      if (t.template) Object.assign(spec, { chatTemplateSource: t.template.source, jinjaTemplate: t.template });
+    }
     return {
       spec, config: configOfSpec(spec), weights, ...(tokenizer ? { tokenizer } : {}),
       close: async () => void (await Promise.all(opened.map((f) => f.close()))),
@@ -144,14 +153,44 @@ export async function openHfModel(files: HfModelFiles): Promise<OpenedHfModel> {
   }
 }
 
-/** tokenizer.json (with tokenizer_config.json), checked against the model's vocabulary. */
-async function hfTokenizer(json: Source, config: Source | undefined, spec: ModelSpec): Promise<Tokenizer> {
+/**
+ * tokenizer.json (with tokenizer_config.json), checked against the model's
+ * vocabulary, and the chat template (chat_template.jinja, else
+ * tokenizer_config.json's `chat_template`): its special tokens are
+ * tokenizer.json's added tokens, as Hugging Face's tokenizers match them in
+ * text.
+ */
+async function hfTokenizer(
+  json: Source, config: Source | undefined, templateText: string | undefined, spec: ModelSpec,
+): Promise<{ tokenizer: Tokenizer; template?: ReturnType<typeof jinjaChatTemplate> }> {
   const { bytes, name } = await readSource(json, 'tokenizer.json');
-  const cfg = config === undefined ? undefined : (await readSource(config, 'tokenizer_config.json')).bytes;
-  const tokenizer = Tokenizer.fromTokenizerJson(bytes, cfg, { source: name });
+  const cfg = config === undefined ? undefined : await readSource(config, 'tokenizer_config.json');
+  const tokenizer = Tokenizer.fromTokenizerJson(bytes, cfg?.bytes, { source: name });
   // config.json's vocab_size may be padded past the tokenizer's; never the other way round.
   if (tokenizer.vocabSize > spec.vocabSize) throw new FormatError(`${name}: has ${tokenizer.vocabSize} tokens, more than the model's vocab_size ${spec.vocabSize}`);
-  return tokenizer;
+  const cfgJson = cfg ? (readJson(cfg.bytes, cfg.name) as Record<string, unknown>) : {};
+  let text = templateText;
+  const origin = text === undefined ? cfg?.name ?? name : 'chat_template.jinja';
+  if (text === undefined) {
+    const t = cfgJson.chat_template;
+    // A list of named templates: the default one.
+    const named = Array.isArray(t) ? (t.find((x) => x && typeof x === 'object' && x.name === 'default') as { template?: unknown } | undefined)?.template : t;
+    if (named !== undefined && named !== null && typeof named !== 'string') throw new FormatError(`${origin}: chat_template is not a string`);
+    text = named ?? undefined;
+  }
+  if (text === undefined) return { tokenizer };
+  const added = (readJson(bytes, name) as { added_tokens?: unknown }).added_tokens;
+  const specials: SpecialToken[] = Array.isArray(added)
+    ? added.filter((a) => a && typeof a.content === 'string' && Number.isInteger(a.id)).map((a) => ({ text: a.content as string, id: a.id as number }))
+    : [];
+  const tokenText = (key: string, id: number): string => {
+    const v = cfgJson[key];
+    if (typeof v === 'string') return v;
+    if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+    return specials.find((s) => s.id === id)?.text ?? '';
+  };
+  const template = jinjaChatTemplate(text, { origin, bosToken: tokenText('bos_token', spec.bosId), eosToken: tokenText('eos_token', spec.eosId), specials });
+  return { tokenizer, template };
 }
 
 /**

@@ -417,7 +417,11 @@ describe('Hugging Face safetensors models (LlamaForCausalLM)', () => {
     });
     const folder = writeFolder('llama2vocab', config, tensors, 2);
     copyFileSync(join(models, 'tokenizer.json'), join(folder, 'tokenizer.json'));
-    copyFileSync(join(models, 'tokenizer_config.json'), join(folder, 'tokenizer_config.json'));
+    // Its chat template (Zephyr's, as TinyLlama publishes it) in tokenizer_config.json.
+    const tokConfig = JSON.parse(readFileSync(join(models, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    tokConfig.chat_template =
+      "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+    writeFileSync(join(folder, 'tokenizer_config.json'), JSON.stringify(tokConfig));
 
     const hf = await Llama.load({ model: folder });
     const ref = await Llama.load({ model: gguf });
@@ -436,6 +440,14 @@ describe('Hugging Face safetensors models (LlamaForCausalLM)', () => {
       const [a, b] = [await logits(hf), await logits(ref)];
       expect(a.length).toBe(4);
       a.forEach((l, i) => expect(l, `position ${i}`).toEqual(b[i]));
+      // Chat uses the template: the rendering, its </s> read as the EOS token, each text piece as text.
+      expect(hf.spec.chatTemplateSource).toBe(tokConfig.chat_template);
+      hf.resetChat();
+      const r = await hf.chat('Hi!', { system: 'Be brief.', maxTokens: 3, temperature: 0 }).result();
+      const text = (t: string) => hf.tokenize(t, { bos: false });
+      const eos = vocab['</s>'];
+      expect(r.position).toBe(0);
+      expect(r.tokens.slice(0, r.promptTokens)).toEqual([1, ...text('<|system|>\nBe brief.'), eos, ...text('\n<|user|>\nHi!'), eos, ...text('\n<|assistant|>\n')]);
       // A folder that has its own tokenizer refuses another.
       const e = await Llama.load({ model: folder, tokenizer: sharedFile('models/tokenizer.bin') ?? 'tokenizer.bin' }).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(ArgumentError);
