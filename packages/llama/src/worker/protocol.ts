@@ -41,8 +41,8 @@ export interface BackendInfo {
 export interface LoadProgress {
   /** `download`: a URL is being fetched (bytes so far, of `total` when the server said); `load`: the model is being read and uploaded. */
   phase: 'download' | 'load';
-  /** Which file (download only). */
-  file?: 'model' | 'tokenizer';
+  /** Which file (download only): `model` or `tokenizer` for a URL; for an `hf:` name, the file in its repository. */
+  file?: string;
   loaded?: number;
   total?: number;
 }

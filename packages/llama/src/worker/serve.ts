@@ -45,7 +45,10 @@ export function serve(endpoint: Endpoint): void {
         const tokenizer = r.options.tokenizer === undefined ? undefined : await fetched(r.options.tokenizer, 'tokenizer', progress);
         progress({ phase: 'load' });
         const { model: _m, tokenizer: _t, ...rest } = r.options;
-        llama = await Llama.load({ ...rest, model: modelSource, ...(tokenizer === undefined ? {} : { tokenizer }) });
+        // hf: names are downloaded (and cached) by Llama.load itself, through @rama/hub.
+        const onProgress = (p: { file: string; loaded: number; total: number | undefined }) =>
+          progress({ phase: 'download', file: p.file, loaded: p.loaded, total: p.total });
+        llama = await Llama.load({ ...rest, onProgress, model: modelSource, ...(tokenizer === undefined ? {} : { tokenizer }) });
         return infoOf(llama);
       }
       case 'tokenize':
@@ -168,6 +171,7 @@ function infoOf(llama: Llama): ModelInfo {
 async function fetched(source: WireSource, file: 'model' | 'tokenizer', progress: (p: LoadProgress) => void): Promise<ModelSource> {
   if (!(typeof source === 'object' && source !== null && 'url' in source && typeof source.url === 'string')) return source as ModelSource;
   const url = source.url;
+  if (url.startsWith('hf:')) return url;
   let res: Response;
   try {
     res = await fetch(url);

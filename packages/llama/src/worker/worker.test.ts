@@ -4,11 +4,13 @@
  * one). What comes out must be what the in-page Llama gives, and llama2.c's
  * golden where there is one.
  */
-import { readFileSync, statSync, createReadStream } from 'node:fs';
+import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateGoldens, missingMessage, sharedFile } from '@rama/testkit';
+import { generateGoldens, missingMessage, sharedFile, startFakeHub } from '@rama/testkit';
 import { AbortError, ArgumentError, BackendError, FormatError, Llama } from '../index.js';
 import { createWorkerLlama, serve, type LoadProgress, type WorkerLike, type WorkerLlama, WorkerStartError } from './index.js';
 
@@ -230,6 +232,33 @@ describe('createWorkerLlama (over a MessageChannel)', () => {
     await expect(l.tokenize('x')).rejects.toThrow('the engine worker failed');
     expect(() => l.session()).toThrow(BackendError);
     l.dispose();
+  });
+
+  it('an hf: name is downloaded (and cached) in the worker by @rama/hub, with progress', async (ctx) => {
+    if (skip) return ctx.skip(skip);
+    const hub = await startFakeHub({ 'test/tiny': { files: { 'aidreams260K.bin': readFileSync(modelPath!), 'tok512-aidreams.bin': readFileSync(tokenizerPath!) } } });
+    const cacheDir = mkdtempSync(join(tmpdir(), 'rama-worker-hub-'));
+    try {
+      const progress: LoadProgress[] = [];
+      const l = await createWorkerLlama({
+        model: 'hf:test/tiny/aidreams260K.bin',
+        tokenizer: 'hf:test/tiny/tok512-aidreams.bin',
+        hub: { endpoint: hub.endpoint, cacheDir },
+        worker: channelWorker(),
+        onProgress: (p) => progress.push(p),
+      });
+      try {
+        const g = golden!;
+        expect(await l.generate(g.prompt, { steps: g.steps, temperature: g.temperature }).text()).toBe(g.text);
+      } finally {
+        l.dispose();
+      }
+      const size = statSync(modelPath!).size;
+      expect(progress.some((p) => p.phase === 'download' && p.file === 'aidreams260K.bin' && p.loaded === size)).toBe(true);
+    } finally {
+      await hub.close();
+      rmSync(cacheDir, { recursive: true, force: true });
+    }
   });
 
   it('after dispose, calls are a BackendError and the worker is ended', async (ctx) => {
