@@ -9,12 +9,16 @@
  */
 import { ArgumentError } from '@rama/core';
 
+/** The largest int8 magnitude used: scale = max|x| / Q_MAX. */
 export const Q_MAX = 127;
 
 /** A Q8_0 tensor in host memory. */
 export interface Q80Tensor {
+  /** Values, row-major. */
   q: Int8Array;
+  /** One scale per group. */
   scales: Float32Array;
+  /** Consecutive elements per group. */
   groupSize: number;
 }
 

@@ -4,6 +4,7 @@
  */
 const MASK64 = (1n << 64n) - 1n;
 
+/** llama2.c's random number generator: seed it with llama2.c's `-s` value to get its coins. */
 export class Rng {
   private state: bigint;
 

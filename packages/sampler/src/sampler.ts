@@ -17,6 +17,7 @@ import { Rng } from './rng.js';
 /** llama2.c's f32 softmax; it lives in @rama/core (the CPU kernels share it) and is re-exported here. */
 export { softmax };
 
+/** How `Sampler` picks: llama2.c's temperature and top-p, plus optional filters. */
 export interface SamplerOptions {
   /** 0 = greedy argmax (default 1.0, as llama2.c). */
   temperature?: number;
@@ -100,16 +101,26 @@ function sampleMultinomial(probs: Float32Array, n: number, coin: number): number
 
 /** Picks next tokens for one sequence: its options, and its own RNG (seeded, so a run can be replayed). */
 export class Sampler {
+  /** See SamplerOptions.temperature. */
   readonly temperature: number;
+  /** See SamplerOptions.topp. */
   readonly topp: number;
+  /** See SamplerOptions.topk. */
   readonly topk: number;
+  /** See SamplerOptions.minp. */
   readonly minp: number;
+  /** See SamplerOptions.repetitionPenalty. */
   readonly repetitionPenalty: number;
+  /** See SamplerOptions.repetitionWindow. */
   readonly repetitionWindow: number;
   private readonly rng: Rng;
   /** Candidate indices, preallocated once (llama2.c's probindex). */
   private readonly order: Int32Array;
 
+  /**
+   * @param vocabSize How many logits each `sample` call reads.
+   * @throws ArgumentError for an option out of range (checkSamplerOptions).
+   */
   constructor(readonly vocabSize: number, opts: SamplerOptions = {}) {
     checkSamplerOptions(opts);
     this.temperature = opts.temperature ?? 1.0;

@@ -4,6 +4,7 @@ import { inBrowser, isolationNotice, onBrowserMainThread, probeBlobWorkers, wasm
 import { hardwareThreads, sharedMemoryAvailable } from './wasm/runtime.js';
 import { WasmCpuBackend, type WasmCpuBackendOptions } from './wasm-backend.js';
 
+/** Options of `CpuBackend.create`: the WebAssembly backend's, plus which kernels. */
 export interface CpuBackendOptions extends WasmCpuBackendOptions {
   /**
    * Threads that run each step, the caller's included (default: every core,
@@ -21,6 +22,10 @@ export interface CpuBackendOptions extends WasmCpuBackendOptions {
 
 /** Makes the CPU backend: WebAssembly SIMD on every core, or the scalar reference. */
 export const CpuBackend = {
+  /**
+   * The WebAssembly backend (or the scalar one with `kernels: 'scalar'`). In a browser that cannot run
+   * threads or WebAssembly, it falls back (one thread, or the scalar kernels) and says why in `notice`.
+   */
   async create(opts: CpuBackendOptions = {}): Promise<WasmCpuBackend | ScalarCpuBackend> {
     const { kernels = 'wasm', ...rest } = opts;
     if (kernels === 'scalar') return new ScalarCpuBackend(rest);

@@ -57,6 +57,7 @@ const f16Value = (bits: number): number => F16[bits];
 export class ScalarCpuBackend implements Backend {
   readonly name = 'cpu';
   readonly description = 'CPU (TypeScript scalar kernels, 1 thread)';
+  /** Always 1: the reference kernels run on the caller's thread. */
   readonly threads = 1;
   readonly maxRows: number;
   private readonly tensors = new Set<CpuTensor>();
@@ -149,7 +150,12 @@ export class ScalarCpuBackend implements Backend {
   }
 
   /** Scratch for one quantized activation row of n values. */
-  quantScratch(n: number, groupSize: number): { xq: Int8Array; xs: Float32Array } {
+  quantScratch(n: number, groupSize: number): {
+    /** The int8 values. */
+    xq: Int8Array;
+    /** One scale per group. */
+    xs: Float32Array;
+  } {
     if (this.xq.length < n) this.xq = new Int8Array(n);
     if (this.xs.length < n / groupSize) this.xs = new Float32Array(n / groupSize);
     return { xq: this.xq, xs: this.xs };

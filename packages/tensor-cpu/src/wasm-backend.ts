@@ -281,6 +281,7 @@ class Space {
   }
 }
 
+/** Options of `WasmCpuBackend.create`. */
 export interface WasmCpuBackendOptions extends BackendOptions {
   /**
    * Threads including the caller's, at most the hardware threads. Given, every
@@ -309,6 +310,10 @@ const SUPPORTED: readonly DType[] = ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0'
 /** How many memories one backend may make: 64 x 4 GiB is past any machine this runs on. */
 const MAX_SPACES = 64;
 
+/**
+ * The CPU backend: WebAssembly SIMD kernels (assembly/kernels.ts) on a pool of threads sharing
+ * one memory, with llama2.c's numerics. `CpuBackend.create()` makes one.
+ */
 export class WasmCpuBackend implements Backend {
   readonly name = 'cpu';
   readonly description: string;
@@ -323,6 +328,7 @@ export class WasmCpuBackend implements Backend {
   private readonly scratchReserve: number;
   private readonly tensors = new Set<WasmTensor>();
   private disposed = false;
+  /** The WebAssembly memories holding the tensors (one until a memory is full). */
   readonly spaces: Space[] = [];
   private nextSpread = 0;
   /** Where each colocated group lives (TensorDesc.colocate), while it has members. */
@@ -349,6 +355,7 @@ export class WasmCpuBackend implements Backend {
     this.description = `CPU (WebAssembly SIMD, ${count}${shared ? '' : ', no SharedArrayBuffer'})`;
   }
 
+  /** Compiles the kernels and starts `threads - 1` workers; an ArgumentError for a bad option. */
   static async create(opts: WasmCpuBackendOptions = {}): Promise<WasmCpuBackend> {
     const maxRows = opts.maxRows ?? 64;
     if (!Number.isInteger(maxRows) || maxRows < 1) throw new ArgumentError(`maxRows must be an integer >= 1, got ${maxRows}`);
