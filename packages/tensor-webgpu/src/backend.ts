@@ -157,9 +157,9 @@ export class WebGpuBackend implements Backend, StepHost {
     return t;
   }
 
-  /** f32, i32 and llama2.c's q8_0: the types these kernels handle (see Backend.supports). */
+  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0: the types these kernels handle (see Backend.supports). */
   supports(dtype: DType): boolean {
-    return dtype === 'f32' || dtype === 'i32' || dtype === 'q8_0';
+    return ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0'].includes(dtype);
   }
 
   private checkDesc(desc: TensorDesc): number {
@@ -293,7 +293,7 @@ export class WebGpuBackend implements Backend, StepHost {
   }
 
   private readCount(g: GpuTensor, count: number | undefined): number {
-    if (g.dtype === 'q8_0') throw new ArgumentError(`read: ${g.label} is q8_0; only f32 and i32 tensors can be read`);
+    if (g.dtype !== 'f32' && g.dtype !== 'i32') throw new ArgumentError(`read: ${g.label} is ${g.dtype}; only f32 and i32 tensors can be read`);
     const n = count ?? g.size;
     if (!(Number.isInteger(n) && n >= 0 && n <= g.size)) throw new ArgumentError(`read: count ${count} is outside 0..${g.size} for ${g.label}`);
     return n;

@@ -5,7 +5,10 @@ import { BackendError, byteLengthOf, colsOf, elementCount, type DType, type Tens
  * One GPU buffer holding a contiguous range of a tensor's elements.
  * A part is either whole rows [r0, r1) or (when one row alone is larger than a
  * binding may be) a segment of a single row. q8_0 parts are always whole rows,
- * laid out as the rows' int8 values (padded to 4 bytes), then their f32 scales.
+ * laid out as the rows' int8 values (padded to 4 bytes), then their f32 scales;
+ * f16 and bf16 parts whole rows of the file's 16-bit elements (padded to 4
+ * bytes); q4_0 parts whole rows of blocks, their nibbles (16 bytes a block)
+ * then their f16 scales (2 bytes a block, padded to 4).
  */
 export interface Part {
   buffer: GPUBuffer;
@@ -58,6 +61,7 @@ const align4 = (n: number): number => Math.ceil(n / 4) * 4;
 /**
  * Splits a tensor into parts of at most `limit` bytes each: by rows, or, when
  * a single row is larger than `limit` (f32/i32 only), into row segments.
+ * f16, bf16 and q4_0 (matrices) are split by whole rows only.
  */
 export function planParts(desc: TensorDesc, limit: number): PartPlan[] {
   const cols = colsOf(desc);
@@ -79,6 +83,26 @@ export function planParts(desc: TensorDesc, limit: number): PartPlan[] {
       const r1 = Math.min(rows, r0 + per);
       plans.push({ e0: r0 * cols, e1: r1 * cols, r0, r1, wholeRows: true, scaleOffset: align4((r1 - r0) * cols), bytes: bytesFor(r1 - r0) });
       if (rows === 0) break;
+    }
+    return plans;
+  }
+  if (desc.dtype === 'f16' || desc.dtype === 'bf16' || desc.dtype === 'q4_0') {
+    // Matrices for matmul: whole rows per part, each part's bytes word-aligned.
+    // f16/bf16: the elements as in the file (two per u32, a part starting at its first
+    // element); q4_0: the blocks' nibbles (16 bytes each), then their f16 scales.
+    const q4 = desc.dtype === 'q4_0';
+    const bytesFor = (k: number): number => (q4 ? (k * cols) / 2 + align4((k * cols) / 16) : align4(2 * k * cols));
+    let per = rows;
+    if (bytesFor(per) > limit) per = Math.floor(limit / (q4 ? (cols * 18) / 32 : 2 * cols));
+    while (per > 0 && bytesFor(per) > limit) per--;
+    if (per === 0) {
+      throw new BackendError(
+        `${desc.label}: one ${desc.dtype} row of ${cols} elements needs ${bytesFor(1)} bytes in one buffer binding, but the device allows ${limit}`,
+      );
+    }
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const r1 = Math.min(rows, r0 + per);
+      plans.push({ e0: r0 * cols, e1: r1 * cols, r0, r1, wholeRows: true, scaleOffset: q4 ? ((r1 - r0) * cols) / 2 : 0, bytes: bytesFor(r1 - r0) });
     }
     return plans;
   }
@@ -107,11 +131,25 @@ export function planParts(desc: TensorDesc, limit: number): PartPlan[] {
 /** True when the single part's bytes are exactly the standard layout, so a TensorFill can write straight into it. */
 export function isStandardLayout(desc: TensorDesc, plans: PartPlan[]): boolean {
   if (plans.length !== 1) return false;
+  if (desc.dtype === 'q4_0') return false;
   return desc.dtype !== 'q8_0' || elementCount(desc.shape) % 4 === 0;
 }
 
 /** Copies the standard-layout bytes of a tensor into one part's buffer bytes (repacking q8_0). */
 export function copyIntoPart(desc: TensorDesc, src: Uint8Array, p: PartPlan, dst: Uint8Array): void {
+  if (desc.dtype === 'f16' || desc.dtype === 'bf16') {
+    dst.set(src.subarray(2 * p.e0, 2 * p.e1));
+    return;
+  }
+  if (desc.dtype === 'q4_0') {
+    const b0 = p.e0 / 32;
+    for (let b = b0; b < p.e1 / 32; b++) {
+      dst.set(src.subarray(18 * b + 2, 18 * b + 18), 16 * (b - b0));
+      dst[p.scaleOffset + 2 * (b - b0)] = src[18 * b];
+      dst[p.scaleOffset + 2 * (b - b0) + 1] = src[18 * b + 1];
+    }
+    return;
+  }
   if (desc.dtype !== 'q8_0') {
     dst.set(src.subarray(4 * p.e0, 4 * p.e1));
     return;

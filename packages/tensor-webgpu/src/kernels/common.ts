@@ -69,6 +69,24 @@ fn div_rn(a: f32, b: f32) -> f32 {
 }
 `;
 
+/**
+ * f16 bits to f32 with integer operations only: unpack2x16float may flush
+ * f16 subnormals to zero, and an f32 multiply of a subnormal may too
+ * (WGSL allows both), so a subnormal's value is its fraction (an integer,
+ * converted exactly) times 2^-24, and a normal's bits are rebuilt with the
+ * exponent rebiased; exponent 31 (inf, NaN) keeps f32's all-ones exponent.
+ */
+export const F16_WGSL = /* wgsl */ `
+fn f16v(h: u32) -> f32 {
+  let e = (h >> 10u) & 0x1fu;
+  let f = h & 0x3ffu;
+  let sign = (h & 0x8000u) << 16u;
+  if (e == 0u) { return bitcast<f32>(sign | bitcast<u32>(f32(f) * 5.9604644775390625e-8)); }
+  if (e == 31u) { return bitcast<f32>(sign | 0x7f800000u | (f << 13u)); }
+  return bitcast<f32>(sign | ((e + 112u) << 23u) | (f << 13u));
+}
+`;
+
 /** Packs a kernel's params uniform: u32 and f32 scalars in declaration order. */
 export class Params {
   private readonly words: number[] = [];

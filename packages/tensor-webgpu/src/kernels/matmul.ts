@@ -1,6 +1,6 @@
-import { STEP_WGSL, Params, expect, expectDtype, grid2, type KernelDef, type Recorder, type RowFlow } from './common.js';
+import { F16_WGSL, STEP_WGSL, Params, expect, expectDtype, grid2, type Access, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
-import { matmulQ8Chunk } from './matmulQ8.js';
+import { matmulQ4Chunk, matmulQ8Chunk } from './matmulQ8.js';
 
 // out[r, j] = sum_k w[j, k] * x[r, k], summed in k order as llama2.c does.
 // One thread per output column j and up to 4 rows of a batch (the weight row
@@ -13,14 +13,14 @@ import { matmulQ8Chunk } from './matmulQ8.js';
  * accumulated in twice the precision and rounded once, as the reference
  * (f64 accumulator) does.
  */
-function matmulF32Header(T: string): string {
+function matmulF32Header(T: string, W: WeightKind): string {
   return /* wgsl */ `${STEP_WGSL}
 struct P { n: u32, d: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowsWord: u32, xRow0: u32, wRow0: u32, outE0: u32 }
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> x: array<${T}>;
-@group(0) @binding(4) var<storage, read> w: array<${T}>;
-fn dot2(sc: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
+@group(0) @binding(4) var<storage, read> w: array<${W === 'f32' ? T : 'u32'}>;
+${weightLoads(W, T)}fn dot2(sc: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
   let p = a * b;
   let pe = fma(a, b, -p);
   let t = sc.x + p;
@@ -30,19 +30,40 @@ fn dot2(sc: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
 `;
 }
 
-function matmulWgsl(vec4: boolean): string {
+/**
+ * How the f32 kernels read a weight: f32 as stored; f16 and bf16 packed two
+ * to a u32 word (the tensor's own bytes: element e is half e & 1 of word
+ * e >> 1, low half first) and widened to f32 exactly. wAt(e) reads element
+ * e, wAt4(i) elements 4i..4i+3 (two words).
+ */
+export type WeightKind = 'f32' | 'f16' | 'bf16';
+
+
+function weightLoads(W: WeightKind, T: string): string {
+  if (W === 'f32') return T === 'f32' ? 'fn wAt(e: u32) -> f32 { return w[e]; }' : 'fn wAt4(i: u32) -> vec4<f32> { return w[i]; }';
+  const lo = W === 'f16' ? 'f16v(v & 0xffffu)' : 'bitcast<f32>(v << 16u)';
+  const hi = W === 'f16' ? 'f16v(v >> 16u)' : 'bitcast<f32>(v & 0xffff0000u)';
+  return /* wgsl */ `${W === 'f16' ? F16_WGSL : ''}
+fn wLo(v: u32) -> f32 { return ${lo}; }
+fn wHi(v: u32) -> f32 { return ${hi}; }
+fn wAt(e: u32) -> f32 { let v = w[e >> 1u]; return select(wLo(v), wHi(v), (e & 1u) == 1u); }
+fn wAt4(i: u32) -> vec4<f32> { let a = w[2u * i]; let b = w[2u * i + 1u]; return vec4<f32>(wLo(a), wHi(a), wLo(b), wHi(b)); }
+`;
+}
+
+function matmulWgsl(vec4: boolean, W: WeightKind = 'f32'): string {
   const T = vec4 ? 'vec4<f32>' : 'f32';
   const body = vec4
     ? `for (var k = 0u; k < p.n / 4u; k++) {
-      let wv = w[wo / 4u + k];
+      let wv = wAt4(wo / 4u + k);
       let xv = x[xo / 4u + k];
       sc = dot2(sc, wv.x, xv.x);
       sc = dot2(sc, wv.y, xv.y);
       sc = dot2(sc, wv.z, xv.z);
       sc = dot2(sc, wv.w, xv.w);
     }`
-    : 'for (var k = 0u; k < p.n; k++) { sc = dot2(sc, w[wo + k], x[xo + k]); }';
-  return /* wgsl */ `${matmulF32Header(T)}
+    : 'for (var k = 0u; k < p.n; k++) { sc = dot2(sc, wAt(wo + k), x[xo + k]); }';
+  return /* wgsl */ `${matmulF32Header(T, W)}
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let j = p.j0 + gid.x;
   let ra = p.rStart + gid.y * 4u;
@@ -71,10 +92,10 @@ export const MM_WG = 64;
 // accumulated in twice f32 precision and rounded once, whatever the order.
 // The reduction is two levels (8 threads per row each combine 8 pairs, then
 // one thread per row combines those 8): two barriers.
-function matmulWgWgsl(vec4: boolean): string {
+function matmulWgWgsl(vec4: boolean, W: WeightKind = 'f32'): string {
   const T = vec4 ? 'vec4<f32>' : 'f32';
   const load = vec4
-    ? `let wv = w[wo / 4u + k];
+    ? `let wv = wAt4(wo / 4u + k);
       for (var i = 0u; i < nr; i++) {
         let xv = x[(ra + i - p.xRow0) * (p.n / 4u) + k];
         var a = acc[i];
@@ -84,9 +105,9 @@ function matmulWgWgsl(vec4: boolean): string {
         a = dot2(a, wv.w, xv.w);
         acc[i] = a;
       }`
-    : `let wv = w[wo + k];
+    : `let wv = wAt(wo + k);
       for (var i = 0u; i < nr; i++) { acc[i] = dot2(acc[i], wv, x[(ra + i - p.xRow0) * p.n + k]); }`;
-  return /* wgsl */ `${matmulF32Header(T)}
+  return /* wgsl */ `${matmulF32Header(T, W)}
 // Combines two pairs: TwoSum of the sums, the error joins the compensations.
 fn join(u: vec2<f32>, v: vec2<f32>) -> vec2<f32> {
   let t = u.x + v.x;
@@ -122,12 +143,13 @@ var<workgroup> red: array<vec2<f32>, ${4 * MM_WG}>;
 }`;
 }
 
-export const matmulKernels: KernelDef[] = [
-  { name: 'matmul_f32', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(false) },
-  { name: 'matmul_f32_v4', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(true) },
-  { name: 'matmul_f32_wg', storage: ['rw', 'read', 'read'], wgsl: matmulWgWgsl(false) },
-  { name: 'matmul_f32_v4_wg', storage: ['rw', 'read', 'read'], wgsl: matmulWgWgsl(true) },
-];
+// The same four kernels for f32, f16 and bf16 weights: they differ only in how a weight is read (weightLoads).
+export const matmulKernels: KernelDef[] = (['f32', 'f16', 'bf16'] as const).flatMap((W) => [
+  { name: `matmul_${W}`, storage: ['rw', 'read', 'read'] as Access[], wgsl: matmulWgsl(false, W) },
+  { name: `matmul_${W}_v4`, storage: ['rw', 'read', 'read'] as Access[], wgsl: matmulWgsl(true, W) },
+  { name: `matmul_${W}_wg`, storage: ['rw', 'read', 'read'] as Access[], wgsl: matmulWgWgsl(false, W) },
+  { name: `matmul_${W}_v4_wg`, storage: ['rw', 'read', 'read'] as Access[], wgsl: matmulWgWgsl(true, W) },
+]);
 
 /** A block of outputs one dispatch computes: rows [rStart, rEnd) by columns [j0, j1). */
 export interface MatmulBlock {
@@ -163,7 +185,7 @@ function blocks(out: GpuTensor, w: GpuTensor, chunkR0: number, chunkEnd: number,
 export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor, flow: RowFlow): void {
   expectDtype('matmul', out, 'f32');
   expectDtype('matmul', x, 'f32');
-  expectDtype('matmul', w, 'f32', 'q8_0');
+  expectDtype('matmul', w, 'f32', 'q8_0', 'f16', 'bf16', 'q4_0');
   expect(w.cols === x.cols, 'matmul', `${w.label} has ${w.cols} columns but ${x.label} has ${x.cols}`);
   expect(w.rows === out.cols, 'matmul', `${w.label} has ${w.rows} rows but ${out.label} has ${out.cols} columns`);
   const rows = flow.count;
@@ -175,8 +197,13 @@ export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor
       matmulQ8Chunk(rec, out, x, w, xp, ch.r0, ch.end, rows, rowsWord, bs);
       continue;
     }
+    if (w.dtype === 'q4_0') {
+      matmulQ4Chunk(rec, out, x, w, xp, ch.r0, ch.end, rows, rowsWord, bs);
+      continue;
+    }
     const wg = rec.matmulKernels === 'workgroups';
-    const kernel = (x.cols % 4 === 0 ? 'matmul_f32_v4' : 'matmul_f32') + (wg ? '_wg' : '');
+    // f16/bf16 rows hold n halves: with n % 4 == 0 every row starts on a word pair, so vec4 reads stay aligned.
+    const kernel = `matmul_${w.dtype}` + (x.cols % 4 === 0 ? '_v4' : '') + (wg ? '_wg' : '');
     for (const b of bs) {
       const rowGroups = Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4);
       const make = () => ({

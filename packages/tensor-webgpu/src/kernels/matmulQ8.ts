@@ -1,4 +1,4 @@
-import { DIV_RN_WGSL, STEP_WGSL, Params, grid2, type KernelDef, type Recorder } from './common.js';
+import { DIV_RN_WGSL, F16_WGSL, STEP_WGSL, Params, grid2, type KernelDef, type Recorder } from './common.js';
 import type { GpuTensor, Part } from '../tensor.js';
 import type { MatmulBlock } from './matmul.js';
 
@@ -175,6 +175,61 @@ var<workgroup> terms: array<f32, ${4 * T}>;
 }`;
 }
 
+// GGUF Q4_0 weights, repacked at upload into a part's nibble words (each
+// block's 16 bytes as 4 u32, in block order) then its f16 scales (two per
+// u32): 18 bytes a block, as in the file, but word-aligned. x is quantized
+// to q8_0 in blocks of 32 by the two passes above (f32 scales, as runq.c and
+// the CPU backend), so word q of a block's nibbles meets xq words q (its low
+// nibbles: elements 4q..4q+3) and q + 4 (its high nibbles: 16+4q..19+4q).
+// Per block: ival exact in i32, then val += (f32(ival) * d) * xs in f32,
+// block after block, as the CPU kernels do.
+const NIBBLES_WGSL = /* wgsl */ `
+// Four nibbles (one per byte, 0..15) to four signed bytes nibble - 8: with
+// the top bit set no byte borrows from its neighbour, and flipping it back
+// gives the two's complement of nibble - 8.
+fn nib8(v: u32) -> u32 { return ((v | 0x80808080u) - 0x08080808u) ^ 0x80808080u; }
+`;
+
+function matmulQ4Wgsl(packedDot: boolean): string {
+  const dot = packedDot
+    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
+    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+  return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}${NIBBLES_WGSL}${F16_WGSL}
+${dot}
+struct P { n: u32, d: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowsWord: u32,
+  xChunk0: u32, sOff: u32, wRow0: u32, wsOff: u32, outE0: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> xq: array<u32>;
+@group(0) @binding(4) var<storage, read> w: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = p.j0 + gid.x;
+  let ra = p.rStart + gid.y * 4u;
+  let rb = min(p.rEnd, rowCount(p.rowsWord));
+  if (j >= p.j1 || ra >= rb) { return; }
+  let nr = min(4u, rb - ra);
+  let jl = j - p.wRow0;
+  for (var i = 0u; i < nr; i++) {
+    let xl = ra + i - p.xChunk0;
+    let xo = xl * p.nw;
+    var acc = 0.0;
+    for (var g = 0u; g < p.ng; g++) {
+      let blk = jl * p.ng + g;
+      var iv = 0i;
+      for (var q = 0u; q < 4u; q++) {
+        let wv = w[blk * 4u + q];
+        iv += dot4(nib8(wv & 0x0f0f0f0fu), xq[xo + g * 8u + q]);
+        iv += dot4(nib8((wv >> 4u) & 0x0f0f0f0fu), xq[xo + g * 8u + 4u + q]);
+      }
+      let d = f16v((w[p.wsOff + (blk >> 1u)] >> (16u * (blk & 1u))) & 0xffffu);
+      let xs = bitcast<f32>(xq[p.sOff + xl * p.ng + g]);
+      acc = acc + (f32(iv) * d) * xs;
+    }
+    out[(ra + i) * p.d + j - p.outE0] = acc;
+  }
+}`;
+}
+
 export function matmulQ8Kernels(packedDot: boolean): KernelDef[] {
   return [
     { name: 'q8_scales', storage: ['rw', 'read'], wgsl: scalesWgsl },
@@ -182,7 +237,50 @@ export function matmulQ8Kernels(packedDot: boolean): KernelDef[] {
     { name: 'matmul_q8_words', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(true, packedDot) },
     { name: 'matmul_q8_bytes', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(false, packedDot) },
     { name: 'matmul_q8_wg', storage: ['rw', 'read', 'read'], wgsl: matmulWgWgsl(packedDot) },
+    { name: 'matmul_q4_0', storage: ['rw', 'read', 'read'], wgsl: matmulQ4Wgsl(packedDot) },
   ];
+}
+
+/** Where quantizeX put x's q8_0 copy in the "xq" scratch: int8 words (nw per row), then f32 scales from word sOff. */
+interface QuantizedX {
+  xq: GPUBuffer;
+  nw: number;
+  ng: number;
+  sOff: number;
+}
+
+/** Quantizes x rows [r0, end) (those `rows` needs) to q8_0 in groups of G into the "xq" scratch. */
+function quantizeX(rec: Recorder, x: GpuTensor, xp: Part, G: number, r0: number, end: number, rows: number, rowsWord: number): QuantizedX {
+  const n = x.cols;
+  const ng = n / G;
+  const nw = Math.ceil(n / 4);
+  const rc = end - r0;
+  const sOff = rc * nw;
+  const xq = rec.scratch('xq', 4 * (sOff + rc * ng));
+  const active = Math.min(end, rows) - r0;
+  const qparams = (): Params => new Params().u(n).u(G).u(ng).u(nw).u(r0).u(end).u(rowsWord).u(xp.r0).u(sOff);
+  const qkey = `${x.id}|${r0}|${G}|${rowsWord}`;
+  rec.dispatch('q8_scales', `q8s|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(ng / 64), active);
+  rec.dispatch('q8_quant', `q8q|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(nw / 64), active);
+  return { xq, nw, ng, sOff };
+}
+
+/** Quantizes x rows [r0, end) in blocks of 32, then runs each output block with Q4_0 weights. */
+export function matmulQ4Chunk(
+  rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor, xp: Part,
+  r0: number, end: number, rows: number, rowsWord: number, bs: MatmulBlock[],
+): void {
+  const { xq, nw, ng, sOff } = quantizeX(rec, x, xp, 32, r0, end, rows, rowsWord);
+  for (const b of bs) {
+    const rowGroups = Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4);
+    const make = () => ({
+      params: new Params()
+        .u(x.cols).u(out.cols).u(ng).u(nw).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(rowsWord)
+        .u(r0).u(sOff).u(b.wPart.r0).u(b.wPart.scaleOffset / 4).u(b.outPart.e0),
+      buffers: [b.outPart.buffer, xq, b.wPart.buffer],
+    });
+    rec.dispatch('matmul_q4_0', `mmq4|${out.id}|${x.id}|${w.id}|${b.key}|${rowsWord}`, [out, x, w], make, Math.ceil((b.j1 - b.j0) / 64), rowGroups);
+  }
 }
 
 /** Quantizes x rows [r0, end) (those `rows` needs) into scratch, then runs each output block. */
@@ -200,16 +298,7 @@ export function matmulQ8Chunk(
 ): void {
   const n = x.cols;
   const G = w.groupSize!;
-  const ng = n / G;
-  const nw = Math.ceil(n / 4);
-  const rc = end - r0;
-  const sOff = rc * nw;
-  const xq = rec.scratch('xq', 4 * (sOff + rc * ng));
-  const active = Math.min(end, rows) - r0;
-  const qparams = (): Params => new Params().u(n).u(G).u(ng).u(nw).u(r0).u(end).u(rowsWord).u(xp.r0).u(sOff);
-  const qkey = `${x.id}|${r0}|${G}|${rowsWord}`;
-  rec.dispatch('q8_scales', `q8s|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(ng / 64), active);
-  rec.dispatch('q8_quant', `q8q|${qkey}`, [x], () => ({ params: qparams(), buffers: [xq, xp.buffer] }), Math.ceil(nw / 64), active);
+  const { xq, nw, ng, sOff } = quantizeX(rec, x, xp, G, r0, end, rows, rowsWord);
   // The workgroup variant needs word-aligned groups that fit a tile; other group sizes use the row-per-thread kernels.
   const wg = rec.matmulKernels === 'workgroups' && G % 4 === 0 && G <= 4 * Q8_TILE_WORDS;
   const kernel = wg ? 'matmul_q8_wg' : G % 4 === 0 ? 'matmul_q8_words' : 'matmul_q8_bytes';
