@@ -41,7 +41,7 @@ function serve(dist: string, files: Record<string, string>): Promise<Server> {
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     let file = files[path];
-    const p = normalize(join(dist, path));
+    const p = normalize(join(dist, path === '/' ? 'index.html' : path));
     if (!file && p.startsWith(dist + sep) && existsSync(p) && statSync(p).isFile()) file = p;
     if (!file) return void res.writeHead(404).end('not found');
     res.writeHead(200, {
@@ -135,6 +135,19 @@ describe('playground page in headless Chromium', () => {
     await new Promise((r) => (server ? server.close(r) : r(undefined)));
     if (dist) rmSync(dist, { recursive: true, force: true });
     llama?.dispose();
+  });
+
+  it('the main page links to it', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const page = await browser!.newPage();
+    try {
+      await page.goto(`${origin}/`);
+      await page.click('#playground-link');
+      await page.waitForSelector('#heatmap');
+      expect(new URL(page.url()).pathname).toBe('/playground.html');
+    } finally {
+      await page.close();
+    }
   });
 
   for (const [backend, tol] of [['webgpu', 1e-4], ['cpu', 1e-9]] as const) {
