@@ -32,6 +32,8 @@ export interface HfModelFiles {
   tokenizerConfig?: Source;
   /** The chat template's text (a folder's chat_template.jinja), instead of tokenizer_config.json's. */
   chatTemplate?: string;
+  /** model.safetensors.index.json's weight_map (tensor name to file name): each tensor must be in the file it names. */
+  weightMap?: Readonly<Record<string, string>>;
 }
 
 export interface OpenedHfModel {
@@ -69,12 +71,14 @@ export async function hfFolderFiles(dir: string): Promise<HfModelFiles> {
   if (!(await exists(config))) throw new FormatError(`${dir}: a model folder needs a config.json (Hugging Face's LlamaForCausalLM layout), none found`);
   const index = join(dir, 'model.safetensors.index.json');
   let weights: string[];
+  let weightMap: Record<string, string> | undefined;
   if (await exists(index)) {
     const map = (readJson(await fs.readFile(index), index) as { weight_map?: unknown }).weight_map;
     if (map === null || typeof map !== 'object' || !Object.values(map).every((f) => typeof f === 'string' && f && !f.includes('/') && !f.includes('\\'))) {
       throw new FormatError(`${index}: weight_map is not an object of tensor name to file name`);
     }
-    weights = [...new Set(Object.values(map as Record<string, string>))].sort().map((f) => join(dir, f));
+    weightMap = map as Record<string, string>;
+    weights = [...new Set(Object.values(weightMap))].sort().map((f) => join(dir, f));
   } else if (await exists(join(dir, 'model.safetensors'))) {
     weights = [join(dir, 'model.safetensors')];
   } else {
@@ -84,6 +88,7 @@ export async function hfFolderFiles(dir: string): Promise<HfModelFiles> {
   const tokenizerConfig = join(dir, 'tokenizer_config.json');
   const jinja = join(dir, 'chat_template.jinja');
   return {
+    ...(weightMap ? { weightMap } : {}),
     ...((await exists(jinja)) ? { chatTemplate: new TextDecoder().decode(await fs.readFile(jinja)) } : {}),
     config,
     weights,
@@ -135,6 +140,7 @@ export async function openHfModel(files: HfModelFiles): Promise<OpenedHfModel> {
   const opened: SafetensorsFile[] = [];
   try {
     for (const [i, w] of files.weights.entries()) opened.push(await openSafetensors(w, typeof w === 'string' || (w as { name?: unknown }).name ? {} : { name: `weights[${i}]` }));
+    if (files.weightMap) checkWeightMap(opened, files.weightMap);
     const spec = hfSpec(config, configName);
     const weights = hfWeightSource(opened, spec);
     let tokenizer: Tokenizer | undefined;
@@ -150,6 +156,22 @@ export async function openHfModel(files: HfModelFiles): Promise<OpenedHfModel> {
   } catch (e) {
     await Promise.all(opened.map((f) => f.close().catch(() => {})));
     throw e;
+  }
+}
+
+/** Checks that each shard holds exactly the tensors the index says it does (files matched by their names). */
+function checkWeightMap(files: readonly SafetensorsFile[], map: Readonly<Record<string, string>>): void {
+  const index = 'model.safetensors.index.json';
+  const byName = new Map(files.map((f) => [f.source.split(/[\\/]/).pop()!, f]));
+  for (const [tensor, name] of Object.entries(map)) {
+    const f = byName.get(name);
+    if (!f) throw new FormatError(`${index}: puts ${tensor} in ${name}, which is not among the weights given`);
+    if (!f.tensors.has(tensor)) throw new FormatError(`${f.source}: has no tensor ${tensor}, which ${index} says it holds`);
+  }
+  for (const f of files) {
+    for (const tensor of f.tensors.keys()) {
+      if (map[tensor] === undefined) throw new FormatError(`${f.source}: has tensor ${tensor}, which ${index} does not list`);
+    }
   }
 }
 

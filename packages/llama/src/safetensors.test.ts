@@ -377,6 +377,13 @@ describe('Hugging Face safetensors models (LlamaForCausalLM)', () => {
     await fails(writeFolder('scaling', { ...cfg, rope_scaling: { type: 'linear', factor: 2 } }, tensors), /rope_scaling type "linear" is not supported/);
     // Llama 3.1's scaling is read (as frequency factors), but the forward pass does not run it yet.
     await fails(writeFolder('llama3', { ...cfg, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } }, tensors), /RoPE frequency factors is not supported yet/, ArgumentError);
+    // An index that puts a tensor in the wrong shard.
+    const wrongIndex = writeFolder('wrong-index', cfg, tensors, 3);
+    const indexPath = join(wrongIndex, 'model.safetensors.index.json');
+    const index = JSON.parse(readFileSync(indexPath, 'utf8')) as { weight_map: Record<string, string> };
+    index.weight_map['model.norm.weight'] = 'model-00001-of-00003.safetensors';
+    writeFileSync(indexPath, JSON.stringify(index));
+    await fails(wrongIndex, /model-00001-of-00003\.safetensors: has no tensor model\.norm\.weight, which model\.safetensors\.index\.json says it holds/);
     const noConfig = join(dir, 'empty');
     mkdirSync(noConfig);
     await fails(noConfig, /empty: a model folder needs a config\.json/);
