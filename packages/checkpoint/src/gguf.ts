@@ -17,14 +17,39 @@ import { blobSource, bufferSource, openFileSource } from './source.js';
 
 /** The first four bytes of every GGUF file. */
 export const GGUF_MAGIC = 'GGUF';
+/** Alignment of the data section and of each tensor when `general.alignment` is absent. */
 export const GGUF_DEFAULT_ALIGNMENT = 32;
 /** Deepest nesting of arrays accepted in metadata (real files nest at most 1). */
 export const GGUF_MAX_ARRAY_DEPTH = 8;
 
 /** Metadata value types (gguf_type). */
 export const GGUFValueType = {
-  UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7,
-  STRING: 8, ARRAY: 9, UINT64: 10, INT64: 11, FLOAT64: 12,
+  /** uint8 */
+  UINT8: 0,
+  /** int8 */
+  INT8: 1,
+  /** uint16, little-endian (as every value) */
+  UINT16: 2,
+  /** int16 */
+  INT16: 3,
+  /** uint32 */
+  UINT32: 4,
+  /** int32 */
+  INT32: 5,
+  /** float32 */
+  FLOAT32: 6,
+  /** one byte, 0 or 1 */
+  BOOL: 7,
+  /** uint64 length, then UTF-8 bytes */
+  STRING: 8,
+  /** element type (uint32), uint64 count, then the elements */
+  ARRAY: 9,
+  /** uint64 */
+  UINT64: 10,
+  /** int64 */
+  INT64: 11,
+  /** float64 */
+  FLOAT64: 12,
 } as const;
 
 /**
@@ -41,9 +66,13 @@ export type GGUFValue =
 
 /** A ggml tensor type: its name, elements per block and bytes per block (ggml_type_traits). */
 export interface GGMLType {
+  /** The id GGUF's tensor table stores. */
   readonly id: number;
+  /** llama.cpp's name: F32, F16, Q8_0, Q4_K, ... */
   readonly name: string;
+  /** Elements per block (1 for plain types, 32 or 256 for quantized ones). */
   readonly blockSize: number;
+  /** Bytes per block. */
   readonly bytesPerBlock: number;
 }
 
@@ -72,9 +101,11 @@ export function ggmlTypeName(id: number): string {
 
 /** One tensor of the file. */
 export interface GGUFTensorInfo {
+  /** Its name in the file, e.g. blk.0.attn_q.weight. */
   readonly name: string;
   /** ggml's dimensions, fastest-varying first: a [rows, cols] matrix has ne = [cols, rows]. */
   readonly ne: readonly number[];
+  /** Its ggml type. */
   readonly type: GGMLType;
   /** Elements (the product of ne). */
   readonly elements: number;
@@ -84,11 +115,15 @@ export interface GGUFTensorInfo {
   readonly byteLength: number;
 }
 
+/** An open GGUF file: its metadata and tensor table, parsed and checked; tensor data is read on demand. */
 export interface GGUFFile {
   /** The name used in error messages. */
   readonly source: string;
+  /** The GGUF version: 2 or 3. */
   readonly version: number;
+  /** Bytes. */
   readonly fileSize: number;
+  /** Alignment of the data section and tensors: `general.alignment`, or 32. */
   readonly alignment: number;
   /** Where the data section starts. */
   readonly dataOffset: number;
@@ -102,6 +137,7 @@ export interface GGUFFile {
   close(): Promise<void>;
 }
 
+/** Options of `openGGUF`. */
 export interface OpenGGUFOptions {
   /** Name for error messages (default: the path, a File's name, "<blob>" or "<buffer>"). */
   name?: string;
@@ -124,7 +160,12 @@ function isBlob(x: unknown): x is Blob {
 export async function openModelSource(
   source: string | Blob | ArrayBuffer | Uint8Array,
   opts: { name?: string; chunkSize?: number; what?: string } = {},
-): Promise<{ src: ByteSource; name: string }> {
+): Promise<{
+  /** The open bytes. */
+  src: ByteSource;
+  /** The name for messages. */
+  name: string;
+}> {
   if (typeof source === 'string') {
     const name = opts.name ?? source;
     return { src: await openFileSource(source, { name, what: opts.what ?? 'model', chunkSize: opts.chunkSize }), name };

@@ -9,14 +9,21 @@ import { FormatError, fmtBytes } from '@rama/core';
 
 export { fmtBytes };
 
+/** A model's dimensions, from a llama2.c header (plus the constants run.c hard-codes). */
 export interface ModelConfig {
+  /** Width of the residual stream. */
   readonly dim: number;
+  /** Width of the feed-forward layer. */
   readonly hiddenDim: number;
+  /** Transformer layers. */
   readonly nLayers: number;
+  /** Query heads. */
   readonly nHeads: number;
+  /** Key/value heads (fewer than nHeads with grouped-query attention). */
   readonly nKvHeads: number;
   /** Always positive (the v0 sign convention is folded into `sharedClassifier`). */
   readonly vocabSize: number;
+  /** Longest context the model was trained for. */
   readonly seqLen: number;
   /** dim / nHeads */
   readonly headSize: number;
@@ -30,6 +37,7 @@ export interface ModelConfig {
   readonly ropeTheta: number;
 }
 
+/** llama2.c's versions: v0 (legacy, 28-byte header, f32), v1 (256-byte header, f32), v2 (Q8_0). */
 export type CheckpointFormat = 'v0' | 'v1' | 'v2';
 
 /**
@@ -52,7 +60,9 @@ export interface TensorEntry extends TensorDesc {
 
 /** What `parseHeader` finds: the format, the model shape and every tensor's place in the file. */
 export interface CheckpointLayout {
+  /** Which llama2.c version the header is. */
   readonly format: CheckpointFormat;
+  /** The model's dimensions. */
   readonly config: ModelConfig;
   /** v2 (Q8_0) only: elements per quantization group. */
   readonly groupSize?: number;
@@ -68,6 +78,7 @@ export interface CheckpointLayout {
 export const MAGIC = 0x616b3432;
 /** Size of the v1/v2 header; reading this many leading bytes (or the whole file, if shorter) is always enough for parseHeader. */
 export const HEADER_BYTES = 256;
+/** Size of the legacy v0 header: seven int32. */
 export const V0_HEADER_BYTES = 28;
 /** Largest first int32 accepted as a legacy v0 `dim`. */
 export const MAX_V0_DIM = 1 << 20;

@@ -23,17 +23,23 @@ export type { SafetensorsFile, SafetensorsTensor } from './safetensors.js';
 
 /** A Q8_0 tensor as separate arrays: int8 values row-major and one f32 scale per group. */
 export interface Q80Data {
+  /** The int8 values, row-major. */
   q: Int8Array;
+  /** One f32 scale per group. */
   scales: Float32Array;
 }
 
+/** An open llama2.c checkpoint: its header, checked against the file size, and its tensor table. */
 export interface Checkpoint {
   /** The name used in error messages (the path, a File's name, or opts.name). */
   readonly source: string;
+  /** Which llama2.c version the file is. */
   readonly format: CheckpointFormat;
+  /** The model's dimensions. */
   readonly config: ModelConfig;
   /** v2 only: elements per quantization group. */
   readonly groupSize?: number;
+  /** Bytes. */
   readonly fileSize: number;
   /**
    * Tensors by name, in file order: "tok_embeddings", "rms_final", "wcls"
@@ -49,6 +55,7 @@ export interface Checkpoint {
   close(): Promise<void>;
 }
 
+/** Options of `openCheckpoint`. */
 export interface OpenOptions {
   /** Name for error messages (default: the path, a File's name, "<blob>" or "<buffer>"). */
   name?: string;
