@@ -121,6 +121,8 @@ interface GenerateOptions {
   stopAfterChars?: number;
   /** Another browser to open the page in. */
   browser?: Browser;
+  /** Pick the model and tokenizer with the file inputs instead of URLs. */
+  pickFiles?: boolean;
 }
 
 describe('web example in headless Chromium', () => {
@@ -202,13 +204,21 @@ describe('web example in headless Chromium', () => {
         }, opts.stopAfterChars);
       }
       const g = golden!;
-      const q = new URLSearchParams({ model: `/${MODEL}`, tokenizer: `/${TOKENIZER}`, prompt: g.prompt, steps: String(g.steps), temperature: String(g.temperature) });
+      const q = new URLSearchParams({ prompt: g.prompt, steps: String(g.steps), temperature: String(g.temperature) });
+      if (!opts.pickFiles) {
+        q.set('model', `/${MODEL}`);
+        q.set('tokenizer', `/${TOKENIZER}`);
+      }
       if (opts.backend) q.set('backend', opts.backend);
       if (opts.engine) q.set('engine', opts.engine);
       if (opts.worker) q.set('worker', opts.worker);
       await page.goto(`${origin}/?${q}`);
       const isolated = opts.isolated ?? true;
       expect(await page.evaluate(() => crossOriginIsolated), `COOP/COEP ${isolated ? 'make' : 'absent: not'} cross-origin isolated`).toBe(isolated);
+      if (opts.pickFiles) {
+        await page.setInputFiles('#model-file', modelPath!);
+        await page.setInputFiles('#tokenizer-file', tokenizerPath!);
+      }
       await page.click('#generate');
       await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 150_000 });
       if (opts.screenshot) {
@@ -268,6 +278,16 @@ describe('web example in headless Chromium', () => {
     // The page was free while the worker generated: its timer chain kept running (a blocked page runs none).
     expect(r.ticks, r.status ?? '').toBeGreaterThan(5);
     expect(r.longestGap).toBeLessThan(1000);
+  }, 180_000);
+
+  it('built page: picked files go to the worker as they are, and give the golden', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const before = served.length;
+    const r = await generate(await built(), { backend: 'cpu', pickFiles: true });
+    expectDone(r);
+    expect(r.output).toBe(golden!.text);
+    expect(r.device).toMatch(/in a Web Worker$/);
+    expect(served.slice(before).filter((p) => p.startsWith('/models/')), 'nothing downloaded').toEqual([]);
   }, 180_000);
 
   it('built page: Stop aborts the worker\'s generation', async (ctx) => {
