@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openCheckpoint } from '@rama/checkpoint';
-import { comparableOutput, generateGoldens, goldenExpectation, missingMessage, sharedFile, type BackendKind, type GenerateGolden } from '@rama/testkit';
+import { comparableOutput, generateGoldens, goldenExpectation, goldenModelPath, missingMessage, sharedFile, type BackendKind, type GenerateGolden } from '@rama/testkit';
 import { CpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from '@rama/tensor-webgpu';
 import type { Backend, Step, Tensor, TensorDesc } from '@rama/backend';
@@ -338,6 +338,33 @@ for (const b of backends) {
     });
   });
 }
+
+describe('inspect with grouped-query attention (tiny-gqa: 8 query heads, 2 KV heads)', () => {
+  it('every head of every layer equals the float64 reference; the golden tokens unchanged', async (ctx) => {
+    const g = golden('tiny-gqa-unshared-v1-greedy');
+    const model = goldenModelPath(g);
+    const tokenizer = sharedFile(`models/${g.tokenizer}`);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(model ? `models/${g.tokenizer}` : `models/${g.model}`));
+    const gqaRef = await loadRef(model);
+    expect(gqaRef.kvHeads).toBeLessThan(gqaRef.heads);
+    const llama = await Llama.load({ model, tokenizer, backend: 'cpu', threads: 1, batchSize: 4 });
+    try {
+      for (let layer = 0; layer < gqaRef.layers; layer++) {
+        for (let head = 0; head < gqaRef.heads; head++) {
+          const gen = llama.generate(g.prompt, { steps: 16, temperature: 0, inspect: { attention: [layer, head] } });
+          const sampled: GeneratedToken[] = [];
+          for await (const t of gen) if (t.inspect) sampled.push(t);
+          const r = await gen.result();
+          expect(r.tokens).toEqual(g.tokens.slice(0, r.tokens.length));
+          const steps = reference(gqaRef, r.tokens);
+          for (const t of sampled) expect(maxAbs(t.inspect!.attention!, steps[t.inspect!.position].attention[layer][head])).toBeLessThan(1e-4);
+        }
+      }
+    } finally {
+      llama.dispose();
+    }
+  });
+});
 
 describe('samplingDistribution', () => {
   it('temperature, then top-k, min-p and top-p over the sorted probabilities, renormalized', () => {
