@@ -251,6 +251,38 @@ describe('chat with the model\'s Jinja template', () => {
     }
   });
 
+  it('a chat reply ends when the model samples an end-of-turn token named only by its text (<|im_end|>)', async (ctx) => {
+    const base = await fixture('llama2vocab-tiny-f32');
+    if (!base) return ctx.skip(missingMessage('gguf/llama2vocab-tiny-f32.gguf'));
+    // Token 0 becomes <|im_end|> (a control token), and a zero final norm makes every logit 0, so greedy decoding samples id 0.
+    const tokens = [...(base.metadata.find(([k]) => k === 'tokenizer.ggml.tokens')![1] as string[])];
+    tokens[0] = '<|im_end|>';
+    const types = Int32Array.from(base.metadata.find(([k]) => k === 'tokenizer.ggml.token_type')![1] as Int32Array);
+    types[0] = 3;
+    const changed = withMetadata(base, { 'tokenizer.ggml.tokens': tokens, 'tokenizer.ggml.token_type': types, 'tokenizer.chat_template': CHATML });
+    changed.tensors = changed.tensors.map((t) => (t.name === 'output_norm.weight' ? { ...t, data: new Uint8Array(t.data.length) } : t));
+    const path = join(dir, 'im_end-stop.gguf');
+    writeFileSync(path, encodeGGUF(changed));
+    const llama = await Llama.load({ model: path });
+    try {
+      expect(llama.spec.stopIds).toContain(0);
+      const r = await llama.chat('Hi', { temperature: 0, maxTokens: 10 }).result();
+      expect(r.reason).toBe('eos');
+      expect(r.tokens[r.tokens.length - 1]).toBe(0);
+      expect(r.text).toBe('');
+      // The next turn renders the empty reply, closed by the template's own <|im_end|>.
+      const r2 = await llama.chat('Again', { temperature: 0, maxTokens: 10 }).result();
+      // (<|im_start|> is plain text in this vocabulary.)
+      const msgs = [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: '' }, { role: 'user', content: 'Again' }];
+      const want = reference(llama, CASES[1].render(msgs).replace('<|begin_of_text|>', '<s>'), ['<s>', '<|im_end|>']);
+      expect(r2.reason).toBe('eos');
+      expect(r2.position).toBeGreaterThan(0);
+      expect(r2.tokens.slice(0, r2.promptTokens)).toEqual(want.slice(r2.position));
+    } finally {
+      llama.dispose();
+    }
+  });
+
   it('a template that does not parse is a FormatError naming the file, at load', async (ctx) => {
     const path = await modelWith(CASES[2], "{% for message in messages %}{{ message['content'] }", 'broken.gguf');
     if (!path) return ctx.skip(missingMessage('gguf/llama2vocab-tiny-f32.gguf'));
