@@ -281,8 +281,16 @@ for (const b of backends) {
         const run = (async () => {
           for await (const t of llama.generate(prompt, { steps: 24, temperature: 0, inspect })) if (t.inspect) together.push(t);
         })();
-        const otherRun = other.generate('The sun', { steps: 30, temperature: 0 }).result();
+        // The other session inspects another layer: each gets its own layer's numbers.
+        const otherTokens: GeneratedToken[] = [];
+        const otherRun = (async () => {
+          for await (const t of other.generate('The sun', { steps: 30, temperature: 0, inspect: { attention: [3, 0], topK: 3 } })) if (t.inspect) otherTokens.push(t);
+        })();
         await Promise.all([run, otherRun]);
+        const otherAlone: GeneratedToken[] = [];
+        for await (const t of other.generate('The sun', { steps: 30, temperature: 0, inspect: { attention: [3, 0], topK: 3 } })) if (t.inspect) otherAlone.push(t);
+        expect(otherTokens.map((t) => t.id)).toEqual(otherAlone.map((t) => t.id));
+        otherTokens.forEach((t, i) => expect(maxAbs(t.inspect!.attention!, otherAlone[i].inspect!.attention!)).toBeLessThan(1e-6));
         expect(together.map((t) => t.id)).toEqual(alone.map((t) => t.id));
         together.forEach((t, i) => {
           expect(maxAbs(t.inspect!.attention!, alone[i].inspect!.attention!)).toBeLessThan(1e-6);

@@ -231,11 +231,17 @@ export class InspectTaps {
     const residual = indexed.filter((e) => e.inspect.residual && e.last !== undefined);
     const taps: ForwardTaps = {};
     if (attention.length > 0) {
+      // Every inspected layer copies the rows of every entry that inspects attention, each entry keeping
+      // its own layer's: the same row counts at every layer, so a step holds few distinct gathered
+      // counts (a WebGPU step has room for 7) however many sequences inspect which layers.
+      const layers = new Set(attention.map((e) => e.inspect.layer));
+      const keyRows = attention.map((e) => ({ i: e.i, rows: e.rows }));
+      const lastRows = attention.filter((e) => e.last !== undefined).map((e) => ({ i: e.i, rows: [e.last!] }));
+      const mine = (l: number, i: number) => entries[i].inspect.layer === l;
       taps.rotated = (step, l) => {
-        const here = attention.filter((e) => e.inspect.layer === l);
-        copy(step, this.k, 'k', l, state.k, spec.kvDim, here.map((e) => ({ i: e.i, rows: e.rows })), (i, d) => (got[i].keys = d));
-        const finishing = here.filter((e) => e.last !== undefined);
-        copy(step, this.q, 'q', l, state.q, spec.dim, finishing.map((e) => ({ i: e.i, rows: [e.last!] })), (i, d) => (got[i].q = d));
+        if (!layers.has(l)) return;
+        copy(step, this.k, 'k', l, state.k, spec.kvDim, keyRows, (i, d) => mine(l, i) && (got[i].keys = d));
+        copy(step, this.q, 'q', l, state.q, spec.dim, lastRows, (i, d) => mine(l, i) && (got[i].q = d));
       };
     }
     if (residual.length > 0) {
