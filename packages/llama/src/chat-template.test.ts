@@ -283,13 +283,19 @@ describe('chat with the model\'s Jinja template', () => {
     }
   });
 
-  it('a template that does not parse is a FormatError naming the file, at load', async (ctx) => {
+  it('a template that does not parse is a FormatError naming the file when chat needs it (the model still loads and generates)', async (ctx) => {
     const path = await modelWith(CASES[2], "{% for message in messages %}{{ message['content'] }", 'broken.gguf');
     if (!path) return ctx.skip(missingMessage('gguf/llama2vocab-tiny-f32.gguf'));
-    const e = await Llama.load({ model: path }).catch((x: unknown) => x);
-    expect(e).toBeInstanceOf(FormatError);
-    expect((e as Error).message).toContain(path);
-    expect((e as Error).message).toMatch(/chat template .* does not parse/);
+    const llama = await Llama.load({ model: path });
+    try {
+      const e = await llama.chat('Hi', { maxTokens: 2 }).result().catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(FormatError);
+      expect((e as Error).message).toContain(path);
+      expect((e as Error).message).toMatch(/chat template .* does not parse/);
+      expect((await llama.generate('Hi', { maxTokens: 2 }).result()).generatedTokens).toBe(2);
+    } finally {
+      llama.dispose();
+    }
   });
 
   it("a template's raise_exception is a FormatError naming the file and saying why", async (ctx) => {

@@ -91,19 +91,21 @@ export interface JinjaChatTemplate {
 
 /**
  * Compiles a Jinja chat template. A template that does not parse is a
- * FormatError naming `origin` (the model file). Special tokens are matched
- * longest first, as llama.cpp does.
+ * FormatError naming `origin` (the model file), thrown when it is rendered
+ * (the model still loads and generates; only chat needs the template).
+ * Special tokens are matched longest first, as llama.cpp does.
  */
 export function jinjaChatTemplate(
   source: string,
   opts: { origin: string; bosToken: string; eosToken: string; specials: readonly SpecialToken[] },
 ): JinjaChatTemplate {
   const { origin, bosToken, eosToken } = opts;
-  let compiled: Template;
+  let compiled: Template | undefined;
+  let parseError: FormatError | undefined;
   try {
     compiled = new Template(source);
   } catch (e) {
-    throw new FormatError(`${origin}: its chat template (tokenizer.chat_template) does not parse: ${(e as Error).message}`);
+    parseError = new FormatError(`${origin}: its chat template (tokenizer.chat_template) does not parse: ${(e as Error).message}`);
   }
   const specials = opts.specials.filter((s) => s.text.length > 0).sort((a, b) => b.text.length - a.text.length);
   return {
@@ -113,6 +115,7 @@ export function jinjaChatTemplate(
     bosToken,
     eosToken,
     render(messages) {
+      if (!compiled) throw parseError!;
       try {
         return compiled.render({
           messages: messages.map((m) => ({ role: m.role, content: m.content })),
