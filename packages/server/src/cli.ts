@@ -34,21 +34,36 @@ Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
 GET /gen?prompt=..., GET / (a page to try it), GET /health, GET /metrics.
 `;
 
+/** rama-serve's `--help` text. */
 export const USAGE = usage('rama-serve');
 
+/** rama-serve's flags, parsed and checked (see `usage`). */
 export interface ServeArgs {
+  /** -m: the checkpoint's path. */
   model: string;
+  /** -t: its tokenizer.bin. */
   tokenizer: string;
+  /** --host */
   host: string;
+  /** --port (0: any free port) */
   port: number;
+  /** --parallel: requests generating at once. */
   parallel: number;
+  /** --queue: requests that may wait. */
   queue: number;
+  /** --api-key, or RAMA_API_KEY. */
   apiKey?: string;
+  /** --model-name */
   modelName: string;
+  /** --backend */
   backend: BackendName;
+  /** --threads */
   threads?: number;
+  /** --q80 */
   q80: boolean;
+  /** --body-limit, in bytes. */
   bodyLimit: number;
+  /** --drain-ms */
   drainMs: number;
 }
 
@@ -120,7 +135,12 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
 }
 
 /** Loads the model and serves it. The caller drains with `handle.close()` and then disposes `llama`. */
-export async function runServe(args: ServeArgs): Promise<{ llama: Llama; handle: ServerHandle }> {
+export async function runServe(args: ServeArgs): Promise<{
+  /** The loaded model: dispose it after closing the server. */
+  llama: Llama;
+  /** The running server. */
+  handle: ServerHandle;
+}> {
   const llama = await Llama.load({
     model: args.model,
     tokenizer: args.tokenizer,
@@ -146,11 +166,15 @@ export async function runServe(args: ServeArgs): Promise<{ llama: Llama; handle:
   }
 }
 
+/** Where `main` writes and what environment it reads (tests pass their own). */
 export interface MainIO {
   /** The command's name in messages (default rama-serve). */
   program?: string;
+  /** Writes to standard output. */
   stdout: (text: string) => void;
+  /** Writes to standard error. */
   stderr: (text: string) => void;
+  /** The environment (RAMA_API_KEY). */
   env: Record<string, string | undefined>;
 }
 

@@ -17,6 +17,7 @@ import {
 import { PAGE } from './page.js';
 import { PoolRefusal, SessionPool } from './pool.js';
 
+/** Options of `serve`. */
 export interface ServeOptions {
   /** Interface to listen on (default 127.0.0.1: loopback only; '0.0.0.0' for every interface). */
   host?: string;
@@ -44,6 +45,7 @@ export interface ServeOptions {
   cors?: boolean;
 }
 
+/** Options of `ServerHandle.close`. */
 export interface CloseOptions {
   /**
    * How long running requests may go on before they are aborted, in ms
@@ -53,10 +55,13 @@ export interface CloseOptions {
   drainMs?: number;
 }
 
+/** A running server, as `serve` returns it. */
 export interface ServerHandle {
   /** e.g. http://127.0.0.1:43125 */
   readonly url: string;
+  /** The port it listens on (the one chosen when `port` was 0). */
   readonly port: number;
+  /** The interface it listens on. */
   readonly host: string;
   /** The node:http server (for its events; do not close it directly). */
   readonly server: Server;
@@ -84,6 +89,10 @@ interface Job {
   done: Promise<void>;
 }
 
+/**
+ * Serves `llama` over HTTP (OpenAI-compatible API, /gen, a page, /health, /metrics) and resolves
+ * once it listens. Takes `parallel` sessions from the Llama; an ArgumentError for a bad option.
+ */
 export async function serve(llama: Llama, opts: ServeOptions = {}): Promise<ServerHandle> {
   const o = checkOptions(llama, opts);
   const sessions: Session[] = [];
