@@ -43,6 +43,13 @@ export interface WeightPlan {
  */
 export type WeightSource = Pick<Checkpoint, 'source' | 'tensors' | 'readInto' | 'read'> & {
   readonly config: Pick<ModelConfig, 'nLayers' | 'sharedClassifier'>;
+  /**
+   * A matrix in its file's own type when that is a packed type a backend may
+   * run natively (GGUF's F16, BF16, Q4_0 as f16, bf16, q4_0), read with
+   * readInto; undefined otherwise. uploadWeights uploads it where the backend
+   * `supports` the type, else the converted entry in `tensors`.
+   */
+  native?(name: string): TensorEntry | undefined;
 };
 
 export async function uploadWeights(backend: Backend, ckpt: WeightSource, plan: WeightPlan, track: (t: Tensor) => Tensor): Promise<LlamaWeights> {
@@ -60,6 +67,12 @@ export async function uploadWeights(backend: Backend, ckpt: WeightSource, plan: 
 
   /** A matrix in the device format the plan asks for. */
   const matrix = async (name: string, label: string): Promise<Tensor> => {
+    // The file's packed type where the backend runs it: q4_0 always (smaller than q8_0),
+    // f16/bf16 unless the plan quantizes float matrices to q8_0.
+    const n = ckpt.native?.(name);
+    if (n && backend.supports(n.dtype) && (n.dtype === 'q4_0' || plan.quantizeGroupSize === undefined)) {
+      return track(await backend.upload({ ...n, label }, (dst) => ckpt.readInto(n, dst)));
+    }
     const e = entry(name);
     if (e.dtype === 'q8_0') {
       // The file's groups run over the flat tensor; the backends' kernels need
@@ -250,8 +263,11 @@ export async function checkModelFits(backend: Backend, ckpt: WeightSource, plan:
 // ---- GGUF ----
 
 /**
- * A GGUF file's tensors under llama2.c's names, each converted at read time
- * to a type the backends run, exactly (see @rama/checkpoint's gguf-convert):
+ * A GGUF file's tensors under llama2.c's names. F16, BF16 and Q4_0 matrices
+ * are also offered as they are (`native`: f16, bf16, q4_0), which
+ * uploadWeights uses where the backend supports them. Otherwise (and in
+ * `tensors`) each is converted at read time to a type every backend runs,
+ * exactly (see @rama/checkpoint's gguf-convert):
  * F32, F16 and BF16 as f32; Q8_0, Q4_0 and Q5_0 as q8_0 in groups of 32;
  * Q6_K as q8_0 in groups of 16; Q4_1, Q5_1, Q4_K and Q5_K (d*q + m) as f32. Norms must be float. Every tensor the model
  * needs must be present with its shape, and no other may be (as llama.cpp
@@ -263,6 +279,7 @@ export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource 
   };
   const { dim, kvDim, hiddenDim, vocabSize } = spec;
   const tensors = new Map<string, TensorEntry>();
+  const natives = new Map<string, TensorEntry>();
   const origin = new Map<TensorEntry, GGUFTensorInfo>();
   const used = new Set<string>();
   const map = (ours: string, theirs: string, shape: number[], kind: 'norm' | 'matrix'): void => {
@@ -286,6 +303,13 @@ export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource 
       : { shape, dtype: 'f32', label: ours, byteOffset: t.byteOffset, byteLength: 4 * elements };
     tensors.set(ours, entry);
     origin.set(entry, t);
+    // F16, BF16 and Q4_0 bytes are already the standard layout of f16, bf16 and q4_0.
+    const packed = kind === 'matrix' ? ({ F16: 'f16', BF16: 'bf16', Q4_0: 'q4_0' } as const)[t.type.name as 'F16'] : undefined;
+    if (packed) {
+      const n: TensorEntry = { shape, dtype: packed, label: ours, byteOffset: t.byteOffset, byteLength: t.byteLength };
+      natives.set(ours, n);
+      origin.set(n, t);
+    }
   };
 
   map('tok_embeddings', 'token_embd.weight', [vocabSize, dim], 'matrix');
@@ -310,7 +334,7 @@ export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource 
     const t = origin.get(entry);
     if (!t || dst.byteLength !== entry.byteLength) throw new Error(`${file.source}: readInto(${entry.label}): not this source's tensor, or the wrong size`);
     const n = t.elements;
-    if (t.type.name === 'F32') return file.readInto(t, dst);
+    if (t.type.name === 'F32' || entry.dtype === 'f16' || entry.dtype === 'bf16' || entry.dtype === 'q4_0') return file.readInto(t, dst);
     // One tensor's ggml bytes at a time: the file is never held whole.
     const raw = new Uint8Array(t.byteLength);
     await file.readInto(t, raw);
@@ -337,7 +361,10 @@ export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource 
     return { q: new Int8Array(buf, 0, n), scales: new Float32Array(buf, n, n / e.groupSize!) };
   };
 
-  return { source: file.source, tensors, readInto, read, config: { nLayers: spec.nLayers, sharedClassifier: spec.tiedClassifier } };
+  return {
+    source: file.source, tensors, readInto, read, native: (name) => natives.get(name),
+    config: { nLayers: spec.nLayers, sharedClassifier: spec.tiedClassifier },
+  };
 }
 
 /** A llama2.c-style ModelConfig for a model described by a spec (for Llama.config). */

@@ -1,0 +1,87 @@
+/**
+ * GGUF F16 and Q4_0 matrices upload as f16 and q4_0 where the backend
+ * supports them (at their own size), and as today's exact conversions (f32,
+ * q8_0) where it does not; both give the same logits, since the native
+ * kernels compute exactly what the converted ones do (f16 widens exactly;
+ * q4_0's blocks are q8_0 groups of 32 with the same activation quantization).
+ * How close those logits are to llama.cpp's float64 reference is gguf.test.ts's.
+ */
+import { describe, expect, it } from 'vitest';
+import { isCI, missingMessage, sharedFile } from '@rama/testkit';
+import { CpuBackend } from '@rama/tensor-cpu';
+import { WebGpuBackend } from '@rama/tensor-webgpu';
+import type { Backend, DType, TensorDesc } from '@rama/backend';
+import { Llama } from './index.js';
+
+const PACKED: DType[] = ['f16', 'bf16', 'q4_0'];
+
+/** `be` seen through a proxy that records the dtype of every upload and, if `hide`, denies the packed types. */
+function recording(be: Backend, hide: boolean): { backend: Backend; uploads: Map<string, DType> } {
+  const uploads = new Map<string, DType>();
+  const backend = new Proxy(be, {
+    get(target, key) {
+      if (key === 'supports') return (d: DType) => !(hide && PACKED.includes(d)) && target.supports(d);
+      if (key === 'upload') {
+        return (desc: TensorDesc, data: Parameters<Backend['upload']>[1]) => {
+          uploads.set(desc.label, desc.dtype);
+          return target.upload(desc, data);
+        };
+      }
+      const v = Reflect.get(target, key, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return { backend, uploads };
+}
+
+async function logits(model: string, backend: Backend, prompt: string): Promise<Float32Array> {
+  const llama = await Llama.load({ model, backend });
+  try {
+    for await (const t of llama.generate(prompt, { temperature: 0, maxTokens: 1, steps: 0, logits: true })) if (!t.prompt) return t.logits!;
+    throw new Error('no token generated');
+  } finally {
+    llama.dispose();
+  }
+}
+
+const CASES: { fixture: string; native: DType; kinds: ('cpu' | 'webgpu')[] }[] = [
+  { fixture: 'aidreams260K-f16', native: 'f16', kinds: ['cpu', 'webgpu'] },
+  { fixture: 'aidreams260K-q4_0', native: 'q4_0', kinds: ['cpu', 'webgpu'] },
+  { fixture: 'synth256-q4_0', native: 'q4_0', kinds: ['cpu'] },
+  { fixture: 'synth256-f16', native: 'f16', kinds: ['cpu'] },
+];
+
+describe('GGUF F16 and Q4_0 matrices run natively where the backend supports them', () => {
+  for (const { fixture, native, kinds } of CASES) {
+    for (const kind of kinds) {
+      it(`${fixture} (${kind}): ${native} on the device, the same logits as the converted weights`, async (ctx) => {
+        const model = sharedFile(`gguf/${fixture}.gguf`);
+        if (!model) return ctx.skip(missingMessage(`gguf/${fixture}.gguf`));
+        let be: Backend;
+        try {
+          be = kind === 'cpu' ? await CpuBackend.create({ maxRows: 16 }) : await WebGpuBackend.create({ maxRows: 16 });
+        } catch (e) {
+          if (isCI()) throw e;
+          return ctx.skip(`no WebGPU adapter: ${(e as Error).message}`);
+        }
+        try {
+          const nat = recording(be, false);
+          const conv = recording(be, true);
+          const a = await logits(model, nat.backend, 'Once upon a time');
+          const b = await logits(model, conv.backend, 'Once upon a time');
+          // the file's matrices of that type went up as it; with it hidden, as f32 or q8_0
+          expect(nat.uploads.get('layers.0.wq')).toBe(native);
+          expect(nat.uploads.get('layers.1.w1')).toBe(native);
+          expect(conv.uploads.get('layers.0.wq')).toBe(native === 'f16' ? 'f32' : 'q8_0');
+          expect([...conv.uploads.values()].some((d) => PACKED.includes(d))).toBe(false);
+          // the embedding table is looked up, not multiplied: f32 either way
+          expect(nat.uploads.get('tok_embeddings')).toBe('f32');
+          expect(a.length).toBe(b.length);
+          expect(Array.from(a)).toEqual(Array.from(b));
+        } finally {
+          be.dispose();
+        }
+      });
+    }
+  }
+});
