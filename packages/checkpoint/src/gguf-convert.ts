@@ -3,7 +3,9 @@
  * every value after conversion equals the value llama.cpp dequantizes
  * (ggml's dequantize_row_* in f32).
  *
- * - F16, BF16, F32 to f32 (F16 and BF16 widen exactly).
+ * - F16, BF16, F32 to f32 (F16 and BF16 widen exactly; @rama/backend's
+ *   f16Table, the values its f16 kernels compute). A backend that supports
+ *   f16, bf16 or q4_0 takes F16, BF16 and Q4_0 bytes as they are instead.
  * - Q8_0, Q4_0, Q5_0 to llama2.c's q8_0 layout with groups of 32: ggml's
  *   value is d*q with an f16 scale d and a small integer q, and q8_0's value
  *   is scale*q with an f32 scale, so the f16 scale widened and q as int8
@@ -12,24 +14,9 @@
  *   (d*sc)*q, computed by ggml in f32 left to right; scale = f32(d*sc) and
  *   q in -32..31 give the same products.
  */
+import { f16Table } from '@rama/backend';
 import { FormatError } from '@rama/core';
 import type { GGMLType } from './gguf.js';
-
-/** f16 bits to f32, for every one of the 65536 values (exact). */
-let F16_TABLE: Float32Array | undefined;
-function f16Table(): Float32Array {
-  if (F16_TABLE) return F16_TABLE;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) t[h] = sign * frac * 2 ** -24;
-    else if (exp === 31) t[h] = frac ? NaN : sign * Infinity;
-    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return (F16_TABLE = t);
-}
 
 /** Value of the f16 at bytes[i], bytes[i+1] (little-endian). */
 export function f16At(bytes: Uint8Array, i: number): number {
