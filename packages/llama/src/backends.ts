@@ -11,7 +11,9 @@ import type { Backend } from '@rama/backend';
 import { ArgumentError, BackendError } from '@rama/core';
 import { CpuBackend } from '@rama/tensor-cpu';
 
+/** Backends by name: `auto` is WebGPU when an adapter exists, else the CPU. */
 export type BackendName = 'cpu' | 'webgpu' | 'auto';
+/** A backend by name, or one you made (shared between models, or with your own options). */
 export type BackendChoice = BackendName | Backend;
 
 /** What createBackend needs of @rama/tensor-webgpu. */

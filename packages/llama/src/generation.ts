@@ -22,6 +22,7 @@ export type StopReason = 'steps' | 'context' | 'bos' | 'eos' | 'stop' | 'aborted
 
 /** A candidate token and its log-probability (see GeneratedToken.topLogprobs). */
 export interface TokenLogprob {
+  /** The token's id. */
   id: number;
   /** The token's text after the previous token (a lone byte of a multi-byte character reads as U+FFFD). */
   text: string;
@@ -29,7 +30,9 @@ export interface TokenLogprob {
   logprob: number;
 }
 
+/** One token of a generation, as it is yielded. */
 export interface GeneratedToken {
+  /** The token's id. */
   id: number;
   /**
    * The text this token completed (may be '' while a multi-byte character is
@@ -52,18 +55,23 @@ export interface GeneratedToken {
   inspect?: TokenInspection;
 }
 
+/** Where a generation's time went. */
 export interface GenerationTiming {
   /** Prompt processing up to the first sampled token. */
   promptMs: number;
   /** From the first sampled token to the end. */
   generateMs: number;
+  /** From the start to the first sampled token, in ms. */
   timeToFirstTokenMs: number;
+  /** Prompt tokens read per second. */
   promptTokensPerSecond: number;
   /** Sampled tokens after the first, per second of generateMs (llama2.c also excludes the first). */
   tokensPerSecond: number;
 }
 
+/** What a finished generation did (`Generation.result()`). */
 export interface GenerationResult {
+  /** Why it stopped. */
   reason: StopReason;
   /** Every id that entered the model or was produced: BOS, the prompt, then each sampled token. */
   tokens: number[];
@@ -71,8 +79,11 @@ export interface GenerationResult {
   position: number;
   /** All text yielded, joined. */
   text: string;
+  /** Tokens read before the first sampled one (BOS and the prompt). */
   promptTokens: number;
+  /** Tokens sampled. */
   generatedTokens: number;
+  /** How long each part took. */
   timing: GenerationTiming;
 }
 
@@ -365,6 +376,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   /** `body` runs the generation; it calls `settle` itself if its result is known before iteration ends. */
   constructor(private readonly body: (holder: ResultHolder, settle: () => void) => AsyncGenerator<GeneratedToken>) {}
 
+  /** Yields tokens as they are sampled; iterate once. Breaking out of the loop stops the generation. */
   async *[Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
     if (this.started) throw new AbortError('a Generation can be iterated only once');
     this.started = true;

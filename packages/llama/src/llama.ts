@@ -23,8 +23,10 @@ import { resolveSource, type HubOptions, type Progress } from './resolve.js';
 
 export type { ChatMessage, ChatOptions, GenerateOptions, OutputOptions } from './session.js';
 
+/** A file: a path (Node), a Blob or File, or its bytes. */
 export type ModelSource = string | Blob | ArrayBuffer | Uint8Array;
 
+/** Options of `Llama.load`. */
 export interface LoadOptions {
   /**
    * A llama2.c checkpoint or a GGUF file (told apart by its first bytes): a path (Node), a Blob/File, or its bytes.
@@ -66,6 +68,7 @@ export interface LoadOptions {
   yieldEveryMs?: number;
 }
 
+/** Options of `Llama.tokenize` and `countTokens`. */
 export interface TokenizeOptions {
   /** Start with BOS (default true: the ids generate feeds for a string prompt). */
   bos?: boolean;
@@ -78,6 +81,10 @@ const LOAD_OPTIONS = [
   'onProgress', 'hub',
 ] as const;
 
+/**
+ * A loaded model: its weights on a backend, its tokenizer, and KV slots for sessions.
+ * Generate with `generate` / `chat` (the default session) or with `session()`s; `dispose()` frees it.
+ */
 export class Llama {
   /** Free KV slots. */
   private readonly freeSlots: number[];
@@ -89,8 +96,11 @@ export class Llama {
     readonly spec: ModelSpec,
     /** The llama2.c header it was read from (for a GGUF file: the same fields, from its metadata). */
     readonly config: ModelConfig,
+    /** The file format it was read from. */
     readonly format: ModelFormat,
+    /** Its tokenizer (from tokenizer.bin, or the GGUF file's vocabulary). */
     readonly tokenizer: Tokenizer,
+    /** Where the weights live and the forward pass runs. */
     readonly backend: Backend,
     private readonly ownsBackend: boolean,
     private readonly tensors: Tensor[],
@@ -108,6 +118,10 @@ export class Llama {
     this.freeSlots = Array.from({ length: sessions }, (_, i) => i);
   }
 
+  /**
+   * Opens the model (and tokenizer), checks it, makes or takes the backend and uploads the weights.
+   * A FormatError names a malformed file, an ArgumentError a bad option; nothing is left allocated on failure.
+   */
   static async load(opts: LoadOptions): Promise<Llama> {
     checkLoadOptions(opts);
     const batchSize = opts.batchSize ?? 32;

@@ -9,6 +9,7 @@ import { Template } from '@huggingface/jinja';
 import { FormatError } from '@rama/core';
 import type { Tokenizer } from '@rama/tokenizer';
 
+/** A turn-by-turn chat format (Llama 2's `[INST]`): the session appends each turn to its cache. */
 export interface ChatTemplate {
   /** A name for errors and logs. */
   readonly name: string;
@@ -49,13 +50,17 @@ export const LLAMA2_CHAT: ChatTemplate = {
 
 /** A message as a Jinja chat template reads it. */
 export interface TemplateMessage {
+  /** system, user or assistant. */
   role: string;
+  /** The message's text. */
   content: string;
 }
 
 /** A token whose text in a rendered template stands for the token itself (llama.cpp's parse_special). */
 export interface SpecialToken {
+  /** Its text, e.g. <|eot_id|>. */
   text: string;
+  /** Its id. */
   id: number;
 }
 
@@ -65,12 +70,15 @@ export interface SpecialToken {
  * do, and the session reads only the tokens its cache does not already hold.
  */
 export interface JinjaChatTemplate {
+  /** Tells it from a ChatTemplate. */
   readonly name: 'jinja';
   /** The template's text. */
   readonly source: string;
   /** The model file it came from, for errors. */
   readonly origin: string;
+  /** The text of BOS, as the template's `bos_token`. */
   readonly bosToken: string;
+  /** The text of EOS, as the template's `eos_token`. */
   readonly eosToken: string;
   /**
    * The conversation's text up to where the assistant's reply begins
