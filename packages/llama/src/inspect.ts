@@ -33,6 +33,7 @@ export interface InspectOptions {
 
 /** One of the `topK` candidates for the next token. */
 export interface Candidate {
+  /** The token's id. */
   id: number;
   /** The token's text after the previous token. */
   text: string;
@@ -95,9 +96,13 @@ export function checkInspectOptions(what: string, value: unknown, spec: ModelSpe
 
 /** The sampler settings samplingDistribution follows (those of @rama/sampler, with its defaults). */
 export interface DistributionOptions {
+  /** As SamplerOptions.temperature. */
   temperature?: number;
+  /** As SamplerOptions.topp. */
   topp?: number;
+  /** As SamplerOptions.topk. */
   topk?: number;
+  /** As SamplerOptions.minp. */
   minp?: number;
 }
 

@@ -37,6 +37,7 @@ export interface OutputOptions extends SamplerOptions {
   logprobs?: boolean;
   /** With `logprobs: true`: attach the k (at most 20) likeliest tokens at each position as `topLogprobs`. */
   topLogprobs?: number;
+  /** Aborting it ends the generation; `result().reason` is then 'aborted'. */
   signal?: AbortSignal;
 }
 
@@ -75,7 +76,9 @@ export interface ChatOptions extends OutputOptions {
 
 /** One message of a whole conversation given to chat, as in OpenAI's chat API. */
 export interface ChatMessage {
+  /** Who says it. */
   role: 'system' | 'user' | 'assistant';
+  /** What they say. */
   content: string;
 }
 
@@ -114,6 +117,10 @@ export interface SessionHost {
   releaseSlot(slot: number): void;
 }
 
+/**
+ * One sequence with its own KV slot: a conversation or a completion. Sessions of one Llama share its
+ * weights, and those generating at the same time are decoded in the same steps. Get one with `Llama.session()`.
+ */
 export class Session {
   /** The ids in this session's KV cache, position by position. */
   private cache: number[] = [];

@@ -24,29 +24,39 @@ export interface RopeSpec {
   freqFactors?: Float32Array;
 }
 
+/** Everything the forward pass, the token loop and chat need to know about a model (see docs/guide/). */
 export interface ModelSpec {
   /** The architecture family; only `llama` is implemented. */
   architecture: 'llama';
+  /** Width of the residual stream. */
   dim: number;
+  /** Width of the feed-forward layer. */
   hiddenDim: number;
+  /** Transformer layers. */
   nLayers: number;
+  /** Query heads. */
   nHeads: number;
   /** Grouped-query attention: several query heads share one key/value head. */
   nKvHeads: number;
+  /** Numbers per head: dim / nHeads. */
   headSize: number;
   /** nKvHeads * headSize */
   kvDim: number;
+  /** Tokens in the vocabulary: one logit each. */
   vocabSize: number;
   /** The longest context the model was trained for. */
   maxContext: number;
   /** RMSNorm epsilon. */
   normEps: number;
+  /** Rotary position embedding. */
   rope: RopeSpec;
   /** The classifier reuses the token embedding table. */
   tiedClassifier: boolean;
   /** Biases on the q, k, v projections (Qwen2); none for Llama. */
   attentionBias: boolean;
+  /** Beginning-of-sequence token id. */
   bosId: number;
+  /** End-of-sequence token id. */
   eosId: number;
   /** Sampled ids that end a chat reply (EOS and any end-of-turn token). */
   stopIds: readonly number[];
