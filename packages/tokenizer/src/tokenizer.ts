@@ -9,6 +9,7 @@ import { PairHeap } from './heap.js';
 
 /** llama2.c's fixed special ids (the sentencepiece export always puts them here). */
 export const BOS_ID = 1;
+/** llama2.c's EOS id. */
 export const EOS_ID = 2;
 /** Byte-fallback tokens: byte b is id b + 3 (after <unk>, <s>, </s>). */
 const BYTE_OFFSET = 3;
@@ -25,6 +26,7 @@ export const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
  */
 export const MAX_VOCAB_SIZE = 1 << 24;
 
+/** Options every way of making a Tokenizer takes. */
 export interface TokenizerOptions {
   /** The model's vocab size; a tokenizer with a different number of tokens is rejected. */
   expectedVocabSize?: number;
@@ -32,6 +34,7 @@ export interface TokenizerOptions {
   source?: string;
 }
 
+/** Options of `encode`. */
 export interface EncodeOptions {
   /** Prepend BOS. Default: the vocabulary's own setting (`addBos`; llama2.c: true). */
   bos?: boolean;
@@ -49,10 +52,21 @@ export interface EncodeOptions {
 
 /** tokenizer_config.json's fields that fromTokenizerJson reads. */
 export interface TokenizerConfig {
+  /** Whether encode adds BOS. */
   add_bos_token?: boolean;
+  /** Whether encode adds EOS. */
   add_eos_token?: boolean;
-  bos_token?: string | { content: string };
-  eos_token?: string | { content: string };
+  /** BOS's text (a token of the vocabulary). */
+  bos_token?: string | {
+    /** The token's text. */
+    content: string;
+  };
+  /** EOS's text. */
+  eos_token?: string | {
+    /** The token's text. */
+    content: string;
+  };
+  /** Whether decode removes spaces before punctuation (transformers' clean-up). */
   clean_up_tokenization_spaces?: boolean;
 }
 
@@ -64,7 +78,9 @@ export interface LoadOptions extends TokenizerOptions {
 
 /** A GGUF `gpt2` vocabulary's options for fromBPE. */
 export interface BPEOptions extends TokenizerOptions {
+  /** BOS's id (`tokenizer.ggml.bos_token_id`). */
   bosId: number;
+  /** EOS's id (`tokenizer.ggml.eos_token_id`). */
   eosId: number;
   /** llama.cpp's token types: 3 (control) are special tokens, 4 (user-defined) always-matched added tokens. */
   types?: ArrayLike<number>;
@@ -84,10 +100,13 @@ export interface BPEOptions extends TokenizerOptions {
 export class Tokenizer {
   /** BOS: 1 in llama2.c's vocabularies; a byte-level BPE vocabulary names its own. */
   readonly bosId: number = BOS_ID;
+  /** EOS: 2 in llama2.c's vocabularies; a byte-level BPE vocabulary names its own. */
   readonly eosId: number = EOS_ID;
   /** Whether encode adds BOS / EOS unless told otherwise (the vocabulary's own configuration). */
   readonly addBos: boolean = true;
+  /** See addBos. */
   readonly addEos: boolean = false;
+  /** Tokens in the vocabulary. */
   readonly vocabSize: number;
   /** The header's max_token_length (llama2.c sizes its merge buffer from it). */
   readonly maxTokenLength: number;

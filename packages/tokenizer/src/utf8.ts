@@ -53,6 +53,7 @@ export class Utf8Assembler {
     return '';
   }
 
+  /** Drops any unfinished character and starts over. */
   reset(): void {
     this.need = 0;
     this.cp = 0;
