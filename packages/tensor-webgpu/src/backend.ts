@@ -29,11 +29,13 @@ const MAP_READ = 0x1;
 const TENSOR_USAGE = USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST;
 const STAGING_CAP = 64 << 20;
 
+/** Options of `WebGpuBackend.create`. */
 export interface WebGpuBackendOptions extends BackendOptions {
   /** Use this device instead of requesting one (it is not destroyed on dispose). */
   device?: GPUDevice;
   /** Split tensors into buffers of at most this many bytes (default and cap: the device's binding limit). */
   maxBindingSize?: number;
+  /** The adapter to ask for when no `device` is given: 'high-performance' (a discrete GPU) or 'low-power'. */
   powerPreference?: GPUPowerPreference;
   /**
    * Matmul kernels: 'rows' (one thread per output, looping over its weight
@@ -79,8 +81,11 @@ export class WebGpuBackend implements Backend, StepHost {
   readonly maxRows: number;
   /** Largest buffer a tensor part may use (bytes). */
   readonly maxPartBytes: number;
+  /** The device every buffer and pipeline belongs to. */
   readonly device: GPUDevice;
+  /** Whether WGSL's packed 4x8-bit integer dot product is available (the Q8_0 kernels use it then). */
   readonly packedDot: boolean;
+  /** Which matmul kernels run: 'rows' or 'workgroups' (see WebGpuBackendOptions.matmulKernels). */
   readonly matmulKernels: MatmulKernels;
 
   private readonly pipelines = new Map<string, Compiled>();
@@ -129,6 +134,7 @@ export class WebGpuBackend implements Backend, StepHost {
     this.device.addEventListener('uncapturederror', this.onError);
   }
 
+  /** Finds a device (navigator.gpu, or Dawn in Node), compiles every kernel; a BackendError when no adapter exists. */
   static async create(opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
     if (opts.maxRows !== undefined && !(Number.isInteger(opts.maxRows) && opts.maxRows >= 1)) {
       throw new ArgumentError(`maxRows must be a positive integer, got ${opts.maxRows}`);
@@ -151,6 +157,7 @@ export class WebGpuBackend implements Backend, StepHost {
     if (this.error) throw this.error;
   }
 
+  /** @internal Checks that `t` is a live tensor of this backend, for an op's messages. */
   tensor(t: Tensor, op: string): GpuTensor {
     if (!(t instanceof GpuTensor) || t.owner !== this) throw new ArgumentError(`${op}: ${t?.label ?? t} is not a tensor of this WebGPU backend`);
     if (t.freed) throw new ArgumentError(`${op}: ${t.label} was freed`);
@@ -371,6 +378,7 @@ export class WebGpuBackend implements Backend, StepHost {
     return new WebGpuStep(this, checkStepRows(rows, this.maxRows));
   }
 
+  /** @internal The bind group of a dispatch, made once per key and cached. */
   record(kernel: string, key: string, tensors: GpuTensor[], make: () => { params: Params; buffers: GPUBuffer[] }): CachedBinding {
     const hit = this.bindings.get(key);
     if (hit) return hit;
@@ -396,6 +404,7 @@ export class WebGpuBackend implements Backend, StepHost {
     return b;
   }
 
+  /** @internal A scratch buffer of `bytes`, reused per kind and size. */
   scratch(kind: string, bytes: number): GPUBuffer {
     const key = `${kind}|${bytes}`;
     let b = this.scratchBuffers.get(key);
