@@ -311,7 +311,7 @@ describe('matmul kernel variants (rows, workgroups)', () => {
     return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 31) - 1;
   };
 
-  async function run(b: WebGpuBackend, w: { desc: { shape: number[]; dtype: 'f32' | 'q8_0'; groupSize?: number }; data: Uint8Array | Float32Array }, x: Float32Array, rows: number): Promise<Float32Array> {
+  async function run(b: WebGpuBackend, w: { desc: { shape: number[]; dtype: 'f32' | 'q8_0' | 'q4_0' | 'f16'; groupSize?: number }; data: Uint8Array | Float32Array }, x: Float32Array, rows: number): Promise<Float32Array> {
     const [d, n] = w.desc.shape;
     const wt = await b.upload({ label: 'w', ...w.desc }, w.data);
     const xt = await b.upload({ label: 'x', shape: [8, n], dtype: 'f32' }, x);
@@ -352,6 +352,29 @@ describe('matmul kernel variants (rows, workgroups)', () => {
           const a = await run(v.rows, w, x, rows);
           const b = await run(v.wg, w, x, rows);
           expect(b, `${v.name}, [${d}, ${n}] G ${G}, ${rows} rows`).toEqual(a);
+          expect(a.some((e) => e !== 0)).toBe(true);
+        }
+      }
+    }
+  });
+
+  it('q4_0: bit-identical results (block order), over several 64-block tiles, batch rows and split weights', async () => {
+    // [d, n]: 80 blocks a row (two tiles; 84 KB, two parts at 64 KiB), 130 (three tiles), 3 (one, partial)
+    for (const [d, n] of [[60, 2560], [6, 4160], [37, 96]]) {
+      const r = rand(d * n + 7);
+      const blocks = (d * n) / 32;
+      const data = new Uint8Array(18 * blocks).map(() => Math.floor((r() + 1) * 128));
+      for (let b = 0; b < blocks; b++) {
+        data[18 * b] = Math.floor((r() + 1) * 128); // f16 scale: a positive normal from 2^-10 to 2^-7
+        data[18 * b + 1] = 0x14 + Math.floor((r() + 1) * 6);
+      }
+      const x = Float32Array.from({ length: 8 * n }, () => Math.fround(r() * 2));
+      const w = { desc: { shape: [d, n], dtype: 'q4_0' as const }, data };
+      for (const v of variants) {
+        for (const rows of [1, 5]) {
+          const a = await run(v.rows, w, x, rows);
+          const b = await run(v.wg, w, x, rows);
+          expect(b, `${v.name}, [${d}, ${n}], ${rows} rows`).toEqual(a);
           expect(a.some((e) => e !== 0)).toBe(true);
         }
       }

@@ -230,6 +230,65 @@ struct P { n: u32, d: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd
 }`;
 }
 
+/** Blocks of a weight row a workgroup-variant Q4_0 tile holds: one per thread. */
+const Q4_TILE = 64;
+
+// The workgroup variant, for GPUs: one workgroup per output column j (and up
+// to 4 batch rows). The row is walked in tiles of 64 blocks, one per thread:
+// adjacent threads read adjacent 16-byte blocks of nibbles (coalesced), and
+// each computes its block's term (f32(ival) * d) * xs for every row into
+// workgroup memory; then one thread per row adds the tile's terms in block
+// order. So val is the row kernel's f32 chain, bit for bit.
+function matmulQ4WgWgsl(packedDot: boolean): string {
+  const dot = packedDot
+    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
+    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+  const T = Q4_TILE;
+  return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}${NIBBLES_WGSL}${F16_WGSL}
+${dot}
+struct P { n: u32, d: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowsWord: u32,
+  xChunk0: u32, sOff: u32, wRow0: u32, wsOff: u32, outE0: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> xq: array<u32>;
+@group(0) @binding(4) var<storage, read> w: array<u32>;
+var<workgroup> terms: array<f32, ${4 * T}>;
+@compute @workgroup_size(${T}) fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let j = p.j0 + wg.y * 65535u + wg.x;
+  let ra = p.rStart + wg.z * 4u;
+  let rb = min(p.rEnd, rowCount(p.rowsWord));
+  if (j >= p.j1 || ra >= rb) { return; }
+  let nr = min(4u, rb - ra);
+  let jl = j - p.wRow0;
+  let xl0 = ra - p.xChunk0;
+  var acc = 0.0;  // thread i < nr: row ra + i
+  for (var g0 = 0u; g0 < p.ng; g0 += ${T}u) {
+    let gn = min(${T}u, p.ng - g0);
+    if (lid < gn) {
+      let g = g0 + lid;
+      let blk = jl * p.ng + g;
+      let d = f16v((w[p.wsOff + (blk >> 1u)] >> (16u * (blk & 1u))) & 0xffffu);
+      let wv = vec4<u32>(w[blk * 4u], w[blk * 4u + 1u], w[blk * 4u + 2u], w[blk * 4u + 3u]);
+      for (var i = 0u; i < nr; i++) {
+        let xo = (xl0 + i) * p.nw + g * 8u;
+        var iv = 0i;
+        for (var q = 0u; q < 4u; q++) {
+          iv += dot4(nib8(wv[q] & 0x0f0f0f0fu), xq[xo + q]);
+          iv += dot4(nib8((wv[q] >> 4u) & 0x0f0f0f0fu), xq[xo + 4u + q]);
+        }
+        terms[i * ${T}u + lid] = (f32(iv) * d) * bitcast<f32>(xq[p.sOff + (xl0 + i) * p.ng + g]);
+      }
+    }
+    workgroupBarrier();
+    if (lid < nr) {
+      for (var g = 0u; g < gn; g++) { acc = acc + terms[lid * ${T}u + g]; }
+    }
+    workgroupBarrier();
+  }
+  if (lid < nr) { out[(ra + lid) * p.d + j - p.outE0] = acc; }
+}`;
+}
+
 export function matmulQ8Kernels(packedDot: boolean): KernelDef[] {
   return [
     { name: 'q8_scales', storage: ['rw', 'read'], wgsl: scalesWgsl },
@@ -238,6 +297,7 @@ export function matmulQ8Kernels(packedDot: boolean): KernelDef[] {
     { name: 'matmul_q8_bytes', storage: ['rw', 'read', 'read'], wgsl: matmulWgsl(false, packedDot) },
     { name: 'matmul_q8_wg', storage: ['rw', 'read', 'read'], wgsl: matmulWgWgsl(packedDot) },
     { name: 'matmul_q4_0', storage: ['rw', 'read', 'read'], wgsl: matmulQ4Wgsl(packedDot) },
+    { name: 'matmul_q4_0_wg', storage: ['rw', 'read', 'read'], wgsl: matmulQ4WgWgsl(packedDot) },
   ];
 }
 
@@ -279,7 +339,11 @@ export function matmulQ4Chunk(
         .u(r0).u(sOff).u(b.wPart.r0).u(b.wPart.scaleOffset / 4).u(b.outPart.e0),
       buffers: [b.outPart.buffer, xq, b.wPart.buffer],
     });
-    rec.dispatch('matmul_q4_0', `mmq4|${out.id}|${x.id}|${w.id}|${b.key}|${rowsWord}`, [out, x, w], make, Math.ceil((b.j1 - b.j0) / 64), rowGroups);
+    if (rec.matmulKernels === 'workgroups') {
+      rec.dispatch('matmul_q4_0_wg', `mmq4w|${out.id}|${x.id}|${w.id}|${b.key}|${rowsWord}`, [out, x, w], make, ...grid2(b.j1 - b.j0), rowGroups);
+    } else {
+      rec.dispatch('matmul_q4_0', `mmq4|${out.id}|${x.id}|${w.id}|${b.key}|${rowsWord}`, [out, x, w], make, Math.ceil((b.j1 - b.j0) / 64), rowGroups);
+    }
   }
 }
 
