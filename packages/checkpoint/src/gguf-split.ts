@@ -9,6 +9,7 @@
 import { ArgumentError, FormatError } from '@rama/core';
 import { openGGUF, type GGUFFile, type GGUFTensorInfo, type OpenGGUFOptions } from './gguf.js';
 
+/** One GGUF file: a path (Node), a Blob or File, or its bytes. */
 export type GGUFSource = string | Blob | ArrayBuffer | Uint8Array;
 
 /** llama.cpp's split file names: `{prefix}-{no:05}-of-{count:05}.gguf`, `no` 1-based. */

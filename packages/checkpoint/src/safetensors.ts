@@ -16,19 +16,27 @@ export const SAFETENSORS_DTYPES: Readonly<Record<string, number>> = {
 /** Largest header accepted (the format's own reference implementation caps it at 100 MB). */
 export const MAX_SAFETENSORS_HEADER = 100_000_000;
 
+/** One tensor of a safetensors file. */
 export interface SafetensorsTensor {
+  /** Its name, e.g. model.layers.0.self_attn.q_proj.weight. */
   readonly name: string;
+  /** safetensors' dtype: F32, F16, BF16, ... (SAFETENSORS_DTYPES). */
   readonly dtype: string;
   /** Row-major dimensions (PyTorch's order: a Linear's weight is [out, in]). */
   readonly shape: readonly number[];
+  /** Elements (the product of shape). */
   readonly elements: number;
   /** Absolute offset of its first byte in the file. */
   readonly byteOffset: number;
+  /** Bytes. */
   readonly byteLength: number;
 }
 
+/** An open safetensors file: its header, checked against the file size; data is read on demand. */
 export interface SafetensorsFile {
+  /** The name used in error messages. */
   readonly source: string;
+  /** Bytes. */
   readonly fileSize: number;
   /** `__metadata__` (strings), empty when absent. */
   readonly metadata: ReadonlyMap<string, string>;
@@ -36,6 +44,7 @@ export interface SafetensorsFile {
   readonly tensors: ReadonlyMap<string, SafetensorsTensor>;
   /** Copies a tensor's raw bytes (or `dst.byteLength` of them from `offset`). */
   readInto(t: SafetensorsTensor, dst: Uint8Array, offset?: number): Promise<void>;
+  /** Releases the file handle. Safe to call twice. */
   close(): Promise<void>;
 }
 
