@@ -5,6 +5,7 @@
  */
 import { RamaError } from '@rama/core';
 
+/** Why fetching a model failed: HubError's `code`. */
 export type HubErrorCode =
   /** The Hub has no such repository (or it is private and no token was sent). */
   | 'E_REPO_NOT_FOUND'
@@ -27,6 +28,7 @@ export type HubErrorCode =
   /** Offline mode, and the model is not in the cache. */
   | 'E_OFFLINE';
 
+/** What a HubError says: the model, the URL and the reason. */
 export interface HubErrorDetails {
   /** The model's name as given (hf:... or the URL) or the file's name. */
   model: string;
@@ -34,13 +36,18 @@ export interface HubErrorDetails {
   url?: string;
   /** What went wrong, in words, without the model and URL. */
   reason: string;
+  /** The underlying error (a network error, an HTTP response's status), if any. */
   cause?: unknown;
 }
 
+/** Fetching a model by name failed; `code` says why (see HubErrorCode). */
 export class HubError extends RamaError {
   declare readonly code: HubErrorCode;
+  /** See HubErrorDetails.model. */
   readonly model: string;
+  /** See HubErrorDetails.url. */
   readonly url: string | undefined;
+  /** See HubErrorDetails.reason. */
   readonly reason: string;
 
   /** The message is "could not download <model> from <url>: <reason>" unless `message` is given. */

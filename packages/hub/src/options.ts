@@ -1,14 +1,17 @@
 /** Options shared by Node and the browser, and how environment variables fill them in. */
 import type { Progress } from './transfer.js';
 
+/** Where the cache is. */
 export interface CacheOptions {
   /** Node: the cache folder (default $RAMA_CACHE, else $XDG_CACHE_HOME/rama, else ~/.cache/rama). Browser: the Cache API cache's name (default "rama"). */
   cacheDir?: string;
 }
 
+/** Options of fetching a model by name. */
 export interface FetchOptions extends CacheOptions {
   /** Called as bytes arrive, per file: `{ file, url, loaded, total, resumedFrom, done }`. */
   onProgress?: (p: Progress) => void;
+  /** Aborting it stops the download with an AbortError (a partial file is kept, to resume). */
   signal?: AbortSignal;
   /** Use only the cache; never touch the network (default: HF_HUB_OFFLINE=1). */
   offline?: boolean;
@@ -34,10 +37,13 @@ export interface CachedModel {
   name: string;
   /** Node: the file's path. Browser: the cache key. */
   path: string;
+  /** Bytes. */
   size: number;
+  /** The SHA-256 it was verified against, when the source published one. */
   sha256?: string;
 }
 
+/** The Hugging Face Hub. */
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
 type Env = Record<string, string | undefined>;

@@ -4,11 +4,15 @@
  */
 import { ArgumentError } from '@rama/core';
 
+/** A file in a Hugging Face repository, parsed from `hf:owner/repo/path[@revision]`. */
 export interface HfRef {
+  /** Tells it from a UrlRef. */
   kind: 'hf';
   /** The canonical name: `hf:owner/repo/path`, with `@revision` unless it is main. */
   name: string;
+  /** The repository's owner (user or organization). */
   owner: string;
+  /** The repository's name. */
   repo: string;
   /** The file's path inside the repository ("sub/dir/model.gguf"). */
   path: string;
@@ -16,12 +20,17 @@ export interface HfRef {
   revision: string;
 }
 
+/** A model at an http(s) URL. */
 export interface UrlRef {
+  /** Tells it from an HfRef. */
   kind: 'url';
+  /** The name as given: the URL. */
   name: string;
+  /** The address to fetch. */
   url: string;
 }
 
+/** A parsed model name. */
 export type ModelRef = HfRef | UrlRef;
 
 /** Whether `s` is a name this package fetches (hf: or an http(s) URL) rather than a local path. */

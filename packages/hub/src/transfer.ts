@@ -28,6 +28,7 @@ export interface Sink {
   keepOrDiscard(): Promise<string>;
 }
 
+/** A download's progress, as `onProgress` receives it. */
 export interface Progress {
   /** The file: its path in the repository, or its file name. */
   file: string;
