@@ -11,8 +11,23 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ArgumentError } from '@rama/core';
 import { contiguousRows, type Backend } from '../backend.js';
-import { byteLengthOf, registeredDTypes, type Tensor, type TensorDesc } from '../tensor.js';
+import { byteLengthOf, registerDType, registeredDTypes, type Tensor, type TensorDesc } from '../tensor.js';
 import { conformanceCases, type ConformanceCase } from './cases.js';
+
+// A type no backend has kernels for, so that the refusal check below always has one to try
+// (also for a backend that supports every type Rama ships).
+declare module '../tensor.js' {
+  interface DTypes {
+    conformance_q2: true;
+  }
+}
+registerDType({
+  name: 'conformance_q2',
+  kind: 'quantized',
+  blockSize: 16,
+  bytesPerBlock: 6,
+  layout: 'a type registered by the conformance suite only: blocks of 16 2-bit values and an f16 scale',
+});
 
 async function runCase(be: Backend, c: ConformanceCase): Promise<Record<string, Float32Array | Int32Array>> {
   const t: Record<string, Tensor> = {};
@@ -80,6 +95,7 @@ export function describeBackendConformance(
       const b = be!;
       expect(b.supports('f32')).toBe(true);
       expect(b.supports('i32')).toBe(true);
+      expect(b.supports('conformance_q2')).toBe(false);
       for (const t of registeredDTypes().filter((d) => !b.supports(d.name))) {
         const grouped = t.blockSize === 'groupSize';
         const desc: TensorDesc = {
