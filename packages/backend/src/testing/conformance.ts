@@ -18,6 +18,7 @@ import { conformanceCases, type ConformanceCase } from './cases.js';
 // (also for a backend that supports every type Rama ships).
 declare module '../tensor.js' {
   interface DTypes {
+    /** The conformance suite's own type, which no backend supports. */
     conformance_q2: true;
   }
 }
