@@ -2,7 +2,8 @@ import { expect, expectDtype, type Recorder, type RowFlow } from './common.js';
 import type { GpuTensor } from '../tensor.js';
 import { elementwise, elementwiseKernels } from './elementwise.js';
 
-// out = a + b (out may alias a or b): one correctly rounded f32 add, exact on every backend.
+// The residual connection (docs/guide/residual.md): out = a + b (out may alias a or b), one invocation per
+// element (elementwise.ts); one correctly rounded f32 add, exact on every backend.
 export const addKernels = elementwiseKernels('add', 'a + b');
 
 export function add(rec: Recorder, out: GpuTensor, a: GpuTensor, b: GpuTensor, rows: RowFlow): void {

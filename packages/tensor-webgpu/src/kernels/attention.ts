@@ -2,6 +2,7 @@ import { checkRowsInCache, kvGeometry } from '@rama/backend';
 import { DIV_RN_WGSL, STEP_WGSL, Params, expect, expectDtype, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 
+// Attention (docs/guide/attention.md, docs/guide/gqa.md, docs/guide/webgpu.md).
 // Causal GQA attention, fused: one workgroup per (query row, head) streams
 // positions 0..positions[r] of its row's slot of the layer's keys and values
 // (cache rows (layer * slots + slots[r]) * seqLen + t) in tiles of 32 with an

@@ -1,9 +1,10 @@
 import { STEP_WGSL, Params, expect, expectDtype, singlePart, type KernelDef, type Recorder } from './common.js';
 import { rowChunks, type GpuTensor } from '../tensor.js';
 
-// out[r] = table[tokens[r]] for each of the step's rows. The token is only
-// known on the device, so each part of a split table gets its own dispatch and
-// writes the rows it holds.
+// The embedding lookup (docs/guide/embeddings.md): out[r] = table[tokens[r]]
+// for each of the step's rows, one invocation per (column, row): a copy, exact.
+// The token is only known on the device (greedy decoding's argmax wrote it), so
+// each part of a split table gets its own dispatch and writes the rows it holds.
 export const embedKernels: KernelDef[] = [
   {
     name: 'embed',

@@ -2,6 +2,7 @@ import { F16_WGSL, STEP_WGSL, Params, expect, expectDtype, grid2, type Access, t
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 import { matmulQ4Chunk, matmulQ8Chunk } from './matmulQ8.js';
 
+// The matmul (docs/guide/webgpu.md): most of a token's time, and all of its weight reads.
 // out[r, j] = sum_k w[j, k] * x[r, k], summed in k order as llama2.c does.
 // One thread per output column j and up to 4 rows of a batch (the weight row
 // stays in cache between them); vec4 loads when n % 4 == 0. Each sum is a

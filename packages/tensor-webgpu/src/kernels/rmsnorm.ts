@@ -1,9 +1,12 @@
 import { DIV_RN_WGSL, STEP_WGSL, Params, expect, expectDtype, singlePart, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor } from '../tensor.js';
 
-// llama2.c: ss = sum(x^2) (in order), ss = ss / n + eps, ss = 1 / sqrt(ss),
-// out = w * (ss * x). One thread sums, as llama2.c does, so the sum is the
-// same sequence of f32 additions; a tree reduction would differ in rounding.
+// RMSNorm (docs/guide/rmsnorm.md). llama2.c: ss = sum(x^2) (in order),
+// ss = ss / n + eps, ss = 1 / sqrt(ss), out = w * (ss * x).
+// One workgroup of 64 per row. Invocation 0 sums, as llama2.c does, so the sum
+// is the same sequence of f32 additions; a tree reduction would differ in
+// rounding. The cost is small: dim values per row, twice per layer, against
+// the matmuls' dim x dim. Then all 64 lanes scale the row, strided by 64.
 function rmsnormWgsl(inPlace: boolean): string {
   const X = inPlace ? 'out' : 'xin';
   return /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}

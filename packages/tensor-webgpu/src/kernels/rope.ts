@@ -2,6 +2,7 @@ import { BackendError } from '@rama/backend';
 import { STEP_WGSL, Params, expect, expectDtype, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor } from '../tensor.js';
 
+// RoPE (docs/guide/rope.md), one invocation per pair.
 // Rotates (x[2i], x[2i+1]) of each head of row r by the angle f32(t * freq_i),
 // t = row r's position (from the step buffer), exactly as the CPU reference
 // (scalar.ts) does:
