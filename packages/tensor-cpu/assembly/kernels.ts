@@ -842,15 +842,75 @@ function matmulHalf<T>(out: usize, x: usize, w: usize, cols: i32, d: i32, rows: 
 // d, then 16 bytes: element j < 16 the low nibble of byte j, j + 16 its high
 // nibble; value (nibble - 8) * d), a row's blocks one after another.
 
-/** Integer dot product of one Q4_0 block's 32 values (nibble - 8) with 32 i16 activations, as i32x4 partial sums. */
-@inline function q4Dot(wp: usize, xp: usize): v128 {
-  const v = v128.load(wp + 2);
-  const eight = i8x16.splat(8);
-  const lo = i8x16.sub(v128.and(v, i8x16.splat(0x0f)), eight);
-  const hi = i8x16.sub(i8x16.shr_u(v, 4), eight);
+/** A Q4_0 block's 16 nibble bytes as signed values nibble - 8: elements 0..15 (lo) and 16..31 (hi), i8x16 each. */
+@inline function q4Lo(wp: usize): v128 {
+  return i8x16.sub(v128.and(v128.load(wp + 2), i8x16.splat(0x0f)), i8x16.splat(8));
+}
+@inline function q4Hi(wp: usize): v128 {
+  return i8x16.sub(i8x16.shr_u(v128.load(wp + 2), 4), i8x16.splat(8));
+}
+
+/** Integer dot product of a block's unpacked values (q4Lo, q4Hi) with 32 i16 activations, as i32x4 partial sums. */
+@inline function q4DotLH(lo: v128, hi: v128, xp: usize): v128 {
   const a = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(lo), v128.load(xp)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(lo), v128.load(xp, 16)));
   const b = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(hi), v128.load(xp, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(hi), v128.load(xp, 48)));
   return i32x4.add(a, b);
+}
+
+/** Integer dot product of one Q4_0 block's 32 values (nibble - 8) with 32 i16 activations, as i32x4 partial sums. */
+@inline function q4Dot(wp: usize, xp: usize): v128 {
+  return q4DotLH(q4Lo(wp), q4Hi(wp), xp);
+}
+
+/** The four scales of blocks wp, wp + 18, wp + 36, wp + 54 as f32x4. */
+@inline function q4Scales4(wp: usize): v128 {
+  let dv = f32x4.splat(q4Scale(wp));
+  dv = f32x4.replace_lane(dv, 1, q4Scale(wp + 18));
+  dv = f32x4.replace_lane(dv, 2, q4Scale(wp + 36));
+  return f32x4.replace_lane(dv, 3, q4Scale(wp + 54));
+}
+
+/** Adds the four lanes of p to val in lane order (the blocks' order). */
+@inline function addLanes(val: f32, p: v128): f32 {
+  val += f32x4.extract_lane(p, 0);
+  val += f32x4.extract_lane(p, 1);
+  val += f32x4.extract_lane(p, 2);
+  val += f32x4.extract_lane(p, 3);
+  return val;
+}
+
+/**
+ * dotQ40 for two input rows (x, y) at once: each block is unpacked once and
+ * meets both rows' activations; each row's sum is exactly dotQ40's.
+ */
+function dotQ40x2(w: usize, x: usize, xs: usize, y: usize, ys: usize, blocks: i32, out: usize, outStride: usize): void {
+  let vx: f32 = 0, vy: f32 = 0;
+  let b = 0;
+  for (; b + 4 <= blocks; b += 4) {
+    const wp = w + <usize>(b * 18);
+    const o = <usize>(b * 32) << 1;
+    const l0 = q4Lo(wp), h0 = q4Hi(wp), l1 = q4Lo(wp + 18), h1 = q4Hi(wp + 18);
+    const l2 = q4Lo(wp + 36), h2 = q4Hi(wp + 36), l3 = q4Lo(wp + 54), h3 = q4Hi(wp + 54);
+    const ix = f32x4.convert_i32x4_s(reduce4(q4DotLH(l0, h0, x + o), q4DotLH(l1, h1, x + o + 64), q4DotLH(l2, h2, x + o + 128), q4DotLH(l3, h3, x + o + 192)));
+    const iy = f32x4.convert_i32x4_s(reduce4(q4DotLH(l0, h0, y + o), q4DotLH(l1, h1, y + o + 64), q4DotLH(l2, h2, y + o + 128), q4DotLH(l3, h3, y + o + 192)));
+    const dv = q4Scales4(wp);
+    vx = addLanes(vx, f32x4.mul(f32x4.mul(ix, dv), v128.load(at(xs, b))));
+    vy = addLanes(vy, f32x4.mul(f32x4.mul(iy, dv), v128.load(at(ys, b))));
+  }
+  for (; b < blocks; b++) {
+    const wp = w + <usize>(b * 18);
+    const o = <usize>(b * 32) << 1;
+    const lo = q4Lo(wp), hi = q4Hi(wp);
+    const d = q4Scale(wp);
+    const a = q4DotLH(lo, hi, x + o);
+    const s = i32x4.add(a, i32x4.shuffle(a, a, 2, 3, 0, 1));
+    vx += (<f32>(i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1)) * d) * load<f32>(at(xs, b));
+    const c = q4DotLH(lo, hi, y + o);
+    const t = i32x4.add(c, i32x4.shuffle(c, c, 2, 3, 0, 1));
+    vy += (<f32>(i32x4.extract_lane(t, 0) + i32x4.extract_lane(t, 1)) * d) * load<f32>(at(ys, b));
+  }
+  store<f32>(out, vx);
+  store<f32>(out + outStride, vy);
 }
 
 /** A Q4_0 block's scale d (its first two bytes, an f16) as f32. */
@@ -872,15 +932,7 @@ function dotQ40(w: usize, x: usize, xs: usize, blocks: i32): f32 {
     const wp = w + <usize>(b * 18);
     const xp = x + (<usize>(b * 32) << 1);
     const ival = f32x4.convert_i32x4_s(reduce4(q4Dot(wp, xp), q4Dot(wp + 18, xp + 64), q4Dot(wp + 36, xp + 128), q4Dot(wp + 54, xp + 192)));
-    let dv = f32x4.splat(q4Scale(wp));
-    dv = f32x4.replace_lane(dv, 1, q4Scale(wp + 18));
-    dv = f32x4.replace_lane(dv, 2, q4Scale(wp + 36));
-    dv = f32x4.replace_lane(dv, 3, q4Scale(wp + 54));
-    const p = f32x4.mul(f32x4.mul(ival, dv), v128.load(at(xs, b)));
-    val += f32x4.extract_lane(p, 0);
-    val += f32x4.extract_lane(p, 1);
-    val += f32x4.extract_lane(p, 2);
-    val += f32x4.extract_lane(p, 3);
+    val = addLanes(val, f32x4.mul(f32x4.mul(ival, q4Scales4(wp)), v128.load(at(xs, b))));
   }
   for (; b < blocks; b++) {
     const wp = w + <usize>(b * 18);
@@ -898,9 +950,12 @@ function matmulQ40(out: usize, xq: usize, xs: usize, w: usize, cols: i32, d: i32
   const rowBytes = <usize>(blocks * 18);
   for (let i = i0; i < i1; i++) {
     const wi = w + <usize>i * rowBytes;
-    for (let r = 0; r < rows; r++) {
-      store<f32>(at(out, r * d + i), dotQ40(wi, xq + (<usize>(r * cols) << 1), at(xs, r * blocks), blocks));
+    let r = 0;
+    for (; r + 2 <= rows; r += 2) {
+      const xr = xq + (<usize>(r * cols) << 1);
+      dotQ40x2(wi, xr, at(xs, r * blocks), xr + (<usize>cols << 1), at(xs, (r + 1) * blocks), blocks, at(out, r * d + i), <usize>d << 2);
     }
+    if (r < rows) store<f32>(at(out, r * d + i), dotQ40(wi, xq + (<usize>(r * cols) << 1), at(xs, r * blocks), blocks));
   }
 }
 

@@ -85,11 +85,17 @@ for (const kernels of ['scalar', 'wasm'] as const) {
             const bits = Uint16Array.from({ length: d * n }, () => Math.floor(r() * 65536) & (kind === 'f16' ? 0xfbff : 0xbfff)); // finite values
             bits[0] = 0x0001; // a subnormal
             bits[1] = 0x8000; // -0
+            if (seed === 2) {
+              // infinities and NaN widen to themselves: rows 1..3 of the 8x7 matrix sum to +-inf or NaN
+              const special = kind === 'f16' ? [0x7c00, 0xfc00, 0x7e01] : [0x7f80, 0xff80, 0x7fc1];
+              special.forEach((b, i) => (bits[(i + 1) * n + 2] = b));
+            }
             const widened = Float32Array.from(bits, (b) => (kind === 'f16' ? f16ToF32(b) : bf16ToF32(b)));
             const x = randomX(seed + 10, rows * n);
             const got = await matmul(be, { label: 'w', shape: [d, n], dtype: kind }, new Uint8Array(bits.buffer), x, rows);
             const want = await matmul(be, { label: 'w', shape: [d, n], dtype: 'f32' }, widened, x, rows);
             expect(Array.from(got), `${d}x${n}, ${rows} rows`).toEqual(Array.from(want));
+            if (seed === 2) expect([got[1], got[2]]).toEqual([Math.sign(x[2]) * Infinity, -Math.sign(x[2]) * Infinity]);
           }
         } finally {
           be.dispose();
