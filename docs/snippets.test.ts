@@ -133,3 +133,13 @@ describe('try-it snippets, more', () => {
     }
   });
 });
+
+describe('try-it snippets, rope', () => {
+  it('rope: the score depends on m - n only (within float32 rounding), and changes with it', async () => {
+    const { tryIt } = await import('./snippets/rope.mjs');
+    const rows: { m: number; n: number; score: number }[] = await tryIt();
+    // the angles are rounded to f32 (as llama2.c rounds them), so equal up to ~1e-5, not bit for bit
+    expect(Math.abs(rows[0].score - rows[1].score)).toBeLessThan(1e-4);
+    expect(Math.abs(rows[0].score - rows[2].score)).toBeGreaterThan(1e-2);
+  });
+});

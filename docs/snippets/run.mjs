@@ -15,7 +15,7 @@ export const sharedPaths = (dir = shared) => ({
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const name = process.argv[2];
   if (!name) {
-    console.error('usage: node docs/snippets/run.mjs <generate|tokenize|embeddings|kv-cache|sampling|quantize|formats>');
+    console.error('usage: node docs/snippets/run.mjs <generate|tokenize|embeddings|rope|kv-cache|sampling|quantize|formats>');
     process.exit(2);
   }
   const { tryIt } = await import(`./${name}.mjs`);
