@@ -15,6 +15,16 @@
 // golden still matches).
 // exp rounds as JavaScript's Math.exp does in V8, so softmax and SiLU match
 // the scalar kernels exactly (see kernelExp).
+//
+// How the math maps to threads and 128-bit lanes (docs/guide/batching.md):
+// - matmul: threads take rows of W (out = W x, one dot product per row);
+//   f32 rows sum in 16 lanes (4 x f32x4); Q8_0 weights are interleaved at load
+//   in blocks of four rows, so one memory stream feeds four rows, one per
+//   i32 lane, with int8 x int16 products by i32x4.dot_i16x8_s. Decoding is
+//   bound by reading W, so the layout of W matters more than the arithmetic.
+// - attention: threads take (row, head) pairs; the scores of four positions
+//   are computed at once, one per lane, each a sequential f32 dot product.
+// - rmsnorm, rope, swiglu, add: sequential or element by element, as run.c.
 
 @external("env", "exp")
 declare function hostExp(x: f64): f64;

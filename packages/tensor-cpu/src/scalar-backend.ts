@@ -52,7 +52,8 @@ const f16Value = (bits: number): number => F16[bits];
  * The reference CPU backend: plain TypeScript kernels (src/kernels/scalar.ts),
  * one thread. Tensors are typed arrays and every op runs as soon as it is
  * recorded, so `submit` has nothing left to do and `read` is a copy.
- * `CpuBackend.create({ kernels: 'scalar' })` makes one.
+ * `CpuBackend.create({ kernels: 'scalar' })` makes one. What each op
+ * computes, and why, is told beside its kernel; the long form is docs/guide/.
  */
 export class ScalarCpuBackend implements Backend {
   readonly name = 'cpu';
