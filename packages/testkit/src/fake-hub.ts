@@ -9,7 +9,11 @@
  *   entries with `lfs.oid` and `lfs.size`;
  * - 404 with `X-Error-Code: RepositoryNotFound`, `RevisionNotFound` or
  *   `EntryNotFound`, and 401 `GatedRepo` for a gated repository without the token.
- * The CDN can misbehave on request (`hub.cdn`).
+ * The CDN can misbehave on request (`hub.cdn`). Every answer carries the
+ * CORS headers a browser page on another origin needs to read it (the real
+ * Hub sends them too), and `Cross-Origin-Resource-Policy: cross-origin` so a
+ * cross-origin isolated page (COEP) may load it; preflights (OPTIONS) are
+ * answered and recorded.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -51,6 +55,13 @@ export interface FakeHub {
   cdn: CdnBehaviour;
   close(): Promise<void>;
 }
+
+/** What a browser needs to read the Hub's answers from another origin, resume (Range, If-Range) and send a token. */
+const CORS: Record<string, string> = {
+  'access-control-allow-origin': '*',
+  'access-control-expose-headers': 'ETag, X-Linked-Etag, X-Linked-Size, X-Error-Code, Content-Range, Content-Length, Accept-Ranges, Link, Location',
+  'cross-origin-resource-policy': 'cross-origin',
+};
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -122,6 +133,15 @@ export async function startFakeHub(repos: Record<string, FakeHubRepo>, opts: { t
       ifRange: req.headers['if-range'] as string | undefined,
       authorization: req.headers.authorization,
     });
+    for (const [k, v] of Object.entries(CORS)) res.setHeader(k, v);
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, {
+        'access-control-allow-methods': 'GET, HEAD',
+        'access-control-allow-headers': 'Range, If-Range, Authorization, Accept-Encoding',
+        'access-control-max-age': '600',
+      }).end();
+      return;
+    }
     const parts = url.pathname.split('/').slice(1).map(decodeURIComponent);
     if (parts[0] === 'cdn') {
       const body = byHash.get(parts[1] ?? '');
