@@ -1,17 +1,23 @@
 /**
- * The browser example: load a llama2.c checkpoint and tokenizer (picked files
- * or URLs), generate on WebGPU (or the CPU when WebGPU is missing), stream the
- * text and show tokens/s. The model runs in a Web Worker (@rama/llama/worker)
- * so the page stays responsive; where a worker cannot start (a strict Content
- * Security Policy) or when asked, it runs in the page.
+ * The browser example: load a model (a GGUF file, or a llama2.c checkpoint
+ * and its tokenizer) picked from the disk, by URL or by `hf:` name, generate
+ * on WebGPU (or the CPU when WebGPU is missing), stream the text and show
+ * tokens/s. URLs and names are downloaded through @rama/hub into the
+ * browser's Cache API, with progress, so a second load needs no network. The
+ * model runs in a Web Worker (@rama/llama/worker) so the page stays
+ * responsive; where a worker cannot start (a strict Content Security Policy)
+ * or when asked, it runs in the page.
  *
- * Query parameters prefill the form: ?model=URL&tokenizer=URL&prompt=&steps=
- * &temperature=&topp=&seed=&backend=auto|webgpu|cpu&q80=1&engine=worker|page
- * &worker=URL (a prebuilt engine worker script) (and &autorun=1 to start at once). #status gets data-state="done" (or
- * "error") at the end.
+ * Query parameters prefill the form: ?model=URL|hf:name&tokenizer=URL&prompt=
+ * &steps=&temperature=&topp=&seed=&backend=auto|webgpu|cpu&q80=1
+ * &engine=worker|page&endpoint=URL&offline=1 &worker=URL (a prebuilt engine
+ * worker script) (and &autorun=1 to start at once). #status gets
+ * data-state="done" (or "error") at the end; #output data-ids the generated
+ * token ids.
  */
-import { Llama, type BackendName, type ModelSource } from '@rama/llama';
+import { FormatError, Llama, type BackendName } from '@rama/llama';
 import { createWorkerLlama, WorkerStartError, type LoadProgress, type WorkerLlama } from '@rama/llama/worker';
+import { fetchModel, listCached, parseModelRef, removeCached, type Progress } from '@rama/hub';
 
 const el = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const e = document.getElementById(id);
@@ -26,6 +32,10 @@ const tokenizerUrl = el<HTMLInputElement>('tokenizer-url');
 const tokenizerFile = el<HTMLInputElement>('tokenizer-file');
 const backendChoice = el<HTMLSelectElement>('backend-choice');
 const q80 = el<HTMLInputElement>('q80');
+const endpoint = el<HTMLInputElement>('endpoint');
+const offline = el<HTMLInputElement>('offline');
+const cacheInfo = el('cache-info');
+const clearCacheButton = el<HTMLButtonElement>('clear-cache');
 const engineChoice = el<HTMLSelectElement>('engine');
 const progressBar = el<HTMLProgressElement>('progress');
 const prompt = el<HTMLTextAreaElement>('prompt');
@@ -63,52 +73,71 @@ function showNote(...lines: (string | undefined)[]): void {
 const params = new URLSearchParams(location.search);
 const prefill: [string, HTMLInputElement | HTMLTextAreaElement | HTMLSelectElement][] = [
   ['model', modelUrl], ['tokenizer', tokenizerUrl], ['prompt', prompt], ['steps', steps],
-  ['temperature', temperature], ['topp', topp], ['seed', seed], ['backend', backendChoice], ['engine', engineChoice],
+  ['temperature', temperature], ['topp', topp], ['seed', seed], ['backend', backendChoice], ['engine', engineChoice], ['endpoint', endpoint],
 ];
 for (const [key, input] of prefill) {
   const v = params.get(key);
   if (v !== null) input.value = v;
 }
 if (params.has('q80')) q80.checked = params.get('q80') !== '0';
+if (params.has('offline')) offline.checked = params.get('offline') !== '0';
 
 // ---- Loading ----------------------------------------------------------------
 
-/** A model or tokenizer: the picked file if any, else the URL. */
-function sourceOf(file: HTMLInputElement, url: HTMLInputElement, what: string): File | string {
+/** A model or tokenizer as given: a picked file, an `hf:` name, or a URL (made absolute). */
+type Source = File | string;
+
+/** The picked file if any, else the name or URL; undefined when both are empty. */
+function sourceOf(file: HTMLInputElement, url: HTMLInputElement): Source | undefined {
   const picked = file.files?.[0];
   if (picked) return picked;
   const u = url.value.trim();
-  if (!u) throw new Error(`choose a ${what} file or enter its URL`);
-  return new URL(u, location.href).href;
+  if (!u) return undefined;
+  return /^hf:/i.test(u) ? u : new URL(u, location.href).href;
 }
 
-const mib = (n: number) => `${(n / 2 ** 20).toFixed(n < 2 ** 20 ? 2 : 1)} MiB`;
+const mib = (n: number) => `${(n / 2 ** 20).toFixed(n < 10 * 2 ** 20 ? 2 : 1)} MiB`;
 
-/** Downloads a URL into a Blob, reporting progress in #status. */
-async function download(url: string, what: string): Promise<Blob> {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`${what}: ${url}: HTTP ${res.status} ${res.statusText}`);
-  const total = Number(res.headers.get('content-length')) || 0;
-  if (!res.body) return res.blob();
-  const reader = res.body.getReader();
-  const parts: Uint8Array[] = [];
-  let got = 0;
-  let shown = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    parts.push(value);
-    got += value.byteLength;
-    if (performance.now() - shown > 100) {
-      shown = performance.now();
-      showProgress({ phase: 'download', file: what as 'model' | 'tokenizer', loaded: got, total });
-    }
-  }
-  return new Blob(parts as BlobPart[]);
+/** @rama/hub's options from the form: the Hub endpoint and offline mode. */
+function hubOptions(): { endpoint?: string; offline?: boolean } {
+  const e = endpoint.value.trim();
+  return { ...(e ? { endpoint: e } : {}), ...(offline.checked ? { offline: true } : {}) };
 }
 
-async function bytesOf(source: File | string, what: string): Promise<ModelSource> {
-  return typeof source === 'string' ? download(source, what) : source;
+/** Where the page keeps downloads: the Cache API, which only secure contexts (https, localhost) have. */
+const hasCache = () => typeof caches !== 'undefined';
+
+/** A source ready to load: files (several for a split GGUF), whether they came from the cache, and the name to drop from the cache if they are bad. */
+interface Fetched {
+  files: (File | string)[];
+  fromCache: boolean;
+  cachedAs?: string;
+}
+
+/**
+ * A name or URL becomes its files from the browser's cache, downloading what
+ * is missing (with progress); a picked file is used as it is. Without the
+ * Cache API a plain URL is left for the loader to fetch (uncached).
+ */
+async function fetchSource(source: Source, what: string): Promise<Fetched> {
+  if (typeof source !== 'string') return { files: [source], fromCache: false };
+  if (!hasCache() && !/^hf:/i.test(source)) return { files: [source], fromCache: false };
+  let downloaded = false;
+  const onProgress = (p: Progress) => {
+    downloaded = true;
+    showProgress({ phase: 'download', file: p.file, loaded: p.loaded, total: p.total }, p.done);
+  };
+  const blobs = await fetchModel(source, { ...hubOptions(), onProgress });
+  // The cache's Blobs have no name: wrapped in Files (not copied) so the loader's errors name the file.
+  const label = (i: number) => {
+    const ref = parseModelRef(source);
+    const path = ref.kind === 'hf' ? ref.path : new URL(ref.url).pathname;
+    const name = decodeURIComponent(path.split('/').pop() || what);
+    return blobs.length === 1 ? name : `${name} (part ${i + 1} of ${blobs.length})`;
+  };
+  const files = blobs.map((b, i) => (b instanceof Blob ? new File([b], label(i)) : b));
+  if (!downloaded) setStatus('loading', `Found ${label(0)} in the browser's cache.`);
+  return { files, fromCache: !downloaded, cachedAs: source };
 }
 
 /** Why WebGPU is unusable here, or undefined when an adapter exists. */
@@ -126,8 +155,9 @@ async function webGpuProblem(): Promise<string | undefined> {
   }
 }
 
-/** Download and load progress in #status and the progress bar. */
-function showProgress(p: LoadProgress): void {
+/** Download and load progress in #status and the progress bar (at most ten times a second, and always the last event). */
+let shownAt = 0;
+function showProgress(p: LoadProgress, last = false): void {
   progressBar.hidden = false;
   if (p.phase === 'load') {
     progressBar.removeAttribute('value'); // indeterminate
@@ -135,11 +165,13 @@ function showProgress(p: LoadProgress): void {
     return;
   }
   const got = p.loaded ?? 0;
+  if (!last && p.total !== got && performance.now() - shownAt < 100) return;
+  shownAt = performance.now();
   if (p.total) {
     progressBar.max = p.total;
     progressBar.value = got;
   } else progressBar.removeAttribute('value');
-  setStatus('loading', `Downloading the ${p.file}: ${mib(got)}${p.total ? ` of ${mib(p.total)} (${Math.floor((got / p.total) * 100)}%)` : ''}`);
+  setStatus('loading', `Downloading ${p.file}: ${mib(got)}${p.total ? ` of ${mib(p.total)} (${Math.floor((got / p.total) * 100)}%)` : ''}`);
 }
 
 /** The model, in a worker or in the page: the same generate API either way. */
@@ -153,47 +185,95 @@ interface Loaded {
 }
 let loaded: Loaded | undefined;
 
-const keyPart = (s: File | string) => (typeof s === 'string' ? `url:${s}` : `file:${s.name}:${s.size}:${s.lastModified}`);
+const keyPart = (s: Source | undefined) => (s === undefined ? 'none' : typeof s === 'string' ? `url:${s}` : `file:${s.name}:${s.size}:${s.lastModified}`);
+
+/** Downloads a URL in the page (where there is no Cache API to keep it in), reporting progress. */
+async function download(url: string, what: string): Promise<File> {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${what}: ${url}: HTTP ${res.status} ${res.statusText}`);
+  const total = Number(res.headers.get('content-length')) || undefined;
+  const name = decodeURIComponent(new URL(url).pathname.split('/').pop() || what);
+  const parts: Uint8Array[] = [];
+  let got = 0;
+  if (res.body) {
+    const reader = res.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      got += value.byteLength;
+      showProgress({ phase: 'download', file: name, loaded: got, total });
+    }
+  } else parts.push(new Uint8Array(await res.arrayBuffer()));
+  showProgress({ phase: 'download', file: name, loaded: got, total: total ?? got }, true);
+  return new File(parts as BlobPart[], name);
+}
 
 /** Loads the model in the page (the engine's fallback, or when asked). */
-async function loadInPage(model: File | string, tokenizer: File | string, backend: BackendName): Promise<Llama> {
-  const [modelBytes, tokenizerBytes] = await Promise.all([bytesOf(model, 'model'), bytesOf(tokenizer, 'tokenizer')]);
+async function loadInPage(model: Fetched, tokenizer: Fetched | undefined, backend: BackendName): Promise<Llama> {
+  const local = (f: Fetched, what: string) => Promise.all(f.files.map((x) => (typeof x === 'string' ? download(x, what) : x)));
+  const m = await local(model, 'model');
+  const t = tokenizer && (await local(tokenizer, 'tokenizer'));
   showProgress({ phase: 'load' });
-  return Llama.load({ model: modelBytes, tokenizer: tokenizerBytes, backend, q80: q80.checked });
+  return Llama.load({ model: m.length === 1 ? m[0] : m, ...(t ? { tokenizer: t[0] } : {}), backend, q80: q80.checked });
 }
 
 /** Loads the model, or reuses the one already loaded from the same sources and settings. */
 async function ensureLoaded(): Promise<Engine> {
-  const model = sourceOf(modelFile, modelUrl, 'model');
-  const tokenizer = sourceOf(tokenizerFile, tokenizerUrl, 'tokenizer');
+  const model = sourceOf(modelFile, modelUrl);
+  if (model === undefined) throw new Error('choose a model file, or enter its URL or hf: name');
+  const tokenizer = sourceOf(tokenizerFile, tokenizerUrl);
+  const modelName = typeof model === 'string' ? model : model.name;
+  if (tokenizer === undefined && /\.bin$/i.test(new URL(modelName, location.href).pathname)) {
+    throw new Error(`${modelName} looks like a llama2.c checkpoint (.bin), which needs its tokenizer: pick tokenizer.bin or enter its URL (a GGUF file needs none)`);
+  }
   const backend = backendChoice.value as BackendName;
-  const engine = engineChoice.value === 'page' ? 'page' : 'worker';
+  let engine = engineChoice.value === 'page' ? 'page' : 'worker';
   const key = [keyPart(model), keyPart(tokenizer), backend, q80.checked, engine].join('|');
   if (loaded?.key === key) return loaded.llama;
   loaded?.llama.dispose();
   loaded = undefined;
   backendOut.textContent = deviceOut.textContent = modelInfo.textContent = '–';
+  delete modelInfo.dataset.source;
   showNote();
 
   setStatus('loading', 'Loading the model…');
   const t0 = performance.now();
   let llama: Engine;
   let fallback: string | undefined;
+  let fetchedModel: Fetched | undefined;
+  let fetchedTokenizer: Fetched | undefined;
   try {
-    if (engine === 'page') llama = await loadInPage(model, tokenizer, backend);
+    fetchedModel = await fetchSource(model, 'model');
+    fetchedTokenizer = tokenizer === undefined ? undefined : await fetchSource(tokenizer, 'tokenizer');
+    // The engine worker takes one file per source; a split GGUF by hf: name goes over as its name (the worker reads the same cache).
+    const workerModel: File | string | undefined = fetchedModel.files.length === 1 ? fetchedModel.files[0] : typeof model === 'string' && /^hf:/i.test(model) ? model : undefined;
+    if (engine === 'worker' && workerModel === undefined) {
+      engine = 'page';
+      fallback = 'A split GGUF by URL loads in this page (the engine worker takes one file per URL).';
+    }
+    if (engine === 'page') llama = await loadInPage(fetchedModel, fetchedTokenizer, backend);
     else {
-      // URLs are fetched by the worker itself; files go over as they are (a File is not copied).
+      // Files go over as they are (a File is not copied); a URL left uncached is fetched by the worker itself.
       // ?worker=URL: a prebuilt engine worker script (e.g. @rama/llama's dist/worker/thread.standalone.js) instead of the bundled one.
       const worker = params.get('worker') ?? undefined;
-      llama = await createWorkerLlama({ model, tokenizer, backend, q80: q80.checked, onProgress: showProgress, worker });
+      llama = await createWorkerLlama({
+        model: workerModel!, ...(fetchedTokenizer ? { tokenizer: fetchedTokenizer.files[0] } : {}),
+        backend, q80: q80.checked, onProgress: (p) => showProgress(p), worker, hub: hubOptions(),
+      });
     }
   } catch (e) {
-    if (!(e instanceof WorkerStartError)) throw e;
+    if (!(e instanceof WorkerStartError)) throw await forgetBadFiles(e, [fetchedModel, fetchedTokenizer]);
     fallback = `${e.message}. Running the model in this page instead (the page may be less responsive while it generates).`;
     showNote(fallback);
-    llama = await loadInPage(model, tokenizer, backend);
+    try {
+      llama = await loadInPage(fetchedModel!, fetchedTokenizer, backend);
+    } catch (e2) {
+      throw await forgetBadFiles(e2, [fetchedModel, fetchedTokenizer]);
+    }
   } finally {
     progressBar.hidden = true;
+    void refreshCacheInfo();
   }
   const loadMs = performance.now() - t0;
 
@@ -204,12 +284,66 @@ async function ensureLoaded(): Promise<Engine> {
   backendOut.textContent = llama.backend.name;
   deviceOut.textContent = `${llama.backend.description}${llama instanceof Llama ? ' · in the page' : ' · in a Web Worker'}`;
   const c = llama.config;
-  const size = typeof model === 'object' ? ` · ${mib(model.size)}` : '';
+  const bytes = fetchedModel!.files.reduce((n, f) => n + (typeof f === 'string' ? 0 : f.size), 0);
+  const origin = typeof model !== 'string' ? 'file' : fetchedModel!.fromCache ? 'cache' : 'network';
+  modelInfo.dataset.source = origin;
   modelInfo.textContent =
-    `dim ${c.dim} · ${c.nLayers} layers · ${c.nHeads} heads · vocab ${c.vocabSize} · ctx ${llama.contextLength}` +
-    `${llama.quantized ? ' · Q8_0' : ''}${size} · loaded in ${loadMs.toFixed(0)} ms`;
+    `${modelName.split('/').pop()} · ${llama.format} · dim ${c.dim} · ${c.nLayers} layers · ${c.nHeads} heads · vocab ${c.vocabSize} · ctx ${llama.contextLength}` +
+    `${llama.quantized ? ' · Q8_0' : ''}${bytes ? ` · ${mib(bytes)}` : ''}` +
+    `${origin === 'cache' ? " · from the browser's cache" : origin === 'network' ? ' · downloaded' : ''} · loaded in ${loadMs.toFixed(0)} ms`;
   loaded = { llama, key, fallback };
   return llama;
+}
+
+/**
+ * A file the loader rejects (a FormatError: not a model, or truncated) is
+ * removed from the cache, so that the next load downloads it again; the
+ * error then says so.
+ */
+async function forgetBadFiles(e: unknown, sources: (Fetched | undefined)[]): Promise<unknown> {
+  if (!(e instanceof FormatError)) return e;
+  const removed: string[] = [];
+  for (const s of sources) {
+    if (s?.cachedAs && (await removeCached(s.cachedAs).catch(() => [])).length) removed.push(s.cachedAs);
+  }
+  if (removed.length) e.message += ` (removed ${removed.join(' and ')} from the browser's cache)`;
+  return e;
+}
+
+// ---- The cache --------------------------------------------------------------
+
+/** What the browser's cache holds, in #cache-info (data-count: how many files). */
+async function refreshCacheInfo(): Promise<void> {
+  if (!hasCache()) {
+    cacheInfo.textContent = 'Cache: none (the Cache API needs a secure context: https or localhost)';
+    clearCacheButton.disabled = true;
+    return;
+  }
+  try {
+    const list = await listCached();
+    const bytes = list.reduce((n, m) => n + m.size, 0);
+    cacheInfo.dataset.count = String(list.length);
+    cacheInfo.textContent = list.length ? `Cache: ${list.length} file${list.length === 1 ? '' : 's'}, ${mib(bytes)}` : 'Cache: empty';
+    cacheInfo.title = list.map((m) => `${m.name} (${mib(m.size)})`).join('\n');
+    clearCacheButton.disabled = list.length === 0;
+  } catch (e) {
+    cacheInfo.textContent = `Cache: cannot be read (${(e as Error).message})`;
+  }
+}
+
+/** Removes every downloaded model from the browser's cache. */
+async function clearCache(): Promise<void> {
+  clearCacheButton.disabled = true;
+  try {
+    const list = await listCached();
+    let removed = 0;
+    for (const m of list) removed += (await removeCached(m.name)).length;
+    setStatus('idle', `Removed ${removed} file${removed === 1 ? '' : 's'} from the browser's cache.`);
+  } catch (e) {
+    setStatus('error', `Error: cannot clear the cache: ${(e as Error).message}`);
+  } finally {
+    await refreshCacheInfo();
+  }
 }
 
 // ---- Generating -------------------------------------------------------------
@@ -253,6 +387,8 @@ async function run(): Promise<void> {
     setStatus('generating', `Generating on ${llama.backend.name}…`);
     const generation = llama.generate(prompt.value, opts);
     let count = 0;
+    const ids: number[] = [];
+    delete output.dataset.ids;
     for await (const t of generation) {
       if (t.prompt) {
         const span = document.createElement('span');
@@ -261,12 +397,14 @@ async function run(): Promise<void> {
         output.append(span);
       } else {
         output.append(t.text);
+        ids.push(t.id);
         count++;
       }
       tokensOut.textContent = String(count);
       if (llama instanceof Llama) await letPaint();
     }
     const r = await generation.result();
+    output.dataset.ids = JSON.stringify(ids);
     tokensOut.textContent = String(r.generatedTokens);
     tokensOut.title = `${r.promptTokens} prompt tokens read first`;
     tpsOut.textContent = r.timing.tokensPerSecond.toFixed(1);
@@ -290,6 +428,7 @@ form.addEventListener('submit', (ev) => {
   if (!controller) void run();
 });
 stopButton.addEventListener('click', () => controller?.abort());
+clearCacheButton.addEventListener('click', () => void clearCache());
 
 // A newly picked file replaces the URL.
 for (const [file, url] of [[modelFile, modelUrl], [tokenizerFile, tokenizerUrl]] as const) {
@@ -301,5 +440,6 @@ for (const [file, url] of [[modelFile, modelUrl], [tokenizerFile, tokenizerUrl]]
   });
 }
 
+void refreshCacheInfo();
 if (params.get('autorun') === '1') void run();
 else if (modelUrl.value || modelFile.files?.length) setStatus('idle', 'Ready: press Generate.');
