@@ -270,10 +270,10 @@ describe('web example in headless Chromium', () => {
     const cores = Math.min(2, availableParallelism());
     expect(r.device).toMatch(new RegExp(`WebAssembly SIMD, (up to )?${cores} threads?\\b.*in a Web Worker$`));
     expect(r.note).toBeNull();
-    // Loading progress: the worker fetched the files, reporting bytes, then read the model.
+    // Loading progress: the page downloaded the files into its cache, reporting bytes, then the worker read the model.
     const size = statSync(modelPath!).size;
     const mib = (size / 2 ** 20).toFixed(2);
-    expect(r.statuses).toContain(`Downloading the model: ${mib} MiB of ${mib} MiB (100%)`);
+    expect(r.statuses).toContain(`Downloading ${MODEL.split('/').pop()}: ${mib} MiB of ${mib} MiB (100%)`);
     expect(r.statuses).toContain('Reading the model and uploading the weights…');
     // The page was free while the worker generated: its timer chain kept running (a blocked page runs none).
     expect(r.ticks, r.status ?? '').toBeGreaterThan(5);
