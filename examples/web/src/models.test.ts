@@ -181,9 +181,15 @@ describe('web example: GGUF models by file, URL and hf: name, cached in the brow
   const fileRequests = (from: number) => served.slice(from).filter((p) => p.startsWith('/models/'));
   const cdnGets = () => hub!.requests.filter((r) => r.method === 'GET' && r.url.startsWith('/cdn/')).length;
 
-  it('the Node reference generates tokens', (ctx) => {
+  it("the Node reference generates llama.cpp's greedy tokens for the fixture", (ctx) => {
     if (skipReason) return ctx.skip(skipReason);
     expect(expected.length).toBeGreaterThan(5);
+    // An independent check of the reference itself, when llama.cpp's output for the fixture is there.
+    const refs = sharedFile(`gguf/refs/${FIXTURE.replace(/\.gguf$/, '')}.jsonl`);
+    if (!refs) return;
+    const line = readFileSync(refs, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { prompt: string; gen_ids: number[] }).find((l) => l.prompt === PROMPT);
+    expect(line, `${refs} has the prompt ${PROMPT}`).toBeDefined();
+    expect(expected).toEqual(line!.gen_ids.slice(0, expected.length));
   });
 
   it(`picked file: ${FIXTURE} needs no tokenizer and gives Node's greedy ids, downloading nothing`, async (ctx) => {
@@ -199,6 +205,21 @@ describe('web example: GGUF models by file, URL and hf: name, cached in the brow
       expect(r.source).toBe('file');
       expect(fileRequests(before)).toEqual([]);
       expect(r.cacheCount).toBe('0');
+    } finally {
+      await context.close();
+    }
+  }, 240_000);
+
+  it(`picked file on WebGPU: Node's greedy ids`, async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const context = await browser!.newContext();
+    try {
+      const { page, logs } = await open(context, { backend: 'webgpu' });
+      await page.setInputFiles('#model-file', fixturePath!);
+      const r = await generate(page, logs);
+      expectDone(r);
+      expect(await page.textContent('#backend')).toBe('webgpu');
+      expect(r.ids).toEqual(expected);
     } finally {
       await context.close();
     }
@@ -270,6 +291,16 @@ describe('web example: GGUF models by file, URL and hf: name, cached in the brow
       expectDone(second);
       expect(second.ids).toEqual(expected);
       expect(second.source).toBe('cache');
+      expect(hub!.requests.slice(requestsBefore), 'no request to the Hub').toEqual([]);
+
+      // The same cached file loaded in the page itself (no worker).
+      await page.reload();
+      await page.selectOption('#engine', 'page');
+      const inPage = await generate(page, logs);
+      expectDone(inPage);
+      expect(inPage.ids).toEqual(expected);
+      expect(inPage.source).toBe('cache');
+      expect(await page.textContent('#device')).toMatch(/in the page$/);
       expect(hub!.requests.slice(requestsBefore), 'no request to the Hub').toEqual([]);
 
       await page.click('#clear-cache');
