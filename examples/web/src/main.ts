@@ -15,7 +15,7 @@
  * data-state="done" (or "error") at the end; #output data-ids the generated
  * token ids.
  */
-import { FormatError, Llama, type BackendName } from '@rama/llama';
+import { AbortError, FormatError, Llama, type BackendName } from '@rama/llama';
 import { createWorkerLlama, WorkerStartError, type LoadProgress, type WorkerLlama } from '@rama/llama/worker';
 import { fetchModel, listCached, parseModelRef, removeCached, type Progress } from '@rama/hub';
 
@@ -127,7 +127,8 @@ async function fetchSource(source: Source, what: string): Promise<Fetched> {
     downloaded = true;
     showProgress({ phase: 'download', file: p.file, loaded: p.loaded, total: p.total }, p.done);
   };
-  const blobs = await fetchModel(source, { ...hubOptions(), onProgress });
+  // Stop aborts the download (what arrived is not cached).
+  const blobs = await fetchModel(source, { ...hubOptions(), onProgress, signal: controller?.signal });
   // The cache's Blobs have no name: wrapped in Files (not copied) so the loader's errors name the file.
   const label = (i: number) => {
     const ref = parseModelRef(source);
@@ -413,9 +414,12 @@ async function run(): Promise<void> {
     }[r.reason];
     setStatus('done', `Done (${why}): ${r.generatedTokens} tokens, ${r.timing.tokensPerSecond.toFixed(1)} tokens/s on ${llama.backend.name}, first token after ${r.timing.timeToFirstTokenMs.toFixed(0)} ms.`);
   } catch (e) {
-    console.error(e);
     progressBar.hidden = true;
-    setStatus('error', `Error: ${(e as Error).message ?? String(e)}`);
+    if (e instanceof AbortError && controller?.signal.aborted) setStatus('idle', `Stopped: ${e.message}.`);
+    else {
+      console.error(e);
+      setStatus('error', `Error: ${(e as Error).message ?? String(e)}`);
+    }
   } finally {
     controller = undefined;
     generateButton.disabled = false;

@@ -316,6 +316,24 @@ describe('web example: GGUF models by file, URL and hf: name, cached in the brow
     }
   }, 300_000);
 
+  it('Stop during a download aborts it, and nothing is cached', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const context = await browser!.newContext();
+    hub!.cdn = 'stall';
+    try {
+      const { page } = await open(context, { model: `hf:test/tiny/${OTHER}`, endpoint: hub!.endpoint });
+      await page.click('#generate');
+      await page.waitForFunction(() => /^Downloading /.test(document.getElementById('status')!.textContent ?? ''));
+      await page.click('#stop');
+      await page.waitForSelector('#status[data-state="idle"]');
+      expect(await page.textContent('#status')).toBe(`Stopped: download of hf:test/tiny/${OTHER} aborted.`);
+      await page.waitForSelector('#cache-info[data-count="0"]');
+    } finally {
+      hub!.cdn = 'ok';
+      await context.close();
+    }
+  }, 240_000);
+
   it('bad input shows a clear error: 404 names, a 404 URL, bytes that are not a model, a checksum mismatch, offline, a .bin without tokenizer', async (ctx) => {
     if (skipReason) return ctx.skip(skipReason);
     const context = await browser!.newContext();
