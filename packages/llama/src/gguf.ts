@@ -149,10 +149,9 @@ export function ggufTokenizer(file: GGUFFile, spec: ModelSpec): Tokenizer {
   const scores = md.get('tokenizer.ggml.scores');
   if (scores !== undefined && !(scores instanceof Float32Array && scores.length === n)) fail(`tokenizer.ggml.scores is not ${n} float32 values`);
   if (spec.bosId !== 1 || spec.eosId !== 2) fail(`BOS ${spec.bosId} and EOS ${spec.eosId}: only BOS 1 and EOS 2 are supported yet`);
-  for (const [key, dflt] of [['tokenizer.ggml.add_bos_token', true], ['tokenizer.ggml.add_space_prefix', true]] as const) {
-    const v = md.get(key) ?? dflt;
-    if (v !== true) fail(`${key} = ${String(v)} is not supported yet`);
-  }
+  const prefix = md.get('tokenizer.ggml.add_space_prefix') ?? true;
+  if (prefix !== true) fail(`tokenizer.ggml.add_space_prefix = ${String(prefix)} is not supported yet`);
+  if (!addBosOf(md, fail)) fail('tokenizer.ggml.add_bos_token = false is not supported yet for a sentencepiece vocabulary');
   const eos = md.get('tokenizer.ggml.add_eos_token');
   if (eos !== undefined && eos !== false) fail(`tokenizer.ggml.add_eos_token = ${String(eos)} is not supported yet`);
   if (n < 259) fail(`has ${n} tokens, too few for sentencepiece's 256 byte tokens at ids 3..258`);
@@ -182,9 +181,18 @@ function bpeTokenizer(file: GGUFFile, spec: ModelSpec, tokens: string[], types: 
   if (typeof pre !== 'string') fail(`tokenizer.ggml.pre is ${JSON.stringify(pre)}, not a string`);
   const merges = md.get('tokenizer.ggml.merges');
   if (!Array.isArray(merges) || !merges.every((m) => typeof m === 'string')) fail('has no tokenizer.ggml.merges (a list of strings)');
-  const bos = md.get('tokenizer.ggml.add_bos_token');
-  if (bos === false) fail('tokenizer.ggml.add_bos_token = false is not supported yet');
+  const addBos = addBosOf(md, fail);
   const eos = md.get('tokenizer.ggml.add_eos_token');
   if (eos !== undefined && eos !== false) fail(`tokenizer.ggml.add_eos_token = ${String(eos)} is not supported yet`);
-  return Tokenizer.fromBPE(tokens, merges as string[], { source: file.source, bosId: spec.bosId, eosId: spec.eosId, types, pre: pre as string });
+  return Tokenizer.fromBPE(tokens, merges as string[], { source: file.source, bosId: spec.bosId, eosId: spec.eosId, types, pre: pre as string, addBos });
+}
+
+/**
+ * `tokenizer.ggml.add_bos_token` (default true): whether prompts start with
+ * BOS. SmolLM2 and Qwen2 files say false; llama.cpp then adds none.
+ */
+function addBosOf(md: GGUFFile['metadata'], fail: (msg: string) => never): boolean {
+  const v = md.get('tokenizer.ggml.add_bos_token') ?? true;
+  if (typeof v !== 'boolean') fail(`tokenizer.ggml.add_bos_token is ${JSON.stringify(v)}, not a boolean`);
+  return v as boolean;
 }

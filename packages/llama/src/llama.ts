@@ -70,7 +70,7 @@ export interface LoadOptions {
 
 /** Options of `Llama.tokenize` and `countTokens`. */
 export interface TokenizeOptions {
-  /** Start with BOS (default true: the ids generate feeds for a string prompt). */
+  /** Start with BOS (default: whether the vocabulary adds one, true for llama2.c, Llama 2 and 3, false for SmolLM2 and Qwen2; the ids generate feeds for a string prompt). */
   bos?: boolean;
   /** End with EOS (default false). */
   eos?: boolean;
@@ -227,7 +227,7 @@ export class Llama {
     const o = checkKnown('tokenize', opts, ['bos', 'eos']);
     checkBoolean('tokenize', 'bos', o.bos);
     checkBoolean('tokenize', 'eos', o.eos);
-    return this.tokenizer.encode(text, { bos: opts.bos ?? true, eos: opts.eos ?? false });
+    return this.tokenizer.encode(text, { bos: opts.bos ?? this.tokenizer.addBos, eos: opts.eos ?? false });
   }
 
   /**
@@ -246,7 +246,7 @@ export class Llama {
     return this.tokenizer.decode(ids[0] === this.spec.bosId ? ids : [this.spec.bosId, ...ids]);
   }
 
-  /** How many tokens `text` is: tokenize(text, opts).length (so BOS counts unless `bos: false`). */
+  /** How many tokens `text` is: tokenize(text, opts).length (so BOS counts where the vocabulary adds one, unless `bos: false`). */
   countTokens(text: string, opts: TokenizeOptions = {}): number {
     return this.tokenize(text, opts).length;
   }

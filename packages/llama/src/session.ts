@@ -163,7 +163,7 @@ export class Session {
     const context = this.host.contextLength;
     const steps = opts.steps ?? 256;
     let endPos = steps === 0 || steps > context ? context : steps;
-    let feed = typeof prompt === 'string' ? this.host.tokenizer.encode(prompt, { bos: true, eos: false }) : [...prompt];
+    let feed = typeof prompt === 'string' ? this.host.tokenizer.encode(prompt, { bos: this.host.tokenizer.addBos, eos: false }) : [...prompt];
     if (feed.length > context) {
       if (!opts.truncate) {
         throw new ArgumentError(`generate: the prompt is ${feed.length} tokens, longer than the context (${context}); pass truncate: true to keep its end`);
@@ -300,7 +300,7 @@ export class Session {
       const msgs: TemplateMessage[] = conv.system !== undefined ? [{ role: 'system', content: conv.system }] : [];
       for (const t of turns) msgs.push({ role: 'user', content: t.message }, { role: 'assistant', content: t.replyText ?? '' });
       msgs.push({ role: 'user', content: message });
-      return template.encode(template.render(msgs), tokenizer, spec.bosId);
+      return template.encode(template.render(msgs), tokenizer, tokenizer.addBos ? spec.bosId : undefined);
     };
     let all = tokensOf(conv.turns);
     let kept = conv.turns;

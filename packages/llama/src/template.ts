@@ -92,9 +92,10 @@ export interface JinjaChatTemplate {
    * as `<|eot_id|>` or `<|im_start|>`) is that token, longest first, the text
    * between is encoded as plain text (each piece with sentencepiece's dummy
    * prefix, as after a special token in llama.cpp), and the result starts with
-   * BOS (the template's own, else one is added).
+   * BOS (the template's own, else one is added) unless `bosId` is undefined
+   * (a vocabulary that adds no BOS, such as SmolLM2's or Qwen2's).
    */
-  encode(text: string, tokenizer: Pick<Tokenizer, 'encode'>, bosId: number): number[];
+  encode(text: string, tokenizer: Pick<Tokenizer, 'encode'>, bosId: number | undefined): number[];
 }
 
 /**
@@ -141,7 +142,7 @@ export function jinjaChatTemplate(
         if (typeof part === 'number') ids.push(part);
         else ids.push(...tokenizer.encode(part, { bos: false, eos: false }));
       }
-      if (ids[0] !== bosId) ids.unshift(bosId);
+      if (bosId !== undefined && ids[0] !== bosId) ids.unshift(bosId);
       return ids;
     },
   };
