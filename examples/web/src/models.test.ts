@@ -20,11 +20,14 @@ import { build } from 'vite';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { Llama } from '@rama/llama';
 import { isCI, missingMessage, sharedFile, startFakeHub, type FakeHub } from '@rama/testkit';
+// @rama/llama's own (unpublished) gguf-split writer for its tests: the splits are made from the fixture here.
+import { encodeGGUF, readGGUFContents, splitGGUF } from '../../../packages/llama/src/test-gguf.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const FIXTURE = 'aidreams260K-f32.gguf';
 const OTHER = 'stories260K-q8_0.gguf';
+const SPLIT = 'aidreams260K-f32-split';
 const fixturePath = sharedFile(`gguf/${FIXTURE}`);
 const otherPath = sharedFile(`gguf/${OTHER}`);
 const PROMPT = 'Once upon a time';
@@ -93,6 +96,7 @@ describe('web example: GGUF models by file, URL and hf: name, cached in the brow
   let browser: Browser | undefined;
   let origin = '';
   let expected: number[] = [];
+  let splits: (readonly [string, Uint8Array])[] = [];
   const garbage = new Uint8Array(4096).map((_, i) => (i * 131 + 7) & 0xff);
 
   beforeAll(async () => {
@@ -107,9 +111,16 @@ describe('web example: GGUF models by file, URL and hf: name, cached in the brow
     }
     dist = mkdtempSync(join(tmpdir(), 'rama-web-models-'));
     await build({ root, configFile: join(root, 'vite.config.ts'), logLevel: 'warn', build: { outDir: dist, emptyOutDir: true } });
-    server = await serve(dist, { [`/models/${FIXTURE}`]: bytes, '/models/garbage.gguf': garbage });
+    // The fixture as a 3-file gguf-split model.
+    const whole = await readGGUFContents(bytes);
+    const n = whole.tensors.length;
+    splits = splitGGUF(whole, [1, n >> 1, n - 1 - (n >> 1)]).map((c, i) => [`${SPLIT}-0000${i + 1}-of-00003.gguf`, encodeGGUF(c)] as const);
+    server = await serve(dist, { [`/models/${FIXTURE}`]: bytes, '/models/garbage.gguf': garbage, ...Object.fromEntries(splits.map(([f, b]) => [`/models/${f}`, b])) });
     origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    hub = await startFakeHub({ 'test/tiny': { files: { [FIXTURE]: bytes, [OTHER]: new Uint8Array(readFileSync(otherPath!)) } } });
+    hub = await startFakeHub({
+      'test/tiny': { files: { [FIXTURE]: bytes, [OTHER]: new Uint8Array(readFileSync(otherPath!)) } },
+      'test/split': { files: Object.fromEntries(splits) },
+    });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -311,6 +322,42 @@ describe('web example: GGUF models by file, URL and hf: name, cached in the brow
       expect(third.ids).toEqual(expected);
       expect(third.source).toBe('network');
       expect(cdnGets() - cdnBefore).toBe(2);
+    } finally {
+      await context.close();
+    }
+  }, 300_000);
+
+  it('a split GGUF by hf: name (all parts cached, the worker reads them by name) and by URL (loaded in the page): Node\'s ids', async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const context = await browser!.newContext();
+    try {
+      const first = `${SPLIT}-00001-of-00003.gguf`;
+      const { page, logs } = await open(context, { model: `hf:test/split/${first}`, endpoint: hub!.endpoint });
+      const cdnBefore = cdnGets();
+      const r = await generate(page, logs);
+      expectDone(r);
+      expect(r.ids).toEqual(expected);
+      expect(await page.textContent('#device')).toMatch(/in a Web Worker$/);
+      expect(r.cacheCount).toBe('3');
+      expect(cdnGets() - cdnBefore, 'each part downloaded once').toBe(3);
+      for (const [f] of splits) expect(r.statuses.some((t) => t.startsWith(`Downloading ${f}:`)), f).toBe(true);
+
+      await page.reload();
+      const requestsBefore = hub!.requests.length;
+      const again = await generate(page, logs);
+      expectDone(again);
+      expect(again.ids).toEqual(expected);
+      expect(again.source).toBe('cache');
+      expect(hub!.requests.slice(requestsBefore), 'no request to the Hub').toEqual([]);
+
+      await page.goto(`${origin}/?${new URLSearchParams({ prompt: PROMPT, steps: String(STEPS), temperature: '0', backend: 'cpu', model: `/models/${first}` })}`);
+      const before = served.length;
+      const byUrl = await generate(page, logs);
+      expectDone(byUrl);
+      expect(byUrl.ids).toEqual(expected);
+      expect(await page.textContent('#device')).toMatch(/in the page$/);
+      expect(await page.textContent('#note')).toMatch(/A split GGUF by URL loads in this page/);
+      expect(fileRequests(before).sort()).toEqual(splits.map(([f]) => `/models/${f}`).sort());
     } finally {
       await context.close();
     }
