@@ -143,3 +143,35 @@ describe('try-it snippets, rope', () => {
     expect(Math.abs(rows[0].score - rows[2].score)).toBeGreaterThan(1e-2);
   });
 });
+
+describe('try-it snippets, kernels', () => {
+  it('rmsnorm: y = x / sqrt(mean(x^2) + eps), recomputed in float64', async () => {
+    const { tryIt } = await import('./snippets/rmsnorm.mjs');
+    const rows: { x: number[]; y: number[] }[] = await tryIt();
+    for (const { x, y } of rows) {
+      const inv = 1 / Math.sqrt(x.reduce((s, v) => s + v * v, 0) / x.length + 1e-5);
+      x.forEach((v, i) => expect(Math.abs(y[i] - v * inv)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(v * inv))));
+    }
+    // eps dominates a tiny row: its output stays small instead of being blown up to rms 1
+    const rms = (v: number[]) => Math.sqrt(v.reduce((s, a) => s + a * a, 0) / v.length);
+    expect(rms(rows[0].y)).toBeLessThan(0.5);
+    expect(rms(rows[2].y)).toBeCloseTo(1, 4);
+  });
+
+  it('swiglu: silu(g) = g / (1 + e^-g), recomputed in float64', async () => {
+    const { tryIt } = await import('./snippets/swiglu.mjs');
+    const { gate, silu }: { gate: number[]; silu: number[] } = await tryIt();
+    gate.forEach((g, i) => expect(Math.abs(silu[i] - g / (1 + Math.exp(-g)))).toBeLessThan(1e-6));
+  });
+
+  it('gqa: stories260K has 8 query heads sharing 4 key/value heads, and half the KV cache', async (ctx) => {
+    const missing = need('models/stories260K.bin');
+    if (missing) return ctx.skip(missingMessage(missing));
+    const { tryIt } = await import('./snippets/gqa.mjs');
+    const out = await tryIt(paths());
+    // shared/gguf/README.md: stories260K, 5 layers, GQA 8/4
+    expect(out.config).toMatchObject({ dim: 64, nLayers: 5, nHeads: 8, nKvHeads: 4, kvDim: 32 });
+    expect(out.wkShape).toEqual([32, 64]);
+    expect(out.cache * 2).toBe(out.cacheWithout);
+  });
+});

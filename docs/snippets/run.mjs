@@ -10,12 +10,13 @@ export const sharedPaths = (dir = shared) => ({
   tokenizer: resolve(dir, 'models/tok512-aidreams.bin'),
   llama2Tokenizer: resolve(dir, 'models/tokenizer.bin'),
   gguf: resolve(dir, 'gguf/aidreams260K-q8_0.gguf'),
+  gqaModel: resolve(dir, 'models/stories260K.bin'),
 });
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const name = process.argv[2];
   if (!name) {
-    console.error('usage: node docs/snippets/run.mjs <generate|tokenize|embeddings|rope|kv-cache|sampling|quantize|formats>');
+    console.error('usage: node docs/snippets/run.mjs <generate|tokenize|embeddings|rmsnorm|rope|gqa|kv-cache|swiglu|sampling|quantize|formats>');
     process.exit(2);
   }
   const { tryIt } = await import(`./${name}.mjs`);
