@@ -17,7 +17,7 @@
  */
 import { AbortError, FormatError, Llama, type BackendName } from '@rama/llama';
 import { createWorkerLlama, WorkerStartError, type LoadProgress, type WorkerLlama } from '@rama/llama/worker';
-import { fetchModel, listCached, parseModelRef, removeCached, type Progress } from '@rama/hub';
+import { fetchModel, listCached, modelParts, parseModelRef, removeCached, type Progress } from '@rama/hub';
 
 const el = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const e = document.getElementById(id);
@@ -130,14 +130,14 @@ async function fetchSource(source: Source, what: string): Promise<Fetched> {
   // Stop aborts the download (what arrived is not cached).
   const blobs = await fetchModel(source, { ...hubOptions(), onProgress, signal: controller?.signal });
   // The cache's Blobs have no name: wrapped in Files (not copied) so the loader's errors name the file.
+  const parts = modelParts(parseModelRef(source));
   const label = (i: number) => {
-    const ref = parseModelRef(source);
+    const ref = parts[i];
     const path = ref.kind === 'hf' ? ref.path : new URL(ref.url).pathname;
-    const name = decodeURIComponent(path.split('/').pop() || what);
-    return blobs.length === 1 ? name : `${name} (part ${i + 1} of ${blobs.length})`;
+    return decodeURIComponent(path.split('/').pop() || what);
   };
   const files = blobs.map((b, i) => (b instanceof Blob ? new File([b], label(i)) : b));
-  if (!downloaded) setStatus('loading', `Found ${label(0)} in the browser's cache.`);
+  if (!downloaded) setStatus('loading', `Found ${parts.length === 1 ? label(0) : `${label(0)} and the other ${parts.length - 1} parts`} in the browser's cache.`);
   return { files, fromCache: !downloaded, cachedAs: source };
 }
 
