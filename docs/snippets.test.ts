@@ -175,3 +175,34 @@ describe('try-it snippets, kernels', () => {
     expect(out.cache * 2).toBe(out.cacheWithout);
   });
 });
+
+describe('try-it snippets, attention', () => {
+  it('attention: softmax(q.k / sqrt(headSize)) v over positions 0..p only, recomputed in float64', async () => {
+    const { tryIt } = await import('./snippets/attention.mjs');
+    const r = await tryIt();
+    const { positions, headSize, nHeads, nKvHeads } = r;
+    const dim = nHeads * headSize, kvDim = nKvHeads * headSize;
+    for (let p = 0; p < positions; p++) {
+      for (let h = 0; h < nHeads; h++) {
+        const kvh = Math.floor(h / (nHeads / nKvHeads));
+        const scores: number[] = [];
+        for (let t = 0; t <= p; t++) {
+          let s = 0;
+          for (let i = 0; i < headSize; i++) s += r.q[p * dim + h * headSize + i] * r.k[t * kvDim + kvh * headSize + i];
+          scores.push(s / Math.sqrt(headSize));
+        }
+        const m = Math.max(...scores);
+        const e = scores.map((s) => Math.exp(s - m));
+        const sum = e.reduce((a, b) => a + b);
+        for (let i = 0; i < headSize; i++) {
+          let o = 0;
+          for (let t = 0; t <= p; t++) o += (e[t] / sum) * r.v[t * kvDim + kvh * headSize + i];
+          expect(Math.abs(r.out[p * dim + h * headSize + i] - o)).toBeLessThan(1e-5);
+        }
+      }
+    }
+    // the causal mask: rows before position 3 do not see what it holds; row 3 does
+    expect(r.changed.slice(0, 3 * dim)).toEqual(r.out.slice(0, 3 * dim));
+    expect(r.changed.slice(3 * dim)).not.toEqual(r.out.slice(3 * dim));
+  });
+});

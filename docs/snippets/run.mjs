@@ -16,7 +16,7 @@ export const sharedPaths = (dir = shared) => ({
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const name = process.argv[2];
   if (!name) {
-    console.error('usage: node docs/snippets/run.mjs <generate|tokenize|embeddings|rmsnorm|rope|gqa|kv-cache|swiglu|sampling|quantize|formats>');
+    console.error('usage: node docs/snippets/run.mjs <generate|tokenize|embeddings|rmsnorm|attention|rope|gqa|kv-cache|swiglu|sampling|quantize|formats>');
     process.exit(2);
   }
   const { tryIt } = await import(`./${name}.mjs`);
