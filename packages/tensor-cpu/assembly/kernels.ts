@@ -911,12 +911,14 @@ function matmulHalf<T>(out: usize, x: usize, w: usize, cols: i32, d: i32, rows: 
   return q4DotLH(q4Lo(wp), q4Hi(wp), xp);
 }
 
-/** The four scales of blocks wp, wp + 18, wp + 36, wp + 54 as f32x4. */
+/** The four scales of blocks wp, wp + 18, wp + 36, wp + 54 as f32x4: each f16 into the low half of a lane, widened together. */
 @inline function q4Scales4(wp: usize): v128 {
-  let dv = f32x4.splat(q4Scale(wp));
-  dv = f32x4.replace_lane(dv, 1, q4Scale(wp + 18));
-  dv = f32x4.replace_lane(dv, 2, q4Scale(wp + 36));
-  return f32x4.replace_lane(dv, 3, q4Scale(wp + 54));
+  let h = i32x4.splat(0);
+  h = v128.load16_lane(wp, h, 0);
+  h = v128.load16_lane(wp + 18, h, 2);
+  h = v128.load16_lane(wp + 36, h, 4);
+  h = v128.load16_lane(wp + 54, h, 6);
+  return widen4<u16>(h);
 }
 
 /** Adds the four lanes of p to val in lane order (the blocks' order). */
