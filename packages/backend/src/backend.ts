@@ -133,8 +133,12 @@ export interface Step {
    * with q4_0 weights the same, in its blocks of 32.
    */
   matmul(out: Tensor, x: Tensor, w: Tensor): void;
-  /** Rotates each consecutive pair (x[2i], x[2i+1]) of every head of row r by positions[r] * theta^(-2i/headSize). */
-  rope(x: Tensor, headSize: number, theta: number): void;
+  /**
+   * Rotates each consecutive pair (x[2i], x[2i+1]) of every head of row r by
+   * positions[r] * theta^(-2i/headSize), divided by freqFactors[i] where given
+   * (Llama 3.1's rope scaling; headSize / 2 factors). See ropeFrequencies.
+   */
+  rope(x: Tensor, headSize: number, theta: number, freqFactors?: Float32Array): void;
   /** cache[layer, slots[r], positions[r]] = src[r] */
   storeKV(cache: Tensor, layer: number, src: Tensor): void;
   /**

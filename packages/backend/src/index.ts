@@ -4,6 +4,7 @@ export type { DType, DTypes, DTypeKind, DTypeTraits, Tensor, TensorDesc } from '
 export { byteLengthOf, checkSupported, dtypeTraits, elementCount, isDType, registerDType, registeredDTypes, rowsOf, colsOf } from './tensor.js';
 // The error classes live in @rama/core; re-exported so existing imports keep working.
 export { RamaError, FormatError, ArgumentError, BackendError, AbortError, NumericError } from '@rama/core';
+export { freqFactorsKey, ropeFrequencies } from './rope.js';
 export { checkGatherRows, checkStepRows, checkRowsInCache, kvGeometry, kvOffset, RowFlow } from './rows.js';
 export type { CheckedRows, KVGeometry } from './rows.js';
 export { bf16ToF32, dequantizeQ4_0, f16Table, f16ToF32, q4_0Int, q4_0Scale, Q4_0_BLOCK, Q4_0_BYTES } from './elements.js';

@@ -57,9 +57,10 @@ export function forward(step: Step, c: ModelSpec, w: LlamaWeights, s: RunState, 
     // RoPE: rotate each pair (q[2i], q[2i+1]) of a head by pos * theta^(-2i/headSize),
     // and k the same way. A dot product of two rotated vectors then depends
     // on their positions only through the difference: attention sees relative
-    // positions. v is not rotated. (docs/guide/rope.md)
-    step.rope(s.q, c.headSize, c.rope.theta);
-    step.rope(s.k, c.headSize, c.rope.theta);
+    // positions. v is not rotated. Llama 3.1 divides each pair's frequency by a
+    // factor (rope scaling, for long contexts). (docs/guide/rope.md)
+    step.rope(s.q, c.headSize, c.rope.theta, c.rope.freqFactors);
+    step.rope(s.k, c.headSize, c.rope.theta, c.rope.freqFactors);
     taps?.rotated?.(step, l);
     // The KV cache: this position's k and v are kept (per layer, per
     // sequence slot), so a later token reuses them instead of recomputing the

@@ -11,7 +11,7 @@ import {
 import { FormatError } from '@rama/core';
 import { Tokenizer } from '@rama/tokenizer';
 import { ggufSpec, llama2cSpec, type ModelSpec } from './spec.js';
-import { configOfSpec, ggufWeightSource, type WeightSource } from './weights.js';
+import { configOfSpec, ggufWeightSource, ROPE_FREQS, type WeightSource } from './weights.js';
 import { hfFolderFiles, isDirectory, isHfModelFiles, openHfModel, type HfModelFiles } from './hf-model.js';
 
 export type ModelFormat = CheckpointFormat | 'gguf' | 'safetensors';
@@ -109,7 +109,7 @@ async function readGGUFPath(path: string): Promise<GGUFFile> {
 async function ggufModel(gguf: GGUFFile): Promise<OpenedModel> {
   const name = gguf.source;
   try {
-    const spec = ggufSpec(gguf.metadata, gguf.tensors, name);
+    const spec = await ggufRopeFactors(gguf, ggufSpec(gguf.metadata, gguf.tensors, name));
     const weights = ggufWeightSource(gguf, spec);
     const tokenizer = ggufTokenizer(gguf, spec);
     const quantized = [...weights.tensors.values()].some((t) => t.dtype === 'q8_0');
@@ -118,6 +118,25 @@ async function ggufModel(gguf: GGUFFile): Promise<OpenedModel> {
     await gguf.close().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * Llama 3.1 and 3.2 files carry their rope scaling as `rope_freqs.weight`:
+ * one F32 factor per rotated pair, dividing that pair's frequency (as
+ * llama.cpp's rope does); the spec gets them.
+ */
+async function ggufRopeFactors(gguf: GGUFFile, spec: ModelSpec): Promise<ModelSpec> {
+  const t = gguf.tensors.get(ROPE_FREQS);
+  if (!t) return spec;
+  const pairs = spec.rope.rotaryDims / 2;
+  if (t.type.name !== 'F32' || t.elements !== pairs) {
+    throw new FormatError(`${gguf.source}: ${ROPE_FREQS} is ${t.type.name} with ${t.elements} elements, expected F32 with ${pairs} (one per rotated pair)`);
+  }
+  const bytes = new Uint8Array(4 * pairs);
+  await gguf.readInto(t, bytes);
+  const freqFactors = new Float32Array(bytes.buffer);
+  if (!freqFactors.every((f) => Number.isFinite(f) && f > 0)) throw new FormatError(`${gguf.source}: ${ROPE_FREQS} holds a factor that is not a positive number`);
+  return { ...spec, rope: { ...spec.rope, freqFactors } };
 }
 
 const SPM_SPACE = /\u2581/g;

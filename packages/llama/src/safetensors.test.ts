@@ -219,7 +219,7 @@ async function logitsOf(model: Parameters<typeof Llama.load>[0]['model'], tokeni
 
 // ---- a float64 forward pass (llama2.c's, interleaved RoPE), for the rounding bound ----
 
-function forward64(c: ModelConfig, w: Map<string, Float32Array>, tokens: number[]): Float64Array[] {
+function forward64(c: ModelConfig, w: Map<string, Float32Array>, tokens: number[], freqFactors?: Float32Array): Float64Array[] {
   const { dim, hiddenDim, nLayers, nHeads, nKvHeads, headSize: hs, kvDim, vocabSize } = c;
   const matvec = (m: Float32Array, x: Float64Array, rows: number, cols: number) => {
     const y = new Float64Array(rows);
@@ -239,7 +239,7 @@ function forward64(c: ModelConfig, w: Map<string, Float32Array>, tokens: number[
   const rope = (v: Float64Array, pos: number) => {
     for (let i = 0; i < v.length; i += 2) {
       const j = i % hs;
-      const a = pos * c.ropeTheta ** (-j / hs);
+      const a = (pos * c.ropeTheta ** (-j / hs)) / (freqFactors ? freqFactors[j / 2] : 1);
       const [x0, x1] = [v[i], v[i + 1]];
       v[i] = x0 * Math.cos(a) - x1 * Math.sin(a);
       v[i + 1] = x0 * Math.sin(a) + x1 * Math.cos(a);
@@ -375,8 +375,43 @@ describe('Hugging Face safetensors models (LlamaForCausalLM)', () => {
     await fails(writeFolder('bias', { ...cfg, attention_bias: true }, tensors), /config\.json: attention_bias is true: biases are not supported yet/);
     await fails(writeFolder('arch', { ...cfg, architectures: ['MistralForCausalLM'], model_type: 'mistral' }, tensors), /config\.json: architectures is \["MistralForCausalLM"\]/);
     await fails(writeFolder('scaling', { ...cfg, rope_scaling: { type: 'linear', factor: 2 } }, tensors), /rope_scaling type "linear" is not supported/);
-    // Llama 3.1's scaling is read (as frequency factors), but the forward pass does not run it yet.
-    await fails(writeFolder('llama3', { ...cfg, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } }, tensors), /RoPE frequency factors is not supported yet/, ArgumentError);
+    // Llama 3.1's scaling becomes per-pair frequency factors (Meta's apply_scaling, written out here in float64), and runs.
+    const scaling = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+    const l3 = await Llama.load({ model: writeFolder('llama3', { ...cfg, rope_scaling: scaling }, tensors), tokenizer, threads: 1 });
+    try {
+      const theta = src.config.ropeTheta, hs = src.config.dim / src.config.nHeads;
+      const got = l3.spec.rope.freqFactors!;
+      expect(got).toHaveLength(hs / 2);
+      for (let i = 0; i < hs / 2; i++) {
+        const freq = 1 / Math.pow(theta, (2 * i) / hs);
+        const wavelen = (2 * Math.PI) / freq;
+        const old = scaling.original_max_position_embeddings;
+        let scaled: number;
+        if (wavelen < old / scaling.high_freq_factor) scaled = freq;
+        else if (wavelen > old / scaling.low_freq_factor) scaled = freq / scaling.factor;
+        else {
+          const smooth = (old / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor);
+          scaled = (1 - smooth) * (freq / scaling.factor) + smooth * freq;
+        }
+        expect(got[i]).toBeCloseTo(freq / scaled, 5);
+      }
+      expect(Math.max(...got)).toBeGreaterThan(1);
+    } finally {
+      l3.dispose();
+    }
+    // and the engine runs them: logits as close to a float64 forward pass with those factors as without them
+    const scaledLogits = await logitsOf(writeFolder('llama3-run', { ...cfg, rope_scaling: scaling }, tensors), tokenizer);
+    const plainLogits = await logitsOf(writeFolder('plain-run', cfg, tensors), tokenizer);
+    const l3b = await Llama.load({ model: writeFolder('llama3-ff', { ...cfg, rope_scaling: scaling }, tensors), tokenizer, threads: 1 });
+    const ff = l3b.spec.rope.freqFactors!;
+    l3b.dispose();
+    const refScaled = forward64(src.config, src.tensors, SEQUENCE, ff).slice(1);
+    const refPlain = forward64(src.config, src.tensors, SEQUENCE).slice(1);
+    const worst = (a: Float32Array[], b: Float64Array[]) => Math.max(...a.map((l, i) => maxDiff(l, b[i])));
+    expect(worst(scaledLogits, refScaled)).toBeLessThan(1e-3);
+    expect(worst(plainLogits, refPlain)).toBeLessThan(1e-3);
+    // the factors matter: the scaled model is far from the unscaled reference
+    expect(worst(scaledLogits, refPlain)).toBeGreaterThan(100 * worst(scaledLogits, refScaled));
     // An index that puts a tensor in the wrong shard.
     const wrongIndex = writeFolder('wrong-index', cfg, tensors, 3);
     const indexPath = join(wrongIndex, 'model.safetensors.index.json');

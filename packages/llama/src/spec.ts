@@ -100,7 +100,6 @@ export function checkSupported(spec: ModelSpec, source: string): void {
   if (spec.architecture !== 'llama') no(`architecture ${spec.architecture}`);
   if (spec.rope.style !== 'interleaved') no(`RoPE style ${spec.rope.style}`);
   if (spec.rope.rotaryDims !== spec.headSize) no(`partial rotary embedding (${spec.rope.rotaryDims} of ${spec.headSize} dims)`);
-  if (spec.rope.freqFactors) no('RoPE frequency factors');
   if (spec.attentionBias) no('attention biases');
 }
 
@@ -147,7 +146,6 @@ export function ggufSpec(metadata: ReadonlyMap<string, GGUFValue>, tensors: Read
     if (v === undefined || v === 'none' || (k !== 'rope.scaling.type' && v === 1) || (k === 'expert_count' && v === 0)) continue;
     fail(`llama.${k} = ${String(v)} is not supported yet`);
   }
-  if (tensors.has('rope_freqs.weight')) fail('has rope_freqs.weight (RoPE frequency factors), not supported yet');
   for (const name of tensors.keys()) {
     if (/\.bias$/.test(name)) fail(`has ${name}: biases are not supported yet`);
   }

@@ -262,6 +262,9 @@ export async function checkModelFits(backend: Backend, ckpt: WeightSource, plan:
 
 // ---- GGUF ----
 
+/** Llama 3.1's RoPE frequency factors in a GGUF file (one per rotated pair). */
+export const ROPE_FREQS = 'rope_freqs.weight';
+
 /**
  * A GGUF file's tensors under llama2.c's names. F16, BF16 and Q4_0 matrices
  * are also offered as they are (`native`: f16, bf16, q4_0), which
@@ -328,6 +331,7 @@ export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource 
   }
   map('rms_final', 'output_norm.weight', [dim], 'norm');
   if (!spec.tiedClassifier) map('wcls', 'output.weight', [vocabSize, dim], 'matrix');
+  used.add(ROPE_FREQS); // read into the spec (ggufRopeFactors), not uploaded
   for (const name of file.tensors.keys()) if (!used.has(name)) fail(`has tensor ${name}, which a llama model does not use`);
 
   const readInto = async (entry: TensorEntry, dst: Uint8Array): Promise<void> => {

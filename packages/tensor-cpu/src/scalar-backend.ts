@@ -219,11 +219,12 @@ class CpuStep implements Step {
     }
   }
 
-  rope(x: Tensor, headSize: number, theta: number): void {
+  rope(x: Tensor, headSize: number, theta: number, freqFactors?: Float32Array): void {
     const t = this.be.own(x);
     const n = colsOf(t);
+    if (freqFactors && freqFactors.length * 2 !== headSize) throw new ArgumentError(`rope: ${freqFactors.length} frequency factors for a head of ${headSize}`);
     const rows = this.rowFlow.flow(t, t, 'rope');
-    for (let r = 0; r < rows; r++) k.rope(t.f32, r * n, n, headSize, this.positions[r], theta);
+    for (let r = 0; r < rows; r++) k.rope(t.f32, r * n, n, headSize, this.positions[r], theta, freqFactors);
   }
 
   storeKV(cache: Tensor, layer: number, src: Tensor): void {

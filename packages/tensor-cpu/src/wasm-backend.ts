@@ -14,7 +14,7 @@
  * the weights; a model that fits in one memory uses one space and no copies.
  */
 import {
-  ArgumentError, BackendError, byteLengthOf, checkGatherRows, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
+  ArgumentError, BackendError, byteLengthOf, freqFactorsKey, ropeFrequencies, checkGatherRows, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
   type Backend, type BackendOptions, type CheckedRows, type DType, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
 import {
@@ -800,7 +800,7 @@ class WasmStep implements Step {
     else this.op(p, OP.MATMUL_Q80, o, p.addr(o, rows * d * 4, 'write'), q.xq, q.xs, wt.ptr, wt.scalesPtr, n, d, rows, gs, wt.blocked ? 1 : 0);
   }
 
-  rope(x: Tensor, headSize: number, theta: number): void {
+  rope(x: Tensor, headSize: number, theta: number, freqFactors?: Float32Array): void {
     const t = this.f32(x, 'rope');
     const n = colsOf(t), rows = this.rowFlow.flow(t, t, 'rope');
     const p = this.in(t.space);
@@ -810,12 +810,14 @@ class WasmStep implements Step {
     // or the whole row when heads have an odd size. Row r turns by its own position.
     const period = headSize % 2 === 0 ? headSize / 2 : n / 2;
     const base = this.op(p, OP.ROPE, t, at, n, rows, 0, period);
-    p.useTable(`rope,${rows},${period},${headSize},${theta}`, base + 4, () => {
+    if (freqFactors && headSize % 2 !== 0) throw new ArgumentError(`rope: frequency factors need an even head size, got ${headSize}`);
+    p.useTable(`rope,${rows},${period},${headSize},${theta},${freqFactorsKey(freqFactors)}`, base + 4, () => {
+      const freqs = headSize % 2 === 0 ? ropeFrequencies(headSize, theta, freqFactors) : undefined;
       const tab = new Float32Array(rows * period * 2);
       for (let r = 0; r < rows; r++) {
         for (let i = 0; i < period; i++) {
           const headDim = (2 * i) % headSize;
-          const freq = f32(1 / f32(Math.pow(theta, f32(headDim / headSize))));
+          const freq = freqs ? freqs[headDim / 2] : f32(1 / f32(Math.pow(theta, f32(headDim / headSize))));
           const angle = f32(this.positions[r] * freq);
           tab[(r * period + i) * 2] = Math.cos(angle);
           tab[(r * period + i) * 2 + 1] = Math.sin(angle);

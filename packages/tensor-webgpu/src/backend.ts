@@ -14,6 +14,7 @@ import {
   type Tensor,
   type TensorDesc,
   type TensorFill,
+  freqFactorsKey,
 } from '@rama/backend';
 import { acquireDevice, type AcquiredDevice } from './device.js';
 import { allKernels } from './kernels/index.js';
@@ -426,8 +427,8 @@ export class WebGpuBackend implements Backend, StepHost {
    * is not submitted yet, so it is kept until dispose (with doubling, at most
    * as much memory again as the current table).
    */
-  ropeTable(headSize: number, theta: number, positions: number): GpuTensor {
-    const key = `${headSize}|${theta}`;
+  ropeTable(headSize: number, theta: number, positions: number, freqFactors?: Float32Array): GpuTensor {
+    const key = `${headSize}|${theta}|${freqFactorsKey(freqFactors)}`;
     const cur = this.ropeTables.get(key);
     if (cur && cur.rows >= positions) return cur;
     let cap = positions;
@@ -440,10 +441,10 @@ export class WebGpuBackend implements Backend, StepHost {
         if (g.kvDim % headSize === 0) cap = Math.max(cap, g.seqLen);
       }
     }
-    const desc: TensorDesc = { label: `rope table (head ${headSize}, theta ${theta}, ${cap} positions)`, shape: [cap, headSize], dtype: 'f32' };
+    const desc: TensorDesc = { label: `rope table (head ${headSize}, theta ${theta}${freqFactors ? ', frequency factors' : ''}, ${cap} positions)`, shape: [cap, headSize], dtype: 'f32' };
     const { parts, check } = this.createBuffers(desc, true);
     try {
-      for (const p of parts) fillRopeTable(new Float32Array(p.buffer.getMappedRange(), 0, p.e1 - p.e0), headSize, theta, p.r0, p.r1);
+      for (const p of parts) fillRopeTable(new Float32Array(p.buffer.getMappedRange(), 0, p.e1 - p.e0), headSize, theta, p.r0, p.r1, freqFactors);
     } finally {
       for (const p of parts) p.buffer.unmap();
     }

@@ -12,7 +12,7 @@ export interface StepHost {
     bindGroup: GPUBindGroup;
   };
   scratch(kind: string, bytes: number): GPUBuffer;
-  ropeTable(headSize: number, theta: number, positions: number): GpuTensor;
+  ropeTable(headSize: number, theta: number, positions: number, freqFactors?: Float32Array): GpuTensor;
   /** Writes the step buffer's words (see STEP_WGSL), then submits the step's commands. */
   submitStep(words: Uint32Array<ArrayBuffer>, commands: GPUCommandBuffer): void;
   /** Records a copy of a tensor's first `count` elements into a staging buffer; the returned function maps it after submit. */
@@ -121,8 +121,8 @@ export class WebGpuStep implements Step, Recorder {
     return this.host.scratch(kind, bytes);
   }
 
-  ropeTable(headSize: number, theta: number, positions: number): GpuTensor {
-    return this.host.ropeTable(headSize, theta, positions);
+  ropeTable(headSize: number, theta: number, positions: number, freqFactors?: Float32Array): GpuTensor {
+    return this.host.ropeTable(headSize, theta, positions, freqFactors);
   }
 
   private endPass(): void {
@@ -153,9 +153,9 @@ export class WebGpuStep implements Step, Recorder {
     const o = this.t(out, op), xi = this.t(x, op);
     k.matmul(this, o, xi, this.t(w, op), this.flow(o, xi, op));
   }
-  rope(x: Tensor, headSize: number, theta: number): void {
+  rope(x: Tensor, headSize: number, theta: number, freqFactors?: Float32Array): void {
     const xi = this.t(x, 'rope');
-    k.rope(this, xi, headSize, theta, this.flow(xi, xi, 'rope'));
+    k.rope(this, xi, headSize, theta, this.flow(xi, xi, 'rope'), freqFactors);
   }
   storeKV(cache: Tensor, layer: number, src: Tensor): void {
     k.storeKV(this, this.t(cache, 'storeKV'), layer, this.t(src, 'storeKV'));

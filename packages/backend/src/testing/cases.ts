@@ -286,14 +286,14 @@ function matmulPackedCases(): ConformanceCase[] {
 }
 
 function ropeCases(): ConformanceCase[] {
-  const mk = (name: string, n: number, hs: number, theta: number, pos: number, outRows: number, rows: number, seed: number): ConformanceCase => {
+  const mk = (name: string, n: number, hs: number, theta: number, pos: number, outRows: number, rows: number, seed: number, factors?: Float32Array): ConformanceCase => {
     const r = rng(seed);
     const x = randn(r, outRows * n);
     return {
       op: 'rope',
       name,
       tensors: { x: f32('x', [outRows, n], x) },
-      steps: [{ pos, rows, run: (s, t) => s.rope(t.x, hs, theta) }],
+      steps: [{ pos, rows, run: (s, t) => s.rope(t.x, hs, theta, factors) }],
       outputs: { x: (i) => 1e-5 * (Math.abs(x[i]) + Math.abs(x[i ^ 1])) + 1e-6 },
     };
   };
@@ -301,6 +301,8 @@ function ropeCases(): ConformanceCase[] {
     mk('head 16, pos 0, 5 rows', 64, 16, 10000, 0, 6, 5, 21),
     mk('head 8, pos 300, 2 rows', 32, 8, 10000, 300, 3, 2, 22),
     mk('head 32, theta 500000, pos 1000, 3 rows', 96, 32, 500000, 1000, 4, 3, 23),
+    // Llama 3.1's rope scaling: each pair's frequency divided by its own factor (1 for high frequencies, up to 8 for low)
+    mk('head 16, frequency factors 1..8, pos 700, 3 rows', 48, 16, 500000, 700, 4, 3, 24, Float32Array.from({ length: 8 }, (_, i) => 1 + i)),
   ];
 }
 

@@ -55,10 +55,12 @@ export function matmulF32(out: Float32Array, outOff: number, x: Float32Array, xO
  * (far ones). Rotation keeps lengths; q.k of two rotated vectors depends on
  * pos_q - pos_k only. (docs/guide/rope.md)
  */
-export function rope(x: Float32Array, off: number, dim: number, headSize: number, pos: number, theta: number): void {
+export function rope(x: Float32Array, off: number, dim: number, headSize: number, pos: number, theta: number, freqFactors?: Float32Array): void {
   for (let i = 0; i < dim; i += 2) {
     const headDim = i % headSize;
-    const freq = f32(1 / f32(Math.pow(theta, f32(headDim / headSize))));
+    const base = f32(1 / f32(Math.pow(theta, f32(headDim / headSize))));
+    // Llama 3.1 slows the low frequencies down by a per-pair factor (long-context rope scaling).
+    const freq = freqFactors ? f32(base / freqFactors[headDim / 2]) : base;
     const angle = f32(pos * freq);
     const fcr = f32(Math.cos(angle));
     const fci = f32(Math.sin(angle));

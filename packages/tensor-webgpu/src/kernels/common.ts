@@ -159,7 +159,7 @@ export interface Recorder {
    * (cos, sin) pairs, holding at least `positions` positions. Built on the
    * host the first time, then rebuilt only when a step needs more positions.
    */
-  ropeTable(headSize: number, theta: number, positions: number): GpuTensor;
+  ropeTable(headSize: number, theta: number, positions: number, freqFactors?: Float32Array): GpuTensor;
   readonly packedDot: boolean;
   /** Which matmul kernels to dispatch (see MatmulKernels). */
   readonly matmulKernels: MatmulKernels;

@@ -1,4 +1,4 @@
-import { BackendError } from '@rama/backend';
+import { BackendError, ropeFrequencies } from '@rama/backend';
 import { STEP_WGSL, Params, expect, expectDtype, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor } from '../tensor.js';
 
@@ -45,23 +45,15 @@ struct P { n: u32, headSize: u32, rStart: u32, rowsWord: u32, xRow0: u32, tRow0:
   },
 ];
 
-/** llama2.c's frequencies, step by step in f32. */
-export function ropeFrequencies(headSize: number, theta: number): Float32Array {
-  const f = Math.fround;
-  const freq = new Float32Array(headSize / 2);
-  for (let i = 0; i < headSize / 2; i++) {
-    freq[i] = f(1 / f(Math.pow(f(theta), f((2 * i) / headSize))));
-  }
-  return freq;
-}
-
 /**
  * Rows [p0, p1) of the rotation table: for position p and pair i,
- * (cos, sin) of angle = f32(p * freq_i), each rounded to f32, as the CPU does.
+ * (cos, sin) of angle = f32(p * freq_i), each rounded to f32, as the CPU does
+ * (freq_i from @rama/backend's ropeFrequencies, with the model's frequency
+ * factors if any).
  */
-export function fillRopeTable(dst: Float32Array, headSize: number, theta: number, p0: number, p1: number): void {
+export function fillRopeTable(dst: Float32Array, headSize: number, theta: number, p0: number, p1: number, freqFactors?: Float32Array): void {
   const f = Math.fround;
-  const freq = ropeFrequencies(headSize, theta);
+  const freq = ropeFrequencies(headSize, theta, freqFactors);
   const half = headSize / 2;
   for (let p = p0, o = 0; p < p1; p++) {
     for (let i = 0; i < half; i++, o += 2) {
@@ -72,13 +64,13 @@ export function fillRopeTable(dst: Float32Array, headSize: number, theta: number
   }
 }
 
-export function rope(rec: Recorder, x: GpuTensor, headSize: number, theta: number, rows: RowFlow): void {
+export function rope(rec: Recorder, x: GpuTensor, headSize: number, theta: number, rows: RowFlow, freqFactors?: Float32Array): void {
   expectDtype('rope', x, 'f32');
   expect(Number.isInteger(headSize) && headSize > 0 && headSize % 2 === 0 && x.cols % headSize === 0, 'rope', `head size ${headSize} must be even and divide ${x.cols}`);
   expect(Number.isFinite(theta) && theta > 0, 'rope', `theta must be a positive number, got ${theta}`);
   const chunks = rowChunks('rope', [x], rows.count);
   const positions = rec.positions.slice(0, rows.count);
-  const table = rec.ropeTable(headSize, theta, Math.max(...positions) + 1);
+  const table = rec.ropeTable(headSize, theta, Math.max(...positions) + 1, freqFactors);
   if (!table.parts.every((tp) => tp.wholeRows)) {
     throw new BackendError(`rope: a rotation table row of ${4 * headSize} bytes does not fit one buffer binding`);
   }
