@@ -35,7 +35,11 @@ export interface LoadOptions {
    * @rama/hub (a split GGUF name: every part); a string that is an existing local file stays that file.
    */
   model: ModelSource | readonly ModelSource[] | HfModelFiles;
-  /** A llama2.c checkpoint's tokenizer.bin, in the same forms (a name too). Required for a checkpoint; not allowed with a GGUF file, which carries its own. */
+  /**
+   * A tokenizer.bin (llama2.c) or a Hugging Face tokenizer.json, in the same forms (a name too). Required for a llama2.c
+   * checkpoint; optional with a GGUF file or a Hugging Face folder, which carry their own: given anyway, it must hold the
+   * same pieces (an ArgumentError names the first that differs) and is then used (e.g. llama2.c's spelling of BOS and EOS).
+   */
   tokenizer?: ModelSource;
   /** Download progress of a model or tokenizer given by name: `{ file, url, loaded, total, done }`, per file. */
   onProgress?: (p: Progress) => void;
@@ -136,15 +140,14 @@ export class Llama {
     try {
       const { config, spec, weights: ckpt } = model;
       checkSupported(spec, ckpt.source);
-      if (model.tokenizer && opts.tokenizer !== undefined) {
-        const what = model.format === 'gguf' ? 'is a GGUF file, which carries' : 'comes with';
-        throw new ArgumentError(`Llama.load: ${ckpt.source} ${what} its own tokenizer: leave out the "tokenizer" option`);
-      }
       if (!model.tokenizer && opts.tokenizer === undefined) {
         const what = model.format === 'safetensors' ? 'a Hugging Face model without tokenizer.json' : 'a llama2.c checkpoint';
         throw new ArgumentError(`Llama.load: the "tokenizer" option is required for ${what}`);
       }
-      const tokenizer = model.tokenizer ?? await loadTokenizer(tokenizerSource as ModelSource, config.vocabSize);
+      const given = opts.tokenizer === undefined ? undefined : await loadTokenizer(tokenizerSource as ModelSource, config.vocabSize);
+      // A model that carries its vocabulary takes another tokenizer only if it is the same vocabulary.
+      if (model.tokenizer && given) checkSameVocabulary(model.tokenizer, given, spec, ckpt.source);
+      const tokenizer = given ?? model.tokenizer!;
       const context = opts.contextLength ?? config.seqLen;
       checkInteger('Llama.load', `contextLength (the model's seq_len is ${config.seqLen})`, context, 1, config.seqLen);
       const quantizeGroupSize = opts.q80 && model.format !== 'v2' ? chooseGroupSize([config.dim, config.hiddenDim]) : undefined;
@@ -313,4 +316,21 @@ async function loadTokenizer(source: ModelSource, vocabSize: number): Promise<To
   }
   const bytes = source instanceof Uint8Array ? source : new Uint8Array(source as ArrayBuffer);
   return Tokenizer.load(bytes, { ...opts, source: '<buffer>' });
+}
+
+/**
+ * A tokenizer given beside a file that carries its own (GGUF, a Hugging Face
+ * folder) must hold the same pieces for every token but the special ones
+ * (llama2.c's tokenizer.bin spells BOS and EOS "\n<s>\n" and "\n</s>\n").
+ */
+function checkSameVocabulary(own: Tokenizer, given: Tokenizer, spec: ModelSpec, source: string): void {
+  const special = new Set([0, spec.bosId, spec.eosId, ...spec.stopIds]);
+  const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((v, i) => v === b[i]);
+  for (let id = 0; id < own.vocabSize; id++) {
+    if (special.has(id) || same(own.piece(id), given.piece(id))) continue;
+    const text = (t: Tokenizer) => JSON.stringify(new TextDecoder().decode(t.piece(id)));
+    throw new ArgumentError(
+      `Llama.load: the "tokenizer" ${given.source} does not match the vocabulary ${source} carries: token ${id} is ${text(given)} there, ${text(own)} in the model (leave out the "tokenizer" option to use the model's own)`,
+    );
+  }
 }
