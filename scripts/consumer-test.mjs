@@ -146,7 +146,7 @@ try {
       check(!files.some((f) => /\.test\.ts$/.test(f)), `${where}: ships test files`);
       // Every export target, in every condition (the @rama/source one too), is in the tarball.
       const targets = [];
-      for (const entry of Object.values(pkg.exports ?? {})) for (const t of Object.values(entry)) targets.push(t);
+      for (const entry of Object.values(pkg.exports ?? {})) for (const t of typeof entry === 'string' ? [entry] : Object.values(entry)) targets.push(t);
       for (const t of Object.values(pkg.bin ?? {})) targets.push(t);
       for (const t of targets) check(has(t.replace(/^\.\//, '')), `${where}: export target ${t} is not in the tarball`);
       // Source maps and declaration maps, and the sources they point at.

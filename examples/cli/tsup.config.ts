@@ -12,5 +12,9 @@ export default defineConfig({
   target: 'node20',
   platform: 'node',
   sourcemap: true,
+  // maps point at src/, which ships: no second copy of the sources inside them
+  esbuildOptions(options) {
+    options.sourcesContent = false;
+  },
   clean: true,
 });

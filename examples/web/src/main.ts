@@ -256,7 +256,7 @@ async function ensureLoaded(): Promise<Engine> {
     if (engine === 'page') llama = await loadInPage(fetchedModel, fetchedTokenizer, backend);
     else {
       // Files go over as they are (a File is not copied); a URL left uncached is fetched by the worker itself.
-      // ?worker=URL: a prebuilt engine worker script (e.g. @rama/llama's dist/worker/thread.standalone.js) instead of the bundled one.
+      // ?worker=URL: a prebuilt engine worker script (e.g. the repository's packages/llama/dist/worker/thread.standalone.js) instead of the bundled one.
       const worker = params.get('worker') ?? undefined;
       llama = await createWorkerLlama({
         model: workerModel!, ...(fetchedTokenizer ? { tokenizer: fetchedTokenizer.files[0] } : {}),

@@ -1,5 +1,5 @@
 import { vi } from 'vitest';
-import { describeBackendConformance } from '@rama/backend/testing';
+import { describeBackendConformance } from '@rama/backend-conformance';
 import { CpuBackend } from './index.js';
 
 // 3 threads (an odd split) also where the machine has fewer cores: these tests check results, not speed.

@@ -3,7 +3,7 @@ import {
   ArgumentError, bf16ToF32, byteLengthOf, contiguousRows, dequantizeQ4_0, f16ToF32, registerDType, registeredDTypes,
   type Backend, type Tensor, type TensorDesc,
 } from '@rama/backend';
-import { rng } from '@rama/backend/testing';
+import { rng } from '@rama/backend-conformance';
 import { CpuBackend } from './index.js';
 
 // A type no backend supports, registered the way a package adds one.

@@ -4,7 +4,7 @@
  * suite bounds it). This is what keeps llama2.c's goldens matching.
  */
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { rng } from '@rama/backend/testing';
+import { rng } from '@rama/backend-conformance';
 import { contiguousRows, type Backend, type Step, type Tensor, type TensorDesc } from '@rama/backend';
 import { quantizeWeights, writeQ80 } from '@rama/quant-q80';
 import { CpuBackend } from './index.js';

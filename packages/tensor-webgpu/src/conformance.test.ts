@@ -1,4 +1,4 @@
-import { describeBackendConformance } from '@rama/backend/testing';
+import { describeBackendConformance } from '@rama/backend-conformance';
 import { ScalarCpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from './index.js';
 

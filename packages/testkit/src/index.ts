@@ -155,7 +155,7 @@ export { applyMutations, mutationsArb, lyingInt32, type Mutation, type MutationO
 /**
  * A small deterministic PRNG (mulberry32): numbers in [0, 1), so random
  * schedules in tests can be replayed from their seed. (The conformance suite
- * in @rama/backend/testing has its own copy: a published package cannot
+ * in @rama/backend-conformance has its own copy: a published package cannot
  * depend on this private one.)
  */
 export function prng(seed: number): () => number {

@@ -9,7 +9,7 @@
  * and every thread runs the program, with a barrier between ops.
  */
 import { BackendError } from '@rama/backend';
-import { KERNELS_SHARED_WASM, KERNELS_WASM } from '../generated/kernels.wasm.js';
+import { KERNELS_MEMORY_FLAGS_AT, KERNELS_SHARED_WASM } from '../generated/kernels.wasm.js';
 import { workersRefusedNotice } from './isolation.js';
 
 /** The module's exports (see assembly/kernels.ts). */
@@ -61,7 +61,10 @@ const modules = new Map<boolean, Promise<WebAssembly.Module>>();
 export function kernelsModule(shared: boolean): Promise<WebAssembly.Module> {
   let m = modules.get(shared);
   if (!m) {
-    m = WebAssembly.compile(decodeBase64(shared ? KERNELS_SHARED_WASM : KERNELS_WASM));
+    const bytes = decodeBase64(KERNELS_SHARED_WASM);
+    // The unshared kernels are the same bytes with the memory import's limits flags 0x01 instead of 0x03.
+    if (!shared) bytes[KERNELS_MEMORY_FLAGS_AT] = 0x01;
+    m = WebAssembly.compile(bytes);
     modules.set(shared, m);
   }
   return m;

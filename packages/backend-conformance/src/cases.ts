@@ -26,13 +26,13 @@
  * binding limit is exercised across its splits (a row-split weight, a logits
  * row split into segments, a KV cache layer spanning two buffers).
  */
-import type { Step, StepRows } from '../backend.js';
-import type { Tensor, TensorDesc } from '../tensor.js';
-import { bf16ToF32, dequantizeQ4_0, f16ToF32 } from '../elements.js';
+import { bf16ToF32, dequantizeQ4_0, f16ToF32, type Step, type StepRows, type Tensor, type TensorDesc } from '@rama/backend';
 
 export type HostData = Float32Array | Int32Array | Uint8Array;
 
+/** A tensor a case makes on both backends. */
 export interface CaseTensor {
+  /** Its shape, type and label. */
   desc: TensorDesc;
   /** Initial contents (standard layout), or undefined to alloc (zero-filled). */
   data?: HostData;
@@ -44,10 +44,15 @@ export type Bound = (i: number, want: number) => number;
 /** One step of a case: `rows` consecutive positions from `pos` in slot 0, or an explicit `layout`. */
 export type CaseStep = ({ pos: number; rows: number } | { layout: StepRows }) & { run: (s: Step, t: Record<string, Tensor>) => void };
 
+/** One op (or pipeline of ops) checked against the reference backend. */
 export interface ConformanceCase {
+  /** The op it checks, e.g. "matmul q8_0" (the test name's first part). */
   op: string;
+  /** What this case varies: shapes, rows, positions. */
   name: string;
+  /** The tensors it makes, by name. */
   tensors: Record<string, CaseTensor>;
+  /** The steps it records and submits, in order. */
   steps: CaseStep[];
   /** Outputs compared after the last step, each with its bound. */
   outputs: Record<string, Bound>;
@@ -591,6 +596,7 @@ function pipelineCases(): ConformanceCase[] {
   return [c1, c2, c3, c4];
 }
 
+/** Every case, deterministic (seeded): what describeBackendConformance runs. */
 export function conformanceCases(): ConformanceCase[] {
   return [
     ...embedCases(),

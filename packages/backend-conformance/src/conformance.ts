@@ -10,13 +10,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ArgumentError } from '@rama/core';
-import { contiguousRows, type Backend } from '../backend.js';
-import { byteLengthOf, registerDType, registeredDTypes, type Tensor, type TensorDesc } from '../tensor.js';
+import { byteLengthOf, contiguousRows, registerDType, registeredDTypes, type Backend, type Tensor, type TensorDesc } from '@rama/backend';
 import { conformanceCases, type ConformanceCase } from './cases.js';
 
 // A type no backend has kernels for, so that the refusal check below always has one to try
 // (also for a backend that supports every type Rama ships).
-declare module '../tensor.js' {
+declare module '@rama/backend' {
   interface DTypes {
     /** The conformance suite's own type, which no backend supports. */
     conformance_q2: true;
@@ -76,6 +75,11 @@ export function compareOutput(
   return `${name}: ${count} of ${want.length} elements outside the bound (worst ${worst.toFixed(1)}x the bound):\n  ${bad.join('\n  ')}`;
 }
 
+/**
+ * Describes (vitest) the whole suite for one backend: every case runs on the
+ * backend `make` returns and on `makeReference`'s, and each output element
+ * must agree within the case's bound; plus the dtype checks.
+ */
 export function describeBackendConformance(
   name: string,
   make: () => Promise<Backend>,
