@@ -18,12 +18,7 @@
 import { AbortError, FormatError, Llama, type BackendName } from '@rama/llama';
 import { createWorkerLlama, WorkerStartError, type LoadProgress, type WorkerLlama } from '@rama/llama/worker';
 import { fetchModel, listCached, modelParts, parseModelRef, removeCached, type Progress } from '@rama/hub';
-
-const el = <T extends HTMLElement = HTMLElement>(id: string): T => {
-  const e = document.getElementById(id);
-  if (!e) throw new Error(`missing #${id}`);
-  return e as T;
-};
+import { el, numberInput, showStatus, type State } from './dom.js';
 
 const form = el<HTMLFormElement>('form');
 const modelUrl = el<HTMLInputElement>('model-url');
@@ -54,11 +49,8 @@ const tokensOut = el('tokens');
 const tpsOut = el('tps');
 const output = el('output');
 
-type State = 'idle' | 'loading' | 'generating' | 'done' | 'error';
-
 function setStatus(state: State, text: string): void {
-  status.dataset.state = state;
-  status.textContent = text;
+  showStatus(status, state, text);
 }
 
 /** Notes about how the model runs (no WebGPU, one thread, no worker), one per line. */
@@ -348,16 +340,6 @@ async function clearCache(): Promise<void> {
 }
 
 // ---- Generating -------------------------------------------------------------
-
-function numberInput(input: HTMLInputElement, name: string, opts: { integer?: boolean; min?: number; max?: number } = {}): number | undefined {
-  const raw = input.value.trim();
-  if (raw === '') return undefined;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || (opts.integer && !Number.isInteger(v)) || (opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max)) {
-    throw new Error(`${name}: ${JSON.stringify(raw)} is not a valid value`);
-  }
-  return v;
-}
 
 /** Lets the browser paint between tokens when the model runs in the page. */
 let lastPaint = 0;

@@ -12,12 +12,7 @@
  * The numbers shown are also in data attributes (see the README).
  */
 import { Llama, samplingDistribution, type BackendName, type ModelSource, type TokenInspection } from '@rama/llama';
-
-const el = <T extends Element = HTMLElement>(id: string): T => {
-  const e = document.getElementById(id);
-  if (!e) throw new Error(`missing #${id}`);
-  return e as unknown as T;
-};
+import { el, numberInput, showStatus, type State } from './dom.js';
 
 const form = el<HTMLFormElement>('form');
 const modelUrl = el<HTMLInputElement>('model-url');
@@ -52,11 +47,8 @@ const attentionRow = el('attention-row');
 const attLayer = el('att-layer');
 const attHead = el('att-head');
 
-type State = 'idle' | 'loading' | 'generating' | 'done' | 'error';
-
 function setStatus(state: State, text: string): void {
-  status.dataset.state = state;
-  status.textContent = text;
+  showStatus(status, state, text);
 }
 
 // ---- Form prefill ---------------------------------------------------------------
@@ -335,29 +327,19 @@ function select(i: number): void {
 
 // ---- Generating -----------------------------------------------------------------
 
-function numberOf(input: HTMLInputElement, name: string, opts: { integer?: boolean; min?: number; max?: number } = {}): number | undefined {
-  const raw = input.value.trim();
-  if (raw === '') return undefined;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || (opts.integer && !Number.isInteger(v)) || (opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max)) {
-    throw new Error(`${name}: ${JSON.stringify(raw)} is not a valid value`);
-  }
-  return v;
-}
-
 let running = false;
 
 async function generate(): Promise<void> {
   running = true;
   generateButton.disabled = true;
   try {
-    const temp = numberOf(temperature, 'temperature', { min: 0 }) ?? 1;
-    const p = numberOf(topp, 'top-p', { min: 0, max: 1 }) ?? 0.9;
-    const stepCount = numberOf(steps, 'steps', { integer: true, min: 1 }) ?? 48;
-    const topK = numberOf(topkInput, 'top-k', { integer: true, min: 1, max: 100 }) ?? 10;
+    const temp = numberInput(temperature, 'temperature', { min: 0 }) ?? 1;
+    const p = numberInput(topp, 'top-p', { min: 0, max: 1 }) ?? 0.9;
+    const stepCount = numberInput(steps, 'steps', { integer: true, min: 1 }) ?? 48;
+    const topK = numberInput(topkInput, 'top-k', { integer: true, min: 1, max: 100 }) ?? 10;
     // A seed is always used (and shown) so that choosing another layer or head re-runs the same text.
     if (seed.value.trim() === '') seed.value = String(1 + Math.floor(Math.random() * 2 ** 31));
-    const seedValue = numberOf(seed, 'seed', { integer: true })!;
+    const seedValue = numberInput(seed, 'seed', { integer: true })!;
     const llama = await ensureLoaded();
     const layer = Number(layerSelect.value), head = Number(headSelect.value);
     attLayer.textContent = String(layer);

@@ -234,9 +234,7 @@ export class Session {
         this.conversation = conv;
         this.chatPending = [];
         const all = [...this.renderConversation(conv), ...this.renderTurn(message, conv.turns.length === 0 ? conv.system : undefined)];
-        // Positions whose KV entries already hold these very tokens are kept; at least one token is fed, to sample from.
-        startPos = 0;
-        while (startPos < this.cache.length && startPos < all.length - 1 && this.cache[startPos] === all[startPos]) startPos++;
+        startPos = this.cachedPrefix(all);
         feed = all.slice(startPos);
       } else {
         message = messages as string;
@@ -249,32 +247,20 @@ export class Session {
         startPos = this.cache.length;
         feed = [...this.chatPending, ...this.renderTurn(message, conv.turns.length === 0 ? conv.system : undefined)];
       }
-      // Room kept for the reply when deciding to shift.
-      const reserve = Math.max(1, Math.min(opts.maxTokens ?? Infinity, Math.floor(context / 4)));
+      const reserve = replyReserve(opts, context);
       if ((opts.contextShift ?? true) && startPos + feed.length + reserve > context) {
         const kept = this.shift(conv, message, context - reserve);
         startPos = 0;
         feed = kept;
       }
-      const max = opts.maxTokens;
-      const limit = max === undefined ? context : Math.min(context, startPos + feed.length - 1 + max);
       const promptLength = feed.length;
-      return {
-        ...this.common(opts),
-        feed,
-        startPos,
-        endPos: limit,
-        endReason: limit === context ? 'context' : 'steps',
-        echo: false,
-        stopAtEos: true,
-        onEnd: (_pos, last, reason, entered) => {
-          this.cache = [...this.cache.slice(0, startPos), ...entered];
-          // The reply's last token has not entered the model yet: it goes first next turn. After a stop
-          // string too: the reply stays as generated, the stop string's tokens included.
-          this.chatPending = reason === 'eos' || reason === 'steps' || reason === 'stop' ? [last] : [];
-          conv.turns.push({ message, reply: [...entered.slice(promptLength), ...this.chatPending] });
-        },
-      };
+      return this.replyPlan(opts, context, feed, startPos, (last, reason, entered) => {
+        this.cache = [...this.cache.slice(0, startPos), ...entered];
+        // The reply's last token has not entered the model yet: it goes first next turn. After a stop
+        // string too: the reply stays as generated, the stop string's tokens included.
+        this.chatPending = reason === 'eos' || reason === 'steps' || reason === 'stop' ? [last] : [];
+        conv.turns.push({ message, reply: [...entered.slice(promptLength), ...this.chatPending] });
+      });
     });
   }
 
@@ -304,7 +290,7 @@ export class Session {
     };
     let all = tokensOf(conv.turns);
     let kept = conv.turns;
-    const reserve = Math.max(1, Math.min(opts.maxTokens ?? Infinity, Math.floor(context / 4)));
+    const reserve = replyReserve(opts, context);
     if ((opts.contextShift ?? true) && all.length + reserve > context) {
       // Drop the oldest turns (the system prompt stays) until the conversation and room for a reply fit.
       let drop = 0;
@@ -318,12 +304,33 @@ export class Session {
     conv.turns = kept;
     this.conversation = conv;
     this.chatPending = [];
-    // Positions whose KV entries already hold these very tokens are kept; at least one token is fed, to sample from.
-    let startPos = 0;
-    while (startPos < this.cache.length && startPos < all.length - 1 && this.cache[startPos] === all[startPos]) startPos++;
+    const startPos = this.cachedPrefix(all);
     const feed = all.slice(startPos);
+    return this.replyPlan(opts, context, feed, startPos, (last, reason, entered) => {
+      this.cache = [...this.cache.slice(0, startPos), ...entered];
+      // The last sampled token is part of the reply unless it ended the turn (EOS, end of turn).
+      const reply = [...entered.slice(feed.length), ...(reason === 'steps' || reason === 'stop' ? [last] : [])];
+      conv.turns.push({ message, reply, replyText: tokenizer.decode([all[all.length - 1], ...reply]) });
+    });
+  }
+
+  /** Positions whose KV entries already hold these very tokens (kept); at least one token is left to feed, to sample from. */
+  private cachedPrefix(all: readonly number[]): number {
+    let n = 0;
+    while (n < this.cache.length && n < all.length - 1 && this.cache[n] === all[n]) n++;
+    return n;
+  }
+
+  /**
+   * A chat reply's plan: `feed` read from `startPos`, then sampled tokens
+   * until EOS, a stop, `maxTokens` or the end of the context.
+   */
+  private replyPlan(
+    opts: ChatOptions, context: number, feed: number[], startPos: number,
+    onEnd: (last: number, reason: Parameters<LoopPlan['onEnd']>[2], entered: readonly number[]) => void,
+  ): LoopPlan {
     const max = opts.maxTokens;
-    const limit = max === undefined ? context : Math.min(context, all.length - 1 + max);
+    const limit = max === undefined ? context : Math.min(context, startPos + feed.length - 1 + max);
     return {
       ...this.common(opts),
       feed,
@@ -332,12 +339,7 @@ export class Session {
       endReason: limit === context ? 'context' : 'steps',
       echo: false,
       stopAtEos: true,
-      onEnd: (_pos, last, reason, entered) => {
-        this.cache = [...this.cache.slice(0, startPos), ...entered];
-        // The last sampled token is part of the reply unless it ended the turn (EOS, end of turn).
-        const reply = [...entered.slice(feed.length), ...(reason === 'steps' || reason === 'stop' ? [last] : [])];
-        conv.turns.push({ message, reply, replyText: tokenizer.decode([all[all.length - 1], ...reply]) });
-      },
+      onEnd: (_pos, last, reason, entered) => onEnd(last, reason, entered),
     };
   }
 
@@ -530,4 +532,9 @@ function checkMessages(
   const history: [string, string][] = [];
   for (let i = first; i + 1 < list.length; i += 2) history.push([list[i].content, list[i + 1].content]);
   return { system, history, message: list[list.length - 1].content };
+}
+
+/** Room kept for a chat reply when deciding to shift the context: maxTokens, at most a quarter of it, at least 1. */
+function replyReserve(opts: ChatOptions, context: number): number {
+  return Math.max(1, Math.min(opts.maxTokens ?? Infinity, Math.floor(context / 4)));
 }
