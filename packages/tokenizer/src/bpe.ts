@@ -10,7 +10,7 @@
  * vocabulary uses.
  */
 import { FormatError } from '@rama/core';
-import { PairHeap } from './heap.js';
+import { mergeByHeap } from './heap.js';
 
 /** GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the rest to U+0100 onwards, in order. */
 export const BYTE_TO_CHAR: readonly string[] = (() => {
@@ -140,46 +140,19 @@ export class BpeModel {
   }
 
   /**
-   * Merges on a linked list with a heap of candidate pairs ordered by (rank,
-   * position); entries made stale by an earlier merge are skipped when
-   * popped. O(n log n), so a long word (a SentencePiece-style vocabulary has
-   * no pre-tokenizer: the whole text is one word) stays fast.
+   * Merges by rank (lowest first, leftmost on a tie) with mergeByHeap:
+   * O(n log n), so a long word (a SentencePiece-style vocabulary has no
+   * pre-tokenizer: the whole text is one word) stays fast.
    */
   private merge(syms: number[], out: number[]): void {
-    const n = syms.length;
-    if (n < 2) {
-      out.push(...syms);
-      return;
-    }
-    const tok = Int32Array.from(syms);
-    const next = new Int32Array(n);
-    const prev = new Int32Array(n);
-    const alive = new Uint8Array(n).fill(1);
-    for (let i = 0; i < n; i++) {
-      next[i] = i + 1 < n ? i + 1 : -1;
-      prev[i] = i - 1;
-    }
-    const heap = new PairHeap(3 * n);
-    const offer = (left: number): void => {
-      if (left < 0) return;
-      const right = next[left];
-      if (right < 0) return;
-      const rank = this.ranks.get(tok[left] * this.n + tok[right]);
-      // The heap puts the highest score first: lowest rank is the highest -rank.
-      if (rank !== undefined) heap.push(-rank, left, right, tok[left], tok[right], this.results[rank]);
-    };
-    for (let i = 0; i + 1 < n; i++) offer(i);
-    for (let e = heap.pop(); e >= 0; e = heap.pop()) {
-      const left = heap.left[e];
-      const right = heap.right[e];
-      if (!alive[left] || next[left] !== right || tok[left] !== heap.a[e] || tok[right] !== heap.b[e]) continue;
-      tok[left] = heap.id[e];
-      alive[right] = 0;
-      next[left] = next[right];
-      if (next[right] >= 0) prev[next[right]] = left;
-      offer(prev[left]);
-      offer(left);
-    }
-    for (let i = 0; i >= 0; i = next[i]) out.push(tok[i]);
+    // The heap puts the highest score first: lowest rank is the highest -rank.
+    const merged = mergeByHeap(syms, (a, b, into) => {
+      const rank = this.ranks.get(a * this.n + b);
+      if (rank === undefined) return false;
+      into.score = -rank;
+      into.id = this.results[rank];
+      return true;
+    });
+    for (const id of merged) out.push(id);
   }
 }

@@ -5,7 +5,7 @@ import { BpeModel, BYTE_TO_CHAR, CHAR_TO_BYTE } from './bpe.js';
 import { parseTokenizerJson, readJson } from './hf.js';
 import { cleanUpHf, cleanUpLlamaCpp, Pipeline, type AddedToken } from './pipeline.js';
 import { ggufPreTokenizer, splitPieces } from './pretokenize.js';
-import { PairHeap } from './heap.js';
+import { mergeByHeap } from './heap.js';
 
 /** llama2.c's fixed special ids (the sentencepiece export always puts them here). */
 export const BOS_ID = 1;
@@ -511,28 +511,10 @@ export class Tokenizer {
   /**
    * llama2.c's merge loop, which repeatedly merges the adjacent pair whose
    * concatenation is in the vocab with the highest score (strictly greater
-   * than -1e10; the leftmost pair wins a tie), until none is left.
-   *
-   * The naive loop rescans every pair after each merge (O(n^2) lookups). Here
-   * the tokens are a linked list and the candidate pairs sit in a max-heap
-   * ordered by (score desc, left position asc). Merging keeps the left
-   * token's original position, so position order is list order, and
-   * "leftmost wins a tie" is exactly "smallest position wins". A merge only
-   * changes the pairs beside it; heap entries made stale by it are skipped
-   * when popped. Result: identical ids in O(n log n).
+   * than -1e10; the leftmost pair wins a tie), until none is left: the same
+   * ids in O(n log n) instead of rescanning every pair (mergeByHeap).
    */
   private merge(ids: number[], t: EncodeTables): number[] {
-    const n = ids.length;
-    if (n < 2) return ids;
-    const tok = Int32Array.from(ids);
-    const next = new Int32Array(n);
-    const prev = new Int32Array(n);
-    const alive = new Uint8Array(n).fill(1);
-    for (let i = 0; i < n; i++) {
-      next[i] = i + 1 < n ? i + 1 : -1;
-      prev[i] = i - 1;
-    }
-
     // Each pair (a, b) is looked up once per encode; repeats (long runs of
     // the same text) hit this memo instead of building a new string.
     const memo = new Map<number, number>();
@@ -550,32 +532,14 @@ export class Tokenizer {
       return id;
     };
 
-    const heap = new PairHeap(3 * n);
-    const offer = (left: number): void => {
-      const right = next[left];
-      if (left < 0 || right < 0) return;
-      const id = pairId(tok[left], tok[right]);
+    return mergeByHeap(ids, (a, b, into) => {
+      const id = pairId(a, b);
       // llama2.c starts best_score at -1e10 and needs a strictly greater score.
-      if (id >= 0 && this.scores[id] > -1e10) heap.push(this.scores[id], left, right, tok[left], tok[right], id);
-    };
-    for (let i = 0; i + 1 < n; i++) offer(i);
-
-    for (let e = heap.pop(); e >= 0; e = heap.pop()) {
-      const left = heap.left[e];
-      const right = heap.right[e];
-      // Skip entries whose pair no longer exists as it was.
-      if (!alive[left] || next[left] !== right || tok[left] !== heap.a[e] || tok[right] !== heap.b[e]) continue;
-      tok[left] = heap.id[e];
-      alive[right] = 0;
-      next[left] = next[right];
-      if (next[right] >= 0) prev[next[right]] = left;
-      offer(prev[left]);
-      offer(left);
-    }
-
-    const out: number[] = [];
-    for (let i = 0; i >= 0; i = next[i]) out.push(tok[i]); // position 0 is never merged away
-    return out;
+      if (id < 0 || !(this.scores[id] > -1e10)) return false;
+      into.score = this.scores[id];
+      into.id = id;
+      return true;
+    });
   }
 }
 
