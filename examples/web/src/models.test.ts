@@ -10,21 +10,21 @@
  * tokenizer) shows a clear error.
  */
 import { readFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from 'vite';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { Llama } from '@rama/llama';
 import { isCI, missingMessage, sharedFile, startFakeHub, type FakeHub } from '@rama/testkit';
 // @rama/llama's own (unpublished) gguf-split writer for its tests: the splits are made from the fixture here.
 import { encodeGGUF, readGGUFContents, splitGGUF } from '../../../packages/llama/src/test-gguf.js';
+import { CHROMIUM, launchChromium, servePage } from './test-support.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const FIXTURE = 'aidreams260K-f32.gguf';
 const OTHER = 'stories260K-q8_0.gguf';
 const SPLIT = 'aidreams260K-f32-split';
@@ -37,44 +37,8 @@ const missing = !fixturePath ? `gguf/${FIXTURE}` : !otherPath ? `gguf/${OTHER}` 
 if (!existsSync(CHROMIUM) && isCI()) throw new Error(`no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`);
 const skipReason = missing ? missingMessage(missing) : !existsSync(CHROMIUM) ? `skipped: no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)` : undefined;
 
-const TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.wasm': 'application/wasm',
-};
-
 /** Paths the page's server was asked for, in order. */
 const served: string[] = [];
-
-/** The built page with COOP/COEP (as vite.config.ts sends), plus model files by path (bytes in memory). */
-function serve(dist: string, files: Record<string, Uint8Array>): Promise<Server> {
-  const server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    served.push(path);
-    const headers = {
-      'Cross-Origin-Opener-Policy': 'same-origin',
-      'Cross-Origin-Embedder-Policy': 'require-corp',
-      'Cross-Origin-Resource-Policy': 'same-origin',
-      'Cache-Control': 'no-store',
-    };
-    const body = files[path];
-    if (body) {
-      res.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream', 'Content-Length': body.length }).end(body);
-      return;
-    }
-    const p = normalize(join(dist, path === '/' ? 'index.html' : path));
-    if (!p.startsWith(dist + sep) || !existsSync(p) || !statSync(p).isFile()) {
-      res.writeHead(404, { ...headers, 'Content-Type': 'text/plain' }).end('not found');
-      return;
-    }
-    res.writeHead(200, { ...headers, 'Content-Type': TYPES[extname(p)] ?? 'application/octet-stream' }).end(readFileSync(p));
-  });
-  return new Promise((ok, fail) => {
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => ok(server));
-  });
-}
 
 interface Run {
   state: string | null;
@@ -115,17 +79,13 @@ describe('web example: GGUF models by file, URL and hf: name, cached in the brow
     const whole = await readGGUFContents(bytes);
     const n = whole.tensors.length;
     splits = splitGGUF(whole, [1, n >> 1, n - 1 - (n >> 1)]).map((c, i) => [`${SPLIT}-0000${i + 1}-of-00003.gguf`, encodeGGUF(c)] as const);
-    server = await serve(dist, { [`/models/${FIXTURE}`]: bytes, '/models/garbage.gguf': garbage, ...Object.fromEntries(splits.map(([f, b]) => [`/models/${f}`, b])) });
+    server = await servePage(dist, { [`/models/${FIXTURE}`]: bytes, '/models/garbage.gguf': garbage, ...Object.fromEntries(splits.map(([f, b]) => [`/models/${f}`, b])) }, { onRequest: (path) => served.push(path) });
     origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     hub = await startFakeHub({
       'test/tiny': { files: { [FIXTURE]: bytes, [OTHER]: new Uint8Array(readFileSync(otherPath!)) } },
       'test/split': { files: Object.fromEntries(splits) },
     });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-    });
+    browser = await launchChromium();
   }, 240_000);
 
   afterAll(async () => {

@@ -9,20 +9,20 @@
  * norms. Screenshots of the page and of the heatmap are saved under
  * test-results/ and must hold more than background pixels.
  */
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from 'vite';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 import { isCI, missingMessage, sharedFile } from '@rama/testkit';
 import { Llama, samplingDistribution, type GeneratedToken } from '@rama/llama';
+import { CHROMIUM, launchChromium, servePage } from './test-support.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const MODEL = 'models/aidreams260K.bin';
 const TOKENIZER = 'models/tok512-aidreams.bin';
 const modelPath = sharedFile(MODEL);
@@ -34,27 +34,8 @@ const results = join(root, 'test-results');
 // Greedy, so the page on WebGPU and Node on the CPU generate the same tokens.
 const RUN = { prompt: 'I dreamed of', steps: 32, temperature: 0, layer: 3, head: 2, topk: 10 };
 
-const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.wasm': 'application/wasm' };
 
 /** The built site and the model files, with the headers that make the page cross-origin isolated. */
-function serve(dist: string, files: Record<string, string>): Promise<Server> {
-  const server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    let file = files[path];
-    const p = normalize(join(dist, path === '/' ? 'index.html' : path));
-    if (!file && p.startsWith(dist + sep) && existsSync(p) && statSync(p).isFile()) file = p;
-    if (!file) return void res.writeHead(404).end('not found');
-    res.writeHead(200, {
-      'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream',
-      'Cross-Origin-Opener-Policy': 'same-origin',
-      'Cross-Origin-Embedder-Policy': 'require-corp',
-      'Cross-Origin-Resource-Policy': 'same-origin',
-    });
-    createReadStream(file).pipe(res);
-  });
-  return new Promise((ok, fail) => server.once('error', fail).listen(0, '127.0.0.1', () => ok(server)));
-}
-
 /** What the page shows, read from its data attributes. */
 async function shown(page: Page) {
   return page.evaluate(() => {
@@ -120,14 +101,9 @@ describe('playground page in headless Chromium', () => {
     for await (const t of gen) if (t.inspect) expected.push(t);
     dist = mkdtempSync(join(tmpdir(), 'rama-playground-'));
     await build({ root, configFile: join(root, 'vite.config.ts'), logLevel: 'warn', build: { outDir: dist, emptyOutDir: true } });
-    server = await serve(dist, { [`/${MODEL}`]: modelPath!, [`/${TOKENIZER}`]: tokenizerPath! });
+    server = await servePage(dist, { [`/${MODEL}`]: modelPath!, [`/${TOKENIZER}`]: tokenizerPath! });
     origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      // WebGPU on SwiftShader (NOTES.md): no Vulkan/ANGLE flags, they hang the GPU process here.
-      args: ['--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-    });
+    browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {

@@ -8,18 +8,18 @@
  * Content Security Policy that blocks workers.
  */
 import { createReadStream, existsSync, mkdtempSync, rmSync, statSync, mkdirSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { availableParallelism, tmpdir } from 'node:os';
-import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build, createServer as createViteServer, defaultClientConditions, type Plugin, type ViteDevServer } from 'vite';
 import { chromium, type Browser } from 'playwright-core';
 import { generateGoldens, isCI, missingMessage, sharedFile } from '@rama/testkit';
+import { CHROMIUM, launchChromium, servePage, type ServeOptions } from './test-support.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const MODEL = 'models/aidreams260K.bin';
 const TOKENIZER = 'models/tok512-aidreams.bin';
 const GOLDEN = 'aidreams-greedy-bos';
@@ -31,54 +31,10 @@ const missing = !modelPath ? MODEL : !tokenizerPath ? TOKENIZER : !golden ? 'gol
 if (!existsSync(CHROMIUM) && isCI()) throw new Error(`no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`);
 const skipReason = missing ? missingMessage(missing) : !existsSync(CHROMIUM) ? `skipped: no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)` : undefined;
 
-const TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.wasm': 'application/wasm',
-  '.json': 'application/json',
-  '.svg': 'image/svg+xml',
-};
-
 /** Every path the test servers were asked for. */
 const served: string[] = [];
 
-/** What a test server sends besides the files: COOP/COEP (default on, like vite's), a CSP. */
-interface Headers {
-  isolation?: boolean;
-  csp?: string;
-}
-
 /** A static server for the built page and the two model files. */
-function serve(dist: string, files: Record<string, string>, headers: Headers = {}): Promise<Server> {
-  const server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    served.push(path);
-    let file: string | undefined = files[path];
-    if (!file) {
-      const p = normalize(join(dist, path === '/' ? 'index.html' : path));
-      if (p.startsWith(dist + sep) && existsSync(p) && statSync(p).isFile()) file = p;
-    }
-    if (!file) {
-      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found');
-      return;
-    }
-    res.writeHead(200, {
-      'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream',
-      'Content-Length': statSync(file).size,
-      ...(headers.isolation === false ? {} : { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' }),
-      ...(headers.csp ? { 'Content-Security-Policy': headers.csp } : {}),
-      'Cross-Origin-Resource-Policy': 'same-origin',
-      'Cache-Control': 'no-store',
-    });
-    createReadStream(file).pipe(res);
-  });
-  return new Promise((ok, fail) => {
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => ok(server));
-  });
-}
-
 /** Serves the model files from a Vite dev server. */
 const modelFiles = (files: Record<string, string>): Plugin => ({
   name: 'rama-test-models',
@@ -135,12 +91,7 @@ describe('web example in headless Chromium', () => {
   beforeAll(async () => {
     if (skipReason) return;
     files = { [`/${MODEL}`]: modelPath!, [`/${TOKENIZER}`]: tokenizerPath! };
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      // WebGPU on SwiftShader (NOTES.md): no Vulkan/ANGLE flags, they hang the GPU process here.
-      args: ['--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-    });
+    browser = await launchChromium();
   }, 60_000);
 
   afterAll(async () => {
@@ -151,7 +102,7 @@ describe('web example in headless Chromium', () => {
   });
 
   /** The production build (vite build, once), served by a plain static server with these headers. */
-  async function built(headers: Headers = {}): Promise<string> {
+  async function built(headers: Omit<ServeOptions, 'onRequest'> = {}): Promise<string> {
     if (!dist) {
       dist = mkdtempSync(join(tmpdir(), 'rama-web-'));
       await build({ root, configFile: join(root, 'vite.config.ts'), logLevel: 'warn', build: { outDir: dist, emptyOutDir: true } });
@@ -159,7 +110,7 @@ describe('web example in headless Chromium', () => {
     const key = JSON.stringify(headers);
     let server = servers.get(key);
     if (!server) {
-      server = await serve(dist, files, headers);
+      server = await servePage(dist, files, { ...headers, onRequest: (path) => served.push(path) });
       servers.set(key, server);
     }
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
