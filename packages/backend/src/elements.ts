@@ -61,3 +61,171 @@ export function dequantizeQ4_0(bytes: Uint8Array, count: number, out = new Float
   }
   return out;
 }
+
+/*
+ * GGUF's k-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 elements with
+ * scales per sub-block. The functions below read one super-block at byte
+ * `at`; the layouts are those of the registered dtypes q4_k, q5_k and q6_k
+ * (see their `layout` text in tensor.ts).
+ */
+
+/** Elements per k-quant super-block (ggml's QK_K). */
+export const QK_K = 256;
+/** Bytes per Q4_K super-block: d, dmin (f16), 12 bytes of scales and mins, 128 bytes of nibbles. */
+export const Q4_K_BYTES = 144;
+/** Bytes per Q5_K super-block: as Q4_K plus 32 bytes of fifth bits (before the nibbles). */
+export const Q5_K_BYTES = 176;
+/** Bytes per Q6_K super-block: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, f16 d. */
+export const Q6_K_BYTES = 210;
+
+/**
+ * The 6-bit scale sc_j (j = 0..7) of a Q4_K or Q5_K super-block (the same
+ * 12 bytes at offset 4 in both; ggml's get_scale_min_k4): j < 4 is the low
+ * 6 bits of byte j; j >= 4 is the low nibble of byte j + 4 with the top two
+ * bits of byte j - 4 above it.
+ */
+export function kScale(bytes: Uint8Array, at: number, j: number): number {
+  const s = at + 4;
+  return j < 4 ? bytes[s + j] & 63 : (bytes[s + j + 4] & 15) | ((bytes[s + j - 4] >> 6) << 4);
+}
+
+/**
+ * The 6-bit min m_j (j = 0..7) of a Q4_K or Q5_K super-block: j < 4 is the
+ * low 6 bits of byte j + 4; j >= 4 is the high nibble of byte j + 4 with the
+ * top two bits of byte j above it.
+ */
+export function kMin(bytes: Uint8Array, at: number, j: number): number {
+  const s = at + 4;
+  return j < 4 ? bytes[s + j + 4] & 63 : (bytes[s + j + 4] >> 4) | ((bytes[s + j] >> 6) << 4);
+}
+
+/** The f16 super-block scale d of a Q4_K or Q5_K block (bytes 0-1). */
+export function kD(bytes: Uint8Array, at: number): number {
+  return f16Table()[bytes[at] | (bytes[at + 1] << 8)];
+}
+
+/** The f16 super-block min scale dmin of a Q4_K or Q5_K block (bytes 2-3). */
+export function kDmin(bytes: Uint8Array, at: number): number {
+  return f16Table()[bytes[at + 2] | (bytes[at + 3] << 8)];
+}
+
+/**
+ * Element i (0..255) of the Q4_K block at `at` as its integer q (0..15), in
+ * sub-block j = i >> 5. Chunk k = i >> 6 of 64: its first 32 elements are the
+ * low nibbles of qs[32k..32k+31], the next 32 their high nibbles.
+ */
+export function q4_kInt(bytes: Uint8Array, at: number, i: number): number {
+  const b = bytes[at + 16 + 32 * (i >> 6) + (i & 31)];
+  return i & 32 ? b >> 4 : b & 15;
+}
+
+/**
+ * Element i (0..255) of the Q5_K block at `at` as its integer q (0..31), in
+ * sub-block j = i >> 5: Q4_K's nibble (from qs at byte 48) plus 16 when bit j
+ * of qh[i & 31] (byte 16 on) is set.
+ */
+export function q5_kInt(bytes: Uint8Array, at: number, i: number): number {
+  const b = bytes[at + 48 + 32 * (i >> 6) + (i & 31)];
+  const hi = (bytes[at + 16 + (i & 31)] >> (i >> 5)) & 1;
+  return (i & 32 ? b >> 4 : b & 15) | (hi << 4);
+}
+
+/**
+ * Element i (0..255) of the Q6_K block at `at` as its integer q (-32..31), in
+ * sub-block s = i >> 4. Half h = i >> 7, l = i & 31, quarter t = (i >> 5) & 3:
+ * low 4 bits from ql[64h + l + 32 (t & 1)] (low nibble for t < 2, high for
+ * t >= 2), high 2 bits from bits 2t..2t+1 of qh[32h + l], minus 32.
+ */
+export function q6_kInt(bytes: Uint8Array, at: number, i: number): number {
+  const h = i >> 7, l = i & 31, t = (i >> 5) & 3;
+  const lo = bytes[at + 64 * h + l + 32 * (t & 1)];
+  const hi = (bytes[at + 128 + 32 * h + l] >> (2 * t)) & 3;
+  return ((t < 2 ? lo & 15 : lo >> 4) | (hi << 4)) - 32;
+}
+
+/** The int8 scale of sub-block s (0..15, 16 elements each) of the Q6_K block at `at`. */
+export function q6_kScale(bytes: Uint8Array, at: number, s: number): number {
+  return (bytes[at + 192 + s] << 24) >> 24;
+}
+
+/** The f16 super-block scale d of the Q6_K block at `at` (bytes 208-209). */
+export function q6_kD(bytes: Uint8Array, at: number): number {
+  return f16Table()[bytes[at + 208] | (bytes[at + 209] << 8)];
+}
+
+/**
+ * The 256 integers q of the k-quant block at `at` into out[o..o+255], in
+ * element order (what q4_kInt, q5_kInt or q6_kInt give one at a time, for
+ * all of them at once).
+ */
+export function kquantInts(dtype: 'q4_k' | 'q5_k' | 'q6_k', bytes: Uint8Array, at: number, out: Int8Array | Int16Array | Int32Array, o = 0): void {
+  if (dtype === 'q6_k') {
+    for (let h = 0; h < 2; h++) {
+      const ql = at + 64 * h, qh = at + 128 + 32 * h, y = o + 128 * h;
+      for (let l = 0; l < 32; l++) {
+        const hb = bytes[qh + l], a = bytes[ql + l], c = bytes[ql + l + 32];
+        out[y + l] = ((a & 15) | ((hb & 3) << 4)) - 32;
+        out[y + l + 32] = ((c & 15) | (((hb >> 2) & 3) << 4)) - 32;
+        out[y + l + 64] = ((a >> 4) | (((hb >> 4) & 3) << 4)) - 32;
+        out[y + l + 96] = ((c >> 4) | (((hb >> 6) & 3) << 4)) - 32;
+      }
+    }
+    return;
+  }
+  const q5 = dtype === 'q5_k';
+  const qs = at + (q5 ? 48 : 16);
+  for (let k = 0; k < 4; k++) {
+    for (let l = 0; l < 32; l++) {
+      const b = bytes[qs + 32 * k + l];
+      const hb = q5 ? bytes[at + 16 + l] : 0;
+      out[o + 64 * k + l] = (b & 15) | (((hb >> (2 * k)) & 1) << 4);
+      out[o + 64 * k + 32 + l] = (b >> 4) | (((hb >> (2 * k + 1)) & 1) << 4);
+    }
+  }
+}
+
+const kInts = new Int32Array(QK_K);
+
+/**
+ * The values of `count` elements (a multiple of 256) of Q4_K or Q5_K bytes,
+ * rounded to f32 as ggml's dequantize_row_q4_K / _q5_K compute them:
+ * f32(f32(f32(d*sc_j) * q) - f32(dmin*m_j)).
+ */
+function dequantizeAffineK(dtype: 'q4_k' | 'q5_k', bytes: Uint8Array, count: number, out: Float32Array): Float32Array {
+  const f = Math.fround;
+  const size = dtype === 'q5_k' ? Q5_K_BYTES : Q4_K_BYTES;
+  for (let b = 0; b < count / QK_K; b++) {
+    const at = b * size;
+    const d = kD(bytes, at), dmin = kDmin(bytes, at);
+    kquantInts(dtype, bytes, at, kInts);
+    for (let j = 0; j < 8; j++) {
+      const dj = f(d * kScale(bytes, at, j)), mj = f(dmin * kMin(bytes, at, j));
+      for (let i = 32 * j; i < 32 * j + 32; i++) out[b * QK_K + i] = f(f(dj * kInts[i]) - mj);
+    }
+  }
+  return out;
+}
+
+/** The values of `count` elements (a multiple of 256) of Q4_K bytes, as ggml's dequantize_row_q4_K computes them in f32. */
+export function dequantizeQ4_K(bytes: Uint8Array, count: number, out: Float32Array = new Float32Array(count)): Float32Array {
+  return dequantizeAffineK('q4_k', bytes, count, out);
+}
+
+/** The values of `count` elements (a multiple of 256) of Q5_K bytes, as ggml's dequantize_row_q5_K computes them in f32. */
+export function dequantizeQ5_K(bytes: Uint8Array, count: number, out: Float32Array = new Float32Array(count)): Float32Array {
+  return dequantizeAffineK('q5_k', bytes, count, out);
+}
+
+/** The values of `count` elements (a multiple of 256) of Q6_K bytes: f32(d*sc_s) * q, as ggml's dequantize_row_q6_K. */
+export function dequantizeQ6_K(bytes: Uint8Array, count: number, out: Float32Array = new Float32Array(count)): Float32Array {
+  for (let b = 0; b < count / QK_K; b++) {
+    const at = b * Q6_K_BYTES;
+    const d = q6_kD(bytes, at);
+    kquantInts('q6_k', bytes, at, kInts);
+    for (let s = 0; s < 16; s++) {
+      const ds = Math.fround(d * q6_kScale(bytes, at, s));
+      for (let i = 16 * s; i < 16 * s + 16; i++) out[b * QK_K + i] = Math.fround(ds * kInts[i]);
+    }
+  }
+  return out;
+}

@@ -45,10 +45,15 @@ describe('dtype registry', () => {
       bf16: 2 * 64 * 96,
       q4_0: 18 * ((64 * 96) / 32), // GGUF's blocks of 32: an f16 scale and 16 bytes of nibbles
       test_q4_0: 18 * ((64 * 96) / 32),
+      // GGUF's k-quant super-blocks of 256
+      q4_k: 144 * ((64 * 96) / 256),
+      q5_k: 176 * ((64 * 96) / 256),
+      q6_k: 210 * ((64 * 96) / 256),
     };
     for (const t of registeredDTypes()) {
       expect(t.name in want, `a byte length expected for ${t.name}`).toBe(true);
-      expect(byteLengthOf(desc(t.name, [64, 96], t.blockSize === 'groupSize' ? 32 : undefined)), t.name).toBe(want[t.name]);
+      // 8 x 768 = 64 x 96 elements, in rows that hold whole blocks of 32 and 256
+      expect(byteLengthOf(desc(t.name, [8, 768], t.blockSize === 'groupSize' ? 32 : undefined)), t.name).toBe(want[t.name]);
     }
     // llama2.c's q8_0: the group size is the tensor's, not the type's
     expect(byteLengthOf(desc('q8_0', [96, 64], 64))).toBe(64 * 96 + 4 * 96);

@@ -30,6 +30,12 @@ export interface DTypes {
   bf16: true;
   /** GGUF's Q4_0: 4-bit values, one f16 scale per 32. */
   q4_0: true;
+  /** GGUF's Q4_K: super-blocks of 256, 4-bit values, 6-bit scales and mins per 32, f16 d and dmin. */
+  q4_k: true;
+  /** GGUF's Q5_K: as Q4_K with a fifth bit per value. */
+  q5_k: true;
+  /** GGUF's Q6_K: super-blocks of 256, 6-bit values, an int8 scale per 16, an f16 d. */
+  q6_k: true;
 }
 
 /** Name of a registered element type. */
@@ -127,6 +133,35 @@ registerDType({
   layout:
     "GGUF's Q4_0: blocks of 32 consecutive elements of a row, each an f16 scale d then 16 bytes; element j < 16 of a " +
     'block is the low nibble of byte j, element j + 16 its high nibble, and its value is (nibble - 8) * d',
+});
+registerDType({
+  name: 'q4_k',
+  kind: 'quantized',
+  blockSize: 256,
+  bytesPerBlock: 144,
+  layout:
+    "GGUF's Q4_K: super-blocks of 256 consecutive elements of a row, each f16 d @0, f16 dmin @2, scales[12] @4 (eight " +
+    "6-bit (sc, m) pairs, ggml's get_scale_min_k4), qs[128] @16. Chunk k = 0..3 of 64 elements: element 64k + l (l < 32) " +
+    'is the low nibble of qs[32k + l] with pair 2k, element 64k + 32 + l its high nibble with pair 2k + 1; value = d*sc*q - dmin*m',
+});
+registerDType({
+  name: 'q5_k',
+  kind: 'quantized',
+  blockSize: 256,
+  bytesPerBlock: 176,
+  layout:
+    "GGUF's Q5_K: super-blocks of 256, each f16 d @0, f16 dmin @2, scales[12] @4 (as Q4_K), qh[32] @16, qs[128] @48; as " +
+    'Q4_K, plus 16 when bit 2k (low nibbles of chunk k) or 2k + 1 (high nibbles) of qh[l] is set; value = d*sc*q - dmin*m',
+});
+registerDType({
+  name: 'q6_k',
+  kind: 'quantized',
+  blockSize: 256,
+  bytesPerBlock: 210,
+  layout:
+    "GGUF's Q6_K: super-blocks of 256, each ql[128] @0 (low 4 bits), qh[64] @128 (high 2 bits), int8 scales[16] @192 " +
+    '(one per 16 elements), f16 d @208. Half h of 128 elements, l < 32: elements l, l+32, l+64, l+96 take ql[64h+l] low, ' +
+    'ql[64h+l+32] low, ql[64h+l] high, ql[64h+l+32] high nibbles and bits 0-1, 2-3, 4-5, 6-7 of qh[32h+l]; value = d*sc*(q - 32)',
 });
 
 /** Shape, type and name of a tensor. Matrices are [rows, cols] = [out, in], as in llama2.c. */

@@ -14,7 +14,7 @@
  *   (d*sc)*q, computed by ggml in f32 left to right; scale = f32(d*sc) and
  *   q in -32..31 give the same products.
  */
-import { f16Table } from '@rama/backend';
+import { dequantizeQ4_K, dequantizeQ5_K, f16Table, kquantInts, q6_kD, q6_kScale, QK_K, Q6_K_BYTES } from '@rama/backend';
 import { FormatError } from '@rama/core';
 import type { GGMLType } from './gguf.js';
 
@@ -117,30 +117,16 @@ export function ggmlToQ80(type: GGMLType, src: Uint8Array, q: Int8Array, scales:
         }
       }
       return;
-    case 'Q6_K':
-      // ql[128] (low 4 bits), qh[64] (high 2 bits), scales int8[16] (one per 16 values), d (f16); value minus 32.
-      // Each half of 128 values: for l in 0..31, values l, l+32, l+64, l+96 use
-      // ql[l] low, ql[l+32] low, ql[l] high, ql[l+32] high and qh[l] bits 0-1, 2-3, 4-5, 6-7.
+    case 'Q6_K': {
+      // Each 16-value sub-block s: scale f32(d * sc_s), q in -32..31 (@rama/backend reads the layout).
       for (let b = 0; b < blocks; b++) {
-        const o = b * 210;
-        const d = d16(o + 208);
-        const y0 = b * 256;
-        const s0 = b * 16;
-        for (let s = 0; s < 16; s++) scales[s0 + s] = Math.fround(d * ((src[o + 192 + s] << 24) >> 24));
-        for (let half = 0; half < 2; half++) {
-          const ql = o + half * 64;
-          const qh = o + 128 + half * 32;
-          const y = y0 + half * 128;
-          for (let l = 0; l < 32; l++) {
-            const h = src[qh + l];
-            q[y + l] = ((src[ql + l] & 0x0f) | ((h & 3) << 4)) - 32;
-            q[y + l + 32] = ((src[ql + l + 32] & 0x0f) | (((h >> 2) & 3) << 4)) - 32;
-            q[y + l + 64] = ((src[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32;
-            q[y + l + 96] = ((src[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32;
-          }
-        }
+        const o = b * Q6_K_BYTES;
+        const d = q6_kD(src, o);
+        for (let s = 0; s < 16; s++) scales[b * 16 + s] = Math.fround(d * q6_kScale(src, o, s));
+        kquantInts('q6_k', src, o, q, b * QK_K);
       }
       return;
+    }
     default:
       throw new FormatError(`${what}: ggml type ${type.name} cannot be converted to Q8_0 exactly (Q8_0, Q4_0, Q5_0 and Q6_K can)`);
   }
@@ -149,7 +135,7 @@ export function ggmlToQ80(type: GGMLType, src: Uint8Array, q: Int8Array, scales:
 /**
  * Q4_1, Q5_1, Q4_K, Q5_K: value = scale * q - offset (Q4_1/Q5_1: d * q + m),
  * each product and difference rounded to f32 as ggml's dequantize_row_*
- * writes them.
+ * writes them (the k-quants' layouts are read by @rama/backend's decoders).
  */
 function affineToF32(type: GGMLType, src: Uint8Array, y: Float32Array, elements: number): void {
   const t = f16Table();
@@ -181,34 +167,10 @@ function affineToF32(type: GGMLType, src: Uint8Array, y: Float32Array, elements:
       }
       return;
     case 'Q4_K':
-    case 'Q5_K': {
-      // d, dmin (f16), 12 bytes of eight 6-bit (scale, min) pairs, [Q5_K: qh[32]], qs[128].
-      // Each 64 values: 32 low nibbles with pair 2k, 32 high nibbles with pair 2k+1 (Q5_K: plus 16 from qh's bits).
-      const q5 = type.name === 'Q5_K';
-      const size = q5 ? 176 : 144;
-      for (let b = 0; b < blocks; b++) {
-        const o = b * size, d = h(o), dmin = h(o + 2), sc = o + 4, qh = o + 16, qs = o + (q5 ? 48 : 16);
-        for (let k = 0; k < 4; k++) {
-          const [s1, m1] = scaleMin(src, sc, 2 * k);
-          const [s2, m2] = scaleMin(src, sc, 2 * k + 1);
-          const d1 = f(d * s1), o1 = f(dmin * m1), d2 = f(d * s2), o2 = f(dmin * m2);
-          const at = b * 256 + 64 * k;
-          for (let l = 0; l < 32; l++) {
-            const byte = src[qs + 32 * k + l];
-            const hi1 = q5 && (src[qh + l] >> (2 * k)) & 1 ? 16 : 0;
-            const hi2 = q5 && (src[qh + l] >> (2 * k + 1)) & 1 ? 16 : 0;
-            y[at + l] = f(f(d1 * ((byte & 15) + hi1)) - o1);
-            y[at + 32 + l] = f(f(d2 * ((byte >> 4) + hi2)) - o2);
-          }
-        }
-      }
+      dequantizeQ4_K(src, elements, y);
       return;
-    }
+    case 'Q5_K':
+      dequantizeQ5_K(src, elements, y);
+      return;
   }
-}
-
-/** The j-th (scale, min) pair of a k-quant block's 12 packed bytes (ggml's get_scale_min_k4). */
-function scaleMin(src: Uint8Array, at: number, j: number): [number, number] {
-  if (j < 4) return [src[at + j] & 63, src[at + j + 4] & 63];
-  return [(src[at + j + 4] & 15) | ((src[at + j - 4] >> 6) << 4), (src[at + j + 4] >> 4) | ((src[at + j] >> 6) << 4)];
 }
