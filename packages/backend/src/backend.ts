@@ -139,13 +139,20 @@ export interface Step {
    * (Llama 3.1's rope scaling; headSize / 2 factors). See ropeFrequencies.
    */
   rope(x: Tensor, headSize: number, theta: number, freqFactors?: Float32Array): void;
-  /** cache[layer, slots[r], positions[r]] = src[r] */
+  /**
+   * cache[layer, slots[r], positions[r]] = src[r]  (src f32). The cache is
+   * f32 or, on a backend that supports f16, f16: then each value is rounded
+   * to the nearest f16, ties to even, past 65504 to infinity (f32ToF16), half
+   * the memory of an f32 cache.
+   */
   storeKV(cache: Tensor, layer: number, src: Tensor): void;
   /**
    * Causal grouped-query attention of query rows q ([.., nHeads * headSize]):
    * row r attends over positions 0..positions[r] of its own slot's keys and
    * values (cache[layer, slots[r]], rows of nKvHeads * headSize); query head
-   * h reads KV head floor(h / (nHeads / nKvHeads)).
+   * h reads KV head floor(h / (nHeads / nKvHeads)). Keys and values are both
+   * f32 or both f16 (on a backend that supports f16); f16 ones are widened
+   * exactly, so the result is that of an f32 cache holding the same values.
    */
   attention(out: Tensor, q: Tensor, keys: Tensor, values: Tensor, layer: number, headSize: number): void;
   /** out = silu(gate) * up, elementwise */

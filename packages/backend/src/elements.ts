@@ -24,6 +24,43 @@ export function f16Table(): Float32Array {
   return (table = t);
 }
 
+const f32Buf = new Float32Array(1);
+const f32Bits = new Uint32Array(f32Buf.buffer);
+/**
+ * A number, first rounded to f32, to the bits of the nearest IEEE binary16
+ * (round half to even, as IEEE's default rounding does): values from 65520
+ * up (halfway past the largest f16, 65504) become infinity, values below
+ * 2^-14 become subnormals (multiples of 2^-24) or zero, the sign kept; NaN
+ * becomes a quiet NaN. Integer arithmetic only, so every backend can compute
+ * the same bits (an f16 KV cache stores each key and value so).
+ */
+export function f32ToF16(x: number): number {
+  f32Buf[0] = x;
+  const bits = f32Bits[0];
+  const sign = (bits >>> 16) & 0x8000;
+  const a = bits & 0x7fffffff; // |x| as bits: its order is the order of the values
+  if (a > 0x7f800000) return sign | 0x7e00; // NaN
+  if (a >= 0x47800000) return sign | 0x7c00; // |x| >= 2^16 (or inf): past every f16
+  if (a >= 0x38800000) {
+    // A normal f16: rebias the exponent (127 - 15 = 112), keep the top 10 of
+    // 23 fraction bits, and round on the 13 dropped: add just under half
+    // (0xfff), plus one when the kept part is odd, so an exact half goes to
+    // even. A carry moves into the exponent, as it should (up to 0x7c00, inf).
+    const kept = (a - 0x38000000) >>> 13;
+    return sign | ((a - 0x38000000 + 0xfff + (kept & 1)) >>> 13);
+  }
+  // Subnormal f16 (or zero): the value in units of 2^-24, rounded half to
+  // even. mant * 2^(e - 150) = (mant >> shift) units with shift = 126 - e.
+  const e = a >>> 23;
+  if (e < 102) return sign; // below 2^-25: rounds to zero (2^-25 itself is a tie to 0)
+  const mant = (a & 0x7fffff) | 0x800000;
+  const shift = 126 - e;
+  const q = mant >>> shift;
+  const rem = mant & ((1 << shift) - 1);
+  const half = 1 << (shift - 1);
+  return sign | (rem > half || (rem === half && (q & 1) === 1) ? q + 1 : q);
+}
+
 const bfBuf = new Uint32Array(1);
 const bfF32 = new Float32Array(bfBuf.buffer);
 /** bfloat16 bits to their value: the high half of a binary32 (exact). */

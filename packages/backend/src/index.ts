@@ -7,7 +7,7 @@ export { RamaError, FormatError, ArgumentError, BackendError, AbortError, Numeri
 export { freqFactorsKey, ropeFrequencies } from './rope.js';
 export { checkGatherRows, checkStepRows, checkRowsInCache, kvGeometry, kvOffset, RowFlow } from './rows.js';
 export type { CheckedRows, KVGeometry } from './rows.js';
-export { bf16ToF32, dequantizeQ4_0, f16Table, f16ToF32, q4_0Int, q4_0Scale, Q4_0_BLOCK, Q4_0_BYTES } from './elements.js';
+export { bf16ToF32, dequantizeQ4_0, f16Table, f16ToF32, f32ToF16, q4_0Int, q4_0Scale, Q4_0_BLOCK, Q4_0_BYTES } from './elements.js';
 export {
   dequantizeQ4_K, dequantizeQ5_K, dequantizeQ6_K, kD, kDmin, kMin, kquantInts, kScale,
   q4_kInt, q5_kInt, q6_kD, q6_kInt, q6_kScale, QK_K, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES,
