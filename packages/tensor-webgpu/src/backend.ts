@@ -22,6 +22,7 @@ import { STEP_HEADER, type MatmulKernels, type Params } from './kernels/common.j
 import { fillRopeTable } from './kernels/rope.js';
 import { compileKernel, type Compiled } from './pipelines.js';
 import { WebGpuStep, type StepHost } from './step.js';
+import { KernelProfiler, type KernelTime } from './profiler.js';
 import { GpuTensor, copyIntoPart, isStandardLayout, planParts, type Part } from './tensor.js';
 
 // Numeric flags, so a caller-provided device works without the GPU* globals.
@@ -45,6 +46,13 @@ export interface WebGpuBackendOptions extends BackendOptions {
    * on a CPU adapter (SwiftShader or a fallback adapter), else 'workgroups'.
    */
   matmulKernels?: MatmulKernels;
+  /**
+   * Time every kernel dispatch on the GPU with timestamp queries (see
+   * `kernelTimes()`). Needs the device's `timestamp-query` feature (requested
+   * when the adapter has it); each dispatch then gets its own compute pass,
+   * so profiled steps run somewhat slower. Default false: no queries at all.
+   */
+  profile?: boolean;
 }
 
 // Pipelines depend only on the device: compiled once per device, shared by its backends.
@@ -88,6 +96,8 @@ export class WebGpuBackend implements Backend, StepHost {
   readonly packedDot: boolean;
   /** Which matmul kernels run: 'rows' or 'workgroups' (see WebGpuBackendOptions.matmulKernels). */
   readonly matmulKernels: MatmulKernels;
+  /** @internal The kernel timer, when created with `profile: true`. */
+  readonly profiler: KernelProfiler | undefined;
 
   private readonly pipelines = new Map<string, Compiled>();
   private readonly bindings = new Map<string, CachedBinding>();
@@ -114,6 +124,7 @@ export class WebGpuBackend implements Backend, StepHost {
     this.packedDot = acquired.packedDot;
     this.matmulKernels = opts.matmulKernels ?? (acquired.cpuAdapter ? 'rows' : 'workgroups');
     this.maxRows = opts.maxRows ?? 512;
+    this.profiler = opts.profile ? new KernelProfiler(this.device) : undefined;
     const lim = this.device.limits;
     const cap = Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize);
     this.maxPartBytes = Math.floor(Math.min(opts.maxBindingSize ?? cap, cap) / 4) * 4;
@@ -147,10 +158,28 @@ export class WebGpuBackend implements Backend, StepHost {
       throw new ArgumentError(`matmulKernels must be 'rows' or 'workgroups', got ${String(opts.matmulKernels)}`);
     }
     const acquired = await acquireDevice(opts);
+    if (opts.profile && !acquired.device.features.has('timestamp-query')) {
+      throw new BackendError(`WebGPU: profile needs the 'timestamp-query' feature, which this device was not created with`);
+    }
     const pipelines = await compiledKernels(acquired);
     const backend = new WebGpuBackend(acquired, opts);
     for (const [name, c] of pipelines) backend.pipelines.set(name, c);
     return backend;
+  }
+
+  /**
+   * GPU time per kernel (pipeline name) since the backend was created or
+   * `resetKernelTimes()` was called, the most time first. Waits for the
+   * timestamps of submitted steps to be read back. Needs `profile: true`.
+   */
+  kernelTimes(): Promise<KernelTime[]> {
+    if (!this.profiler) return Promise.reject(new BackendError('kernelTimes: this WebGPU backend was created without profile: true'));
+    return this.profiler.times();
+  }
+
+  /** Starts the kernel times afresh (steps begun before this call no longer count). */
+  resetKernelTimes(): void {
+    this.profiler?.reset();
   }
 
   private live(what: string): void {
@@ -487,6 +516,7 @@ export class WebGpuBackend implements Backend, StepHost {
     this.freeReadbacks.length = 0;
     this.readbacks.clear();
     this.stepBuffer.destroy();
+    this.profiler?.dispose();
     this.pipelines.clear();
     this.device.removeEventListener('uncapturederror', this.onError);
     // Dawn frees destroyed buffers only once a later submission completes. The

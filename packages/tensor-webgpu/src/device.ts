@@ -87,7 +87,8 @@ async function gpuEntryPoint(): Promise<GPU> {
         throw new BackendError(`WebGPU: cannot load the "webgpu" package (Dawn for Node): ${(e as Error).message}`, { cause: e });
       }
       Object.assign(globalThis, mod.globals);
-      nodeGpu = mod.create([]);
+      // Exact kernel timestamps (Dawn rounds them to ~65 us by default, a browser's privacy measure).
+      nodeGpu = mod.create(['disable-dawn-features=timestamp_quantization']);
     }
     return nodeGpu;
   }
@@ -135,9 +136,11 @@ async function requestOrWrap(opts: { device?: GPUDevice; powerPreference?: GPUPo
   if (!adapter) throw new BackendError(NO_ADAPTER);
   const requiredLimits: Record<string, number> = {};
   for (const k of WANTED_LIMITS) requiredLimits[k] = adapter.limits[k];
+  // Timestamp queries cost nothing until used; a backend with `profile: true` uses them.
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has('timestamp-query') ? ['timestamp-query'] : [];
   let device: GPUDevice;
   try {
-    device = await adapter.requestDevice({ requiredLimits });
+    device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   } catch (e) {
     throw new BackendError(`WebGPU: requestDevice failed: ${(e as Error).message}`, { cause: e });
   }

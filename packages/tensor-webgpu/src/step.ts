@@ -3,6 +3,7 @@ import { ArgumentError, checkGatherRows, type CheckedRows, type Step, type Tenso
 import * as k from './kernels/index.js';
 import { STEP_HEADER, type MatmulKernels, type Params, type Recorder, type RowFlow } from './kernels/common.js';
 import type { GpuTensor } from './tensor.js';
+import type { KernelProfiler, ProfileFrame } from './profiler.js';
 
 /** Services the backend lends a step: checked tensors, cached bind groups, scratch, the queue. */
 export interface StepHost {
@@ -20,6 +21,8 @@ export interface StepHost {
   readonly device: GPUDevice;
   readonly packedDot: boolean;
   readonly matmulKernels: MatmulKernels;
+  /** Present when the backend times its kernels (see WebGpuBackendOptions.profile). */
+  readonly profiler?: KernelProfiler;
 }
 
 /**
@@ -44,6 +47,8 @@ export class WebGpuStep implements Step, Recorder {
   private readonly held = new Map<GpuTensor, number>();
   /** Gathered row counts of this step; count i is step-buffer word 1 + i. */
   private readonly gatheredCounts: number[] = [];
+  /** Timestamps of this step's dispatches, when the backend profiles: then each dispatch gets its own pass. */
+  private readonly profile: ProfileFrame | undefined;
 
   constructor(
     private readonly host: StepHost,
@@ -53,6 +58,7 @@ export class WebGpuStep implements Step, Recorder {
     this.positions = layout.positions;
     this.slots = layout.slots;
     this.encoder = host.device.createCommandEncoder({ label: `step of ${this.rows} rows` });
+    this.profile = host.profiler?.frame();
   }
 
   /** Rows `t` holds in this step. */
@@ -105,10 +111,12 @@ export class WebGpuStep implements Step, Recorder {
   ): void {
     if (x <= 0 || y <= 0 || z <= 0) return;
     const rec = this.host.record(kernel, key, tensors, make);
-    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    if (this.profile) this.endPass();
+    if (!this.pass) this.pass = this.encoder.beginComputePass(this.profile?.pass(kernel));
     this.pass.setPipeline(rec.pipeline);
     this.pass.setBindGroup(0, rec.bindGroup);
     this.pass.dispatchWorkgroups(x, y, z);
+    if (this.profile) this.endPass();
   }
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
@@ -210,7 +218,9 @@ export class WebGpuStep implements Step, Recorder {
       words[STEP_HEADER + 2 * r] = this.positions[r];
       words[STEP_HEADER + 2 * r + 1] = this.slots[r];
     }
+    this.profile?.resolve(this.encoder);
     this.host.submitStep(words, this.encoder.finish());
+    this.profile?.submitted();
     for (const mapBack of this.reads) mapBack();
   }
 }
