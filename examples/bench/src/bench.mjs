@@ -7,6 +7,8 @@
 //        [--contention] [--sessions N] [--backend cpu|webgpu] [--matmul-rows]
 //   pnpm build && pnpm bench --server [--clients N] [--parallel N]
 //        [--duration S] [--max-tokens N] [--server-models aidreams,s15]
+//   pnpm build && pnpm bench --gguf <dir or .gguf files...> [--llama-bench PATH]
+//        [--runs N] [--threads N]
 //
 // Each measurement is one child process (one model load, one generation of
 // --steps positions, greedy, prompt "Once upon a time"), so load time and peak
@@ -30,6 +32,8 @@
 // --server: a load test of the built rama-serve (src/server-bench.mjs): 32
 // streaming clients for 30 s against --parallel 8, then one at a time; errors,
 // aggregate tokens/s, time to first token p50/p99.
+// --gguf: GGUF files against llama.cpp's llama-bench (src/gguf-bench.mjs):
+// pp128 and tg128 tokens/s and peak RSS, 2 threads, 3 runs unless told.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -61,7 +65,7 @@ function parseArgs(argv) {
     else if (k === '--llama2c-dir') a.llama2c = v();
     else if (k === '--run-bin') a.runBin = v();
     else if (k === '--runq-bin') a.runqBin = v();
-    else if (k === '--runs') a.runs = int(v(), k);
+    else if (k === '--runs') a.runs = a.runsGiven = int(v(), k);
     else if (k === '--steps') a.steps = int(v(), k);
     else if (k === '--threads') a.threads = int(v(), k);
     else if (k === '--models') a.models = v().split(',');
@@ -77,6 +81,10 @@ function parseArgs(argv) {
     else if (k === '--duration') a.duration = int(v(), k);
     else if (k === '--max-tokens') a.maxTokens = int(v(), k);
     else if (k === '--server-models') a.serverModels = v().split(',');
+    else if (k === '--gguf') {
+      a.gguf = [v()];
+      while (argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) a.gguf.push(argv[++i]);
+    } else if (k === '--llama-bench') a.llamaBench = v();
     else if (k === '--child') a.child = v();
     else if (k === '--model') a.model = v();
     else if (k === '--tokenizer') a.tokenizer = v();
@@ -90,6 +98,7 @@ function parseArgs(argv) {
   for (const m of a.models) if (!MODELS[m]) die(`unknown model ${m}; one of ${Object.keys(MODELS)}`);
   for (const f of a.formats) if (!['fp32', 'q80'].includes(f)) die(`unknown format ${f}; fp32 or q80`);
   if (a.backend !== undefined && !['cpu', 'webgpu'].includes(a.backend)) die(`unknown backend ${a.backend}; cpu or webgpu`);
+  if (a.gguf) a.runs = a.runsGiven ?? 3;
   if (a.backend === 'webgpu' && !a.sessions) die('--backend webgpu goes with --sessions (the llama2.c comparison is CPU only)');
   return a;
 }
@@ -217,6 +226,10 @@ const fmt = (x, d = 1) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(
 
 async function parent(a) {
   const testkit = await import('@rama/testkit').catch((e) => die(`cannot import @rama/testkit (run \`pnpm build\` first): ${e.message}`));
+  if (a.gguf) {
+    const { ggufBench } = await import('./gguf-bench.mjs');
+    return ggufBench(a, { measure, median, fmt, die, cpu: cpus()[0]?.model ?? 'unknown CPU', script: fileURLToPath(import.meta.url) });
+  }
   if (a.server) {
     const { serverBench } = await import('./server-bench.mjs');
     return serverBench(a, testkit, cpus()[0]?.model ?? 'unknown CPU').catch((e) => die(e.message));
@@ -453,5 +466,6 @@ async function matmulRows(a, cpu) {
 
 const args = parseArgs(process.argv.slice(2));
 if (args.child === 'rama') await child(args);
+else if (args.child === 'rama-gguf') await (await import('./gguf-bench.mjs')).ggufChild(args);
 else if (args.child) die(`unknown child ${args.child}`);
 else await parent(args);
