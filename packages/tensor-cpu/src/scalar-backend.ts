@@ -2,11 +2,14 @@ import {
   ArgumentError, BackendError, byteLengthOf, checkGatherRows, checkRowsInCache, checkSupported, checkStepRows, colsOf, elementCount, kvOffset, rowsOf, RowFlow,
   type Backend, type BackendOptions, type CheckedRows, type DType, type Step, type StepRows, type Tensor, type TensorDesc, type TensorFill,
 } from '@rama/backend';
-import { bf16ToF32, f16Table, q4_0Scale } from '@rama/backend';
+import { bf16ToF32, f16Table, f32ToF16, q4_0Scale } from '@rama/backend';
 import { matmulQ80, quantizeActivations, viewQ80 } from '@rama/quant-q80';
 import * as k from './kernels/scalar.js';
 
-/** A tensor in host memory: f32/i32 as typed arrays, q8_0 as int8 values + f32 scales, f16/bf16 as their bits, q4_0 as its blocks (with its scales widened). */
+/**
+ * A tensor in host memory: f32/i32 as typed arrays, q8_0 as int8 values + f32 scales, f16/bf16 as their bits,
+ * q4_0 as its blocks (with its scales widened), q4_k/q5_k/q6_k as their blocks.
+ */
 class CpuTensor implements Tensor {
   readonly shape: readonly number[];
   readonly dtype: Tensor['dtype'];
@@ -48,6 +51,18 @@ class CpuTensor implements Tensor {
 const F16 = f16Table();
 const f16Value = (bits: number): number => F16[bits];
 
+/** A KV cache must be f32 or f16 (keys and values stored as the nearest f16: half the memory). */
+function checkKVCache(c: CpuTensor, what: string): void {
+  if (c.dtype !== 'f32' && c.dtype !== 'f16') throw new ArgumentError(`${what}: ${c.label} must be an f32 or f16 KV cache, is ${c.dtype}`);
+}
+
+/** `n` f16 elements from `off`, widened exactly to f32. */
+function widenF16(bits: Uint16Array, off: number, n: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = F16[bits[off + i]];
+  return out;
+}
+
 /**
  * The reference CPU backend: plain TypeScript kernels (src/kernels/scalar.ts),
  * one thread. Tensors are typed arrays and every op runs as soon as it is
@@ -76,9 +91,9 @@ export class ScalarCpuBackend implements Backend {
     if (this.disposed) throw new BackendError('the CPU backend was disposed');
   }
 
-  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0: the types these kernels handle (see Backend.supports). */
+  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0, q4_k, q5_k, q6_k: the types these kernels handle (see Backend.supports). */
   supports(dtype: DType): boolean {
-    return ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0'].includes(dtype);
+    return ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k'].includes(dtype);
   }
 
   private make(desc: TensorDesc): CpuTensor {
@@ -198,8 +213,8 @@ class CpuStep implements Step {
     const o = this.be.own(out), xi = this.be.own(x), wt = this.be.own(w);
     const [d, n] = wt.shape;
     const rows = this.rowFlow.flow(o, xi, 'matmul');
-    if (wt.dtype !== 'f32' && wt.dtype !== 'q8_0' && wt.dtype !== 'f16' && wt.dtype !== 'bf16' && wt.dtype !== 'q4_0') {
-      throw new ArgumentError(`matmul: ${wt.label} must be f32, q8_0, f16, bf16 or q4_0, is ${wt.dtype}`);
+    if (!['f32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k'].includes(wt.dtype)) {
+      throw new ArgumentError(`matmul: ${wt.label} must be f32, q8_0, f16, bf16, q4_0, q4_k, q5_k or q6_k, is ${wt.dtype}`);
     }
     for (let r = 0; r < rows; r++) {
       if (wt.dtype === 'f32') k.matmulF32(o.f32, r * d, xi.f32, r * n, wt.f32, n, d);
@@ -210,6 +225,12 @@ class CpuStep implements Step {
         const { xq, xs } = this.be.quantScratch(n, 32);
         quantizeActivations(xi.f32, r * n, n, 32, xq, xs);
         k.matmulQ40(o.f32, r * d, xq, xs, wt.bytes, wt.q4Scales(), n, d);
+      } else if (wt.dtype === 'q4_k' || wt.dtype === 'q5_k' || wt.dtype === 'q6_k') {
+        // x in q8_0 with one scale per super-block of 256 (llama.cpp's Q8_K idea, runq.c's quantize)
+        const { xq, xs } = this.be.quantScratch(n, 256);
+        quantizeActivations(xi.f32, r * n, n, 256, xq, xs);
+        if (wt.dtype === 'q6_k') k.matmulQ6K(o.f32, r * d, xq, xs, wt.bytes, n, d);
+        else k.matmulQ4K(o.f32, r * d, xq, xs, wt.bytes, n, d, wt.dtype === 'q5_k');
       } else {
         const gs = wt.groupSize!;
         const { xq, xs } = this.be.quantScratch(n, gs);
@@ -229,22 +250,36 @@ class CpuStep implements Step {
 
   storeKV(cache: Tensor, layer: number, src: Tensor): void {
     const c = this.be.own(cache), s = this.be.own(src);
+    checkKVCache(c, 'storeKV');
     const g = checkRowsInCache(c, layer, this.layout, 'storeKV');
     for (let r = 0; r < this.rows; r++) {
       const at = kvOffset(g, layer, this.slots[r]) + this.positions[r] * g.kvDim;
-      c.f32.set(s.f32.subarray(r * g.kvDim, (r + 1) * g.kvDim), at);
+      if (c.dtype === 'f16') {
+        // An f16 cache: each value rounded to the nearest f16, ties to even (half the memory).
+        for (let i = 0; i < g.kvDim; i++) c.u16[at + i] = f32ToF16(s.f32[r * g.kvDim + i]);
+      } else c.f32.set(s.f32.subarray(r * g.kvDim, (r + 1) * g.kvDim), at);
     }
   }
 
   attention(out: Tensor, q: Tensor, keys: Tensor, values: Tensor, layer: number, headSize: number): void {
     const o = this.be.own(out), qi = this.be.own(q), kc = this.be.own(keys), vc = this.be.own(values);
+    checkKVCache(kc, 'attention');
+    if (vc.dtype !== kc.dtype) throw new ArgumentError(`attention: ${kc.label} is ${kc.dtype} but ${vc.label} is ${vc.dtype}`);
     const g = checkRowsInCache(kc, layer, this.layout, 'attention');
     const dim = colsOf(qi);
     const att = this.be.scores(g.seqLen);
     const rows = this.rowFlow.flow(o, qi, 'attention');
     for (let r = 0; r < rows; r++) {
-      k.attention(o.f32, r * dim, qi.f32, r * dim, kc.f32, vc.f32, kvOffset(g, layer, this.slots[r]),
-        this.positions[r], dim / headSize, g.kvDim / headSize, headSize, att);
+      const off = kvOffset(g, layer, this.slots[r]), last = this.positions[r];
+      if (kc.dtype === 'f16') {
+        // The row's positions 0..last widened exactly to f32, then the f32 kernel: by construction
+        // the result of an f32 cache holding the same (f16-rounded) values.
+        const n = (last + 1) * g.kvDim;
+        k.attention(o.f32, r * dim, qi.f32, r * dim, widenF16(kc.u16, off, n), widenF16(vc.u16, off, n), 0,
+          last, dim / headSize, g.kvDim / headSize, headSize, att);
+      } else {
+        k.attention(o.f32, r * dim, qi.f32, r * dim, kc.f32, vc.f32, off, last, dim / headSize, g.kvDim / headSize, headSize, att);
+      }
     }
   }
 

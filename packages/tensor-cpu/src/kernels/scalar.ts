@@ -8,6 +8,7 @@
  * would drift from llama2.c's in the last bits, and a greedy choice between
  * two near-equal logits could flip. The math of each op: docs/guide/.
  */
+import { kD, kDmin, kMin, kquantInts, kScale, q6_kD, q6_kScale, QK_K, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES } from '@rama/backend';
 import { softmax } from '@rama/core';
 
 const f32 = Math.fround;
@@ -172,6 +173,76 @@ export function matmulQ40(out: Float32Array, outOff: number, xq: Int8Array, xs: 
         ival += ((v & 0x0f) - 8) * xq[xb + j] + ((v >> 4) - 8) * xq[xb + j + 16];
       }
       val = f32(val + f32(f32(ival * scales[i * blocks + b]) * xs[b]));
+    }
+    out[outOff + i] = val;
+  }
+}
+
+const kq = new Int32Array(QK_K);
+
+/**
+ * GGUF's k-quants Q4_K and Q5_K (super-blocks of 256 = 8 sub-blocks of 32;
+ * value = d*sc_j*q - dmin*m_j with q in 0..15 resp. 0..31, 6-bit sc_j and
+ * m_j, f16 d and dmin) against x quantized to q8_0 in groups of 256 (xq,
+ * xs: one f32 scale per super-block). Since
+ *   sum_i (d*sc_j*q_i - dmin*m_j) * xq_i = d * sum_j sc_j * sum_i q_i*xq_i - dmin * sum_j m_j * sum_i xq_i,
+ * each super-block b needs two exact int32 sums, as llama.cpp's
+ * vec_dot_q4_K_q8_K:
+ *   isum = sum_j sc_j * (sum over sub-block j of q_i * xq_i)
+ *   msum = sum_j m_j  * (sum over sub-block j of xq_i)
+ * and then, rounding each step to f32 in this order (so that every backend
+ * gives the same bits):
+ *   val = val + ((f32(isum) * d) - (f32(msum) * dmin)) * xs_b
+ */
+export function matmulQ4K(out: Float32Array, outOff: number, xq: Int8Array, xs: Float32Array, w: Uint8Array, n: number, d: number, q5: boolean): void {
+  const blocks = n / QK_K;
+  const size = q5 ? Q5_K_BYTES : Q4_K_BYTES;
+  const dtype = q5 ? 'q5_k' : 'q4_k';
+  for (let i = 0; i < d; i++) {
+    let val = 0;
+    for (let b = 0; b < blocks; b++) {
+      const at = (i * blocks + b) * size;
+      kquantInts(dtype, w, at, kq);
+      const xb = b * QK_K;
+      let isum = 0, msum = 0;
+      for (let j = 0; j < 8; j++) {
+        let dot = 0, sum = 0;
+        for (let l = 32 * j; l < 32 * j + 32; l++) {
+          dot += kq[l] * xq[xb + l];
+          sum += xq[xb + l];
+        }
+        isum += kScale(w, at, j) * dot;
+        msum += kMin(w, at, j) * sum;
+      }
+      val = f32(val + f32(f32(f32(f32(isum) * kD(w, at)) - f32(f32(msum) * kDmin(w, at))) * xs[b]));
+    }
+    out[outOff + i] = val;
+  }
+}
+
+/**
+ * GGUF's Q6_K (super-blocks of 256 = 16 sub-blocks of 16; value = d*sc_s*q
+ * with q in -32..31, int8 sc_s, f16 d) against x quantized to q8_0 in groups
+ * of 256, as llama.cpp's vec_dot_q6_K_q8_K: per super-block b an exact int32
+ *   isum = sum_s sc_s * (sum over sub-block s of q_i * xq_i)
+ * then, rounded to f32 step by step,
+ *   val = val + (f32(isum) * d) * xs_b
+ */
+export function matmulQ6K(out: Float32Array, outOff: number, xq: Int8Array, xs: Float32Array, w: Uint8Array, n: number, d: number): void {
+  const blocks = n / QK_K;
+  for (let i = 0; i < d; i++) {
+    let val = 0;
+    for (let b = 0; b < blocks; b++) {
+      const at = (i * blocks + b) * Q6_K_BYTES;
+      kquantInts('q6_k', w, at, kq);
+      const xb = b * QK_K;
+      let isum = 0;
+      for (let s = 0; s < 16; s++) {
+        let dot = 0;
+        for (let l = 16 * s; l < 16 * s + 16; l++) dot += kq[l] * xq[xb + l];
+        isum += q6_kScale(w, at, s) * dot;
+      }
+      val = f32(val + f32(f32(f32(isum) * q6_kD(w, at)) * xs[b]));
     }
     out[outOff + i] = val;
   }
