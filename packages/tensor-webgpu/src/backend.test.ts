@@ -1,10 +1,11 @@
 /// <reference types="@webgpu/types" />
-import { ArgumentError, BackendError, contiguousRows, type Tensor } from '@rama/backend';
+import { ArgumentError, BackendError, contiguousRows, f16ToF32, type Tensor } from '@rama/backend';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ScalarCpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from './index.js';
 import { compileKernel } from './pipelines.js';
-import type { GpuTensor } from './tensor.js';
+import { planParts, type GpuTensor } from './tensor.js';
+import { quantizeActivations } from '@rama/quant-q80';
 // The CPU reference kernels (llama2.c's run.c in f32 steps), by relative path: a test-only import.
 import { rope as ropeRef } from '../../tensor-cpu/src/kernels/scalar.js';
 
@@ -311,7 +312,7 @@ describe('matmul kernel variants (rows, workgroups)', () => {
     return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 31) - 1;
   };
 
-  async function run(b: WebGpuBackend, w: { desc: { shape: number[]; dtype: 'f32' | 'q8_0' | 'q4_0' | 'f16'; groupSize?: number }; data: Uint8Array | Float32Array }, x: Float32Array, rows: number): Promise<Float32Array> {
+  async function run(b: WebGpuBackend, w: { desc: { shape: number[]; dtype: 'f32' | 'q8_0' | 'q4_0' | 'f16' | 'q4_k' | 'q5_k' | 'q6_k'; groupSize?: number }; data: Uint8Array | Float32Array }, x: Float32Array, rows: number): Promise<Float32Array> {
     const [d, n] = w.desc.shape;
     const wt = await b.upload({ label: 'w', ...w.desc }, w.data);
     const xt = await b.upload({ label: 'x', shape: [8, n], dtype: 'f32' }, x);
@@ -376,6 +377,102 @@ describe('matmul kernel variants (rows, workgroups)', () => {
           const b = await run(v.wg, w, x, rows);
           expect(b, `${v.name}, [${d}, ${n}], ${rows} rows`).toEqual(a);
           expect(a.some((e) => e !== 0)).toBe(true);
+        }
+      }
+    }
+  });
+
+  // The k-quant numerics, written out from their definition: x quantized in groups of 256
+  // (runq.c's q8_0), then per block b, in f32 steps: val = val + ((f32(isum) * d) - (f32(msum) * dmin)) * xs_b
+  // (Q4_K, Q5_K) or val = val + (f32(isum) * d) * xs_b (Q6_K), isum and msum exact integer sums.
+  type KQuant = 'q4_k' | 'q5_k' | 'q6_k';
+  const K_BYTES = { q4_k: 144, q5_k: 176, q6_k: 210 } as const;
+
+  /** Block `at`'s 256 integer values q, the scale of each value's sub-block, its min (0 for Q6_K), d and dmin. */
+  function decodeK(type: KQuant, bytes: Uint8Array, at: number) {
+    const q = new Int32Array(256), sc = new Int32Array(256), m = new Int32Array(256);
+    const f16 = (o: number) => f16ToF32(bytes[at + o] | (bytes[at + o + 1] << 8));
+    if (type === 'q6_k') {
+      for (let h = 0; h < 2; h++) {
+        const ql = at + 64 * h, qh = at + 128 + 32 * h;
+        for (let l = 0; l < 32; l++) {
+          const e = 128 * h + l;
+          q[e] = ((bytes[ql + l] & 15) | ((bytes[qh + l] & 3) << 4)) - 32;
+          q[e + 32] = ((bytes[ql + l + 32] & 15) | (((bytes[qh + l] >> 2) & 3) << 4)) - 32;
+          q[e + 64] = ((bytes[ql + l] >> 4) | (((bytes[qh + l] >> 4) & 3) << 4)) - 32;
+          q[e + 96] = ((bytes[ql + l + 32] >> 4) | (((bytes[qh + l] >> 6) & 3) << 4)) - 32;
+        }
+      }
+      for (let e = 0; e < 256; e++) sc[e] = (bytes[at + 192 + (e >> 4)] << 24) >> 24;
+      return { q, sc, m, d: f16(208), dmin: 0 };
+    }
+    const s = (i: number) => bytes[at + 4 + i];
+    const qs = at + (type === 'q4_k' ? 16 : 48);
+    for (let k = 0; k < 4; k++) {
+      for (let l = 0; l < 32; l++) {
+        const hb = type === 'q5_k' ? bytes[at + 16 + l] : 0;
+        q[64 * k + l] = (bytes[qs + 32 * k + l] & 15) + (((hb >> (2 * k)) & 1) << 4);
+        q[64 * k + 32 + l] = (bytes[qs + 32 * k + l] >> 4) + (((hb >> (2 * k + 1)) & 1) << 4);
+      }
+    }
+    for (let j = 0; j < 8; j++) {
+      const scj = j < 4 ? s(j) & 63 : (s(j + 4) & 15) | ((s(j - 4) >> 6) << 4);
+      const mj = j < 4 ? s(j + 4) & 63 : (s(j + 4) >> 4) | ((s(j) >> 6) << 4);
+      sc.fill(scj, 32 * j, 32 * j + 32);
+      m.fill(mj, 32 * j, 32 * j + 32);
+    }
+    return { q, sc, m, d: f16(0), dmin: f16(2) };
+  }
+
+  function kquantRef(type: KQuant, data: Uint8Array, d: number, n: number, x: Float32Array, rows: number): Float32Array {
+    const res = new Float32Array(rows * d);
+    const xq = new Int8Array(n), xs = new Float32Array(n / 256);
+    const f = Math.fround;
+    for (let r = 0; r < rows; r++) {
+      quantizeActivations(x, r * n, n, 256, xq, xs);
+      for (let j = 0; j < d; j++) {
+        let val = 0;
+        for (let b = 0; b < n / 256; b++) {
+          const blk = decodeK(type, data, K_BYTES[type] * ((j * n) / 256 + b));
+          let isum = 0, msum = 0;
+          for (let e = 0; e < 256; e++) {
+            isum += blk.sc[e] * blk.q[e] * xq[256 * b + e];
+            msum += blk.m[e] * xq[256 * b + e];
+          }
+          val = f(val + f(f(f(isum * blk.d) - f(msum * blk.dmin)) * xs[b]));
+        }
+        res[r * d + j] = val;
+      }
+    }
+    return res;
+  }
+
+  it('q4_k, q5_k, q6_k: bit-identical to the k-quant numerics, over tiles, batch rows and split weights', async () => {
+    // [d, n]: 10 blocks a row (a tile of 8 and a partial one; two parts at 64 KiB), 17 (three tiles), 1.
+    const shapes = [[60, 2560], [6, 4352], [37, 256]];
+    for (const type of ['q4_k', 'q5_k', 'q6_k'] as const) {
+      expect(planParts({ label: 'w', shape: shapes[0], dtype: type }, 64 * KiB).length).toBe(2);
+      for (const [d, n] of shapes) {
+        const r = rand(d * n + K_BYTES[type]);
+        const size = K_BYTES[type];
+        const blocks = (d * n) / 256;
+        const data = new Uint8Array(size * blocks).map(() => Math.floor((r() + 1) * 128));
+        // f16 scales: positive normals from 2^-10 to 2^-7 (d at 208 for Q6_K; d, dmin at 0, 2 for Q4_K/Q5_K).
+        for (let b = 0; b < blocks; b++) {
+          for (const o of type === 'q6_k' ? [208] : [0, 2]) {
+            data[size * b + o] = Math.floor((r() + 1) * 128);
+            data[size * b + o + 1] = 0x14 + Math.floor((r() + 1) * 6);
+          }
+        }
+        const x = Float32Array.from({ length: 8 * n }, () => Math.fround(r() * 2));
+        const w = { desc: { shape: [d, n], dtype: type }, data };
+        for (const rows of [1, 5]) {
+          const want = kquantRef(type, data, d, n, x, rows);
+          expect(want.some((e) => e !== 0)).toBe(true);
+          for (const v of variants) {
+            expect(await run(v.rows, w, x, rows), `${type} rows kernel, ${v.name}, [${d}, ${n}], ${rows} rows`).toEqual(want);
+            expect(await run(v.wg, w, x, rows), `${type} workgroup kernel, ${v.name}, [${d}, ${n}], ${rows} rows`).toEqual(want);
+          }
         }
       }
     }

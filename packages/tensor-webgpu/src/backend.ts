@@ -194,9 +194,9 @@ export class WebGpuBackend implements Backend, StepHost {
     return t;
   }
 
-  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0: the types these kernels handle (see Backend.supports). */
+  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0, q4_k, q5_k, q6_k: the types these kernels handle (see Backend.supports). */
   supports(dtype: DType): boolean {
-    return ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0'].includes(dtype);
+    return ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k'].includes(dtype);
   }
 
   private checkDesc(desc: TensorDesc): number {

@@ -8,7 +8,9 @@ import { BackendError, byteLengthOf, colsOf, elementCount, type DType, type Tens
  * laid out as the rows' int8 values (padded to 4 bytes), then their f32 scales;
  * f16 and bf16 parts whole rows of the file's 16-bit elements (padded to 4
  * bytes); q4_0 parts whole rows of blocks, their nibbles (16 bytes a block)
- * then their f16 scales (2 bytes a block, padded to 4).
+ * then their f16 scales (2 bytes a block, padded to 4); q4_k and q5_k parts
+ * whole rows of the file's blocks; q6_k parts whole rows of blocks, their
+ * first 208 bytes then their f16 scales (see matrixPacking).
  */
 export interface Part {
   buffer: GPUBuffer;
@@ -19,7 +21,7 @@ export interface Part {
   r0: number;
   r1: number;
   wholeRows: boolean;
-  /** q8_0: byte offset of the scales in the buffer. */
+  /** q8_0, q4_0, q6_k: byte offset of the scales in the buffer. */
   scaleOffset: number;
   bytes: number;
 }
@@ -59,9 +61,38 @@ export class GpuTensor implements Tensor {
 const align4 = (n: number): number => Math.ceil(n / 4) * 4;
 
 /**
+ * How a part of k whole rows of a packed matrix type is laid out: its bytes,
+ * where its scales start (0 where they are inline), and a row's average size.
+ * - f16, bf16: the file's elements, two per u32 (a part starts at its first element).
+ * - q4_0: the blocks' nibbles (16 bytes each), then their f16 scales (2 bytes each).
+ * - q4_k, q5_k: the file's blocks as they are (144 and 176 bytes: whole words).
+ * - q6_k: each block's first 208 bytes (ql, qh, scales), then every block's f16 d:
+ *   the file's 210-byte blocks are not word-aligned.
+ */
+function matrixPacking(dtype: DType, cols: number): { bytesFor(k: number): number; scaleOffset(k: number): number; rowBytes: number } | undefined {
+  const blocks = (k: number, size: number): number => (k * cols) / size;
+  switch (dtype) {
+    case 'f16':
+    case 'bf16':
+      return { bytesFor: (k) => align4(2 * k * cols), scaleOffset: () => 0, rowBytes: 2 * cols };
+    case 'q4_0':
+      return { bytesFor: (k) => 16 * blocks(k, 32) + align4(2 * blocks(k, 32)), scaleOffset: (k) => 16 * blocks(k, 32), rowBytes: (18 * cols) / 32 };
+    case 'q4_k':
+    case 'q5_k': {
+      const size = dtype === 'q4_k' ? 144 : 176;
+      return { bytesFor: (k) => size * blocks(k, 256), scaleOffset: () => 0, rowBytes: (size * cols) / 256 };
+    }
+    case 'q6_k':
+      return { bytesFor: (k) => 208 * blocks(k, 256) + align4(2 * blocks(k, 256)), scaleOffset: (k) => 208 * blocks(k, 256), rowBytes: (210 * cols) / 256 };
+    default:
+      return undefined;
+  }
+}
+
+/**
  * Splits a tensor into parts of at most `limit` bytes each: by rows, or, when
  * a single row is larger than `limit` (f32/i32 only), into row segments.
- * f16, bf16 and q4_0 (matrices) are split by whole rows only.
+ * f16, bf16, q4_0 and the k-quants (matrices) are split by whole rows only.
  */
 export function planParts(desc: TensorDesc, limit: number): PartPlan[] {
   const cols = colsOf(desc);
@@ -86,14 +117,12 @@ export function planParts(desc: TensorDesc, limit: number): PartPlan[] {
     }
     return plans;
   }
-  if (desc.dtype === 'f16' || desc.dtype === 'bf16' || desc.dtype === 'q4_0') {
-    // Matrices for matmul: whole rows per part, each part's bytes word-aligned.
-    // f16/bf16: the elements as in the file (two per u32, a part starting at its first
-    // element); q4_0: the blocks' nibbles (16 bytes each), then their f16 scales.
-    const q4 = desc.dtype === 'q4_0';
-    const bytesFor = (k: number): number => (q4 ? (k * cols) / 2 + align4((k * cols) / 16) : align4(2 * k * cols));
+  const packed = matrixPacking(desc.dtype, cols);
+  if (packed) {
+    // Matrices for matmul: whole rows per part, each part's bytes word-aligned (see matrixPacking).
+    const { bytesFor, scaleOffset } = packed;
     let per = rows;
-    if (bytesFor(per) > limit) per = Math.floor(limit / (q4 ? (cols * 18) / 32 : 2 * cols));
+    if (bytesFor(per) > limit) per = Math.floor(limit / packed.rowBytes);
     while (per > 0 && bytesFor(per) > limit) per--;
     if (per === 0) {
       throw new BackendError(
@@ -102,7 +131,7 @@ export function planParts(desc: TensorDesc, limit: number): PartPlan[] {
     }
     for (let r0 = 0; r0 < rows; r0 += per) {
       const r1 = Math.min(rows, r0 + per);
-      plans.push({ e0: r0 * cols, e1: r1 * cols, r0, r1, wholeRows: true, scaleOffset: q4 ? ((r1 - r0) * cols) / 2 : 0, bytes: bytesFor(r1 - r0) });
+      plans.push({ e0: r0 * cols, e1: r1 * cols, r0, r1, wholeRows: true, scaleOffset: scaleOffset(r1 - r0), bytes: bytesFor(r1 - r0) });
     }
     return plans;
   }
@@ -131,7 +160,7 @@ export function planParts(desc: TensorDesc, limit: number): PartPlan[] {
 /** True when the single part's bytes are exactly the standard layout, so a TensorFill can write straight into it. */
 export function isStandardLayout(desc: TensorDesc, plans: PartPlan[]): boolean {
   if (plans.length !== 1) return false;
-  if (desc.dtype === 'q4_0') return false;
+  if (desc.dtype === 'q4_0' || desc.dtype === 'q6_k') return false;
   return desc.dtype !== 'q8_0' || elementCount(desc.shape) % 4 === 0;
 }
 
@@ -139,6 +168,20 @@ export function isStandardLayout(desc: TensorDesc, plans: PartPlan[]): boolean {
 export function copyIntoPart(desc: TensorDesc, src: Uint8Array, p: PartPlan, dst: Uint8Array): void {
   if (desc.dtype === 'f16' || desc.dtype === 'bf16') {
     dst.set(src.subarray(2 * p.e0, 2 * p.e1));
+    return;
+  }
+  if (desc.dtype === 'q4_k' || desc.dtype === 'q5_k') {
+    const size = desc.dtype === 'q4_k' ? 144 : 176;
+    dst.set(src.subarray((size * p.e0) / 256, (size * p.e1) / 256));
+    return;
+  }
+  if (desc.dtype === 'q6_k') {
+    const b0 = p.e0 / 256;
+    for (let b = b0; b < p.e1 / 256; b++) {
+      dst.set(src.subarray(210 * b, 210 * b + 208), 208 * (b - b0));
+      dst[p.scaleOffset + 2 * (b - b0)] = src[210 * b + 208];
+      dst[p.scaleOffset + 2 * (b - b0) + 1] = src[210 * b + 209];
+    }
     return;
   }
   if (desc.dtype === 'q4_0') {

@@ -5,6 +5,7 @@ import { attentionKernels } from './attention.js';
 import { embedKernels } from './embed.js';
 import { matmulKernels } from './matmul.js';
 import { matmulQ8Kernels } from './matmulQ8.js';
+import { matmulKKernels } from './matmulK.js';
 import { rmsnormKernels } from './rmsnorm.js';
 import { ropeKernels } from './rope.js';
 import { swigluKernels } from './swiglu.js';
@@ -16,6 +17,7 @@ export function allKernels(packedDot: boolean): KernelDef[] {
     ...rmsnormKernels,
     ...matmulKernels,
     ...matmulQ8Kernels(packedDot),
+    ...matmulKKernels(packedDot),
     ...ropeKernels,
     ...attentionKernels,
     ...swigluKernels,

@@ -1,6 +1,7 @@
 import { F16_WGSL, STEP_WGSL, Params, expect, expectDtype, grid2, type Access, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 import { matmulQ4Chunk, matmulQ8Chunk } from './matmulQ8.js';
+import { isKQuant, matmulKChunk } from './matmulK.js';
 
 // The matmul (docs/guide/webgpu.md): most of a token's time, and all of its weight reads.
 // out[r, j] = sum_k w[j, k] * x[r, k], summed in k order as llama2.c does.
@@ -186,7 +187,7 @@ function blocks(out: GpuTensor, w: GpuTensor, chunkR0: number, chunkEnd: number,
 export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor, flow: RowFlow): void {
   expectDtype('matmul', out, 'f32');
   expectDtype('matmul', x, 'f32');
-  expectDtype('matmul', w, 'f32', 'q8_0', 'f16', 'bf16', 'q4_0');
+  expectDtype('matmul', w, 'f32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k');
   expect(w.cols === x.cols, 'matmul', `${w.label} has ${w.cols} columns but ${x.label} has ${x.cols}`);
   expect(w.rows === out.cols, 'matmul', `${w.label} has ${w.rows} rows but ${out.label} has ${out.cols} columns`);
   const rows = flow.count;
@@ -200,6 +201,10 @@ export function matmul(rec: Recorder, out: GpuTensor, x: GpuTensor, w: GpuTensor
     }
     if (w.dtype === 'q4_0') {
       matmulQ4Chunk(rec, out, x, w, xp, ch.r0, ch.end, rows, rowsWord, bs);
+      continue;
+    }
+    if (isKQuant(w.dtype)) {
+      matmulKChunk(rec, out, x, w, xp, ch.r0, ch.end, rows, rowsWord, bs);
       continue;
     }
     const wg = rec.matmulKernels === 'workgroups';

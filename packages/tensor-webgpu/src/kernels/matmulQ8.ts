@@ -11,9 +11,20 @@ import type { MatmulBlock } from './matmul.js';
 // Scratch layout ("xq", per chunk of x rows): row-major int8 values, 4 per u32,
 // each row padded to whole words (nw words), then the f32 scales (ng per row).
 
-const SBYTE_WGSL = /* wgsl */ `
+/** sbyte(word, b): byte b (0..3) of a u32 word, sign-extended (an int8 of packed q8_0 data). */
+export const SBYTE_WGSL = /* wgsl */ `
 fn sbyte(word: u32, b: u32) -> i32 { return bitcast<i32>(word << (24u - 8u * b)) >> 24u; }
 `;
+
+/**
+ * dot4(a, b): the i32 dot product of two words of four int8 each, with WGSL's
+ * dot4I8Packed where the device has it, else byte by byte (needs SBYTE_WGSL).
+ */
+export function dot4Wgsl(packedDot: boolean): string {
+  return packedDot
+    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
+    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+}
 
 // What the two passes that quantize x share: their params and bindings.
 const QUANT_X_HEADER = /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
@@ -61,9 +72,7 @@ const quantWgsl = /* wgsl */ `${QUANT_X_HEADER}@compute @workgroup_size(64) fn m
 }`;
 
 function matmulWgsl(words: boolean, packedDot: boolean): string {
-  const dot = packedDot
-    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
-    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+  const dot = dot4Wgsl(packedDot);
   // words: G % 4 == 0, so every group starts on a u32 boundary in w and xq.
   const groupDot = words
     ? /* wgsl */ `
@@ -123,9 +132,7 @@ const Q8_WG = 64;
 // val is the same f32 chain as runq.c's, bit for bit, and no fma can be formed
 // across the three roundings (the terms pass through workgroup memory).
 function matmulWgWgsl(packedDot: boolean): string {
-  const dot = packedDot
-    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
-    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+  const dot = dot4Wgsl(packedDot);
   const T = Q8_TILE_WORDS;
   return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}
 ${dot}
@@ -191,9 +198,7 @@ fn nib8(v: u32) -> u32 { return ((v | 0x80808080u) - 0x08080808u) ^ 0x80808080u;
 `;
 
 function matmulQ4Wgsl(packedDot: boolean): string {
-  const dot = packedDot
-    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
-    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+  const dot = dot4Wgsl(packedDot);
   return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}${NIBBLES_WGSL}${F16_WGSL}
 ${dot}
 struct P { n: u32, d: u32, ng: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowsWord: u32,
@@ -240,9 +245,7 @@ const Q4_TILE = 64;
 // workgroup memory; then one thread per row adds the tile's terms in block
 // order. So val is the row kernel's f32 chain, bit for bit.
 function matmulQ4WgWgsl(packedDot: boolean): string {
-  const dot = packedDot
-    ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }'
-    : 'fn dot4(a: u32, b: u32) -> i32 { return sbyte(a, 0u) * sbyte(b, 0u) + sbyte(a, 1u) * sbyte(b, 1u) + sbyte(a, 2u) * sbyte(b, 2u) + sbyte(a, 3u) * sbyte(b, 3u); }';
+  const dot = dot4Wgsl(packedDot);
   const T = Q4_TILE;
   return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}${NIBBLES_WGSL}${F16_WGSL}
 ${dot}
@@ -302,7 +305,7 @@ export function matmulQ8Kernels(packedDot: boolean): KernelDef[] {
 }
 
 /** Where quantizeX put x's q8_0 copy in the "xq" scratch: int8 words (nw per row), then f32 scales from word sOff. */
-interface QuantizedX {
+export interface QuantizedX {
   xq: GPUBuffer;
   nw: number;
   ng: number;
@@ -310,7 +313,7 @@ interface QuantizedX {
 }
 
 /** Quantizes x rows [r0, end) (those `rows` needs) to q8_0 in groups of G into the "xq" scratch. */
-function quantizeX(rec: Recorder, x: GpuTensor, xp: Part, G: number, r0: number, end: number, rows: number, rowsWord: number): QuantizedX {
+export function quantizeX(rec: Recorder, x: GpuTensor, xp: Part, G: number, r0: number, end: number, rows: number, rowsWord: number): QuantizedX {
   const n = x.cols;
   const ng = n / G;
   const nw = Math.ceil(n / 4);
