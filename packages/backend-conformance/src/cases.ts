@@ -18,6 +18,11 @@
  *   blocks of 32, int32 block sums exact), w_jk = (nibble - 8) * d.
  * - attention: 2e-5 * max_t |v_t| (per head and column) + 1e-6: another
  *   softmax algorithm (e.g. online, flash-attention style) rounds differently.
+ * - storeKV and attention with an f16 KV cache: each value rounded to the
+ *   nearest f16 (ties to even, past 65504 infinity) and widened exactly, so
+ *   within each backend the result must equal, bit for bit, that of an f32
+ *   cache holding the f16-rounded values (`same`); against the reference,
+ *   the f32 bounds.
  * Rows past a step's `rows`, and everything an op does not write, must keep
  * their contents exactly: every output is compared in full.
  *
@@ -26,7 +31,7 @@
  * binding limit is exercised across its splits (a row-split weight, a logits
  * row split into segments, a KV cache layer spanning two buffers).
  */
-import { bf16ToF32, dequantizeQ4_0, f16ToF32, type Step, type StepRows, type Tensor, type TensorDesc } from '@rama/backend';
+import { bf16ToF32, dequantizeQ4_0, f16ToF32, f32ToF16, type Step, type StepRows, type Tensor, type TensorDesc } from '@rama/backend';
 
 export type HostData = Float32Array | Int32Array | Uint8Array;
 
@@ -56,6 +61,12 @@ export interface ConformanceCase {
   steps: CaseStep[];
   /** Outputs compared after the last step, each with its bound. */
   outputs: Record<string, Bound>;
+  /**
+   * Pairs of outputs that must be equal, element for element, within each
+   * backend (the reference's too): e.g. attention over an f16 KV cache and
+   * over an f32 cache holding the same f16-rounded values.
+   */
+  same?: [string, string][];
 }
 
 const EPS = 2 ** -23;
@@ -373,6 +384,119 @@ function attentionCases(): ConformanceCase[] {
   ];
 }
 
+/** An f16 KV cache (keys or values), colocated with its partner: `values` are rounded to f16 (the initial contents). */
+function kvCacheF16(label: string, shape: number[], values?: Float32Array): CaseTensor {
+  const desc: TensorDesc = { label, shape, dtype: 'f16', colocate: { group: 'kv16', bytes: 2 * 2 * size(shape) } };
+  return { desc, data: values && new Uint8Array(Uint16Array.from(values, f32ToF16).buffer) };
+}
+
+/** `x` rounded to f16 and widened back: what an f16 KV cache holds for it. */
+const roundF16 = (x: Float32Array): Float32Array => Float32Array.from(x, (v) => f16ToF32(f32ToF16(v)));
+
+function kvF16Cases(): ConformanceCase[] {
+  // storeKV's rounding, seen through attention at position 0 (one position: its softmax weight is
+  // exactly 1, so each output row is its value row as the cache holds it): values at and around
+  // f16's ties, its overflow threshold, its subnormals, signed zeros, infinities, NaN, f32 subnormals.
+  const r1 = rng(91);
+  const hs = 10; // not a multiple of 4: the kernels' tails too
+  const kvDim = 2 * hs;
+  const slots = 6;
+  const special = [
+    1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -11), 2048 + 1, 2048 + 3, 1 + 2 ** -11 + 2 ** -23, 1 + 2 ** -11 - 2 ** -23,
+    65504, 65519, 65520, -65520, 65536, 1e9, -1e30, Infinity, -Infinity, NaN,
+    2 ** -14, 2 ** -14 - 2 ** -25, 2 ** -24, 2 ** -25, -(2 ** -25), 3 * 2 ** -25, 5 * 2 ** -25, 2 ** -26, 1.5 * 2 ** -24,
+    0, -0, 1e-40, -1e-45, 6.1e-5, 0.1, -0.3333333, 3.14159265,
+  ];
+  const src = randn(r1, slots * kvDim, 3);
+  special.forEach((v, i) => (src[3 * i] = v));
+  const c1: ConformanceCase = {
+    op: 'storeKV f16',
+    name: `rounding of ${special.length} edge values (ties, overflow, subnormals, inf, NaN) and random ones, read back by attention at position 0`,
+    tensors: {
+      src: f32('src', [slots, kvDim], src),
+      keys: kvCacheF16('keys', [1, slots, 4, kvDim]),
+      values: kvCacheF16('values', [1, slots, 4, kvDim]),
+      q: f32('q', [slots, kvDim], randn(r1, slots * kvDim)),
+      out: f32('out', [slots, kvDim]),
+      rounded: f32('rounded', [slots, kvDim], roundF16(src)),
+    },
+    steps: [{
+      layout: { positions: new Array<number>(slots).fill(0), slots: Array.from({ length: slots }, (_, i) => i) },
+      // keys stay zero: every score is 0 and its weight 1, whatever the values
+      run: (s, t) => {
+        s.storeKV(t.values, 0, t.src);
+        s.attention(t.out, t.q, t.keys, t.values, 0, hs);
+      },
+    }],
+    outputs: { out: exact, rounded: exact },
+    same: [['out', 'rounded']],
+  };
+
+  // storeKV and attention over f16 caches beside f32 caches given the same values rounded to f16:
+  // a prompt's rows (one run), then rows of three sequences in one step.
+  const mk = (name: string, layers: number, nSlots: number, seq: number, nHeads: number, nKv: number, headSize: number,
+    prompt: number, layout: StepRows, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const kd = nKv * headSize, qd = nHeads * headSize;
+    const shape = [layers, nSlots, seq, kd];
+    const rows = layout.positions.length;
+    const k0 = randn(r, size(shape)), v0 = randn(r, size(shape));
+    const kp = randn(r, prompt * kd), vp = randn(r, prompt * kd, 4);
+    const k = randn(r, rows * kd, 2), v = randn(r, rows * kd);
+    const layer = layers - 1;
+    return {
+      op: 'attention f16 KV',
+      name,
+      tensors: {
+        qp: f32('qp', [prompt, qd], randn(r, prompt * qd)),
+        q: f32('q', [rows, qd], randn(r, rows * qd)),
+        kp: f32('kp', [prompt, kd], kp), vp: f32('vp', [prompt, kd], vp),
+        k: f32('k', [rows, kd], k), v: f32('v', [rows, kd], v),
+        kpRounded: f32('kp_rounded', [prompt, kd], roundF16(kp)), vpRounded: f32('vp_rounded', [prompt, kd], roundF16(vp)),
+        kRounded: f32('k_rounded', [rows, kd], roundF16(k)), vRounded: f32('v_rounded', [rows, kd], roundF16(v)),
+        keys16: kvCacheF16('keys16', shape, k0), values16: kvCacheF16('values16', shape, v0),
+        keys32: kvCache('keys32', shape, roundF16(k0)), values32: kvCache('values32', shape, roundF16(v0)),
+        outP16: f32('out_p16', [prompt, qd]), outP32: f32('out_p32', [prompt, qd]),
+        out16: f32('out16', [rows, qd]), out32: f32('out32', [rows, qd]),
+      },
+      steps: [
+        {
+          pos: 0,
+          rows: prompt,
+          run: (s, t) => {
+            s.storeKV(t.keys16, layer, t.kp);
+            s.storeKV(t.values16, layer, t.vp);
+            s.attention(t.outP16, t.qp, t.keys16, t.values16, layer, headSize);
+            s.storeKV(t.keys32, layer, t.kpRounded);
+            s.storeKV(t.values32, layer, t.vpRounded);
+            s.attention(t.outP32, t.qp, t.keys32, t.values32, layer, headSize);
+          },
+        },
+        {
+          layout,
+          run: (s, t) => {
+            s.storeKV(t.keys16, layer, t.k);
+            s.storeKV(t.values16, layer, t.v);
+            s.attention(t.out16, t.q, t.keys16, t.values16, layer, headSize);
+            s.storeKV(t.keys32, layer, t.kRounded);
+            s.storeKV(t.values32, layer, t.vRounded);
+            s.attention(t.out32, t.q, t.keys32, t.values32, layer, headSize);
+          },
+        },
+      ],
+      outputs: { outP16: rel(1e-4, 1e-5), outP32: rel(1e-4, 1e-5), out16: rel(1e-4, 1e-5), out32: rel(1e-4, 1e-5) },
+      same: [['outP16', 'outP32'], ['out16', 'out32']],
+    };
+  };
+  return [
+    c1,
+    mk('GQA 4/2, head 8, [2, 3, 12, 16] caches: 5 prompt rows, then 3 sequences in one step', 2, 3, 12, 4, 2, 8, 5,
+      { positions: [4, 6, 7, 5], slots: [2, 0, 0, 0] }, 92),
+    mk('head 12, [2, 2, 300, 48] caches (a layer past 64 KiB in f32): 6 prompt rows, then positions 290 and 299', 2, 2, 300, 4, 4, 12, 6,
+      { positions: [290, 299], slots: [1, 0] }, 93),
+  ];
+}
+
 function elementwiseCases(): ConformanceCase[] {
   const mk = (op: 'add' | 'swiglu', name: string, shape: number[], rows: number, alias: '' | 'a' | 'b', seed: number): ConformanceCase => {
     const r = rng(seed);
@@ -607,6 +731,7 @@ export function conformanceCases(): ConformanceCase[] {
     ...ropeCases(),
     ...storeKVCases(),
     ...attentionCases(),
+    ...kvF16Cases(),
     ...elementwiseCases(),
     ...gatherCases(),
     ...argmaxCases(),

@@ -62,7 +62,7 @@ export function compareOutput(
   for (let i = 0; i < want.length; i++) {
     const g = got[i];
     const w = want[i];
-    if (Number.isNaN(g) && Number.isNaN(w)) continue;
+    if (g === w || (Number.isNaN(g) && Number.isNaN(w))) continue; // equal (infinities too: their difference is NaN)
     const d = Math.abs(g - w);
     const b = bound(i, w);
     if (!(d <= b)) {
@@ -125,6 +125,10 @@ export function describeBackendConformance(
         const want = await runCase(ref!, c);
         const problems = Object.entries(c.outputs)
           .map(([out, bound]) => compareOutput(out, got[out], want[out], bound))
+          .concat((c.same ?? []).flatMap(([a, b]) => [
+            compareOutput(`${a} vs ${b} on ${name}`, got[a], got[b], () => 0),
+            compareOutput(`${a} vs ${b} on the reference`, want[a], want[b], () => 0),
+          ]))
           .filter((p): p is string => p !== undefined);
         expect(problems.join('\n'), `${name} vs ${ref!.name}`).toBe('');
       });

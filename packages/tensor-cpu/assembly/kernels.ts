@@ -56,13 +56,15 @@ const OP_QUANTIZE = 4; // x, n, rows, gs, xq (i16), xs (f32)
 const OP_MATMUL_F32 = 5; // out, x, w, n, d, rows
 const OP_MATMUL_Q80 = 6; // out, xq, xs, wq, ws, n, d, rows, gs, blocked
 const OP_ROPE = 7; // x, n, rows, table, period
-const OP_ATTENTION = 8; // out, q, keys, values, rowTable, rows, nHeads, nKvHeads, headSize, scratch, scratchStride
-// (rowTable: per row, i32 last position and u32 byte offset of its KV slot from `keys`/`values`)
+const OP_ATTENTION = 8; // out, q, keys, values, rowTable, rows, nHeads, nKvHeads, headSize, scratch, scratchStride, f16
+// (rowTable: per row, i32 last position and u32 byte offset of its KV slot from `keys`/`values`;
+// f16: 0 for an f32 KV cache, 1 for an f16 one)
 const OP_SWIGLU = 9; // out, gate, up, count
 const OP_ADD = 10; // out, a, b, count
 const OP_ARGMAX = 11; // out, logits, n, rows
 const OP_MATMUL_HALF = 12; // out, x, w, n, d, rows, bf16 (0: f16 weights, 1: bf16)
 const OP_MATMUL_Q40 = 13; // out, xq, xs, w, n, d, rows (w: GGUF Q4_0 blocks; xq/xs: QUANTIZE with gs 32)
+const OP_STORE_F16 = 20; // dst (f16), src (f32), count: a run of KV rows into an f16 cache
 export const OP_WORDS: i32 = 16;
 
 // ---------------------------------------------------------------------------
@@ -303,9 +305,20 @@ function execute(op: i32, a: usize, tid: i32, n: i32): void {
         const r = u / nHeads;
         const row = ptr(a, 4) + (<usize>r << 3);
         const last = load<i32>(row), slotOff = <usize>load<u32>(row + 4);
-        attentionHead(ptr(a, 0), ptr(a, 1), ptr(a, 2) + slotOff, ptr(a, 3) + slotOff, last, r, u % nHeads,
-          nHeads, arg(a, 7), arg(a, 8), scratch);
+        if (arg(a, 11) != 0) {
+          attentionHead<u16>(ptr(a, 0), ptr(a, 1), ptr(a, 2) + slotOff, ptr(a, 3) + slotOff, last, r, u % nHeads,
+            nHeads, arg(a, 7), arg(a, 8), scratch);
+        } else {
+          attentionHead<f32>(ptr(a, 0), ptr(a, 1), ptr(a, 2) + slotOff, ptr(a, 3) + slotOff, last, r, u % nHeads,
+            nHeads, arg(a, 7), arg(a, 8), scratch);
+        }
       }
+      break;
+    }
+    case OP_STORE_F16: {
+      const count = arg(a, 2);
+      const s = chunkStart(count, tid, n, 8), e = chunkEnd(count, tid, n, 8);
+      storeF16(ptr(a, 0), ptr(a, 1), s, e);
       break;
     }
     case OP_SWIGLU: {
@@ -1024,19 +1037,86 @@ function rope(x: usize, cols: i32, table: usize, period: i32): void {
   }
 }
 
+// ---------------------------------------------------------------------------
+// The KV cache: f32, or f16 (half the memory). An f16 cache stores each key
+// and value as the nearest f16 (round half to even, as IEEE does; past 65504
+// infinity) and attention widens them exactly (widen4/widen1, as the f16
+// matmul does), so attention over an f16 cache computes exactly what it
+// computes over an f32 cache holding the rounded values.
+// attentionHead<T> and scores4<T> take T = f32 or u16 (f16 bits).
+
+/**
+ * Four f32s to the bits of the nearest f16s, in the low halves of i32 lanes
+ * (@rama/backend's f32ToF16, lane by lane, branch-free). With a = |x|'s bits:
+ * - normal f16 (a >= 2^-14): rebias the exponent by 112 and drop 13 fraction
+ *   bits, adding 0xfff plus the kept part's last bit first, so that more than
+ *   half rounds up and exactly half goes to even (a carry reaches the
+ *   exponent, up to 0x7c00 = inf for 65520 <= |x| < 2^16);
+ * - subnormal or zero (a < 2^-14): |x| * 2^24 (exact: a power of two) counts
+ *   units of 2^-24, and f32x4.nearest rounds it half to even;
+ * - |x| >= 2^16 or inf: 0x7c00; NaN: 0x7e00; then the sign.
+ */
+@inline function f16Bits4(x: v128): v128 {
+  const a = v128.and(x, i32x4.splat(0x7fffffff));
+  const rebiased = i32x4.sub(a, i32x4.splat(0x38000000));
+  const odd = v128.and(i32x4.shr_u(rebiased, 13), i32x4.splat(1));
+  const normal = i32x4.shr_u(i32x4.add(rebiased, i32x4.add(i32x4.splat(0xfff), odd)), 13);
+  const sub = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(a, f32x4.splat(16777216))));
+  let h = v128.bitselect(normal, sub, i32x4.ge_s(a, i32x4.splat(0x38800000)));
+  h = v128.bitselect(i32x4.splat(0x7c00), h, i32x4.ge_s(a, i32x4.splat(0x47800000)));
+  h = v128.bitselect(i32x4.splat(0x7e00), h, i32x4.gt_s(a, i32x4.splat(0x7f800000)));
+  return v128.or(h, i32x4.shr_u(v128.and(x, i32x4.splat(0x80000000)), 16));
+}
+
+/** One f32 to the bits of the nearest f16: f16Bits4 for one value. */
+@inline function f16Bits1(x: f32): u32 {
+  const b = reinterpret<u32>(x);
+  const a = b & 0x7fffffff;
+  let h: u32;
+  if (a > 0x7f800000) h = 0x7e00;
+  else if (a >= 0x47800000) h = 0x7c00;
+  else if (a >= 0x38800000) h = (a - 0x38000000 + 0xfff + ((a - 0x38000000) >> 13 & 1)) >> 13;
+  else h = <u32>(<i32>nearest<f32>(reinterpret<f32>(a) * 16777216));
+  return h | (b >> 16 & 0x8000);
+}
+
+/** dst[i] = the f16 nearest src[i] (f32), for i in [s, e): KV rows into an f16 cache, eight values per store. */
+function storeF16(dst: usize, src: usize, s: i32, e: i32): void {
+  let i = s;
+  for (; i + 8 <= e; i += 8) {
+    const lo = f16Bits4(v128.load(at(src, i))), hi = f16Bits4(v128.load(at(src, i + 4)));
+    v128.store(dst + (<usize>i << 1), i16x8.narrow_i32x4_u(lo, hi));
+  }
+  for (; i < e; i++) store<u16>(dst + (<usize>i << 1), <u16>f16Bits1(load<f32>(at(src, i))));
+}
+
+/** Four consecutive KV elements at byte p as f32x4: an f32 cache's as they are, an f16 one's widened exactly. */
+@inline function kvLoad4<T>(p: usize): v128 {
+  if (sizeof<T>() == 2) return widen4<u16>(i32x4.extend_low_i16x8_u(v128.load64_zero(p)));
+  return v128.load(p);
+}
+
+/** One KV element at byte p as f32 (kvLoad4 for one). */
+@inline function kvLoad1<T>(p: usize): f32 {
+  if (sizeof<T>() == 2) return widen1<u16>(<u32>load<u16>(p));
+  return load<f32>(p);
+}
+
 /**
  * Scores of one query head against four consecutive positions' keys: lane p
  * is sum_i q[i] * k_p[i], added in order of i (run.c's loop), so four
  * positions' sequential sums run side by side. Keys are read four columns at
- * a time and transposed in registers.
+ * a time and transposed in registers. T: the cache's element (f32, or u16
+ * for f16 bits); kvStride is in bytes.
  */
-@inline function scores4(q: usize, k0: usize, kvStride: usize, headSize: i32): v128 {
+@inline function scores4<T>(q: usize, k0: usize, kvStride: usize, headSize: i32): v128 {
   const k1 = k0 + kvStride, k2 = k1 + kvStride, k3 = k2 + kvStride;
   let s = f32x4.splat(0);
   let i = 0;
   for (; i + 4 <= headSize; i += 4) {
     const o = <usize>i << 2;
-    const r0 = v128.load(k0 + o), r1 = v128.load(k1 + o), r2 = v128.load(k2 + o), r3 = v128.load(k3 + o);
+    const ko = <usize>i * sizeof<T>();
+    const r0 = kvLoad4<T>(k0 + ko), r1 = kvLoad4<T>(k1 + ko), r2 = kvLoad4<T>(k2 + ko), r3 = kvLoad4<T>(k3 + ko);
     const t0 = f32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = f32x4.shuffle(r2, r3, 0, 4, 1, 5);
     const t2 = f32x4.shuffle(r0, r1, 2, 6, 3, 7), t3 = f32x4.shuffle(r2, r3, 2, 6, 3, 7);
     const qv = v128.load(q + o);
@@ -1046,12 +1126,12 @@ function rope(x: usize, cols: i32, table: usize, period: i32): void {
     s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t2, t3, 2, 3, 6, 7), f32x4.shuffle(qv, qv, 3, 3, 3, 3)));
   }
   for (; i < headSize; i++) {
-    const o = <usize>i << 2;
-    let kv = f32x4.splat(load<f32>(k0 + o));
-    kv = f32x4.replace_lane(kv, 1, load<f32>(k1 + o));
-    kv = f32x4.replace_lane(kv, 2, load<f32>(k2 + o));
-    kv = f32x4.replace_lane(kv, 3, load<f32>(k3 + o));
-    s = f32x4.add(s, f32x4.mul(kv, f32x4.splat(load<f32>(q + o))));
+    const ko = <usize>i * sizeof<T>();
+    let kv = f32x4.splat(kvLoad1<T>(k0 + ko));
+    kv = f32x4.replace_lane(kv, 1, kvLoad1<T>(k1 + ko));
+    kv = f32x4.replace_lane(kv, 2, kvLoad1<T>(k2 + ko));
+    kv = f32x4.replace_lane(kv, 3, kvLoad1<T>(k3 + ko));
+    s = f32x4.add(s, f32x4.mul(kv, f32x4.splat(load<f32>(q + (<usize>i << 2)))));
   }
   return s;
 }
@@ -1060,15 +1140,17 @@ function rope(x: usize, cols: i32, table: usize, period: i32): void {
  * One query head of query row r over positions 0..last, as run.c: scores with a
  * sequential f32 dot product (four positions per f32x4, one per lane: scores4),
  * softmax, then the weighted sum of values (four columns per f32x4).
- * `keys`/`values` point at the row's [seqLen, kvDim] block (its layer and KV slot).
+ * `keys`/`values` point at the row's [seqLen, kvDim] block (its layer and KV slot),
+ * of f32 (T = f32) or f16 (T = u16) elements.
  */
-function attentionHead(out: usize, q: usize, keys: usize, values: usize, last: i32, r: i32, h: i32,
+function attentionHead<T>(out: usize, q: usize, keys: usize, values: usize, last: i32, r: i32, h: i32,
   nHeads: i32, nKvHeads: i32, headSize: i32, att: usize): void {
   const dim = nHeads * headSize;
   const kvDim = nKvHeads * headSize;
-  const kvStride = <usize>kvDim << 2;
+  const eb = <usize>sizeof<T>(); // bytes per cache element
+  const kvStride = <usize>kvDim * eb;
   const qh = at(q, r * dim + h * headSize);
-  const kvOff = <usize>((h / (nHeads / nKvHeads)) * headSize) << 2;
+  const kvOff = <usize>((h / (nHeads / nKvHeads)) * headSize) * eb;
   const kh = keys + kvOff, vh = values + kvOff;
   const scale: f32 = sqrt<f32>(<f32>headSize);
   const vscale = f32x4.splat(scale);
@@ -1077,16 +1159,16 @@ function attentionHead(out: usize, q: usize, keys: usize, values: usize, last: i
   let t = 0;
   for (; t + 8 <= count; t += 8) {
     const k0 = kh + <usize>t * kvStride;
-    v128.store(at(att, t), f32x4.div(scores4(qh, k0, kvStride, headSize), vscale));
-    v128.store(at(att, t + 4), f32x4.div(scores4(qh, k0 + 4 * kvStride, kvStride, headSize), vscale));
+    v128.store(at(att, t), f32x4.div(scores4<T>(qh, k0, kvStride, headSize), vscale));
+    v128.store(at(att, t + 4), f32x4.div(scores4<T>(qh, k0 + 4 * kvStride, kvStride, headSize), vscale));
   }
   for (; t + 4 <= count; t += 4) {
-    v128.store(at(att, t), f32x4.div(scores4(qh, kh + <usize>t * kvStride, kvStride, headSize), vscale));
+    v128.store(at(att, t), f32x4.div(scores4<T>(qh, kh + <usize>t * kvStride, kvStride, headSize), vscale));
   }
   for (; t < count; t++) {
     const k0 = kh + <usize>t * kvStride;
     let s: f32 = 0;
-    for (let i = 0; i < headSize; i++) s += load<f32>(at(qh, i)) * load<f32>(at(k0, i));
+    for (let i = 0; i < headSize; i++) s += load<f32>(at(qh, i)) * kvLoad1<T>(k0 + <usize>i * eb);
     store<f32>(at(att, t), s / scale);
   }
 
@@ -1117,11 +1199,11 @@ function attentionHead(out: usize, q: usize, keys: usize, values: usize, last: i
       let o0 = f32x4.splat(0), o1 = f32x4.splat(0), o2 = f32x4.splat(0), o3 = f32x4.splat(0);
       for (let tt = 0; tt < count; tt++) {
         const a = f32x4.splat(load<f32>(at(att, tt)));
-        const vp = vh + <usize>tt * kvStride + (<usize>c << 2);
-        o0 = f32x4.add(o0, f32x4.mul(a, v128.load(vp)));
-        o1 = f32x4.add(o1, f32x4.mul(a, v128.load(vp, 16)));
-        o2 = f32x4.add(o2, f32x4.mul(a, v128.load(vp, 32)));
-        o3 = f32x4.add(o3, f32x4.mul(a, v128.load(vp, 48)));
+        const vp = vh + <usize>tt * kvStride + <usize>c * eb;
+        o0 = f32x4.add(o0, f32x4.mul(a, kvLoad4<T>(vp)));
+        o1 = f32x4.add(o1, f32x4.mul(a, kvLoad4<T>(vp + 4 * eb)));
+        o2 = f32x4.add(o2, f32x4.mul(a, kvLoad4<T>(vp + 8 * eb)));
+        o3 = f32x4.add(o3, f32x4.mul(a, kvLoad4<T>(vp + 12 * eb)));
       }
       const op = oh + (<usize>c << 2);
       v128.store(op, o0);
@@ -1132,8 +1214,8 @@ function attentionHead(out: usize, q: usize, keys: usize, values: usize, last: i
       for (let cc = c; cc < vecEnd; cc += 4) {
         let o0 = f32x4.splat(0);
         for (let tt = 0; tt < count; tt++) {
-          const vp = vh + <usize>tt * kvStride + (<usize>cc << 2);
-          o0 = f32x4.add(o0, f32x4.mul(f32x4.splat(load<f32>(at(att, tt))), v128.load(vp)));
+          const vp = vh + <usize>tt * kvStride + <usize>cc * eb;
+          o0 = f32x4.add(o0, f32x4.mul(f32x4.splat(load<f32>(at(att, tt))), kvLoad4<T>(vp)));
         }
         v128.store(oh + (<usize>cc << 2), o0);
       }
@@ -1141,7 +1223,7 @@ function attentionHead(out: usize, q: usize, keys: usize, values: usize, last: i
   }
   for (let i = vecEnd; i < headSize; i++) {
     let o0: f32 = 0;
-    for (let tt = 0; tt < count; tt++) o0 += load<f32>(at(att, tt)) * load<f32>(at(vh + <usize>tt * kvStride, i));
+    for (let tt = 0; tt < count; tt++) o0 += load<f32>(at(att, tt)) * kvLoad1<T>(vh + <usize>tt * kvStride + <usize>i * eb);
     store<f32>(at(oh, i), o0);
   }
 }

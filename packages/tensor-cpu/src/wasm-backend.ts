@@ -828,18 +828,37 @@ class WasmStep implements Step {
   }
 
   storeKV(cache: Tensor, layer: number, src: Tensor): void {
-    const c = this.f32(cache, 'storeKV'), s = this.f32(src, 'storeKV');
+    const c = this.kvCache(cache, 'storeKV'), s = this.f32(src, 'storeKV');
     const g = checkRowsInCache(c, layer, this.layout, 'storeKV');
     const rowBytes = g.kvDim * 4;
+    const eb = c.dtype === 'f16' ? 2 : 4;
     const p = this.in(c.space);
     const srcAt = p.addr(s, this.rows * rowBytes, 'read');
-    const pieces = this.positions.map((pos, r) => ({ dst: c.ptr + (kvOffset(g, layer, this.slots[r]) + pos * g.kvDim) * 4, src: srcAt + r * rowBytes }));
-    this.copyRows(p, c, rowBytes, pieces);
+    const pieces = this.positions.map((pos, r) => ({ dst: c.ptr + (kvOffset(g, layer, this.slots[r]) + pos * g.kvDim) * eb, src: srcAt + r * rowBytes }));
+    if (eb === 4) {
+      this.copyRows(p, c, rowBytes, pieces);
+      return;
+    }
+    // f16: one rounding op per run of rows that lie one after another in both tensors.
+    for (let i = 0; i < pieces.length; ) {
+      let j = i + 1;
+      while (j < pieces.length && pieces[j].dst === pieces[j - 1].dst + g.kvDim * 2 && pieces[j].src === pieces[j - 1].src + rowBytes) j++;
+      this.op(p, OP.STORE_F16, c, pieces[i].dst, pieces[i].src, (j - i) * g.kvDim);
+      i = j;
+    }
+  }
+
+  /** A KV cache: f32, or f16 (each value the nearest f16: half the memory). */
+  private kvCache(t: Tensor, what: string): WasmTensor {
+    const c = this.be.own(t);
+    if (c.dtype !== 'f32' && c.dtype !== 'f16') throw new ArgumentError(`${what}: ${c.label} must be an f32 or f16 KV cache, is ${c.dtype}`);
+    return c;
   }
 
   attention(out: Tensor, q: Tensor, keys: Tensor, values: Tensor, layer: number, headSize: number): void {
     const o = this.f32(out, 'attention'), qi = this.f32(q, 'attention');
-    const kc = this.f32(keys, 'attention'), vc = this.f32(values, 'attention');
+    const kc = this.kvCache(keys, 'attention'), vc = this.kvCache(values, 'attention');
+    if (vc.dtype !== kc.dtype) throw new ArgumentError(`attention: ${kc.label} is ${kc.dtype} but ${vc.label} is ${vc.dtype}`);
     const g = checkRowsInCache(kc, layer, this.layout, 'attention');
     const dim = colsOf(qi);
     const rows = this.rowFlow.flow(o, qi, 'attention');
@@ -850,18 +869,19 @@ class WasmStep implements Step {
     if (kc.space !== vc.space) {
       throw new BackendError(`attention: ${kc.label} and ${vc.label} lie in different WebAssembly memories; give them the same TensorDesc.colocate group`);
     }
+    const eb = kc.dtype === 'f16' ? 2 : 4;
     const p = this.in(kc.space);
     const stride = Math.ceil((g.seqLen * 4) / 64) * 64 + 64;
     const scratch = p.space.attScratch.ensure(stride * this.be.threads);
-    const layerOff = kvOffset(g, layer, 0) * 4;
+    const layerOff = kvOffset(g, layer, 0) * eb;
     const qAt = p.addr(qi, rows * dim * 4, 'read');
-    const base = this.op(p, OP.ATTENTION, o, p.addr(o, rows * dim * 4, 'write'), qAt, kc.ptr + layerOff, vc.ptr + layerOff, 0, rows, nHeads, nKv, headSize, scratch, stride);
+    const base = this.op(p, OP.ATTENTION, o, p.addr(o, rows * dim * 4, 'write'), qAt, kc.ptr + layerOff, vc.ptr + layerOff, 0, rows, nHeads, nKv, headSize, scratch, stride, eb === 2 ? 1 : 0);
     // Per row: the last position it attends to, and its slot's byte offset from slot 0.
-    p.useTable(`attention-rows,${g.seqLen},${g.kvDim},${rows}`, base + 5, () => {
+    p.useTable(`attention-rows,${g.seqLen},${g.kvDim},${eb},${rows}`, base + 5, () => {
       const tab = new Int32Array(rows * 2);
       for (let r = 0; r < rows; r++) {
         tab[2 * r] = this.positions[r];
-        tab[2 * r + 1] = this.slots[r] * g.seqLen * g.kvDim * 4;
+        tab[2 * r + 1] = this.slots[r] * g.seqLen * g.kvDim * eb;
       }
       return tab;
     });
