@@ -26,6 +26,8 @@
 //   are computed at once, one per lane, each a sequential f32 dot product.
 // - rmsnorm, rope, swiglu, add: sequential or element by element, as run.c.
 
+import { kSums, matmulQ45K, matmulQ6K } from './kquants';
+
 @external("env", "exp")
 declare function hostExp(x: f64): f64;
 
@@ -65,6 +67,11 @@ const OP_ARGMAX = 11; // out, logits, n, rows
 const OP_MATMUL_HALF = 12; // out, x, w, n, d, rows, bf16 (0: f16 weights, 1: bf16)
 const OP_MATMUL_Q40 = 13; // out, xq, xs, w, n, d, rows (w: GGUF Q4_0 blocks; xq/xs: QUANTIZE with gs 32)
 const OP_STORE_F16 = 20; // dst (f16), src (f32), count: a run of KV rows into an f16 cache
+// GGUF k-quants (kquants.ts); xq/xs: QUANTIZE with gs 256; sums: KSUMS of that xq
+const OP_MATMUL_Q4K = 14; // out, xq, xs, sums, w, n, d, rows
+const OP_MATMUL_Q5K = 15; // out, xq, xs, sums, w, n, d, rows
+const OP_MATMUL_Q6K = 16; // out, xq, xs, w, n, d, rows
+const OP_KSUMS = 17; // xq (i16), sums (i16), groups: sums of each 32 consecutive xq
 export const OP_WORDS: i32 = 16;
 
 // ---------------------------------------------------------------------------
@@ -287,6 +294,28 @@ function execute(op: i32, a: usize, tid: i32, n: i32): void {
       for (let s = claim(a, chunk); s < d; s = claim(a, chunk)) {
         matmulQ40(ptr(a, 0), ptr(a, 1), ptr(a, 2), ptr(a, 3), cols, d, rows, s, min(s + chunk, d));
       }
+      break;
+    }
+    case OP_MATMUL_Q4K:
+    case OP_MATMUL_Q5K: {
+      const cols = arg(a, 5), d = arg(a, 6), rows = arg(a, 7);
+      const chunk = matmulChunk(d, n);
+      for (let s = claim(a, chunk); s < d; s = claim(a, chunk)) {
+        matmulQ45K(ptr(a, 0), ptr(a, 1), ptr(a, 2), ptr(a, 3), ptr(a, 4), cols, d, rows, s, min(s + chunk, d), op == OP_MATMUL_Q5K);
+      }
+      break;
+    }
+    case OP_MATMUL_Q6K: {
+      const cols = arg(a, 4), d = arg(a, 5), rows = arg(a, 6);
+      const chunk = matmulChunk(d, n);
+      for (let s = claim(a, chunk); s < d; s = claim(a, chunk)) {
+        matmulQ6K(ptr(a, 0), ptr(a, 1), ptr(a, 2), ptr(a, 3), cols, d, rows, s, min(s + chunk, d));
+      }
+      break;
+    }
+    case OP_KSUMS: {
+      const groups = arg(a, 2);
+      kSums(ptr(a, 0), ptr(a, 1), chunkStart(groups, tid, n, 1), chunkEnd(groups, tid, n, 1));
       break;
     }
     case OP_ROPE: {

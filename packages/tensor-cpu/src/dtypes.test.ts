@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  ArgumentError, bf16ToF32, byteLengthOf, contiguousRows, dequantizeQ4_0, f16ToF32, registerDType, registeredDTypes,
-  type Backend, type Tensor, type TensorDesc,
+  ArgumentError, bf16ToF32, byteLengthOf, contiguousRows, dequantizeQ4_0, dequantizeQ4_K, dequantizeQ5_K, dequantizeQ6_K, f16ToF32,
+  registerDType, registeredDTypes, type Backend, type Tensor, type TensorDesc,
 } from '@rama/backend';
 import { rng } from '@rama/backend-conformance';
 import { CpuBackend } from './index.js';
@@ -34,6 +34,35 @@ async function matmul(be: Backend, w: TensorDesc, wData: Uint8Array | Float32Arr
   }
 }
 
+type KQuant = 'q4_k' | 'q5_k' | 'q6_k';
+const K_BYTES = { q4_k: 144, q5_k: 176, q6_k: 210 } as const;
+
+/**
+ * Random k-quant weights [d, n]: random quant bits; the scales' bytes from `scaleByte` (Q4_K/Q5_K: the 12 bytes of
+ * 6-bit scales and mins; Q6_K: the int8 scales), d (and dmin) the given f16 bits.
+ */
+function kquantBytes(dtype: KQuant, d: number, n: number, seed: number, dBits: () => number, scaleByte: () => number): Uint8Array {
+  const r = rng(seed);
+  const size = K_BYTES[dtype];
+  const bytes = new Uint8Array((d * n / 256) * size);
+  for (let b = 0; b < bytes.length / size; b++) {
+    const o = b * size;
+    for (let i = 0; i < size; i++) bytes[o + i] = Math.floor(r() * 256);
+    if (dtype === 'q6_k') {
+      for (let s = 0; s < 16; s++) bytes[o + 192 + s] = scaleByte();
+      const h = dBits();
+      bytes[o + 208] = h & 255; bytes[o + 209] = h >> 8;
+    } else {
+      for (let s = 0; s < 12; s++) bytes[o + 4 + s] = scaleByte();
+      const h = dBits(), m = dBits();
+      bytes[o] = h & 255; bytes[o + 1] = h >> 8; bytes[o + 2] = m & 255; bytes[o + 3] = m >> 8;
+    }
+  }
+  return bytes;
+}
+
+const kDequantize = { q4_k: dequantizeQ4_K, q5_k: dequantizeQ5_K, q6_k: dequantizeQ6_K } as const;
+
 function randomX(seed: number, count: number): Float32Array {
   const r = rng(seed);
   return Float32Array.from({ length: count }, () => (r() - 0.5) * 4);
@@ -43,10 +72,10 @@ for (const kernels of ['scalar', 'wasm'] as const) {
   describe(`CPU backend (${kernels}): dtypes`, () => {
     const make = (): Promise<Backend> => CpuBackend.create({ kernels, threads: 1, maxRows: 4 });
 
-    it('supports f32, i32, q8_0, f16, bf16 and q4_0', async () => {
+    it('supports f32, i32, q8_0, f16, bf16, q4_0, q4_k, q5_k and q6_k', async () => {
       const be = await make();
       try {
-        expect(registeredDTypes().filter((t) => be.supports(t.name)).map((t) => t.name)).toEqual(['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0']);
+        expect(registeredDTypes().filter((t) => be.supports(t.name)).map((t) => t.name)).toEqual(['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k']);
       } finally {
         be.dispose();
       }
@@ -59,7 +88,7 @@ for (const kernels of ['scalar', 'wasm'] as const) {
         const err = await be.upload(desc, new Uint8Array(byteLengthOf(desc))).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(ArgumentError);
         expect((err as Error).message).toBe(
-          'layers.0.wq: the cpu backend does not support dtype test_q2 (it supports f32, i32, q8_0, f16, bf16, q4_0); convert the tensor or use another backend',
+          'layers.0.wq: the cpu backend does not support dtype test_q2 (it supports f32, i32, q8_0, f16, bf16, q4_0, q4_k, q5_k, q6_k); convert the tensor or use another backend',
         );
         expect(() => be.alloc(desc)).toThrow(/layers\.0\.wq: the cpu backend does not support dtype test_q2/);
         // nothing was allocated: a supported tensor still fits and works
@@ -140,5 +169,89 @@ for (const kernels of ['scalar', 'wasm'] as const) {
         be.dispose();
       }
     });
+
+    // The k-quants: with integer activations whose every group of 256 has max |x| = 127 (so x quantizes to itself,
+    // scale 1), power-of-two d and dmin and small scales, every step of the spec's f32 arithmetic is exact, so the
+    // result must be the exact dot product of the dequantized weights with x. Other weights and activations: within
+    // the bound that x's quantization (half a step per element) and f32 rounding allow.
+    for (const dtype of ['q4_k', 'q5_k', 'q6_k'] as const) {
+      it(`${dtype} weights: exact where the arithmetic is exact, else within x's quantization error`, async () => {
+        const be = await make();
+        try {
+          for (const [d, n, rows, seed] of [[5, 1024, 3, 1], [7, 256, 2, 2], [3, 512, 1, 3]] as const) {
+            const r = rng(seed + 40);
+            // d = 2^-2 (0x3400), dmin = 2^-3 (0x3000); scales 0..7 (Q6_K: -8..7)
+            const bytes = kquantBytes(dtype, d, n, seed, () => (r() < 0.5 ? 0x3400 : 0x3000), () => Math.floor(r() * 256) & (dtype === 'q6_k' ? 0x0f : 0x07) );
+            if (dtype === 'q6_k') for (let i = 192; i < bytes.length; i += 210) for (let s = 0; s < 16; s++) bytes[i + s] = ((bytes[i + s] << 28) >> 28) & 255;
+            const x = Float32Array.from({ length: rows * n }, () => Math.floor(r() * 255) - 127);
+            for (let g = 0; g < rows * n; g += 256) x[g + Math.floor(r() * 256)] = r() < 0.5 ? 127 : -127;
+            const w = kDequantize[dtype](bytes, d * n);
+            const got = await matmul(be, { label: 'w', shape: [d, n], dtype }, bytes, x, rows);
+            for (let i = 0; i < rows * d; i++) {
+              const row = Math.floor(i / d), j = i % d;
+              let want = 0;
+              for (let k = 0; k < n; k++) want += w[j * n + k] * x[row * n + k];
+              expect(got[i], `${d}x${n}, output ${i}`).toBe(want);
+            }
+          }
+          for (const [d, n, rows, seed] of [[9, 768, 4, 4], [4, 256, 1, 5]] as const) {
+            const r = rng(seed + 50);
+            // d, dmin: f16 exponents 2^-10..2^-4; any scale bytes
+            const bytes = kquantBytes(dtype, d, n, seed, () => ((5 + Math.floor(r() * 7)) << 10) | Math.floor(r() * 1024), () => Math.floor(r() * 256));
+            const x = randomX(seed + 60, rows * n);
+            const w = kDequantize[dtype](bytes, d * n);
+            const got = await matmul(be, { label: 'w', shape: [d, n], dtype }, bytes, x, rows);
+            for (let i = 0; i < rows * d; i++) {
+              const row = Math.floor(i / d), j = i % d;
+              let want = 0, bound = 0;
+              for (let b = 0; b < n / 256; b++) {
+                let amax = 0;
+                for (let k = 256 * b; k < 256 * b + 256; k++) amax = Math.max(amax, Math.abs(x[row * n + k]));
+                for (let k = 256 * b; k < 256 * b + 256; k++) {
+                  const wk = w[j * n + k], xk = x[row * n + k];
+                  want += wk * xk;
+                  bound += Math.abs(wk) * (amax / 127 / 2) * 1.001 + 1e-5 * Math.abs(wk * xk);
+                }
+              }
+              expect(Math.abs(got[i] - want), `${d}x${n}, output ${i}`).toBeLessThanOrEqual(bound);
+            }
+          }
+        } finally {
+          be.dispose();
+        }
+      });
+    }
   });
 }
+
+// The k-quant numerics fix every f32 step (the integer sums are exact in any order), so the WebAssembly kernels
+// must give the scalar reference's bits: batches of 1 to 5 rows (pairs and a single row), odd output counts,
+// two threads, an all-zero activation group, the largest scales and mins, negative and subnormal d.
+describe('CPU backend: k-quant matmuls, WebAssembly against the scalar reference', () => {
+  for (const dtype of ['q4_k', 'q5_k', 'q6_k'] as const) {
+    it(`${dtype}: bit for bit`, async () => {
+      const wasm = await CpuBackend.create({ kernels: 'wasm', threads: 2, maxRows: 8 });
+      const ref = await CpuBackend.create({ kernels: 'scalar', maxRows: 8 });
+      try {
+        for (const [d, n, rows, seed] of [[37, 768, 5, 7], [64, 256, 2, 8], [3, 1280, 1, 9], [130, 512, 3, 10]] as const) {
+          const r = rng(seed + 70);
+          const dBits = (): number => {
+            const u = r();
+            if (u < 0.05) return 0x8000 | 0x0123; // a negative subnormal
+            return (u < 0.1 ? 0x8000 : 0) | ((4 + Math.floor(r() * 9)) << 10) | Math.floor(r() * 1024);
+          };
+          const bytes = kquantBytes(dtype, d, n, seed, dBits, () => (r() < 0.1 ? 0xff : Math.floor(r() * 256)));
+          const x = randomX(seed + 80, rows * n);
+          x.fill(0, 256, 512 < x.length ? 512 : 256);
+          const desc: TensorDesc = { label: 'w', shape: [d, n], dtype };
+          const got = await matmul(wasm, desc, bytes, x, rows);
+          const want = await matmul(ref, desc, bytes, x, rows);
+          expect(Array.from(got), `${d}x${n}, ${rows} rows`).toEqual(Array.from(want));
+        }
+      } finally {
+        wasm.dispose();
+        ref.dispose();
+      }
+    });
+  }
+});

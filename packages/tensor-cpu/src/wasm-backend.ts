@@ -305,7 +305,7 @@ export interface WasmCpuBackendOptions extends BackendOptions {
 }
 
 /** The types this backend stores and multiplies by (f32 and i32 activations; every matrix type). */
-const SUPPORTED: readonly DType[] = ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0'];
+const SUPPORTED: readonly DType[] = ['f32', 'i32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k'];
 
 /** How many memories one backend may make: 64 x 4 GiB is past any machine this runs on. */
 const MAX_SPACES = 64;
@@ -430,7 +430,7 @@ export class WasmCpuBackend implements Backend {
     if (this.disposed) throw new BackendError('the CPU backend was disposed');
   }
 
-  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0: the types these kernels handle (see Backend.supports). */
+  /** f32, i32, llama2.c's q8_0, f16, bf16 and GGUF's q4_0, q4_k, q5_k, q6_k: the types these kernels handle (see Backend.supports). */
   supports(dtype: DType): boolean {
     return SUPPORTED.includes(dtype);
   }
@@ -476,9 +476,11 @@ export class WasmCpuBackend implements Backend {
    * interleaved rows: the matmul then reads memory strictly in order and
    * shares each activation load between four rows (1.5-3x faster than four
    * separate row streams). Needs a group size that is a multiple of 16.
-   * f16, bf16 and q4_0 stay in the file's layout: their kernels read each
-   * row in order already (q4_0's 18-byte blocks with unaligned loads, which
-   * WebAssembly allows), and the bytes go from the file straight into memory.
+   * f16, bf16, q4_0 and the k-quants stay in the file's layout: their kernels
+   * read each row in order already (q4_0's 18-byte blocks with unaligned
+   * loads, which WebAssembly allows; the k-quants' nibbles unpack into runs of
+   * consecutive elements as they are, see assembly/kquants.ts), and the bytes
+   * go from the file straight into memory.
    */
   private arrange(t: WasmTensor): void {
     if (t.dtype !== 'q8_0' || t.shape.length !== 2) return;
@@ -701,7 +703,7 @@ class WasmStep implements Step {
   /** Reads to answer once the programs have run. */
   private reads: (() => void)[] = [];
   /** The activation tensor whose quantized copy is in the current program's quant scratch, and how. */
-  private quantized: { p: Program; t: WasmTensor; rows: number; gs: number; xq: number; xs: number } | undefined;
+  private quantized: { p: Program; t: WasmTensor; rows: number; gs: number; xq: number; xs: number; sums: number; summed: boolean } | undefined;
 
   readonly rows: number;
   readonly positions: readonly number[];
@@ -775,7 +777,9 @@ class WasmStep implements Step {
       throw new ArgumentError(`matmul: ${wt.label} is [${d}, ${n}], x ${xi.label} has ${colsOf(xi)} columns, out ${o.label} ${colsOf(o)}`);
     }
     const rows = this.rowFlow.flow(o, xi, 'matmul');
-    if (!['f32', 'q8_0', 'f16', 'bf16', 'q4_0'].includes(wt.dtype)) throw new ArgumentError(`matmul: ${wt.label} must be f32, q8_0, f16, bf16 or q4_0, is ${wt.dtype}`);
+    if (!['f32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k'].includes(wt.dtype)) {
+      throw new ArgumentError(`matmul: ${wt.label} must be f32, q8_0, f16, bf16, q4_0, q4_k, q5_k or q6_k, is ${wt.dtype}`);
+    }
     // The weights' memory runs it: x comes to them (rows x n floats), not the matrix to x.
     const p = this.in(wt.space);
     if (wt.dtype === 'f32' || wt.dtype === 'f16' || wt.dtype === 'bf16') {
@@ -785,19 +789,31 @@ class WasmStep implements Step {
       else this.op(p, OP.MATMUL_HALF, o, oAt, xAt, wt.ptr, n, d, rows, wt.dtype === 'bf16' ? 1 : 0);
       return;
     }
-    // q8_0 and q4_0: x quantized to q8_0 in the weight's groups (q4_0: its blocks of 32).
-    const gs = wt.dtype === 'q4_0' ? 32 : wt.groupSize!;
+    // q8_0, q4_0 and the k-quants: x quantized to q8_0 in the weight's groups (q4_0: its blocks of 32;
+    // k-quants: their super-blocks of 256, with each 32 values' sum for q4_k and q5_k).
+    const kquant = wt.dtype === 'q4_k' || wt.dtype === 'q5_k' || wt.dtype === 'q6_k';
+    const gs = wt.dtype === 'q4_0' ? 32 : kquant ? 256 : wt.groupSize!;
     let q = this.quantized;
-    if (!q || q.p !== p || q.t !== xi || q.rows !== rows || q.gs !== gs) {
+    if (!q || q.p !== p || q.t !== xi || q.rows !== rows || q.gs !== gs || (kquant && !q.sums)) {
       const groups = (rows * n) / gs;
       const xqBytes = Math.ceil((rows * n * 2) / 64) * 64;
-      const base = p.space.quant.ensure(xqBytes + groups * 4);
-      q = { p, t: xi, rows, gs, xq: base, xs: base + xqBytes };
+      const xsBytes = Math.ceil((groups * 4) / 64) * 64;
+      const sumBytes = kquant ? (rows * n) / 16 : 0; // an i16 per 32 values
+      const base = p.space.quant.ensure(xqBytes + xsBytes + sumBytes);
+      q = { p, t: xi, rows, gs, xq: base, xs: base + xqBytes, sums: kquant ? base + xqBytes + xsBytes : 0, summed: false };
       this.op(p, OP.QUANTIZE, undefined, p.addr(xi, rows * n * 4, 'read'), n, rows, gs, q.xq, q.xs);
       this.quantized = q;
     }
-    if (wt.dtype === 'q4_0') this.op(p, OP.MATMUL_Q40, o, p.addr(o, rows * d * 4, 'write'), q.xq, q.xs, wt.ptr, n, d, rows);
-    else this.op(p, OP.MATMUL_Q80, o, p.addr(o, rows * d * 4, 'write'), q.xq, q.xs, wt.ptr, wt.scalesPtr, n, d, rows, gs, wt.blocked ? 1 : 0);
+    const oAt = p.addr(o, rows * d * 4, 'write');
+    if (wt.dtype === 'q4_k' || wt.dtype === 'q5_k') {
+      if (!q.summed) {
+        this.op(p, OP.KSUMS, undefined, q.xq, q.sums, (rows * n) / 32);
+        q.summed = true;
+      }
+      this.op(p, wt.dtype === 'q4_k' ? OP.MATMUL_Q4K : OP.MATMUL_Q5K, o, oAt, q.xq, q.xs, q.sums, wt.ptr, n, d, rows);
+    } else if (wt.dtype === 'q6_k') this.op(p, OP.MATMUL_Q6K, o, oAt, q.xq, q.xs, wt.ptr, n, d, rows);
+    else if (wt.dtype === 'q4_0') this.op(p, OP.MATMUL_Q40, o, oAt, q.xq, q.xs, wt.ptr, n, d, rows);
+    else this.op(p, OP.MATMUL_Q80, o, oAt, q.xq, q.xs, wt.ptr, wt.scalesPtr, n, d, rows, gs, wt.blocked ? 1 : 0);
   }
 
   rope(x: Tensor, headSize: number, theta: number, freqFactors?: Float32Array): void {
