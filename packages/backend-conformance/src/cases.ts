@@ -16,6 +16,12 @@
  *   widening is exact, so only the order of the f32 sum may differ.
  * - matmul q4_0: as q8_0 with G = 32 (x quantized to q8_0 in the weight's
  *   blocks of 32, int32 block sums exact), w_jk = (nibble - 8) * d.
+ * - matmul q4_k, q5_k, q6_k: as q8_0 with G = 256 (x quantized to q8_0 in
+ *   the super-blocks of 256, the int32 sums exact), with |w_jk| taken as
+ *   |d sc q| + |dmin m| (q6_k: |d sc q|): the f32 steps per super-block
+ *   (f32(isum) * d - f32(msum) * dmin, times xs) round terms that can be much
+ *   larger than the weight's value. (The numerics fix those steps, so the
+ *   CPU kernels give the reference's bits; the bound leaves a GPU room.)
  * - attention: 2e-5 * max_t |v_t| (per head and column) + 1e-6: another
  *   softmax algorithm (e.g. online, flash-attention style) rounds differently.
  * - storeKV and attention with an f16 KV cache: each value rounded to the
@@ -31,7 +37,10 @@
  * binding limit is exercised across its splits (a row-split weight, a logits
  * row split into segments, a KV cache layer spanning two buffers).
  */
-import { bf16ToF32, dequantizeQ4_0, f16ToF32, f32ToF16, type Step, type StepRows, type Tensor, type TensorDesc } from '@rama/backend';
+import {
+  bf16ToF32, dequantizeQ4_0, f16ToF32, f32ToF16, kD, kDmin, kMin, kquantInts, kScale, q6_kD, q6_kScale,
+  type Step, type StepRows, type Tensor, type TensorDesc,
+} from '@rama/backend';
 
 export type HostData = Float32Array | Int32Array | Uint8Array;
 
@@ -265,6 +274,75 @@ function q40(r: () => number, label: string, d: number, n: number): { t: CaseTen
     for (let j = 2; j < 18; j++) bytes[b * 18 + j] = Math.floor(r() * 256);
   }
   return { t: { desc: { label, shape: [d, n], dtype: 'q4_0' }, data: bytes }, values: dequantizeQ4_0(bytes, d * n) };
+}
+
+type KQuant = 'q4_k' | 'q5_k' | 'q6_k';
+
+/**
+ * A random GGUF k-quant weight [d, n]: random quants, scales and mins (Q6_K: int8 scales), positive f16 d and
+ * dmin from about 1/1000 to 1/30 (Q6_K's d a tenth of that); plus, per element, the magnitude of the terms its
+ * value is computed from (|d sc q| + |dmin m|), for the bound.
+ */
+function kquant(r: () => number, dtype: KQuant, label: string, d: number, n: number): { t: CaseTensor; magnitudes: Float32Array } {
+  const size = { q4_k: 144, q5_k: 176, q6_k: 210 }[dtype];
+  const blocks = (d * n) / 256;
+  const bytes = new Uint8Array(blocks * size);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(r() * 256);
+  const f16 = (shift: number): number => ((5 + Math.floor(r() * 5) - shift) << 10) | Math.floor(r() * 1024);
+  const magnitudes = new Float32Array(d * n);
+  const q = new Int32Array(256);
+  for (let b = 0; b < blocks; b++) {
+    const at = b * size;
+    if (dtype === 'q6_k') {
+      const h = f16(3);
+      bytes[at + 208] = h & 0xff;
+      bytes[at + 209] = h >> 8;
+    } else {
+      const h = f16(0), m = f16(0);
+      bytes[at] = h & 0xff;
+      bytes[at + 1] = h >> 8;
+      bytes[at + 2] = m & 0xff;
+      bytes[at + 3] = m >> 8;
+    }
+    kquantInts(dtype, bytes, at, q);
+    for (let i = 0; i < 256; i++) {
+      magnitudes[256 * b + i] = dtype === 'q6_k'
+        ? Math.abs(q6_kD(bytes, at) * q6_kScale(bytes, at, i >> 4) * q[i])
+        : Math.abs(kD(bytes, at) * kScale(bytes, at, i >> 5) * q[i]) + Math.abs(kDmin(bytes, at) * kMin(bytes, at, i >> 5));
+    }
+  }
+  return { t: { desc: { label, shape: [d, n], dtype }, data: bytes }, magnitudes };
+}
+
+function matmulKQuantCases(): ConformanceCase[] {
+  const mk = (dtype: KQuant, name: string, d: number, n: number, outRows: number, rows: number, seed: number): ConformanceCase => {
+    const r = rng(seed);
+    const x = randn(r, outRows * n);
+    // the activation corner cases of the q8_0 cases: an all-zero super-block (scale 0), a tie for the maximum
+    if (seed % 2 && outRows > 1) x.fill(0, n, n + 256);
+    x[3] = -x[4];
+    const { t: wt, magnitudes } = kquant(r, dtype, 'w', d, n);
+    const active = outRows === 1 ? 1 : rows;
+    return {
+      op: `matmul ${dtype}`,
+      name,
+      tensors: { x: f32('x', [outRows, n], x), w: wt, out: f32('out', [outRows, d], randn(r, outRows * d)) },
+      steps: [{ pos: 0, rows, run: (s, t) => s.matmul(t.out, t.x, t.w) }],
+      outputs: { out: matmulBound(magnitudes, x, d, n, active, n / 256) },
+    };
+  };
+  const cases: ConformanceCase[] = [];
+  (['q4_k', 'q5_k', 'q6_k'] as const).forEach((dtype, k) => {
+    const seed = 111 + 10 * k;
+    cases.push(
+      mk(dtype, '480x256 (over 64 KiB), 5 of 6 rows', 480, 256, 6, 5, seed),
+      mk(dtype, '33x1024 (4 blocks a row, odd output count), 3 of 4 rows', 33, 1024, 4, 3, seed + 1),
+      mk(dtype, '2 rows of 64x768 (3 blocks a row)', 64, 768, 2, 2, seed + 2),
+      mk(dtype, '1 of 3 rows, 17x512', 17, 512, 3, 1, seed + 3),
+      mk(dtype, 'single-row output, 70x256', 70, 256, 1, 1, seed + 4),
+    );
+  });
+  return cases;
 }
 
 function matmulPackedCases(): ConformanceCase[] {
@@ -728,6 +806,7 @@ export function conformanceCases(): ConformanceCase[] {
     ...matmulCases(),
     ...matmulQ8Cases(),
     ...matmulPackedCases(),
+    ...matmulKQuantCases(),
     ...ropeCases(),
     ...storeKVCases(),
     ...attentionCases(),

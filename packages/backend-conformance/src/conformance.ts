@@ -120,7 +120,9 @@ export function describeBackendConformance(
       }
     });
     for (const c of conformanceCases()) {
-      it(`${c.op}: ${c.name}`, async () => {
+      it(`${c.op}: ${c.name}`, async (ctx) => {
+        // a case of a type the backend does not store (a k-quant, say) checks only the backends that do
+        if (!Object.values(c.tensors).every((t) => be!.supports(t.desc.dtype))) ctx.skip();
         const got = await runCase(be!, c);
         const want = await runCase(ref!, c);
         const problems = Object.entries(c.outputs)
