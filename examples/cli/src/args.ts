@@ -12,6 +12,8 @@ export class UsageError extends Error {
 
 export type Mode = 'generate' | 'chat';
 export type BackendFlag = 'cpu' | 'webgpu' | 'auto';
+/** --kv-cache: the KV cache's element type. */
+export type KvCacheFlag = 'f32' | 'f16';
 
 export interface CliOptions {
   model?: string;
@@ -31,6 +33,8 @@ export interface CliOptions {
   backend: BackendFlag;
   q80: boolean;
   threads?: number;
+  /** The KV cache's element type (Llama.load's kvCacheType). */
+  kvCache: KvCacheFlag;
   json: boolean;
   modelUrl?: string;
   tokenizerUrl?: string;
@@ -99,6 +103,7 @@ export const FLAGS: readonly Flag[] = [
   { key: 'backend', long: 'backend', arg: 'NAME', help: 'cpu, webgpu or auto (default cpu)', parse: oneOf<BackendFlag>('cpu', 'webgpu', 'auto') },
   { key: 'q80', long: 'q80', help: "quantize an fp32 checkpoint to Q8_0 at load (runq.c's numerics)" },
   { key: 'threads', long: 'threads', arg: 'N', help: 'CPU worker threads (default: every core)', parse: number({ integer: true, min: 1 }) },
+  { key: 'kvCache', long: 'kv-cache', arg: 'TYPE', help: 'KV cache element type: f32 or f16 (half the memory; default f32)', parse: oneOf<KvCacheFlag>('f32', 'f16') },
   { key: 'topk', long: 'top-k', arg: 'K', help: 'keep the K most likely tokens; 0 = off (default)', parse: number({ integer: true, min: 0 }) },
   { key: 'minp', long: 'min-p', arg: 'P', help: 'keep tokens with prob >= P * the top prob; 0 = off (default)', parse: number({ min: 0, below: 1 }) },
   { key: 'repeatPenalty', long: 'repeat-penalty', arg: 'X', help: '> 1 discourages recent tokens; 1 = off (default)', parse: number({ above: 0 }) },
@@ -145,6 +150,7 @@ export const DEFAULTS: CliOptions = {
   mode: 'generate',
   backend: 'cpu',
   q80: false,
+  kvCache: 'f32',
   json: false,
   help: false,
   version: false,

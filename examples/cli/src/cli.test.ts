@@ -156,6 +156,24 @@ describe('rama: text mode', () => {
   });
 });
 
+describe('rama --kv-cache f16', () => {
+  it('generates with an f16 KV cache and says so in --json; greedy, the tokens of the f32 cache on aidreams260K', async (ctx) => {
+    const model = sharedFile(AIDREAMS);
+    const tokenizer = sharedFile(TOK512);
+    if (!model || !tokenizer) return ctx.skip(missingMessage(AIDREAMS));
+    const args = ['-m', model, '-t', tokenizer, '-p', 'The night', '-s', '40', '-r', '0', '--json', '--threads', '1'];
+    const [f16, f32] = await Promise.all([runCli([...args, '--kv-cache', 'f16'], { env }), runCli(args, { env })]);
+    expect(f16.code).toBe(0);
+    expect(f32.code).toBe(0);
+    type Out = { tokens: number[]; model: { kv_cache_type: string } };
+    const a = jsonLines(f16.stdout).pop() as unknown as Out;
+    const b = jsonLines(f32.stdout).pop() as unknown as Out;
+    expect(a.model.kv_cache_type).toBe('f16');
+    expect(b.model.kv_cache_type).toBe('f32');
+    expect(a.tokens).toEqual(b.tokens);
+  });
+});
+
 describe('rama -o chat', () => {
   it('reads one turn per line of piped stdin and prints one JSON line per turn, continuing positions', async (ctx) => {
     const model = sharedFile(AIDREAMS);
@@ -292,6 +310,7 @@ describe('rama: errors', () => {
     ['--min-p 1', ['--min-p', '1'], /invalid value for --min-p/],
     ['-o talk', ['-o', 'talk'], /invalid value for -o\/--mode: "talk" \(expected generate, chat\)/],
     ['--backend tpu', ['--backend', 'tpu'], /invalid value for --backend: "tpu" \(expected cpu, webgpu, auto\)/],
+    ['--kv-cache q8_0', ['--kv-cache', 'q8_0'], /invalid value for --kv-cache: "q8_0" \(expected f32, f16\)/],
     ['--model-url ftp://x', ['--model-url', 'ftp://x'], /invalid value for --model-url/],
     // Number() would take these; only plain decimal is a number here.
     ['-s 0x10', ['-s', '0x10'], /invalid value for -s\/--step: "0x10" \(expected an integer >= 0\)/],
@@ -384,7 +403,7 @@ describe('rama --help / --version', () => {
     const r = await runCli(['--help'], { env });
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');
-    for (const f of ['--model', '--tokenizer', '--prompt', '--step', '--temperature', '--topp', '--mode', '--q80', '--backend', '--seed', '--system', '--json', '--threads', '--top-k', '--min-p', '--repeat-penalty', '--model-url', '--tokenizer-url', '--version']) {
+    for (const f of ['--model', '--tokenizer', '--prompt', '--step', '--temperature', '--topp', '--mode', '--q80', '--backend', '--seed', '--system', '--json', '--threads', '--top-k', '--min-p', '--repeat-penalty', '--kv-cache', '--model-url', '--tokenizer-url', '--version']) {
       expect(r.stdout).toContain(f);
     }
     expect((await runCli(['-h'], { env })).stdout).toBe(r.stdout);

@@ -42,6 +42,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       backend: opts.backend,
       q80: opts.q80,
       threads: opts.threads,
+      kvCacheType: opts.kvCache,
       // In chat, --step bounds the whole conversation (as in llama2.c): a KV
       // cache that long ends the chat with reason "context" exactly there.
       contextLength: opts.mode === 'chat' ? chatContext(model, opts.steps) : undefined,
@@ -230,6 +231,7 @@ function describeRun(llama: Llama, modelPath: string, r: GenerationResult, seed:
       format: llama.format,
       quantized: llama.quantized,
       context_length: llama.contextLength,
+      kv_cache_type: llama.kvCacheType,
       dim: c.dim,
       hidden_dim: c.hiddenDim,
       n_layers: c.nLayers,

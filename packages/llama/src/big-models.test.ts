@@ -342,6 +342,12 @@ describe('a model that cannot fit is refused before anything is allocated', () =
       expect(needs.kvCache).toBe(s.keyCache.byteLength + s.valueCache.byteLength);
       expect(needs.kvCache).toBe(2 * 2 * 3 * 48 * 16 * 4);
       expect(needs.total).toBe(bytes(weights) + bytes(state));
+      // an f16 KV cache: 2 bytes per key and value, counted as allocated
+      const needs16 = await memoryNeeds(ck, plan, spec, { ...shape, kvCacheType: 'f16' });
+      const s16 = allocState(backend, spec, shape.rows, shape.context, shape.sessions, (t) => t, 'f16');
+      expect(needs16.kvCache).toBe(s16.keyCache.byteLength + s16.valueCache.byteLength);
+      expect(needs16.kvCache).toBe(needs.kvCache / 2);
+      expect(needs16.total).toBe(needs.total - needs.kvCache / 2);
       backend.dispose();
       await ck.close();
     }
@@ -370,6 +376,20 @@ describe('a model that cannot fit is refused before anything is allocated', () =
     // the tightest of several limits is named
     expect(() => checkFits('7b.bin', needs, shape, [{ bytes: 2 ** 40, what: 'A' }, limit, { bytes: 2 ** 33, what: 'B' }])).toThrow(/more than the CPU backend/);
     expect(() => checkFits('7b.bin', needs, shape, [{ bytes: 2 ** 40, what: 'A' }])).not.toThrow();
+    // Keys and values lie in one memory: 4 GiB of f32 do not fit a 4 GiB WebAssembly memory (less its
+    // first page), 2 GiB of f16 do. The refusal names the remedy.
+    const oneMemory = GIB4 - 65536;
+    expect(() => checkFits('7b.bin', needs, shape, [], oneMemory)).toThrow(
+      /^7b\.bin: the KV cache \(keys and values lie in one memory\) takes 4,294,967,296 bytes \(4\.00 GiB\), more than one memory of this backend holds: .*kvCacheType: 'f16' \(half the KV cache\)/,
+    );
+    const shape16 = { ...shape, kvCacheType: 'f16' as const };
+    const needs16 = await memoryNeeds(ckpt, {}, llama2cSpec(layout.config), shape16);
+    expect(needs16.kvCache).toBe(2 * 32 * 4096 * 4096 * 2); // 2 GiB
+    expect(needs16.total).toBe(needs.total - 2 ** 31);
+    expect(() => checkFits('7b.bin', needs16, shape16, [], oneMemory)).not.toThrow();
+    // an f16 cache's refusal does not suggest f16
+    expect(() => checkFits('7b.bin', needs16, shape16, [limit])).toThrow(/KV cache 2,147,483,648 for 1 session/);
+    expect(() => checkFits('7b.bin', needs16, shape16, [limit])).not.toThrow(/kvCacheType/);
   });
 
   it('a KV cache too big for one 4 GiB WebAssembly memory (sessions): a BackendError, nothing allocated', async (ctx) => {
@@ -399,12 +419,12 @@ describe('a model that cannot fit is refused before anything is allocated', () =
     await expect(Llama.load({ model, tokenizer, sessions: 300_000, threads: 1 })).rejects.toThrow(BackendError);
   });
 
-  it('weights past one WebAssembly memory: a forced 1 MiB per memory spreads aidreams260K over several, with the same tokens', async (ctx) => {
+  it('weights past one WebAssembly memory: a forced 1 MiB per memory spreads aidreams260K over several, with the same tokens (f32 and f16 KV caches)', async (ctx) => {
     const model = sharedFile('models/aidreams260K.bin');
     const tokenizer = sharedFile('models/tok512-aidreams.bin');
     if (!model || !tokenizer) return ctx.skip(missingMessage(model ? 'models/tok512-aidreams.bin' : 'models/aidreams260K.bin'));
-    const run = async (backend: Backend) => {
-      const llama = await Llama.load({ model, tokenizer, backend });
+    const run = async (backend: Backend, kvCacheType: 'f32' | 'f16' = 'f32') => {
+      const llama = await Llama.load({ model, tokenizer, backend, kvCacheType });
       try {
         return (await llama.generate('Once upon a time', { steps: 40, temperature: 0 }).result()).tokens;
       } finally {
@@ -419,6 +439,10 @@ describe('a model that cannot fit is refused before anything is allocated', () =
       expect(small.spaces.length).toBeGreaterThanOrEqual(2);
       expect(tokens).toEqual(await run(one));
       expect(one.spaces.length).toBe(1);
+      // an f16 KV cache there too: the same tokens as on one memory (the same kernels, bit for bit)
+      const tokens16 = await run(small, 'f16');
+      expect(tokens16).toEqual(await run(one, 'f16'));
+      expect(tokens16.length).toBeGreaterThan(20);
     } finally {
       small.dispose();
       one.dispose();

@@ -10,6 +10,7 @@ export { samplingDistribution, MAX_INSPECT_TOP_K } from './inspect.js';
 export type { InspectOptions, TokenInspection, Candidate, DistributionOptions } from './inspect.js';
 export { llama2cSpec } from './spec.js';
 export type { ModelSpec, RopeSpec } from './spec.js';
+export type { KvCacheType } from './state.js';
 export { LLAMA2_CHAT } from './template.js';
 export type { ChatTemplate, JinjaChatTemplate, TemplateMessage, SpecialToken } from './template.js';
 export type { HfModelFiles } from './hf-model.js';

@@ -16,7 +16,7 @@ import { openModel, type ModelFormat } from './gguf.js';
 import { isHfModelFiles, type HfModelFiles } from './hf-model.js';
 import { checkBoolean, checkInteger, checkKnown, checkNumber, checkObject, checkString, describe } from './options.js';
 import { Session, type ChatMessage, type ChatOptions, type GenerateOptions } from './session.js';
-import { allocState } from './state.js';
+import { allocState, type KvCacheType } from './state.js';
 import { checkSupported, type ModelSpec } from './spec.js';
 import { checkModelFits, uploadWeights } from './weights.js';
 import { resolveSource, type HubOptions, type Progress } from './resolve.js';
@@ -57,6 +57,14 @@ export interface LoadOptions {
   sessions?: number;
   /** KV cache length; default and maximum: the model's seq_len. */
   contextLength?: number;
+  /**
+   * The KV cache's element type: 'f32' (default) or 'f16', which halves the cache (what llama.cpp's
+   * `--cache-type-k f16 --cache-type-v f16` store, its default): each key and value is stored as the nearest
+   * f16 (round half to even) and read back exactly, so a 7B model's 4096 positions take 1 GiB of keys and
+   * values each instead of 2, and fit one 4 GiB WebAssembly memory. Logits move by that rounding only (a
+   * relative 2^-11 per value). A backend without f16 tensors refuses it (a BackendError naming the option).
+   */
+  kvCacheType?: KvCacheType;
   /** Options passed to the WebGPU backend (a GPUDevice, a forced binding limit, ...). */
   webgpu?: Record<string, unknown>;
   /**
@@ -81,8 +89,8 @@ export interface TokenizeOptions {
 }
 
 const LOAD_OPTIONS = [
-  'model', 'tokenizer', 'backend', 'q80', 'threads', 'batchSize', 'sessions', 'contextLength', 'webgpu', 'preemptAfterMs', 'yieldEveryMs',
-  'onProgress', 'hub',
+  'model', 'tokenizer', 'backend', 'q80', 'threads', 'batchSize', 'sessions', 'contextLength', 'kvCacheType', 'webgpu', 'preemptAfterMs',
+  'yieldEveryMs', 'onProgress', 'hub',
 ] as const;
 
 /**
@@ -116,6 +124,8 @@ export class Llama {
     readonly sessions: number,
     /** Whether matrices run as Q8_0 (a v2 file or q80: true). */
     readonly quantized: boolean,
+    /** The KV cache's element type (LoadOptions.kvCacheType). */
+    readonly kvCacheType: KvCacheType,
     private readonly runner: BatchRunner,
     private readonly preemptAfterMs: number,
   ) {
@@ -130,6 +140,7 @@ export class Llama {
     checkLoadOptions(opts);
     const batchSize = opts.batchSize ?? 32;
     const sessions = opts.sessions ?? 1;
+    const kvCacheType = opts.kvCacheType ?? 'f32';
 
     // Names (hf:, URLs) become their cached files first.
     const names = { onProgress: opts.onProgress, hub: opts.hub };
@@ -157,14 +168,17 @@ export class Llama {
       try {
         // A backend the caller made may take fewer rows per step than asked for.
         const rows = Math.min(batchSize, backend.maxRows);
-        await checkModelFits(backend, ckpt, { quantizeGroupSize }, spec, { rows, context, sessions });
+        if (kvCacheType !== 'f32' && !backend.supports(kvCacheType)) {
+          throw new BackendError(`Llama.load: kvCacheType '${kvCacheType}' needs ${kvCacheType} tensors, which the ${backend.name} backend does not support; use kvCacheType 'f32'`);
+        }
+        await checkModelFits(backend, ckpt, { quantizeGroupSize }, spec, { rows, context, sessions, kvCacheType });
         // The state first: on a backend with several memories (the CPU past 4 GiB), the activations
         // and the KV cache then share the first one, and the weights fill it and the next.
-        const state = allocState(backend, spec, rows, context, sessions, track);
+        const state = allocState(backend, spec, rows, context, sessions, track, kvCacheType);
         const weights = await uploadWeights(backend, ckpt, { quantizeGroupSize }, track);
         const quantized = model.quantized || quantizeGroupSize !== undefined;
         const runner = new BatchRunner(backend, spec, weights, state, rows, opts.yieldEveryMs ?? 10);
-        return new Llama(spec, config, model.format, tokenizer, backend, owned, tensors, context, rows, sessions, quantized, runner, opts.preemptAfterMs ?? 250);
+        return new Llama(spec, config, model.format, tokenizer, backend, owned, tensors, context, rows, sessions, quantized, kvCacheType, runner, opts.preemptAfterMs ?? 250);
       } catch (e) {
         if (owned) backend.dispose();
         else for (const t of tensors) backend.free(t);
@@ -295,6 +309,9 @@ function checkLoadOptions(opts: LoadOptions): void {
   checkInteger('Llama.load', 'batchSize', o.batchSize, 1);
   checkInteger('Llama.load', 'sessions', o.sessions, 1);
   checkInteger('Llama.load', 'contextLength', o.contextLength, 1);
+  if (o.kvCacheType !== undefined && o.kvCacheType !== 'f32' && o.kvCacheType !== 'f16') {
+    throw new ArgumentError(`Llama.load: kvCacheType must be 'f32' or 'f16', got ${describe(o.kvCacheType)}`);
+  }
   checkObject('Llama.load', 'webgpu', o.webgpu);
   checkObject('Llama.load', 'hub', o.hub);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new ArgumentError(`Llama.load: onProgress must be a function, got ${describe(o.onProgress)}`);

@@ -226,6 +226,7 @@ describe('options are validated with an ArgumentError naming the option', () => 
       [{ batchSize: NaN }, /batchSize/],
       [{ contextLength: -1 }, /contextLength/],
       [{ q80: 'yes' }, /q80/],
+      [{ kvCacheType: 'q8_0' }, /kvCacheType/],
       [{ preemptAfterMs: -1 }, /preemptAfterMs/],
       [{ webgpu: 5 }, /webgpu/],
       [{ contextLenght: 16 }, /unknown option "contextLenght"/],

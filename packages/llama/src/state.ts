@@ -6,6 +6,14 @@
 import type { Backend, Tensor } from '@rama/backend';
 import type { ModelSpec } from './spec.js';
 
+/**
+ * The element type of the KV cache: 'f32' (exact), or 'f16', half the memory:
+ * each key and value is stored as the nearest f16 (round half to even) and
+ * attention reads it back exactly, so the only change is that rounding of
+ * what is stored (llama.cpp's default cache type is f16 too).
+ */
+export type KvCacheType = 'f32' | 'f16';
+
 export interface RunState {
   tokens: Tensor; // (maxRows) i32: the ids entering the model; argmax writes the next one into [0]
   x: Tensor; // (maxRows, dim) the residual stream
@@ -16,19 +24,22 @@ export interface RunState {
   q: Tensor; // (maxRows, dim)
   k: Tensor; // (maxRows, kv_dim)
   v: Tensor; // (maxRows, kv_dim)
-  keyCache: Tensor; // (layer, slots, context, kv_dim): one KV slot per sequence
-  valueCache: Tensor; // (layer, slots, context, kv_dim)
+  keyCache: Tensor; // (layer, slots, context, kv_dim) f32 or f16: one KV slot per sequence
+  valueCache: Tensor; // (layer, slots, context, kv_dim) f32 or f16
   xLast: Tensor; // (maxRows, dim) the residual of each sequence's last row (gathered)
   xFinal: Tensor; // (maxRows, dim) after the final rmsnorm
   logits: Tensor; // (maxRows, vocab_size)
 }
 
-export function allocState(backend: Backend, c: ModelSpec, maxRows: number, context: number, slots: number, track: (t: Tensor) => Tensor): RunState {
+export function allocState(
+  backend: Backend, c: ModelSpec, maxRows: number, context: number, slots: number, track: (t: Tensor) => Tensor, kvType: KvCacheType = 'f32',
+): RunState {
   const f32 = (label: string, ...shape: number[]) => track(backend.alloc({ shape, dtype: 'f32', label }));
   // Keys and values are read together by attention: a backend with several memories keeps them in one.
+  // Bytes per position: 2 (keys and values) x layers x kv_dim x 4 (f32) or 2 (f16).
   const kvShape = [c.nLayers, slots, context, c.kvDim];
-  const kvBytes = 4 * kvShape.reduce((a, b) => a * b, 1);
-  const kv = (label: string) => track(backend.alloc({ shape: kvShape, dtype: 'f32', label, colocate: { group: 'kv_cache', bytes: 2 * kvBytes } }));
+  const kvBytes = (kvType === 'f16' ? 2 : 4) * kvShape.reduce((a, b) => a * b, 1);
+  const kv = (label: string) => track(backend.alloc({ shape: kvShape, dtype: kvType, label, colocate: { group: 'kv_cache', bytes: 2 * kvBytes } }));
   return {
     tokens: track(backend.alloc({ shape: [maxRows], dtype: 'i32', label: 'tokens' })),
     x: f32('x', maxRows, c.dim),

@@ -10,7 +10,7 @@ import {
 import { BackendError, FormatError, fmtBytes } from '@rama/core';
 import { dequantize, quantizeWeights, regroupQ80, rowAlignedGroupSize, viewQ80, writeQ80, type Q80Tensor } from '@rama/quant-q80';
 import type { ModelSpec } from './spec.js';
-import { allocState } from './state.js';
+import { allocState, type KvCacheType } from './state.js';
 
 export interface LayerWeights {
   rmsAtt: Tensor; // (dim)
@@ -160,7 +160,7 @@ function f32View(dst: Uint8Array, elements: number): Float32Array {
 /** Bytes a model takes on a backend: its tensors in the standard layout (no alignment, scratch or staging: a lower bound). */
 export interface MemoryNeeds {
   weights: number;
-  /** Keys and values: 2 x layers x sessions x context x kv_dim f32. */
+  /** Keys and values: 2 x layers x sessions x context x kv_dim elements of the cache's type (f32: 4 bytes, f16: 2). */
   kvCache: number;
   /** Per-row buffers for `rows` rows (activations, logits). */
   activations: number;
@@ -174,6 +174,8 @@ export interface StateShape {
   rows: number;
   context: number;
   sessions: number;
+  /** The KV cache's element type (default f32). */
+  kvCacheType?: KvCacheType;
 }
 
 /**
@@ -191,7 +193,7 @@ export async function memoryNeeds(ckpt: WeightSource, plan: WeightPlan, spec: Mo
   } as unknown as Backend;
   const weights = new Set<Tensor>();
   await uploadWeights(counter, ckpt, plan, (t) => (weights.add(t), t));
-  const state = allocState(counter, spec, shape.rows, shape.context, shape.sessions, (t) => t);
+  const state = allocState(counter, spec, shape.rows, shape.context, shape.sessions, (t) => t, shape.kvCacheType);
   const sum = (ts: Iterable<Tensor>) => [...ts].reduce((a, t) => a + t.byteLength, 0);
   const kvCache = state.keyCache.byteLength + state.valueCache.byteLength;
   const activations = sum(Object.values(state)) - kvCache;
@@ -242,7 +244,7 @@ export function checkFits(source: string, needs: MemoryNeeds, shape: StateShape,
   if (maxTensorBytes !== undefined && needs.largest.bytes > maxTensorBytes) {
     throw new BackendError(
       `${source}: ${needs.largest.what} takes ${fmtBytes(needs.largest.bytes)} bytes (${gibOrMib(needs.largest.bytes)}), more than one memory of this backend holds: ` +
-      `${fmtBytes(maxTensorBytes)} bytes (${gibOrMib(maxTensorBytes)}); load with fewer sessions or a shorter contextLength, or quantize (q80)`,
+      `${fmtBytes(maxTensorBytes)} bytes (${gibOrMib(maxTensorBytes)}); load with fewer sessions or a shorter contextLength, ${halveKV(shape)}or quantize (q80)`,
     );
   }
   const tight = limits.filter((l) => needs.total > l.bytes).sort((a, b) => a.bytes - b.bytes)[0];
@@ -251,8 +253,13 @@ export function checkFits(source: string, needs: MemoryNeeds, shape: StateShape,
     `${source}: the model needs at least ${fmtBytes(needs.total)} bytes (${gib(needs.total)}: weights ${fmtBytes(needs.weights)}, ` +
     `KV cache ${fmtBytes(needs.kvCache)} for ${shape.sessions} session${shape.sessions === 1 ? '' : 's'} of ${shape.context} positions, ` +
     `activations ${fmtBytes(needs.activations)}), more than ${tight.what}: ${fmtBytes(tight.bytes)} bytes (${gib(tight.bytes)}); ` +
-    'load with fewer sessions or a shorter contextLength, quantize (q80), or use a smaller model',
+    `load with fewer sessions or a shorter contextLength, ${halveKV(shape)}quantize (q80), or use a smaller model`,
   );
+}
+
+/** The remedy of an f16 KV cache, where the cache is f32. */
+function halveKV(shape: StateShape): string {
+  return (shape.kvCacheType ?? 'f32') === 'f32' ? "kvCacheType: 'f16' (half the KV cache), " : '';
 }
 
 /** Refuses, before anything is allocated, a load that cannot fit on `backend`. */
