@@ -5,7 +5,8 @@
  *
  * - F16, BF16, F32 to f32 (F16 and BF16 widen exactly; @rama/backend's
  *   f16Table, the values its f16 kernels compute). A backend that supports
- *   f16, bf16 or q4_0 takes F16, BF16 and Q4_0 bytes as they are instead.
+ *   f16, bf16, q4_0 (or q4_k, q5_k, q6_k) takes F16, BF16, Q4_0 (Q4_K, Q5_K,
+ *   Q6_K) bytes as they are instead.
  * - Q8_0, Q4_0, Q5_0 to llama2.c's q8_0 layout with groups of 32: ggml's
  *   value is d*q with an f16 scale d and a small integer q, and q8_0's value
  *   is scale*q with an f32 scale, so the f16 scale widened and q as int8

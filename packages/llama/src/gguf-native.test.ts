@@ -4,6 +4,9 @@
  * q8_0) where it does not; both give the same logits, since the native
  * kernels compute exactly what the converted ones do (f16 widens exactly;
  * q4_0's blocks are q8_0 groups of 32 with the same activation quantization).
+ * Q4_K, Q5_K and Q6_K matrices upload as q4_k, q5_k, q6_k; their kernels
+ * quantize the activations in groups of 256 (as llama.cpp does), so their
+ * logits are not the conversions' but the same bits on every CPU kernel set.
  * How close those logits are to llama.cpp's float64 reference is gguf.test.ts's.
  */
 import { describe, expect, it } from 'vitest';
@@ -14,13 +17,14 @@ import type { Backend, DType, TensorDesc } from '@rama/backend';
 import { Llama } from './index.js';
 
 const PACKED: DType[] = ['f16', 'bf16', 'q4_0'];
+const KQUANTS: DType[] = ['q4_k', 'q5_k', 'q6_k'];
 
-/** `be` seen through a proxy that records the dtype of every upload and, if `hide`, denies the packed types. */
-function recording(be: Backend, hide: boolean): { backend: Backend; uploads: Map<string, DType> } {
+/** `be` seen through a proxy that records the dtype of every upload and denies the types in `hide`. */
+function recording(be: Backend, hide: DType[] | false): { backend: Backend; uploads: Map<string, DType> } {
   const uploads = new Map<string, DType>();
   const backend = new Proxy(be, {
     get(target, key) {
-      if (key === 'supports') return (d: DType) => !(hide && PACKED.includes(d)) && target.supports(d);
+      if (key === 'supports') return (d: DType) => !(hide && hide.includes(d)) && target.supports(d);
       if (key === 'upload') {
         return (desc: TensorDesc, data: Parameters<Backend['upload']>[1]) => {
           uploads.set(desc.label, desc.dtype);
@@ -66,7 +70,7 @@ describe('GGUF F16 and Q4_0 matrices run natively where the backend supports the
         }
         try {
           const nat = recording(be, false);
-          const conv = recording(be, true);
+          const conv = recording(be, PACKED);
           const a = await logits(model, nat.backend, 'Once upon a time');
           const b = await logits(model, conv.backend, 'Once upon a time');
           // the file's matrices of that type went up as it; with it hidden, as f32 or q8_0
@@ -83,5 +87,50 @@ describe('GGUF F16 and Q4_0 matrices run natively where the backend supports the
         }
       });
     }
+  }
+});
+
+// The files' matrices by type (llama.cpp's Q4_K_M and Q5_K_M keep attn_v and ffn_down of some layers, and output, in Q6_K).
+const K_CASES: { fixture: string; types: Record<string, DType> }[] = [
+  { fixture: 'synth256-q4_k_m', types: { 'layers.0.wq': 'q4_k', 'layers.0.w2': 'q4_k', 'layers.2.w2': 'q6_k', wcls: 'q6_k' } },
+  { fixture: 'synth256-q5_k_m', types: { 'layers.0.wq': 'q5_k', 'layers.1.w1': 'q5_k', 'layers.3.wv': 'q6_k', wcls: 'q6_k' } },
+  { fixture: 'synth256-q6_k', types: { 'layers.0.wq': 'q6_k', 'layers.1.w1': 'q6_k', wcls: 'q6_k' } },
+];
+
+describe('GGUF Q4_K, Q5_K and Q6_K matrices run natively on the CPU', () => {
+  for (const { fixture, types } of K_CASES) {
+    it(`${fixture}: k-quants on the device; WebAssembly (1 and 2 threads) and scalar kernels give the same logits`, async (ctx) => {
+      const model = sharedFile(`gguf/${fixture}.gguf`);
+      if (!model) return ctx.skip(missingMessage(`gguf/${fixture}.gguf`));
+      const runs: Float32Array[] = [];
+      for (const opts of [{ kernels: 'wasm', threads: 1 }, { kernels: 'wasm', threads: 2 }, { kernels: 'scalar' }] as const) {
+        const be = await CpuBackend.create({ maxRows: 16, ...opts });
+        try {
+          const nat = recording(be, false);
+          runs.push(await logits(model, nat.backend, 'Once upon a time'));
+          for (const [label, dtype] of Object.entries(types)) expect(nat.uploads.get(label), `${fixture} ${label} (${opts.kernels})`).toBe(dtype);
+          expect(nat.uploads.get('tok_embeddings')).toBe('f32');
+          if (opts.kernels === 'scalar') {
+            // with the k-quants hidden, today's conversions (Q6_K as q8_0 in groups of 16, Q4_K and Q5_K as f32)
+            const conv = recording(be, KQUANTS);
+            const c = await logits(model, conv.backend, 'Once upon a time');
+            expect(conv.uploads.get('wcls')).toBe('q8_0');
+            expect([...conv.uploads.values()].some((d) => KQUANTS.includes(d))).toBe(false);
+            // another quantization of the activations, the same model: close, not equal
+            let diff = 0, scale = 0;
+            for (let i = 0; i < c.length; i++) {
+              diff = Math.max(diff, Math.abs(c[i] - runs[0][i]));
+              scale = Math.max(scale, Math.abs(c[i]));
+            }
+            expect(diff).toBeGreaterThan(0);
+            expect(diff).toBeLessThan(0.05 * scale);
+          }
+        } finally {
+          be.dispose();
+        }
+      }
+      expect(Array.from(runs[1]), 'wasm, 2 threads').toEqual(Array.from(runs[0]));
+      expect(Array.from(runs[2]), 'scalar').toEqual(Array.from(runs[0]));
+    });
   }
 });

@@ -127,7 +127,7 @@ const LOGITS = [
   'aidreams260K-f16', 'aidreams260K-q8_0', 'aidreams260K-q4_0',
   'stories260K-f16', 'stories260K-q8_0', 'stories260K-q4_0', 'stories260K-q4_k_m',
   'synth256-f16', 'synth256-q8_0', 'synth256-q4_0', 'synth256-q6_k',
-  // Q5_1 (stories260K-q5_k_m), Q4_K and Q5_K run as f32
+  // Q5_1 (stories260K-q5_k_m) runs as f32; Q4_K, Q5_K and Q6_K natively where the backend has them (else as f32, q8_0)
   'stories260K-q5_k_m', 'synth256-q4_k_m', 'synth256-q5_k_m',
   // Llama 3's BPE vocabulary, RoPE base 500000, tied F16 embeddings
   'llama3-bpe-tiny-f16',

@@ -2,7 +2,7 @@
  * Moves a checkpoint's weights onto a backend, once, at load.
  * The fields mirror llama2.c's TransformerWeights, with each matrix's shape.
  */
-import { byteLengthOf, type Backend, type Tensor, type TensorDesc } from '@rama/backend';
+import { byteLengthOf, type Backend, type DType, type Tensor, type TensorDesc } from '@rama/backend';
 import {
   convertsToF32, ggmlToF32, ggmlToQ80, ggmlTypeName, q80GroupSizeOf,
   type Checkpoint, type GGUFFile, type GGUFTensorInfo, type ModelConfig, type Q80Data, type TensorEntry,
@@ -45,7 +45,8 @@ export type WeightSource = Pick<Checkpoint, 'source' | 'tensors' | 'readInto' | 
   readonly config: Pick<ModelConfig, 'nLayers' | 'sharedClassifier'>;
   /**
    * A matrix in its file's own type when that is a packed type a backend may
-   * run natively (GGUF's F16, BF16, Q4_0 as f16, bf16, q4_0), read with
+   * run natively (GGUF's F16, BF16, Q4_0, Q4_K, Q5_K, Q6_K as f16, bf16, q4_0,
+   * q4_k, q5_k, q6_k), read with
    * readInto; undefined otherwise. uploadWeights uploads it where the backend
    * `supports` the type, else the converted entry in `tensors`.
    */
@@ -65,12 +66,18 @@ export async function uploadWeights(backend: Backend, ckpt: WeightSource, plan: 
     return track(await backend.upload({ ...e, label }, (dst) => ckpt.readInto(e, dst)));
   };
 
+  /** The file's own packed type of a matrix, where the backend runs it. */
+  const nativeOf = (name: string): TensorEntry | undefined => {
+    const n = ckpt.native?.(name);
+    return n && backend.supports(n.dtype) ? n : undefined;
+  };
+
   /** A matrix in the device format the plan asks for. */
   const matrix = async (name: string, label: string): Promise<Tensor> => {
-    // The file's packed type where the backend runs it: q4_0 always (smaller than q8_0),
-    // f16/bf16 unless the plan quantizes float matrices to q8_0.
-    const n = ckpt.native?.(name);
-    if (n && backend.supports(n.dtype) && (n.dtype === 'q4_0' || plan.quantizeGroupSize === undefined)) {
+    // The file's packed type where the backend runs it: the quantized ones (q4_0, the k-quants) always
+    // (smaller than q8_0), f16/bf16 unless the plan quantizes float matrices to q8_0.
+    const n = nativeOf(name);
+    if (n && ((n.dtype !== 'f16' && n.dtype !== 'bf16') || plan.quantizeGroupSize === undefined)) {
       return track(await backend.upload({ ...n, label }, (dst) => ckpt.readInto(n, dst)));
     }
     const e = entry(name);
@@ -140,6 +147,8 @@ export async function uploadWeights(backend: Backend, ckpt: WeightSource, plan: 
   let classifier: Tensor;
   if (!cfg.sharedClassifier) classifier = await matrix('wcls', 'wcls');
   else if (emb.dtype === 'q8_0') classifier = await matrix('tok_embeddings', 'wcls (shared)');
+  // a tied table in a packed quantized type the backend runs (a GGUF Q4_K, say): multiply by it as the file stores it
+  else if (nativeOf('tok_embeddings') && !['f16', 'bf16'].includes(nativeOf('tok_embeddings')!.dtype)) classifier = await matrix('tok_embeddings', 'wcls (shared)');
   else if (plan.quantizeGroupSize !== undefined) {
     // embQ80 was made while the embedding table was filled, just above.
     const desc: TensorDesc = { shape: emb.shape, dtype: 'q8_0', groupSize: plan.quantizeGroupSize, label: 'wcls (shared)' };
@@ -269,13 +278,16 @@ export async function checkModelFits(backend: Backend, ckpt: WeightSource, plan:
 
 // ---- GGUF ----
 
+/** The ggml types whose bytes are a backend type's standard layout, and that type. */
+const NATIVE: Partial<Record<string, DType>> = { F16: 'f16', BF16: 'bf16', Q4_0: 'q4_0', Q4_K: 'q4_k', Q5_K: 'q5_k', Q6_K: 'q6_k' };
+
 /** Llama 3.1's RoPE frequency factors in a GGUF file (one per rotated pair). */
 export const ROPE_FREQS = 'rope_freqs.weight';
 
 /**
- * A GGUF file's tensors under llama2.c's names. F16, BF16 and Q4_0 matrices
- * are also offered as they are (`native`: f16, bf16, q4_0), which
- * uploadWeights uses where the backend supports them. Otherwise (and in
+ * A GGUF file's tensors under llama2.c's names. F16, BF16, Q4_0, Q4_K, Q5_K
+ * and Q6_K matrices are also offered as they are (`native`: f16, bf16, q4_0,
+ * q4_k, q5_k, q6_k), which uploadWeights uses where the backend supports them. Otherwise (and in
  * `tensors`) each is converted at read time to a type every backend runs,
  * exactly (see @rama/checkpoint's gguf-convert):
  * F32, F16 and BF16 as f32; Q8_0, Q4_0 and Q5_0 as q8_0 in groups of 32;
@@ -313,8 +325,8 @@ export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource 
       : { shape, dtype: 'f32', label: ours, byteOffset: t.byteOffset, byteLength: 4 * elements };
     tensors.set(ours, entry);
     origin.set(entry, t);
-    // F16, BF16 and Q4_0 bytes are already the standard layout of f16, bf16 and q4_0.
-    const packed = kind === 'matrix' ? ({ F16: 'f16', BF16: 'bf16', Q4_0: 'q4_0' } as const)[t.type.name as 'F16'] : undefined;
+    // F16, BF16, Q4_0 and the k-quants' bytes are already the standard layout of f16, bf16, q4_0, q4_k, q5_k, q6_k.
+    const packed = kind === 'matrix' ? NATIVE[t.type.name] : undefined;
     if (packed) {
       const n: TensorEntry = { shape, dtype: packed, label: ours, byteOffset: t.byteOffset, byteLength: t.byteLength };
       natives.set(ours, n);
@@ -345,7 +357,7 @@ export function ggufWeightSource(file: GGUFFile, spec: ModelSpec): WeightSource 
     const t = origin.get(entry);
     if (!t || dst.byteLength !== entry.byteLength) throw new Error(`${file.source}: readInto(${entry.label}): not this source's tensor, or the wrong size`);
     const n = t.elements;
-    if (t.type.name === 'F32' || entry.dtype === 'f16' || entry.dtype === 'bf16' || entry.dtype === 'q4_0') return file.readInto(t, dst);
+    if (t.type.name === 'F32' || natives.get(entry.label) === entry) return file.readInto(t, dst);
     // One tensor's ggml bytes at a time: the file is never held whole.
     const raw = new Uint8Array(t.byteLength);
     await file.readInto(t, raw);
