@@ -513,7 +513,7 @@ function kvF16Cases(): ConformanceCase[] {
   // storeKV and attention over f16 caches beside f32 caches given the same values rounded to f16:
   // a prompt's rows (one run), then rows of three sequences in one step.
   const mk = (name: string, layers: number, nSlots: number, seq: number, nHeads: number, nKv: number, headSize: number,
-    prompt: number, layout: StepRows, seed: number): ConformanceCase => {
+    prompt: number, layout: StepRows, seed: number, sameSplits = true): ConformanceCase => {
     const r = rng(seed);
     const kd = nKv * headSize, qd = nHeads * headSize;
     const shape = [layers, nSlots, seq, kd];
@@ -563,15 +563,18 @@ function kvF16Cases(): ConformanceCase[] {
         },
       ],
       outputs: { outP16: rel(1e-4, 1e-5), outP32: rel(1e-4, 1e-5), out16: rel(1e-4, 1e-5), out32: rel(1e-4, 1e-5) },
-      same: [['outP16', 'outP32'], ['out16', 'out32']],
+      same: sameSplits ? [['outP16', 'outP32'], ['out16', 'out32']] : [['outP16', 'outP32']],
     };
   };
   return [
     c1,
     mk('GQA 4/2, head 8, [2, 3, 12, 16] caches: 5 prompt rows, then 3 sequences in one step', 2, 3, 12, 4, 2, 8, 5,
       { positions: [4, 6, 7, 5], slots: [2, 0, 0, 0] }, 92),
-    mk('head 12, [2, 2, 300, 48] caches (a layer past 64 KiB in f32): 6 prompt rows, then positions 290 and 299', 2, 2, 300, 4, 4, 12, 6,
-      { positions: [290, 299], slots: [1, 0] }, 93),
+    // A backend that splits buffers at a binding limit splits the f16 cache and its f32 twin at other
+    // rows, and a sum over positions may group differently at a split: the second step's outputs are
+    // compared with the reference only.
+    mk('head 12, [2, 2, 300, 48] caches (at 64 KiB bindings, layer 1 of the f16 cache straddles its two buffers): 6 prompt rows, then positions 290 and 299', 2, 2, 300, 4, 4, 12, 6,
+      { positions: [290, 299], slots: [1, 0] }, 93, false),
   ];
 }
 

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { rng } from '@rama/backend-conformance';
-import { contiguousRows, type Backend, type Step, type Tensor, type TensorDesc } from '@rama/backend';
+import { contiguousRows, f32ToF16, type Backend, type Step, type Tensor, type TensorDesc } from '@rama/backend';
 import { quantizeWeights, writeQ80 } from '@rama/quant-q80';
 import { CpuBackend } from './index.js';
 
@@ -66,6 +66,36 @@ function cases(): Case[] {
         out: f32([rows, dim], randn(r, rows * dim)),
       },
       pos, rows, run: (s, t) => s.attention(t.out, t.q, t.k, t.v, 1, hs), out: ['out'],
+    });
+  }
+  // f16 KV caches: storeKV rounds the step's rows into them (some values at f16's ties, overflow and
+  // subnormals), attention widens what they hold.
+  for (const [nHeads, nKv, hs, pos, rows] of [[6, 6, 48, 150, 4], [8, 2, 8, 37, 3], [4, 2, 6, 9, 2], [2, 2, 10, 0, 5]]) {
+    const r = rng(seed++);
+    const seq = pos + rows + 3, dim = nHeads * hs, kvDim = nKv * hs;
+    const f16 = (shape: number[]) => {
+      const bits = Uint16Array.from(randn(r, shape.reduce((a, b) => a * b, 1)), f32ToF16);
+      return { desc: { label: 'kv16', shape, dtype: 'f16' as const }, data: new Uint8Array(bits.buffer) };
+    };
+    const kNew = randn(r, rows * kvDim, 2), vNew = randn(r, rows * kvDim, 3);
+    [1 + 2 ** -11, 1 + 3 * 2 ** -11, 65520, -70000, 2 ** -25, 3 * 2 ** -25, 1e-40, -0].forEach((x, i) => (vNew[2 * i] = x));
+    out.push({
+      name: `storeKV and attention, f16 KV cache: ${nHeads}/${nKv} heads of ${hs}, pos ${pos}, ${rows} rows`,
+      tensors: {
+        q: f32([rows, dim], randn(r, rows * dim, 2)),
+        kNew: f32([rows, kvDim], kNew),
+        vNew: f32([rows, kvDim], vNew),
+        k: f16([2, seq, kvDim]),
+        v: f16([2, seq, kvDim]),
+        out: f32([rows, dim], randn(r, rows * dim)),
+      },
+      pos, rows,
+      run: (s, t) => {
+        s.storeKV(t.k, 1, t.kNew);
+        s.storeKV(t.v, 1, t.vNew);
+        s.attention(t.out, t.q, t.k, t.v, 1, hs);
+      },
+      out: ['out'],
     });
   }
   for (const [n, hs, pos, rows] of [[288, 48, 0, 3], [768, 64, 199, 2], [64, 8, 1000, 4]]) {

@@ -1,5 +1,5 @@
 import { checkRowsInCache, kvGeometry } from '@rama/backend';
-import { DIV_RN_WGSL, STEP_WGSL, Params, expect, expectDtype, type KernelDef, type Recorder, type RowFlow } from './common.js';
+import { DIV_RN_WGSL, F16_WGSL, STEP_WGSL, Params, expect, expectDtype, type KernelDef, type Recorder, type RowFlow } from './common.js';
 import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 
 // Attention (docs/guide/attention.md, docs/guide/gqa.md, docs/guide/webgpu.md).
@@ -18,14 +18,31 @@ import { rowChunks, type GpuTensor, type Part } from '../tensor.js';
 // the head dimension of separately rounded products (score = score + q_i * k_i,
 // no fma), then one correctly rounded division by f32(sqrt(headSize)). The
 // softmax itself differs (online rescaling, WGSL's exp): see the README.
+//
+// The KV cache is f32, or f16 (attention_f16): two f16s per u32 word, in the
+// standard layout, each widened exactly (f16v) where an f32 cache's value is
+// read, so the result is that of an f32 cache holding the same values.
 const TILE = 32;
 const MAX_HEAD = 256; // 8 accumulators per thread
 
-export const attentionKernels: KernelDef[] = [
-  {
-    name: 'attention',
-    storage: ['rw', 'read', 'read', 'read', 'rw'],
-    wgsl: /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}
+/** Reads element e (counted from the binding's start) of the keys (kc) and values (vc) as f32. */
+const KV_F32_WGSL = /* wgsl */ `
+@group(0) @binding(4) var<storage, read> kc: array<f32>;
+@group(0) @binding(5) var<storage, read> vc: array<f32>;
+fn key(e: u32) -> f32 { return kc[e]; }
+fn value(e: u32) -> f32 { return vc[e]; }
+`;
+const KV_F16_WGSL = /* wgsl */ `${F16_WGSL}
+@group(0) @binding(4) var<storage, read> kc: array<u32>;
+@group(0) @binding(5) var<storage, read> vc: array<u32>;
+fn key(e: u32) -> f32 { return f16v((kc[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu); }
+fn value(e: u32) -> f32 { return f16v((vc[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu); }
+`;
+
+export const attentionKernels: KernelDef[] = (['f32', 'f16'] as const).map((kv) => ({
+  name: kv === 'f32' ? 'attention' : 'attention_f16',
+  storage: ['rw', 'read', 'read', 'read', 'rw'],
+  wgsl: /* wgsl */ `${STEP_WGSL}${DIV_RN_WGSL}${kv === 'f32' ? KV_F32_WGSL : KV_F16_WGSL}
 // a / b correctly rounded, for b > 0 (scores may be negative).
 fn div_rn_signed(a: f32, b: f32) -> f32 {
   let r = div_rn(abs(a), b);
@@ -37,8 +54,6 @@ struct P { qCols: u32, hs: u32, kvDim: u32, kvMul: u32, layerSlot0: u32, seqLen:
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> q: array<f32>;
-@group(0) @binding(4) var<storage, read> kc: array<f32>;
-@group(0) @binding(5) var<storage, read> vc: array<f32>;
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 var<workgroup> qs: array<f32, ${MAX_HEAD}>;
 var<workgroup> sc: array<f32, ${TILE}>;
@@ -70,7 +85,7 @@ var<workgroup> sc: array<f32, ${TILE}>;
       let ko = (t0 + li - p.kRow0) * p.kvDim + kvh * hs;
       var s = 0.0;
       for (var d = 0u; d < hs; d++) {
-        let prod = qs[d] * kc[ko + d];
+        let prod = qs[d] * key(ko + d);
         s = s + prod;
       }
       sc[li] = div_rn_signed(s, p.sqrtHs);
@@ -85,7 +100,7 @@ var<workgroup> sc: array<f32, ${TILE}>;
       let pj = exp(sc[j] - mt);
       l += pj;
       let vo = (t0 + j - p.vRow0) * p.kvDim + kvh * hs + li;
-      for (var i = 0u; i * ${TILE}u + li < hs; i++) { acc[i] += pj * vc[vo + i * ${TILE}u]; }
+      for (var i = 0u; i * ${TILE}u + li < hs; i++) { acc[i] += pj * value(vo + i * ${TILE}u); }
     }
     m = mt;
     workgroupBarrier();
@@ -98,8 +113,7 @@ var<workgroup> sc: array<f32, ${TILE}>;
     for (var i = 0u; i * ${TILE}u + li < hs; i++) { state[so + 2u + i * ${TILE}u + li] = acc[i]; }
   }
 }`,
-  },
-];
+}));
 
 /** Ranges [c0, c1) of cache rows within [row0, row1) (one layer, all slots) that lie in one part of both caches. */
 function kvChunks(keys: GpuTensor, values: GpuTensor, row0: number, row1: number): { c0: number; c1: number; kp: Part; vp: Part }[] {
@@ -124,7 +138,10 @@ export function attention(
   headSize: number,
   rows: RowFlow,
 ): void {
-  for (const t of [out, q, keys, values]) expectDtype('attention', t, 'f32');
+  for (const t of [out, q]) expectDtype('attention', t, 'f32');
+  expectDtype('attention', keys, 'f32', 'f16');
+  expect(values.dtype === keys.dtype, 'attention', `${keys.label} is ${keys.dtype} but ${values.label} is ${values.dtype}`);
+  const kernel = keys.dtype === 'f16' ? 'attention_f16' : 'attention';
   const g = kvGeometry(keys, 'attention');
   expect(values.shape.join() === keys.shape.join(), 'attention', `${keys.label} and ${values.label} must have the same shape`);
   checkRowsInCache(keys, layer, rec.layout, 'attention');
@@ -161,7 +178,7 @@ export function attention(
       const isFirst = i === iLo ? 1 : 0;
       const isLast = i === iHi ? 1 : 0;
       rec.dispatch(
-        'attention',
+        kernel,
         `attn|${out.id}|${q.id}|${keys.id}|${values.id}|${layer}|${headSize}|${ch.r0}|${c.c0}|${isFirst}|${isLast}|${rows.word}`,
         [out, q, keys, values],
         () => ({

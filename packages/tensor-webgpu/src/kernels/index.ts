@@ -8,9 +8,10 @@ import { matmulQ8Kernels } from './matmulQ8.js';
 import { matmulKKernels } from './matmulK.js';
 import { rmsnormKernels } from './rmsnorm.js';
 import { ropeKernels } from './rope.js';
+import { storeKVKernels } from './storeKV.js';
 import { swigluKernels } from './swiglu.js';
 
-/** Every program the backend compiles at creation (storeKV and gather are buffer copies). */
+/** Every program the backend compiles at creation (gather, and storeKV into an f32 cache, are buffer copies). */
 export function allKernels(packedDot: boolean): KernelDef[] {
   return [
     ...embedKernels,
@@ -19,6 +20,7 @@ export function allKernels(packedDot: boolean): KernelDef[] {
     ...matmulQ8Kernels(packedDot),
     ...matmulKKernels(packedDot),
     ...ropeKernels,
+    ...storeKVKernels,
     ...attentionKernels,
     ...swigluKernels,
     ...addKernels,
