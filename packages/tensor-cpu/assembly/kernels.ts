@@ -67,11 +67,11 @@ const OP_ARGMAX = 11; // out, logits, n, rows
 const OP_MATMUL_HALF = 12; // out, x, w, n, d, rows, bf16 (0: f16 weights, 1: bf16)
 const OP_MATMUL_Q40 = 13; // out, xq, xs, w, n, d, rows (w: GGUF Q4_0 blocks; xq/xs: QUANTIZE with gs 32)
 const OP_STORE_F16 = 20; // dst (f16), src (f32), count: a run of KV rows into an f16 cache
-// GGUF k-quants (kquants.ts); xq/xs: QUANTIZE with gs 256; sums: KSUMS of that xq
+// GGUF k-quants (kquants.ts); xq/xs/sums: QUANTIZE_K
 const OP_MATMUL_Q4K = 14; // out, xq, xs, sums, w, n, d, rows
 const OP_MATMUL_Q5K = 15; // out, xq, xs, sums, w, n, d, rows
 const OP_MATMUL_Q6K = 16; // out, xq, xs, w, n, d, rows
-const OP_KSUMS = 17; // xq (i16), sums (i16), groups: sums of each 32 consecutive xq
+const OP_QUANTIZE_K = 17; // x, n, rows, xq (i16), xs (f32), sums (i16): QUANTIZE with gs 256, plus each 32 xq's sum
 export const OP_WORDS: i32 = 16;
 
 // ---------------------------------------------------------------------------
@@ -313,9 +313,15 @@ function execute(op: i32, a: usize, tid: i32, n: i32): void {
       }
       break;
     }
-    case OP_KSUMS: {
-      const groups = arg(a, 2);
-      kSums(ptr(a, 0), ptr(a, 1), chunkStart(groups, tid, n, 1), chunkEnd(groups, tid, n, 1));
+    case OP_QUANTIZE_K: {
+      // each thread sums the groups it has just quantized (still in cache), with no barrier between
+      const groups = arg(a, 2) * (arg(a, 1) / 256);
+      const chunk = max(1, groups / (n * 4));
+      for (let s = claim(a, chunk); s < groups; s = claim(a, chunk)) {
+        const e = min(s + chunk, groups);
+        quantize(ptr(a, 0), ptr(a, 3), ptr(a, 4), 256, s, e);
+        kSums(ptr(a, 3), ptr(a, 5), s * 8, e * 8);
+      }
       break;
     }
     case OP_ROPE: {

@@ -1,7 +1,7 @@
 // GGUF's k-quant matmuls (Q4_K, Q5_K, Q6_K) for the CPU backend, in
 // AssemblyScript with 128-bit SIMD; kernels.ts dispatches them (ops
-// MATMUL_Q4K, MATMUL_Q5K, MATMUL_Q6K and KSUMS) and splits the outputs over
-// the thread pool.
+// QUANTIZE_K, MATMUL_Q4K, MATMUL_Q5K, MATMUL_Q6K) and splits the outputs
+// over the thread pool.
 //
 // Weights stay in the file's layout (super-blocks of 256 elements, a row's
 // blocks one after another): the bytes go from the file straight into memory.
@@ -10,8 +10,8 @@
 // of the activations, and Q4_K / Q5_K blocks (144 and 176 bytes) keep their
 // quants 16-byte aligned as they are.
 //
-// Activations come from QUANTIZE with groups of 256 (one f32 scale xs_b per
-// super-block, int8 values stored as i16 xq). Per super-block b the dot
+// Activations come from QUANTIZE_K: QUANTIZE's quantization with groups of
+// 256 (one f32 scale xs_b per super-block, int8 values stored as i16 xq). Per super-block b the dot
 // product is two exact integer sums and a fixed sequence of f32 steps (the
 // spec the scalar reference src/kernels/scalar.ts and the WebGPU kernel
 // follow too, so all give the same bits):
@@ -20,9 +20,9 @@
 //                val  = val + ((f32(isum) * d) - (f32(msum) * dmin)) * xs_b
 //   Q6_K:        isum = sum_s sc_s * (sum over sub-block s of q_i * xq_i)
 //                val  = val + (f32(isum) * d) * xs_b
-// The sums over sub-blocks of xq (msum's) do not depend on the weights: the
-// KSUMS op computes them once per input row (i16, 8 per super-block) before
-// the matmul, instead of once per output.
+// The sums over sub-blocks of xq (msum's) do not depend on the weights:
+// QUANTIZE_K computes them once per input row (i16, 8 per super-block, see
+// kSums) as it quantizes, instead of once per output.
 //
 // Lanes: the products q_i * xq_i are i16 x i16 pairs summed into i32 lanes by
 // i32x4.dot_i16x8_s (as the Q4_0 kernel does); lanes are added at the end of
@@ -63,7 +63,7 @@ const Q6K_BYTES: i32 = 210;
 }
 
 // ---------------------------------------------------------------------------
-// KSUMS: sums of 32 consecutive quantized activations.
+// Sums of 32 consecutive quantized activations (for QUANTIZE_K).
 
 /**
  * sums[g] = sum of xq[32g .. 32g + 31] for groups [g0, g1) (i16 in, i16 out:
@@ -106,7 +106,7 @@ export function kSums(xq: usize, sums: usize, g0: i32, g1: i32): void {
 /**
  * Q4_K / Q5_K dot products of the weight row at w with one (y == 0) or two
  * input rows: x (i16 activations), xs (f32 scale per super-block), xsum (i16
- * sub-block sums from KSUMS), and y, ys, ysum for the second row. Stores the
+ * sub-block sums from QUANTIZE_K), and y, ys, ysum for the second row. Stores the
  * results at out and out + outStride.
  */
 @inline function dotQ45(w: usize, x: usize, xs: usize, xsum: usize, y: usize, ys: usize, ysum: usize,
@@ -184,7 +184,7 @@ function dotQ5Kx2(w: usize, x: usize, xs: usize, xsum: usize, y: usize, ys: usiz
 /**
  * The Q4_K (q5 false) or Q5_K matmul for outputs [i0, i1) of every input
  * row: out[r, i] = dot(w row i, x row r). xq: i16, xs: f32 per 256 values
- * (QUANTIZE with gs 256), sums: i16 per 32 values (KSUMS).
+ * (QUANTIZE_K with its sums: i16 per 32 values).
  */
 export function matmulQ45K(out: usize, xq: usize, xs: usize, sums: usize, w: usize, cols: i32, d: i32, rows: i32, i0: i32, i1: i32, q5: bool): void {
   const blocks = cols / 256;
@@ -281,7 +281,7 @@ function dotQ6Kx2(w: usize, x: usize, xs: usize, y: usize, ys: usize, blocks: i3
   dotQ6(w, x, xs, y, ys, blocks, out, outStride, true);
 }
 
-/** The Q6_K matmul for outputs [i0, i1) of every input row (xq: i16, xs: f32 per 256 values, from QUANTIZE). */
+/** The Q6_K matmul for outputs [i0, i1) of every input row (xq: i16, xs: f32 per 256 values, from QUANTIZE_K). */
 export function matmulQ6K(out: usize, xq: usize, xs: usize, w: usize, cols: i32, d: i32, rows: i32, i0: i32, i1: i32): void {
   const blocks = cols / 256;
   const rowBytes = <usize>blocks * <usize>Q6K_BYTES;

@@ -703,7 +703,7 @@ class WasmStep implements Step {
   /** Reads to answer once the programs have run. */
   private reads: (() => void)[] = [];
   /** The activation tensor whose quantized copy is in the current program's quant scratch, and how. */
-  private quantized: { p: Program; t: WasmTensor; rows: number; gs: number; xq: number; xs: number; sums: number; summed: boolean } | undefined;
+  private quantized: { p: Program; t: WasmTensor; rows: number; gs: number; xq: number; xs: number; sums: number } | undefined;
 
   readonly rows: number;
   readonly positions: readonly number[];
@@ -790,7 +790,7 @@ class WasmStep implements Step {
       return;
     }
     // q8_0, q4_0 and the k-quants: x quantized to q8_0 in the weight's groups (q4_0: its blocks of 32;
-    // k-quants: their super-blocks of 256, with each 32 values' sum for q4_k and q5_k).
+    // k-quants: their super-blocks of 256, with each 32 values' sum, which q4_k and q5_k need).
     const kquant = wt.dtype === 'q4_k' || wt.dtype === 'q5_k' || wt.dtype === 'q6_k';
     const gs = wt.dtype === 'q4_0' ? 32 : kquant ? 256 : wt.groupSize!;
     let q = this.quantized;
@@ -798,18 +798,15 @@ class WasmStep implements Step {
       const groups = (rows * n) / gs;
       const xqBytes = Math.ceil((rows * n * 2) / 64) * 64;
       const xsBytes = Math.ceil((groups * 4) / 64) * 64;
-      const sumBytes = kquant ? (rows * n) / 16 : 0; // an i16 per 32 values
-      const base = p.space.quant.ensure(xqBytes + xsBytes + sumBytes);
-      q = { p, t: xi, rows, gs, xq: base, xs: base + xqBytes, sums: kquant ? base + xqBytes + xsBytes : 0, summed: false };
-      this.op(p, OP.QUANTIZE, undefined, p.addr(xi, rows * n * 4, 'read'), n, rows, gs, q.xq, q.xs);
+      const base = p.space.quant.ensure(xqBytes + xsBytes + (kquant ? (rows * n) / 16 : 0));
+      q = { p, t: xi, rows, gs, xq: base, xs: base + xqBytes, sums: kquant ? base + xqBytes + xsBytes : 0 };
+      const xAt = p.addr(xi, rows * n * 4, 'read');
+      if (kquant) this.op(p, OP.QUANTIZE_K, undefined, xAt, n, rows, q.xq, q.xs, q.sums);
+      else this.op(p, OP.QUANTIZE, undefined, xAt, n, rows, gs, q.xq, q.xs);
       this.quantized = q;
     }
     const oAt = p.addr(o, rows * d * 4, 'write');
     if (wt.dtype === 'q4_k' || wt.dtype === 'q5_k') {
-      if (!q.summed) {
-        this.op(p, OP.KSUMS, undefined, q.xq, q.sums, (rows * n) / 32);
-        q.summed = true;
-      }
       this.op(p, wt.dtype === 'q4_k' ? OP.MATMUL_Q4K : OP.MATMUL_Q5K, o, oAt, q.xq, q.xs, q.sums, wt.ptr, n, d, rows);
     } else if (wt.dtype === 'q6_k') this.op(p, OP.MATMUL_Q6K, o, oAt, q.xq, q.xs, wt.ptr, n, d, rows);
     else if (wt.dtype === 'q4_0') this.op(p, OP.MATMUL_Q40, o, oAt, q.xq, q.xs, wt.ptr, n, d, rows);

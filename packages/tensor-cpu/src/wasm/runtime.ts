@@ -41,7 +41,7 @@ export const OP = {
   COPY: 1, EMBED: 2, RMSNORM: 3, QUANTIZE: 4, MATMUL_F32: 5, MATMUL_Q80: 6,
   ROPE: 7, ATTENTION: 8, SWIGLU: 9, ADD: 10, ARGMAX: 11, MATMUL_HALF: 12, MATMUL_Q40: 13,
   STORE_F16: 20,
-  MATMUL_Q4K: 14, MATMUL_Q5K: 15, MATMUL_Q6K: 16, KSUMS: 17,
+  MATMUL_Q4K: 14, MATMUL_Q5K: 15, MATMUL_Q6K: 16, QUANTIZE_K: 17,
 } as const;
 
 /** WebAssembly pages are 64 KiB; 32-bit memories hold at most 65536 of them (4 GiB). */
