@@ -16,14 +16,14 @@ describe('parseArgs', () => {
   it('reads every flag, with defaults', () => {
     expect(parseArgs(['-m', 'models/m.bin', '-t', 'tok.bin'], {})).toEqual({
       model: 'models/m.bin', tokenizer: 'tok.bin', host: '127.0.0.1', port: 8080, parallel: 4, queue: 64, apiKey: undefined,
-      modelName: 'm', backend: 'cpu', threads: undefined, q80: false, bodyLimit: 1048576, drainMs: 10000,
+      modelName: 'm', backend: 'cpu', threads: undefined, q80: false, kvCache: 'f32', bodyLimit: 1048576, drainMs: 10000,
     });
     const a = parseArgs(
       ['--model=m.bin', '--tokenizer', 't.bin', '--host', '0.0.0.0', '--port', '0', '--parallel', '8', '--queue', '0', '--api-key', 'k',
-        '--model-name', 'dreams', '--backend', 'auto', '--threads', '2', '--q80', '--body-limit', '100', '--drain-ms', '0'],
+        '--model-name', 'dreams', '--backend', 'auto', '--threads', '2', '--q80', '--kv-cache', 'f16', '--body-limit', '100', '--drain-ms', '0'],
       {},
     );
-    expect(a).toMatchObject({ host: '0.0.0.0', port: 0, parallel: 8, queue: 0, apiKey: 'k', modelName: 'dreams', backend: 'auto', threads: 2, q80: true, bodyLimit: 100, drainMs: 0 });
+    expect(a).toMatchObject({ host: '0.0.0.0', port: 0, parallel: 8, queue: 0, apiKey: 'k', modelName: 'dreams', backend: 'auto', threads: 2, q80: true, kvCache: 'f16', bodyLimit: 100, drainMs: 0 });
     expect(parseArgs(['-m', 'm', '-t', 't'], { RAMA_API_KEY: 'env-key' })).toMatchObject({ apiKey: 'env-key' });
     expect(parseArgs(['--help'], {})).toBe('help');
     expect(parseArgs(['-h', '--port', 'x'], {})).toBe('help');
@@ -40,6 +40,7 @@ describe('parseArgs', () => {
       [['-m', 'm', '-t', 't', '--queue', '-1'], /Option '--queue' argument is ambiguous\. Did you forget to specify the option argument for '--queue'\? \(see --help\)$/],
       [['-m', 'm', '-t', 't', '--queue=-1'], /--queue must be an integer/],
       [['-m', 'm', '-t', 't', '--backend', 'tpu'], /--backend must be cpu, webgpu or auto, got "tpu"/],
+      [['-m', 'm', '-t', 't', '--kv-cache', 'q8_0'], /--kv-cache must be f32 or f16, got "q8_0"/],
       [['-m', 'm', '-t', 't', '--prot', '1'], /Unknown option '--prot'/],
       [['-m', 'm', '-t', 't', 'extra'], /extra/],
       [['-m', 'm', '-t', 't', '--port'], /--port/],

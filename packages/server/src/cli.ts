@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { parseArgs as parseNodeArgs } from 'node:util';
-import { ArgumentError, Llama, type BackendName } from '@rama/llama';
+import { ArgumentError, Llama, type BackendName, type KvCacheType } from '@rama/llama';
 import { serve, type ServerHandle } from './server.js';
 
 /** The usage text, for the command `program` (rama-serve, or the rama CLI's "rama serve"). */
@@ -25,6 +25,7 @@ Options:
       --backend B          cpu, webgpu or auto (default cpu)
       --threads N          CPU backend threads (default: every core)
       --q80                quantize an fp32 model to Q8_0 at load
+      --kv-cache TYPE      KV cache element type: f32 or f16 (half the memory per session; default f32)
       --body-limit BYTES   largest request body (default 1048576)
       --drain-ms MS        on SIGTERM/SIGINT, how long running requests may finish (default 10000)
   -h, --help               this help
@@ -61,6 +62,8 @@ export interface ServeArgs {
   threads?: number;
   /** --q80 */
   q80: boolean;
+  /** --kv-cache: the KV cache's element type. */
+  kvCache: KvCacheType;
   /** --body-limit, in bytes. */
   bodyLimit: number;
   /** --drain-ms */
@@ -87,6 +90,7 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
         backend: { type: 'string' },
         threads: { type: 'string' },
         q80: { type: 'boolean' },
+        'kv-cache': { type: 'string' },
         'body-limit': { type: 'string' },
         'drain-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -115,6 +119,8 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
   if (!['cpu', 'webgpu', 'auto'].includes(backend)) throw new ArgumentError(`--backend must be cpu, webgpu or auto, got "${backend}"`);
   const apiKey = (values['api-key'] as string | undefined) ?? (env.RAMA_API_KEY || undefined);
   if (apiKey === '') throw new ArgumentError('--api-key must not be empty');
+  const kvCache = (values['kv-cache'] as string | undefined) ?? 'f32';
+  if (kvCache !== 'f32' && kvCache !== 'f16') throw new ArgumentError(`--kv-cache must be f32 or f16, got "${kvCache}"`);
   const host = (values.host as string | undefined) ?? '127.0.0.1';
   if (host === '') throw new ArgumentError('--host must not be empty');
   return {
@@ -129,6 +135,7 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     backend: backend as BackendName,
     threads: values.threads === undefined ? undefined : int('threads', 1, 1, 1024),
     q80: values.q80 === true,
+    kvCache,
     bodyLimit: int('body-limit', 1 << 20, 1),
     drainMs: int('drain-ms', 10_000, 0),
   };
@@ -147,6 +154,7 @@ export async function runServe(args: ServeArgs): Promise<{
     backend: args.backend,
     sessions: args.parallel,
     q80: args.q80,
+    kvCacheType: args.kvCache,
     ...(args.threads !== undefined && { threads: args.threads }),
   });
   try {
