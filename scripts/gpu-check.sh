@@ -29,6 +29,8 @@ die() { say "$*"; exit 1; }
 
 [ -f "$PACK/runner.mjs" ] || die "no $PACK/runner.mjs: run scripts/pack-gpu-check.sh first and carry .gpu-pack"
 mkdir -p "$WORK/bin" "$WORK/models" "$RESULTS"
+# The log comes back as a file too (the device tool returns only the output's tail).
+exec 2> >(tee -a "$RESULTS/gpu-check.log" >&2)
 
 # xz, or Python's lzma where xz-utils is missing.
 unxz_to() {
@@ -37,6 +39,7 @@ unxz_to() {
 }
 
 NODE=$WORK/bin/node
+export NODE PACK
 if [ ! -x "$NODE" ]; then
   unxz_to "$PACK/node.xz" "$NODE.tmp" && chmod +x "$NODE.tmp" && mv "$NODE.tmp" "$NODE" || die "cannot unpack Node"
 fi
@@ -62,29 +65,33 @@ say "Vulkan driver: ${VK_DRIVER_FILES:-${VK_ICD_FILENAMES:-(loader default)}}"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/  /' >&2
 export NODEVICE_SELECT=1
 
-# The synthetic models, one background job each (the runner waits for each file as it needs it).
+# The synthetic models, one background job each (the runner waits for each file as it needs it). The jobs
+# run in their own session (setsid), so they outlive this call: a following call on the same machine
+# finds the files, or the jobs still writing them (NAME.pid), instead of starting again.
 export RAMA_SHARED=$PACK/shared RAMA_GPU_MODEL_DIR=$WORK/models
 PLAN=$("$NODE" "$PACK/runner.mjs" --synth-plan "$RAMA_GPU_MODELS") || die "bad RAMA_GPU_MODELS=$RAMA_GPU_MODELS"
-JOBS=()
+SETSID=$(command -v setsid || true)
+started=()
 while IFS='|' read -r name args; do
   [ -n "$name" ] || continue
   m=$WORK/models/$name
   [ -f "$m.bin" ] && continue
-  rm -f "$m.failed"
-  (
-    s=$(date +%s%N)
-    # shellcheck disable=SC2086
-    if "$NODE" "$PACK/shared/tools/synth-model.mjs" $args --out "$m.bin.tmp" >"$m.log" 2>&1; then
+  if [ -f "$m.pid" ] && kill -0 "$(cat "$m.pid")" 2>/dev/null; then say "synth-model $name: still running from an earlier call"; continue; fi
+  rm -f "$m.failed" "$m.bin.tmp"
+  # shellcheck disable=SC2016
+  $SETSID bash -c '
+    m=$1; shift; s=$(date +%s%N)
+    if "$NODE" "$PACK/shared/tools/synth-model.mjs" "$@" --out "$m.bin.tmp" >"$m.log" 2>&1; then
       echo $((($(date +%s%N) - s) / 1000000)) >"$m.ms"
       mv "$m.bin.tmp" "$m.bin"
     else
       touch "$m.failed"
     fi
-  ) &
-  JOBS+=($!)
+    rm -f "$m.pid"' synth "$m" $args </dev/null >/dev/null 2>&1 &
+  echo $! >"$m.pid"
+  started+=("$name")
 done <<<"$PLAN"
-trap '[ ${#JOBS[@]} -gt 0 ] && kill "${JOBS[@]}" 2>/dev/null' EXIT
-[ ${#JOBS[@]} -gt 0 ] && say "making ${#JOBS[@]} synthetic model(s) in $WORK/models: $(echo "$PLAN" | cut -d'|' -f1 | tr '\n' ' ')"
+[ ${#started[@]} -gt 0 ] && say "making ${#started[@]} synthetic model(s) in $WORK/models: ${started[*]}"
 
 say "running the goldens and the models; JSON in $RESULTS/gpu-check.json"
 RAMA_GPU_OUT=$RESULTS/gpu-check.partial.json "$NODE" "$PACK/runner.mjs" >"$RESULTS/gpu-check.json"
