@@ -50,11 +50,11 @@ const Q6K_BYTES: i32 = 210;
   return h & 0x8000 ? -f : f;
 }
 
-/** i32 dot product of 16 u8 weights (0..31) with 16 i16 activations at xp, as i32x4 partial sums. */
-@inline function dotU8(q: v128, xp: usize): v128 {
+/** i32 dot product of 32 i16 weights (four i16x8) with 32 i16 activations at xp, as i32x4 partial sums. */
+@inline function dot32(a0: v128, a1: v128, a2: v128, a3: v128, xp: usize): v128 {
   return i32x4.add(
-    i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q), v128.load(xp)),
-    i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q), v128.load(xp, 16)));
+    i32x4.add(i32x4.dot_i16x8_s(a0, v128.load(xp)), i32x4.dot_i16x8_s(a1, v128.load(xp, 16))),
+    i32x4.add(i32x4.dot_i16x8_s(a2, v128.load(xp, 32)), i32x4.dot_i16x8_s(a3, v128.load(xp, 48))));
 }
 
 /** i32 dot product of 16 i16 weights (two i16x8) with 16 i16 activations at xp, as i32x4 partial sums. */
@@ -147,14 +147,13 @@ export function kSums(xq: usize, sums: usize, g0: i32, g1: i32): void {
       const half = select<v128>(sc03, sc47, k < 2);
       const pair = select<v128>(i32x4.shuffle(half, half, 2, 3, 2, 3), half, (k & 1) != 0);
       const s0 = i32x4.shuffle(pair, pair, 0, 0, 0, 0), s1 = i32x4.shuffle(pair, pair, 1, 1, 1, 1);
-      const px0 = i32x4.add(dotU8(l0, xb + o), dotU8(l1, xb + o + 32));
-      const px1 = i32x4.add(dotU8(u0, xb + o + 64), dotU8(u1, xb + o + 96));
-      ax = i32x4.add(ax, i32x4.add(i32x4.mul(px0, s0), i32x4.mul(px1, s1)));
-      if (two) {
-        const py0 = i32x4.add(dotU8(l0, yb + o), dotU8(l1, yb + o + 32));
-        const py1 = i32x4.add(dotU8(u0, yb + o + 64), dotU8(u1, yb + o + 96));
-        ay = i32x4.add(ay, i32x4.add(i32x4.mul(py0, s0), i32x4.mul(py1, s1)));
-      }
+      // the 64 values as i16, shared by both rows
+      const e0 = i16x8.extend_low_i8x16_u(l0), e1 = i16x8.extend_high_i8x16_u(l0);
+      const e2 = i16x8.extend_low_i8x16_u(l1), e3 = i16x8.extend_high_i8x16_u(l1);
+      const f0 = i16x8.extend_low_i8x16_u(u0), f1 = i16x8.extend_high_i8x16_u(u0);
+      const f2 = i16x8.extend_low_i8x16_u(u1), f3 = i16x8.extend_high_i8x16_u(u1);
+      ax = i32x4.add(ax, i32x4.add(i32x4.mul(dot32(e0, e1, e2, e3, xb + o), s0), i32x4.mul(dot32(f0, f1, f2, f3, xb + o + 64), s1)));
+      if (two) ay = i32x4.add(ay, i32x4.add(i32x4.mul(dot32(e0, e1, e2, e3, yb + o), s0), i32x4.mul(dot32(f0, f1, f2, f3, yb + o + 64), s1)));
     }
     const d = halfToF32(<u32>load<u16>(wp)), dmin = halfToF32(<u32>load<u16>(wp, 2));
     const mx = hsum32(i32x4.dot_i16x8_s(m16, v128.load(xsum + (<usize>b << 4))));
