@@ -1,4 +1,5 @@
-import { F16_WGSL, STEP_WGSL, Params, grid2, type KernelDef, type Recorder } from './common.js';
+/// <reference types="@webgpu/types" />
+import { F16_WGSL, STEP_WGSL, Params, grid2, type Access, type KernelDef, type Recorder } from './common.js';
 import type { GpuTensor, Part } from '../tensor.js';
 import type { MatmulBlock } from './matmul.js';
 import { SBYTE_WGSL, dot4Wgsl, quantizeX } from './matmulQ8.js';
@@ -7,7 +8,7 @@ import { SBYTE_WGSL, dot4Wgsl, quantizeX } from './matmulQ8.js';
 // x is quantized by the q8_0 passes (matmulQ8.ts) in groups of 256: one f32
 // scale xs_b per super-block b and int8 values, four to a u32 word. Then per
 // output (weight row j, x row r), block after block from val = 0 (the numerics
-// the CPU kernels share, docs in @rama/backend's k-quant types):
+// the CPU kernels share: see @rama/tensor-cpu's README):
 //   Q4_K, Q5_K: isum = sum_j sc_j * (sum_{i in sub-block j} q_i * xq_i)   (j = 0..7, 32 values each)
 //               msum = sum_j m_j  * (sum_{i in sub-block j} xq_i)
 //               val  = val + ((f32(isum) * d) - (f32(msum) * dmin)) * xs_b
@@ -28,10 +29,12 @@ import { SBYTE_WGSL, dot4Wgsl, quantizeX } from './matmulQ8.js';
 //   layout's idea): 210 bytes a block, as in the file.
 //
 // Each kernel splits a block into eight 32-value pieces t = 0..7 (values
-// 32t..32t+31, eight x words): kpart(block, x words, t) returns that piece's
-// (sc * dot, m * sum of x) for Q4_K/Q5_K, (sc_2t * dot + sc_2t+1 * dot, 0) for
-// Q6_K; the rows kernel sums the eight in one thread, the workgroup kernel
-// gives each piece its own thread.
+// 32t..32t+31, eight x words): kpart(block, x words, t, sums) returns that
+// piece's (sc * dot, m * sum of x) for Q4_K/Q5_K, (sc_2t * dot + sc_2t+1 * dot,
+// 0) for Q6_K; the rows kernel sums the eight in one thread, the workgroup
+// kernel gives each piece its own thread. The sums of x over each piece (msum's
+// factors) do not depend on the weights: a small pass (k_xsums) computes them
+// once per x row, after x is quantized, for Q4_K and Q5_K.
 
 /** What Q4_K and Q5_K share: the (scale, min) pair of sub-block j, and a block's f32 term. */
 const SCALE_MIN_WGSL = /* wgsl */ `
@@ -60,37 +63,29 @@ const TYPES: Record<'q4_k' | 'q5_k' | 'q6_k', string> = {
   q4_k: /* wgsl */ `
 const BW = 36u;
 ${SCALE_MIN_WGSL}
-fn kpart(bw: u32, xo: u32, t: u32) -> vec2<i32> {
+fn kpart(bw: u32, xo: u32, t: u32, so: u32) -> vec2<i32> {
   let q0 = bw + 4u + 8u * (t >> 1u);
   let sh = 4u * (t & 1u);
   var dq = 0i;
-  var dx = 0i;
-  for (var u = 0u; u < 8u; u++) {
-    let xv = xq[xo + 8u * t + u];
-    dq += dot4((w[q0 + u] >> sh) & 0x0f0f0f0fu, xv);
-    dx += dot4(0x01010101u, xv);
-  }
+  for (var u = 0u; u < 8u; u++) { dq += dot4((w[q0 + u] >> sh) & 0x0f0f0f0fu, xq[xo + 8u * t + u]); }
   let sm = scaleMin(bw, t);
-  return vec2<i32>(sm.x * dq, sm.y * dx);
+  return vec2<i32>(sm.x * dq, sm.y * xsum[so + t]);
 }
 `,
   // As Q4_K, plus 16 where bit t of the value's qh byte (qh words 0..7: qh[4u..4u+3]) is set.
   q5_k: /* wgsl */ `
 const BW = 44u;
 ${SCALE_MIN_WGSL}
-fn kpart(bw: u32, xo: u32, t: u32) -> vec2<i32> {
+fn kpart(bw: u32, xo: u32, t: u32, so: u32) -> vec2<i32> {
   let q0 = bw + 12u + 8u * (t >> 1u);
   let sh = 4u * (t & 1u);
   var dq = 0i;
-  var dx = 0i;
   for (var u = 0u; u < 8u; u++) {
-    let xv = xq[xo + 8u * t + u];
     let q = ((w[q0 + u] >> sh) & 0x0f0f0f0fu) | (((w[bw + 4u + u] >> t) & 0x01010101u) << 4u);
-    dq += dot4(q, xv);
-    dx += dot4(0x01010101u, xv);
+    dq += dot4(q, xq[xo + 8u * t + u]);
   }
   let sm = scaleMin(bw, t);
-  return vec2<i32>(sm.x * dq, sm.y * dx);
+  return vec2<i32>(sm.x * dq, sm.y * xsum[so + t]);
 }
 `,
   // Piece t = 4h + g: values 128h + 32g + l (l < 32) take the low (g = 0, 1) or high (g = 2, 3)
@@ -101,7 +96,7 @@ const BW = 52u;
 // Four 6-bit values (one per byte, 0..63) to four signed bytes value - 32: with the top bit
 // set no byte borrows from its neighbour, and flipping it back gives the two's complement.
 fn q6s(v: u32) -> u32 { return ((v | 0x80808080u) - 0x20202020u) ^ 0x80808080u; }
-fn kpart(bw: u32, xo: u32, t: u32) -> vec2<i32> {
+fn kpart(bw: u32, xo: u32, t: u32, so: u32) -> vec2<i32> {
   let h = t >> 2u;
   let g = t & 3u;
   let l0 = bw + 16u * h + 8u * (g & 1u);
@@ -130,7 +125,13 @@ fn kterm(blk: u32, s: vec2<i32>, xs: f32) -> f32 {
 `,
 };
 
-function header(type: keyof typeof TYPES, packedDot: boolean): string {
+/** The k-quant weight types these kernels take. */
+export type KQuant = keyof typeof TYPES;
+
+/** Whether a type's kernels read the sums of x over each 32-value piece (binding 5, from k_xsums). */
+const usesSums = (type: KQuant): boolean => type !== 'q6_k';
+
+function header(type: KQuant, packedDot: boolean): string {
   return /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}${F16_WGSL}
 ${dot4Wgsl(packedDot)}
 struct P { n: u32, d: u32, nb: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd: u32, rowsWord: u32,
@@ -139,12 +140,30 @@ struct P { n: u32, d: u32, nb: u32, nw: u32, j0: u32, j1: u32, rStart: u32, rEnd
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> xq: array<u32>;
 @group(0) @binding(4) var<storage, read> w: array<u32>;
-${TYPES[type]}`;
+${usesSums(type) ? '@group(0) @binding(5) var<storage, read> xsum: array<i32>;  // x row xl, piece 8g + t: xsum[8 * nb * xl + 8g + t]\n' : ''}${TYPES[type]}`;
 }
+
+// The sums of quantized x over each 32-value piece (8 words): xsum[row * ns + s]
+// = sum of xq[32s .. 32s + 31] (exact i32), one thread each, rows [rStart, rEnd) of the xq scratch.
+const xsumsWgsl = (packedDot: boolean): string => /* wgsl */ `${STEP_WGSL}${SBYTE_WGSL}
+${dot4Wgsl(packedDot)}
+struct P { nw: u32, ns: u32, rStart: u32, rEnd: u32, rowsWord: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> xsum: array<i32>;
+@group(0) @binding(3) var<storage, read> xq: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let s = gid.x;
+  let r = p.rStart + gid.y;
+  if (s >= p.ns || r >= min(p.rEnd, rowCount(p.rowsWord))) { return; }
+  let rl = r - p.rStart;
+  var a = 0i;
+  for (var u = 0u; u < 8u; u++) { a += dot4(0x01010101u, xq[rl * p.nw + 8u * s + u]); }
+  xsum[rl * p.ns + s] = a;
+}`;
 
 // The rows variant: one thread per output column j and up to 4 rows of a
 // batch (the weight row stays in cache between them), blocks in order.
-function rowsWgsl(type: keyof typeof TYPES, packedDot: boolean): string {
+function rowsWgsl(type: KQuant, packedDot: boolean): string {
   return /* wgsl */ `${header(type, packedDot)}
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let j = p.j0 + gid.x;
@@ -160,7 +179,7 @@ function rowsWgsl(type: keyof typeof TYPES, packedDot: boolean): string {
       let blk = jl * p.nb + g;
       let xo = xl * p.nw + 64u * g;
       var s = vec2<i32>(0i, 0i);
-      for (var t = 0u; t < 8u; t++) { s += kpart(blk * BW, xo, t); }
+      for (var t = 0u; t < 8u; t++) { s += kpart(blk * BW, xo, t, 8u * (xl * p.nb + g)); }
       acc = acc + kterm(blk, s, bitcast<f32>(xq[p.sOff + xl * p.nb + g]));
     }
     out[(ra + i) * p.d + j - p.outE0] = acc;
@@ -179,7 +198,7 @@ const K_TILE = 8;
 // computes the block's f32 term, and one thread per row adds the tile's terms
 // in block order: the rows kernel's f32 chain, bit for bit (the terms pass
 // through workgroup memory, so the final additions cannot be fused with them).
-function wgWgsl(type: keyof typeof TYPES, packedDot: boolean): string {
+function wgWgsl(type: KQuant, packedDot: boolean): string {
   const T = K_TILE;
   return /* wgsl */ `${header(type, packedDot)}
 var<workgroup> pieces: array<vec2<i32>, ${4 * 8 * T}>;
@@ -199,7 +218,9 @@ var<workgroup> terms: array<f32, ${4 * T}>;
     let gn = min(${T}u, p.nb - g0);
     if (bl < gn) {
       let bw = (jl * p.nb + g0 + bl) * BW;
-      for (var i = 0u; i < nr; i++) { pieces[i * ${8 * T}u + lid] = kpart(bw, (xl0 + i) * p.nw + 64u * (g0 + bl), t); }
+      for (var i = 0u; i < nr; i++) {
+        pieces[i * ${8 * T}u + lid] = kpart(bw, (xl0 + i) * p.nw + 64u * (g0 + bl), t, 8u * ((xl0 + i) * p.nb + g0 + bl));
+      }
     }
     workgroupBarrier();
     if (lid < nr * gn) {
@@ -218,19 +239,22 @@ var<workgroup> terms: array<f32, ${4 * T}>;
 }`;
 }
 
-/** The k-quant weight types these kernels take. */
-export type KQuant = keyof typeof TYPES;
-
 /** Whether `dtype` is one of GGUF's k-quants the matmul runs natively. */
 export function isKQuant(dtype: string): dtype is KQuant {
   return dtype === 'q4_k' || dtype === 'q5_k' || dtype === 'q6_k';
 }
 
 export function matmulKKernels(packedDot: boolean): KernelDef[] {
-  return (Object.keys(TYPES) as KQuant[]).flatMap((type) => [
-    { name: `matmul_${type}`, storage: ['rw', 'read', 'read'], wgsl: rowsWgsl(type, packedDot) },
-    { name: `matmul_${type}_wg`, storage: ['rw', 'read', 'read'], wgsl: wgWgsl(type, packedDot) },
-  ]);
+  return [
+    { name: 'k_xsums', storage: ['rw', 'read'], wgsl: xsumsWgsl(packedDot) },
+    ...(Object.keys(TYPES) as KQuant[]).flatMap((type) => {
+      const storage: Access[] = usesSums(type) ? ['rw', 'read', 'read', 'read'] : ['rw', 'read', 'read'];
+      return [
+        { name: `matmul_${type}`, storage, wgsl: rowsWgsl(type, packedDot) },
+        { name: `matmul_${type}_wg`, storage, wgsl: wgWgsl(type, packedDot) },
+      ];
+    }),
+  ];
 }
 
 /** Quantizes x rows [r0, end) in groups of 256, then runs each output block with k-quant weights. */
@@ -240,6 +264,14 @@ export function matmulKChunk(
 ): void {
   const type = w.dtype as KQuant;
   const { xq, nw, ng, sOff } = quantizeX(rec, x, xp, 256, r0, end, rows, rowsWord);
+  const extra: GPUBuffer[] = [];
+  if (usesSums(type)) {
+    const ns = 8 * ng;
+    const xsum = rec.scratch('xksum', 4 * (end - r0) * ns);
+    const params = (): Params => new Params().u(nw).u(ns).u(r0).u(end).u(rowsWord);
+    rec.dispatch('k_xsums', `kxs|${x.id}|${r0}|${rowsWord}`, [x], () => ({ params: params(), buffers: [xsum, xq] }), Math.ceil(ns / 64), Math.min(end, rows) - r0);
+    extra.push(xsum);
+  }
   const wg = rec.matmulKernels === 'workgroups';
   for (const b of bs) {
     const rowGroups = Math.ceil((Math.min(b.rEnd, rows) - b.rStart) / 4);
@@ -247,7 +279,7 @@ export function matmulKChunk(
       params: new Params()
         .u(x.cols).u(out.cols).u(ng).u(nw).u(b.j0).u(b.j1).u(b.rStart).u(b.rEnd).u(rowsWord)
         .u(r0).u(sOff).u(b.wPart.r0).u(b.wPart.scaleOffset / 4).u(b.outPart.e0),
-      buffers: [b.outPart.buffer, xq, b.wPart.buffer],
+      buffers: [b.outPart.buffer, xq, b.wPart.buffer, ...extra],
     });
     const key = `${wg ? 'mmkw' : 'mmk'}|${out.id}|${x.id}|${w.id}|${b.key}|${rowsWord}`;
     if (wg) rec.dispatch(`matmul_${type}_wg`, key, [out, x, w], make, ...grid2(b.j1 - b.j0), rowGroups);
