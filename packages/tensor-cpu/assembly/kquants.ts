@@ -27,8 +27,9 @@
 // Lanes: the products q_i * xq_i are i16 x i16 pairs summed into i32 lanes by
 // i32x4.dot_i16x8_s (as the Q4_0 kernel does); lanes are added at the end of
 // a super-block. Integer sums are exact in any order, so the SIMD order gives
-// the scalar reference's isum and msum exactly. Two input rows share each
-// block's unpacking (batched prompts), as the Q4_0 kernel's dotQ40x2.
+// the scalar reference's isum and msum exactly. Batched prompts take four
+// input rows per pass (then two, then one), sharing each block's unpacking,
+// as the Q4_0 kernel's dotQ40x2 does for two.
 
 /** Bytes per super-block of Q4_K, Q5_K, Q6_K (256 elements each). */
 const Q4K_BYTES: i32 = 144;
@@ -181,6 +182,86 @@ function dotQ5Kx2(w: usize, x: usize, xs: usize, xsum: usize, y: usize, ys: usiz
 }
 
 /**
+ * dotQ45 for four input rows at once (x, x + xStride, ...; their scales and
+ * sums fStride and sStride apart): each block is unpacked once for all four
+ * (batched prompts), one sub-block at a time to stay within the registers,
+ * its values multiplied by their scale in i16 once for the four rows (so the
+ * products sum straight into each row's vector); each row's isum, msum and
+ * result are exactly dotQ45's.
+ */
+@inline function dotQ45x4(w: usize, x: usize, xs: usize, xsum: usize, xStride: usize, fStride: usize, sStride: usize,
+  blocks: i32, out: usize, outStride: usize, q5: bool): void {
+  const size: usize = q5 ? Q5K_BYTES : Q4K_BYTES;
+  const qsAt: usize = q5 ? 48 : 16;
+  const lowMask = i8x16.splat(0x0f);
+  const bit4 = i8x16.splat(0x10);
+  let v0: f32 = 0, v1: f32 = 0, v2: f32 = 0, v3: f32 = 0;
+  for (let b = 0; b < blocks; b++) {
+    const wp = w + <usize>b * size;
+    const sm = scalesMins(wp);
+    const sc16 = i16x8.extend_low_i8x16_u(sm);
+    const x0 = x + (<usize>b << 9);
+    let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+    let h0 = i32x4.splat(0), h1 = i32x4.splat(0);
+    if (q5) {
+      h0 = v128.load(wp + 16);
+      h1 = v128.load(wp + 32);
+    }
+    for (let k = 0; k < 4; k++) {
+      const qp = wp + qsAt + (<usize>k << 5);
+      const v0q = v128.load(qp), v1q = v128.load(qp, 16);
+      let l0 = v128.and(v0q, lowMask), l1 = v128.and(v1q, lowMask);
+      let u0 = v128.and(i16x8.shr_u(v0q, 4), lowMask), u1 = v128.and(i16x8.shr_u(v1q, 4), lowMask);
+      if (q5) {
+        const g0 = i16x8.shr_u(h0, <i32>(2 * k)), g1 = i16x8.shr_u(h1, <i32>(2 * k));
+        l0 = v128.or(l0, v128.and(i16x8.shl(g0, 4), bit4));
+        l1 = v128.or(l1, v128.and(i16x8.shl(g1, 4), bit4));
+        u0 = v128.or(u0, v128.and(i16x8.shl(g0, 3), bit4));
+        u1 = v128.or(u1, v128.and(i16x8.shl(g1, 3), bit4));
+      }
+      // sc_2k and sc_2k+1 as i16: lanes 0 and 1 of sc16, or of it moved down by 2, 4 or 6 lanes
+      const half = select<v128>(sc16, i8x16.shuffle(sc16, sc16, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15), k < 2);
+      const pair = select<v128>(i8x16.shuffle(half, half, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7), half, (k & 1) != 0);
+      const xp = x0 + (<usize>k << 7);
+      // sub-block 2k: the low nibbles, times sc_2k in i16 (|q * sc| <= 31 * 63), shared by the four rows
+      let s = i8x16.shuffle(pair, pair, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
+      let e0 = i16x8.mul(i16x8.extend_low_i8x16_u(l0), s), e1 = i16x8.mul(i16x8.extend_high_i8x16_u(l0), s);
+      let e2 = i16x8.mul(i16x8.extend_low_i8x16_u(l1), s), e3 = i16x8.mul(i16x8.extend_high_i8x16_u(l1), s);
+      a0 = i32x4.add(a0, dot32(e0, e1, e2, e3, xp));
+      a1 = i32x4.add(a1, dot32(e0, e1, e2, e3, xp + xStride));
+      a2 = i32x4.add(a2, dot32(e0, e1, e2, e3, xp + 2 * xStride));
+      a3 = i32x4.add(a3, dot32(e0, e1, e2, e3, xp + 3 * xStride));
+      // sub-block 2k + 1: the high nibbles, times sc_2k+1
+      s = i8x16.shuffle(pair, pair, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+      e0 = i16x8.mul(i16x8.extend_low_i8x16_u(u0), s); e1 = i16x8.mul(i16x8.extend_high_i8x16_u(u0), s);
+      e2 = i16x8.mul(i16x8.extend_low_i8x16_u(u1), s); e3 = i16x8.mul(i16x8.extend_high_i8x16_u(u1), s);
+      a0 = i32x4.add(a0, dot32(e0, e1, e2, e3, xp + 64));
+      a1 = i32x4.add(a1, dot32(e0, e1, e2, e3, xp + xStride + 64));
+      a2 = i32x4.add(a2, dot32(e0, e1, e2, e3, xp + 2 * xStride + 64));
+      a3 = i32x4.add(a3, dot32(e0, e1, e2, e3, xp + 3 * xStride + 64));
+    }
+    const d = halfToF32(<u32>load<u16>(wp)), dmin = halfToF32(<u32>load<u16>(wp, 2));
+    const m16 = i16x8.extend_high_i8x16_u(sm);
+    const mp = xsum + (<usize>b << 4), fp = xs + (<usize>b << 2);
+    v0 = v0 + ((<f32>hsum32(a0) * d) - (<f32>hsum32(i32x4.dot_i16x8_s(m16, v128.load(mp))) * dmin)) * load<f32>(fp);
+    v1 = v1 + ((<f32>hsum32(a1) * d) - (<f32>hsum32(i32x4.dot_i16x8_s(m16, v128.load(mp + sStride))) * dmin)) * load<f32>(fp + fStride);
+    v2 = v2 + ((<f32>hsum32(a2) * d) - (<f32>hsum32(i32x4.dot_i16x8_s(m16, v128.load(mp + 2 * sStride))) * dmin)) * load<f32>(fp + 2 * fStride);
+    v3 = v3 + ((<f32>hsum32(a3) * d) - (<f32>hsum32(i32x4.dot_i16x8_s(m16, v128.load(mp + 3 * sStride))) * dmin)) * load<f32>(fp + 3 * fStride);
+  }
+  store<f32>(out, v0);
+  store<f32>(out + outStride, v1);
+  store<f32>(out + 2 * outStride, v2);
+  store<f32>(out + 3 * outStride, v3);
+}
+
+function dotQ4Kx4(w: usize, x: usize, xs: usize, xsum: usize, xStride: usize, fStride: usize, sStride: usize, blocks: i32, out: usize, outStride: usize): void {
+  dotQ45x4(w, x, xs, xsum, xStride, fStride, sStride, blocks, out, outStride, false);
+}
+function dotQ5Kx4(w: usize, x: usize, xs: usize, xsum: usize, xStride: usize, fStride: usize, sStride: usize, blocks: i32, out: usize, outStride: usize): void {
+  dotQ45x4(w, x, xs, xsum, xStride, fStride, sStride, blocks, out, outStride, true);
+}
+
+/**
  * The Q4_K (q5 false) or Q5_K matmul for outputs [i0, i1) of every input
  * row: out[r, i] = dot(w row i, x row r). xq: i16, xs: f32 per 256 values
  * (QUANTIZE_K with its sums: i16 per 32 values).
@@ -193,6 +274,12 @@ export function matmulQ45K(out: usize, xq: usize, xs: usize, sums: usize, w: usi
   for (let i = i0; i < i1; i++) {
     const wi = w + <usize>i * rowBytes;
     let r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      const x = xq + <usize>r * xStride, s = xs + <usize>r * fStride, m = sums + <usize>r * sStride;
+      const o = out + ((<usize>(r * d + i)) << 2);
+      if (q5) dotQ5Kx4(wi, x, s, m, xStride, fStride, sStride, blocks, o, outStride);
+      else dotQ4Kx4(wi, x, s, m, xStride, fStride, sStride, blocks, o, outStride);
+    }
     for (; r + 2 <= rows; r += 2) {
       const x = xq + <usize>r * xStride, s = xs + <usize>r * fStride, m = sums + <usize>r * sStride;
       const o = out + ((<usize>(r * d + i)) << 2);
@@ -280,6 +367,78 @@ function dotQ6Kx2(w: usize, x: usize, xs: usize, y: usize, ys: usize, blocks: i3
   dotQ6(w, x, xs, y, ys, blocks, out, outStride, true);
 }
 
+/**
+ * dotQ6 for four input rows at once (x, x + xStride, ...; their scales
+ * fStride apart): each block is unpacked once for all four, one run of 16
+ * values at a time; each row's result is exactly dotQ6's.
+ */
+function dotQ6Kx4(w: usize, x: usize, xs: usize, xStride: usize, fStride: usize, blocks: i32, out: usize, outStride: usize): void {
+  const lowMask = i8x16.splat(0x0f);
+  const highMask = i8x16.splat(0x30);
+  const bias = i8x16.splat(32);
+  let v0: f32 = 0, v1: f32 = 0, v2: f32 = 0, v3: f32 = 0;
+  for (let b = 0; b < blocks; b++) {
+    const wp = w + <usize>b * <usize>Q6K_BYTES;
+    const sc = v128.load(wp + 192);
+    const scLo = i16x8.extend_low_i8x16_s(sc), scHi = i16x8.extend_high_i8x16_s(sc);
+    const x0 = x + (<usize>b << 9);
+    let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+    for (let h = 0; h < 2; h++) {
+      for (let g = 0; g < 2; g++) {
+        const ql = wp + <usize>(64 * h + 16 * g);
+        const a = v128.load(ql), c = v128.load(ql, 32);
+        const hb = v128.load(wp + <usize>(128 + 32 * h + 16 * g));
+        const sh = select<v128>(scLo, scHi, h == 0);
+        const sg = select<v128>(i8x16.shuffle(sh, sh, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1), sh, g != 0);
+        const xp = x0 + (<usize>(128 * h + 16 * g) << 1);
+        // quarter t = 0..3: elements 128h + 32t + 16g + 0..15, sub-block 8h + 2t + g (as in dotQ6)
+        let q = i8x16.sub(v128.or(v128.and(a, lowMask), v128.and(i16x8.shl(hb, 4), highMask)), bias);
+        let st = i8x16.shuffle(sg, sg, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
+        let wl = i16x8.mul(i16x8.extend_low_i8x16_s(q), st);
+        let wh = i16x8.mul(i16x8.extend_high_i8x16_s(q), st);
+        a0 = i32x4.add(a0, dotI16(wl, wh, xp));
+        a1 = i32x4.add(a1, dotI16(wl, wh, xp + xStride));
+        a2 = i32x4.add(a2, dotI16(wl, wh, xp + 2 * xStride));
+        a3 = i32x4.add(a3, dotI16(wl, wh, xp + 3 * xStride));
+        q = i8x16.sub(v128.or(v128.and(c, lowMask), v128.and(i16x8.shl(hb, 2), highMask)), bias);
+        st = i8x16.shuffle(sg, sg, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5);
+        wl = i16x8.mul(i16x8.extend_low_i8x16_s(q), st);
+        wh = i16x8.mul(i16x8.extend_high_i8x16_s(q), st);
+        a0 = i32x4.add(a0, dotI16(wl, wh, xp + 64));
+        a1 = i32x4.add(a1, dotI16(wl, wh, xp + xStride + 64));
+        a2 = i32x4.add(a2, dotI16(wl, wh, xp + 2 * xStride + 64));
+        a3 = i32x4.add(a3, dotI16(wl, wh, xp + 3 * xStride + 64));
+        q = i8x16.sub(v128.or(v128.and(i16x8.shr_u(a, 4), lowMask), v128.and(hb, highMask)), bias);
+        st = i8x16.shuffle(sg, sg, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9);
+        wl = i16x8.mul(i16x8.extend_low_i8x16_s(q), st);
+        wh = i16x8.mul(i16x8.extend_high_i8x16_s(q), st);
+        a0 = i32x4.add(a0, dotI16(wl, wh, xp + 128));
+        a1 = i32x4.add(a1, dotI16(wl, wh, xp + xStride + 128));
+        a2 = i32x4.add(a2, dotI16(wl, wh, xp + 2 * xStride + 128));
+        a3 = i32x4.add(a3, dotI16(wl, wh, xp + 3 * xStride + 128));
+        q = i8x16.sub(v128.or(v128.and(i16x8.shr_u(c, 4), lowMask), v128.and(i16x8.shr_u(hb, 2), highMask)), bias);
+        st = i8x16.shuffle(sg, sg, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13);
+        wl = i16x8.mul(i16x8.extend_low_i8x16_s(q), st);
+        wh = i16x8.mul(i16x8.extend_high_i8x16_s(q), st);
+        a0 = i32x4.add(a0, dotI16(wl, wh, xp + 192));
+        a1 = i32x4.add(a1, dotI16(wl, wh, xp + xStride + 192));
+        a2 = i32x4.add(a2, dotI16(wl, wh, xp + 2 * xStride + 192));
+        a3 = i32x4.add(a3, dotI16(wl, wh, xp + 3 * xStride + 192));
+      }
+    }
+    const d = halfToF32(<u32>load<u16>(wp, 208));
+    const fp = xs + (<usize>b << 2);
+    v0 = v0 + (<f32>hsum32(a0) * d) * load<f32>(fp);
+    v1 = v1 + (<f32>hsum32(a1) * d) * load<f32>(fp + fStride);
+    v2 = v2 + (<f32>hsum32(a2) * d) * load<f32>(fp + 2 * fStride);
+    v3 = v3 + (<f32>hsum32(a3) * d) * load<f32>(fp + 3 * fStride);
+  }
+  store<f32>(out, v0);
+  store<f32>(out + outStride, v1);
+  store<f32>(out + 2 * outStride, v2);
+  store<f32>(out + 3 * outStride, v3);
+}
+
 /** The Q6_K matmul for outputs [i0, i1) of every input row (xq: i16, xs: f32 per 256 values, from QUANTIZE_K). */
 export function matmulQ6K(out: usize, xq: usize, xs: usize, w: usize, cols: i32, d: i32, rows: i32, i0: i32, i1: i32): void {
   const blocks = cols / 256;
@@ -289,6 +448,9 @@ export function matmulQ6K(out: usize, xq: usize, xs: usize, w: usize, cols: i32,
   for (let i = i0; i < i1; i++) {
     const wi = w + <usize>i * rowBytes;
     let r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      dotQ6Kx4(wi, xq + <usize>r * xStride, xs + <usize>r * fStride, xStride, fStride, blocks, out + ((<usize>(r * d + i)) << 2), outStride);
+    }
     for (; r + 2 <= rows; r += 2) {
       const x = xq + <usize>r * xStride, s = xs + <usize>r * fStride;
       dotQ6Kx2(wi, x, s, x + xStride, s + fStride, blocks, out + ((<usize>(r * d + i)) << 2), outStride);

@@ -225,7 +225,7 @@ for (const kernels of ['scalar', 'wasm'] as const) {
 }
 
 // The k-quant numerics fix every f32 step (the integer sums are exact in any order), so the WebAssembly kernels
-// must give the scalar reference's bits: batches of 1 to 5 rows (pairs and a single row), odd output counts,
+// must give the scalar reference's bits: batches of 1 to 7 rows (fours, pairs and single rows), odd output counts,
 // two threads, an all-zero activation group, the largest scales and mins, negative and subnormal d.
 describe('CPU backend: k-quant matmuls, WebAssembly against the scalar reference', () => {
   for (const dtype of ['q4_k', 'q5_k', 'q6_k'] as const) {
@@ -233,7 +233,7 @@ describe('CPU backend: k-quant matmuls, WebAssembly against the scalar reference
       const wasm = await CpuBackend.create({ kernels: 'wasm', threads: 2, maxRows: 8 });
       const ref = await CpuBackend.create({ kernels: 'scalar', maxRows: 8 });
       try {
-        for (const [d, n, rows, seed] of [[37, 768, 5, 7], [64, 256, 2, 8], [3, 1280, 1, 9], [130, 512, 3, 10]] as const) {
+        for (const [d, n, rows, seed] of [[37, 768, 5, 7], [64, 256, 2, 8], [3, 1280, 1, 9], [130, 512, 3, 10], [21, 512, 4, 11], [11, 768, 7, 12]] as const) {
           const r = rng(seed + 70);
           const dBits = (): number => {
             const u = r();
