@@ -451,7 +451,11 @@ describe('matmul kernel variants (rows, workgroups)', () => {
     // [d, n]: 10 blocks a row (a tile of 8 and a partial one; two parts at 64 KiB), 17 (three tiles), 1.
     const shapes = [[60, 2560], [6, 4352], [37, 256]];
     for (const type of ['q4_k', 'q5_k', 'q6_k'] as const) {
-      expect(planParts({ label: 'w', shape: shapes[0], dtype: type }, 64 * KiB).length).toBe(2);
+      const plans = planParts({ label: 'w', shape: shapes[0], dtype: type }, 64 * KiB);
+      expect(plans.length).toBe(2);
+      expect(plans.every((p) => p.wholeRows && p.bytes <= 64 * KiB)).toBe(true);
+      // A row of 512 blocks (73728 bytes and more) fits no 64 KiB binding.
+      expect(() => planParts({ label: 'w', shape: [2, 256 * 512], dtype: type }, 64 * KiB)).toThrow(BackendError);
       for (const [d, n] of shapes) {
         const r = rand(d * n + K_BYTES[type]);
         const size = K_BYTES[type];
