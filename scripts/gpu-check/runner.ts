@@ -256,7 +256,8 @@ async function measureModel(name: string, dir: string, tokenizer: string): Promi
   if (existsSync(synthMs)) o.synthMs = Number(readFileSync(synthMs, 'utf8'));
   o.fileBytes = statSync(file).size;
   const ids = promptIds(Math.max(2, num('RAMA_GPU_PROMPT', m.prompt)));
-  const ctx = ids.length + Math.max(decode, profileTokens) + 2;
+  // KV cache positions: the longest of the runs below (the speed run, its warm-up, the profiled run, the CPU comparison).
+  const ctx = Math.max(ids.length + Math.max(decode, profileTokens, 4), 8 + cpuTokens) + 2;
 
   // Speed: no profiling (timed passes would slow it down).
   let shortGpu: number[] = [];
@@ -267,6 +268,7 @@ async function measureModel(name: string, dir: string, tokenizer: string): Promi
       const llama = await loadOn(backend, file, tokenizer, batch, ctx);
       o.loadMs = Math.round(performance.now() - tl);
       o.description = backend.description;
+      log(`${name}: ${o.fileBytes} bytes loaded in ${o.loadMs} ms (${backend.description})`);
       try {
         // Warm-up: the first steps make bind groups and the RoPE table.
         await llama.generate(ids.slice(0, Math.min(ids.length, batch + 1)), { steps: Math.min(ids.length, batch + 1) + 4, temperature: 0 }).result();
@@ -315,6 +317,7 @@ async function measureModel(name: string, dir: string, tokenizer: string): Promi
         const wall = performance.now() - tDecode;
         const decodeKernels = await backend.kernelTimes();
         const decoded = Math.max(1, sampled - 1);
+        log(`${name}: profiled ${decoded} decode steps`);
         o.profile = {
           promptKernels: kernelRows(promptKernels, ids.length),
           decodeKernels: kernelRows(decodeKernels, decoded),
