@@ -8,7 +8,7 @@
 //   pnpm build && pnpm bench --server [--clients N] [--parallel N]
 //        [--duration S] [--max-tokens N] [--server-models aidreams,s15]
 //   pnpm build && pnpm bench --gguf <dir or .gguf files...> [--llama-bench PATH]
-//        [--runs N] [--threads N]
+//        [--runs N] [--threads N] [--kv-cache f32|f16]
 //
 // Each measurement is one child process (one model load, one generation of
 // --steps positions, greedy, prompt "Once upon a time"), so load time and peak
@@ -85,6 +85,7 @@ function parseArgs(argv) {
       a.gguf = [v()];
       while (argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) a.gguf.push(argv[++i]);
     } else if (k === '--llama-bench') a.llamaBench = v();
+    else if (k === '--kv-cache') a.kvCache = v();
     else if (k === '--child') a.child = v();
     else if (k === '--model') a.model = v();
     else if (k === '--tokenizer') a.tokenizer = v();

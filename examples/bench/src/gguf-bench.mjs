@@ -12,7 +12,8 @@
 //   warm-up, then pp128 and tg128 as two tests), one child process.
 // Peak RSS is each child's VmHWM. The table gives medians and min-max, each
 // ratio to llama.cpp, and Rama's peak RSS next to the file size plus Rama's
-// KV cache (f32, 256 positions): the target is RSS <= (file + KV) x 1.1.
+// KV cache (256 positions; f32, or f16 with --kv-cache f16, llama.cpp's
+// default): the target is RSS <= (file + KV) x 1.1.
 //
 // The prompt is 128 fixed token ids (BOS, then ids spread over the
 // vocabulary), as llama-bench reads random ids; decoding never stops at EOS
@@ -21,8 +22,8 @@
 // tokens is marked in the table.
 //
 // --llama-bench PATH: llama-bench's binary (default
-// /tmp/llama.cpp/build/bin/llama-bench when it exists; without one, Rama runs
-// alone). A file whose context (llama.context_length) is under 256 cannot
+// /tmp/llama.cpp/build/bin/llama-bench when it exists; without one, or with
+// `--llama-bench none`, Rama runs alone). A file whose context (llama.context_length) is under 256 cannot
 // hold the KV cache: llama.cpp's llama2.c converter writes 128; quantize with
 // `llama-quantize --override-kv llama.context_length=int:1024 ...`.
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
@@ -56,7 +57,8 @@ export async function ggufChild(a) {
   const { Llama } = await import('@rama/llama');
   const t0 = performance.now();
   // yieldEveryMs: Infinity: nothing else runs in this process, so the loop never hands the event loop a turn.
-  const llama = await Llama.load({ model: a.model, backend: 'cpu', threads: a.threads, contextLength: a.context, yieldEveryMs: Infinity }).catch((e) => {
+  const opts = { model: a.model, backend: 'cpu', threads: a.threads, contextLength: a.context, yieldEveryMs: Infinity, ...(a.kvCache && { kvCacheType: a.kvCache }) };
+  const llama = await Llama.load(opts).catch((e) => {
     if (/contextLength/.test(e.message)) {
       e.message += ` (the bench needs ${a.context} positions: quantize with llama-quantize --override-kv llama.context_length=int:N)`;
     }
@@ -82,8 +84,9 @@ export async function ggufChild(a) {
     tgReason: tg.reason,
     loadMs,
     selfMaxRssMB: process.resourceUsage().maxRSS / 1024,
-    // Rama's KV cache: keys and values, f32, every layer, `context` positions.
-    kvMB: (2 * spec.nLayers * llama.contextLength * spec.kvDim * 4) / 1e6,
+    // Rama's KV cache: keys and values, every layer, `context` positions, f32 unless told f16.
+    kvMB: (2 * spec.nLayers * llama.contextLength * spec.kvDim * (llama.kvCacheType === 'f16' ? 2 : 4)) / 1e6,
+    kvType: llama.kvCacheType ?? 'f32',
     shape: { dim: spec.dim, layers: spec.nLayers, heads: spec.nHeads, kvHeads: spec.nKvHeads, vocab: spec.vocabSize },
     backend: llama.backend.description,
   };
@@ -135,7 +138,7 @@ async function runLlamaBench(measure, bin, file, threads) {
   const pp = tests.find((t) => t.n_prompt === PROMPT_TOKENS && t.n_gen === 0);
   const tg = tests.find((t) => t.n_prompt === 0 && t.n_gen === GEN_TOKENS);
   if (!pp || !tg) throw new Error(`${bin}: no pp${PROMPT_TOKENS} / tg${GEN_TOKENS} test in its output`);
-  return { ppTokPerSec: pp.avg_ts, tgTokPerSec: tg.avg_ts, peakRssMB: r.peakRssMB, commit: pp.build_commit, cpu: pp.cpu_info, type: pp.model_type };
+  return { ppTokPerSec: pp.avg_ts, tgTokPerSec: tg.avg_ts, peakRssMB: r.peakRssMB, commit: pp.build_commit, kvType: pp.type_k, loadMode: pp.load_mode };
 }
 
 /**
@@ -148,9 +151,10 @@ export async function ggufBench(a, h) {
   const threads = a.threads ?? 2;
   const runs = a.runs;
   const files = ggufFiles(a.gguf, die);
-  const llamaBench = a.llamaBench ? fromCwd(a.llamaBench) : existsSync(DEFAULT_LLAMA_BENCH) ? DEFAULT_LLAMA_BENCH : undefined;
-  if (a.llamaBench && !existsSync(llamaBench)) die(`--llama-bench: ${llamaBench} not found`);
-  if (!llamaBench) console.log(`bench --gguf: no llama-bench (${DEFAULT_LLAMA_BENCH} not found, no --llama-bench): Rama runs alone`);
+  const none = a.llamaBench === 'none';
+  const llamaBench = none ? undefined : a.llamaBench ? fromCwd(a.llamaBench) : existsSync(DEFAULT_LLAMA_BENCH) ? DEFAULT_LLAMA_BENCH : undefined;
+  if (a.llamaBench && !none && !existsSync(llamaBench)) die(`--llama-bench: ${llamaBench} not found`);
+  if (!llamaBench && !none) console.log(`bench --gguf: no llama-bench (${DEFAULT_LLAMA_BENCH} not found, no --llama-bench): Rama runs alone`);
   console.log(`bench --gguf: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${threads} threads, ` +
     `pp${PROMPT_TOKENS} + tg${GEN_TOKENS}, ${runs} runs each, interleaved${llamaBench ? `, llama-bench ${llamaBench}` : ''}`);
 
@@ -163,7 +167,8 @@ export async function ggufBench(a, h) {
     for (let i = 0; i < runs; i++) {
       if (!errors.rama) {
         try {
-          const r = await measure(process.execPath, [script, '--child', 'rama-gguf', '--model', file, '--threads', String(threads), '--context', String(CONTEXT)], {});
+          const r = await measure(process.execPath, [script, '--child', 'rama-gguf', '--model', file, '--threads', String(threads), '--context', String(CONTEXT),
+            ...(a.kvCache ? ['--kv-cache', a.kvCache] : [])], {});
           const j = JSON.parse(r.stdout.trim().split('\n').pop());
           results.rama.push({ ...j, peakRssMB: r.peakRssMB ?? j.selfMaxRssMB });
         } catch (e) {
@@ -211,9 +216,9 @@ export async function ggufBench(a, h) {
   console.log(`\n${lines.join('\n')}\n`);
   for (const n of notes) console.log(`* ${n}`);
   const first = rows.find((r) => r.results.rama.length)?.results.rama[0];
-  if (first) console.log(`rama backend: ${first.backend}`);
+  if (first) console.log(`rama backend: ${first.backend}, KV cache ${first.kvType}, ${CONTEXT} positions`);
   const lc = rows.find((r) => r.results.llama.length)?.results.llama[0];
-  if (lc) console.log(`llama.cpp: build ${lc.commit}, ${lc.cpu}`);
+  if (lc) console.log(`llama.cpp: build ${lc.commit}, KV cache ${lc.kvType}, weights ${lc.loadMode}`);
   if (a.json) {
     writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, threads, runs, llamaBench, rows }, null, 2));
   }
