@@ -11,10 +11,10 @@
 // quants 16-byte aligned as they are.
 //
 // Activations come from QUANTIZE_K: QUANTIZE's quantization with groups of
-// 256 (one f32 scale xs_b per super-block, int8 values stored as i16 xq). Per super-block b the dot
-// product is two exact integer sums and a fixed sequence of f32 steps (the
-// spec the scalar reference src/kernels/scalar.ts and the WebGPU kernel
-// follow too, so all give the same bits):
+// 256 (one f32 scale xs_b per super-block, int8 values stored as i16 xq).
+// Per super-block b the dot product is two exact integer sums and a fixed
+// sequence of f32 steps (the spec the scalar reference src/kernels/scalar.ts
+// and the WebGPU kernel follow too, so all give the same bits):
 //   Q4_K / Q5_K: isum = sum_j sc_j * (sum over sub-block j of q_i * xq_i)
 //                msum = sum_j m_j  * (sum over sub-block j of xq_i)
 //                val  = val + ((f32(isum) * d) - (f32(msum) * dmin)) * xs_b
@@ -105,10 +105,10 @@ export function kSums(xq: usize, sums: usize, g0: i32, g1: i32): void {
 }
 
 /**
- * Q4_K / Q5_K dot products of the weight row at w with one (y == 0) or two
- * input rows: x (i16 activations), xs (f32 scale per super-block), xsum (i16
- * sub-block sums from QUANTIZE_K), and y, ys, ysum for the second row. Stores the
- * results at out and out + outStride.
+ * Q4_K / Q5_K dot products of the weight row at w with one (two false) or
+ * two input rows: x (i16 activations), xs (f32 scale per super-block), xsum
+ * (i16 sub-block sums from QUANTIZE_K), and y, ys, ysum for the second row.
+ * Stores the results at out and out + outStride.
  */
 @inline function dotQ45(w: usize, x: usize, xs: usize, xsum: usize, y: usize, ys: usize, ysum: usize,
   blocks: i32, out: usize, outStride: usize, q5: bool, two: bool): void {
