@@ -9,12 +9,16 @@
  * logits are not the conversions' but the same bits on every CPU kernel set.
  * How close those logits are to llama.cpp's float64 reference is gguf.test.ts's.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isCI, missingMessage, sharedFile } from '@rama/testkit';
 import { CpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from '@rama/tensor-webgpu';
 import type { Backend, DType, TensorDesc } from '@rama/backend';
 import { Llama } from './index.js';
+import { encodeGGUF, readGGUFContents } from './test-gguf.js';
 
 const PACKED: DType[] = ['f16', 'bf16', 'q4_0'];
 const KQUANTS: DType[] = ['q4_k', 'q5_k', 'q6_k'];
@@ -133,4 +137,45 @@ describe('GGUF Q4_K, Q5_K and Q6_K matrices run natively on the CPU', () => {
       expect(Array.from(runs[2]), 'scalar').toEqual(Array.from(runs[0]));
     });
   }
+});
+
+describe('a tied GGUF embedding table in a k-quant', () => {
+  it('synth256-q4_k_m without output.weight: the Q4_K table is the classifier as q4_k (and looked up as f32)', async (ctx) => {
+    const path = sharedFile('gguf/synth256-q4_k_m.gguf');
+    if (!path) return ctx.skip(missingMessage('gguf/synth256-q4_k_m.gguf'));
+    const c = await readGGUFContents(path);
+    const dir = mkdtempSync(join(tmpdir(), 'rama-gguf-tied-'));
+    try {
+      const model = join(dir, 'tied.gguf');
+      writeFileSync(model, encodeGGUF({ ...c, tensors: c.tensors.filter((t) => t.name !== 'output.weight') }));
+      const runs: Float32Array[] = [];
+      for (const kernels of ['wasm', 'scalar'] as const) {
+        const be = await CpuBackend.create({ maxRows: 16, kernels });
+        try {
+          const nat = recording(be, false);
+          runs.push(await logits(model, nat.backend, 'Once upon a time'));
+          expect(nat.uploads.get('wcls (shared)')).toBe('q4_k');
+          expect(nat.uploads.get('tok_embeddings')).toBe('f32');
+          if (kernels === 'scalar') {
+            // hidden, the classifier is the f32 table itself (no upload of its own): another rounding, the same model
+            const conv = recording(be, KQUANTS);
+            const c2 = await logits(model, conv.backend, 'Once upon a time');
+            expect(conv.uploads.has('wcls (shared)')).toBe(false);
+            let diff = 0, scale = 0;
+            for (let i = 0; i < c2.length; i++) {
+              diff = Math.max(diff, Math.abs(c2[i] - runs[0][i]));
+              scale = Math.max(scale, Math.abs(c2[i]));
+            }
+            expect(diff).toBeGreaterThan(0);
+            expect(diff).toBeLessThan(0.05 * scale);
+          }
+        } finally {
+          be.dispose();
+        }
+      }
+      expect(Array.from(runs[1]), 'scalar').toEqual(Array.from(runs[0]));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
