@@ -233,7 +233,7 @@ export class BatchRunner {
    * wants only its argmax, and has a next position within the cache.
    */
   private canRunAhead(finishing: { req: Pending }[]): boolean {
-    const context = this.state.keyCache.shape[2];
+    const context = this.state.keyCache[0].shape[2];
     return (
       this.pipeline &&
       finishing.length > 0 &&

@@ -339,13 +339,15 @@ describe('a model that cannot fit is refused before anything is allocated', () =
       const s = allocState(backend, spec, shape.rows, shape.context, shape.sessions, (t) => (state.add(t), t));
       const bytes = (ts: Set<Tensor>) => [...ts].reduce((a, t) => a + t.byteLength, 0);
       expect(needs.weights, path).toBe(bytes(weights));
-      expect(needs.kvCache).toBe(s.keyCache.byteLength + s.valueCache.byteLength);
+      const kvBytes = (r: typeof s) => [...r.keyCache, ...r.valueCache].reduce((a, t) => a + t.byteLength, 0);
+      expect(s.keyCache.length).toBe(spec.nLayers);
+      expect(needs.kvCache).toBe(kvBytes(s));
       expect(needs.kvCache).toBe(2 * 2 * 3 * 48 * 16 * 4);
       expect(needs.total).toBe(bytes(weights) + bytes(state));
       // an f16 KV cache: 2 bytes per key and value, counted as allocated
       const needs16 = await memoryNeeds(ck, plan, spec, { ...shape, kvCacheType: 'f16' });
       const s16 = allocState(backend, spec, shape.rows, shape.context, shape.sessions, (t) => t, 'f16');
-      expect(needs16.kvCache).toBe(s16.keyCache.byteLength + s16.valueCache.byteLength);
+      expect(needs16.kvCache).toBe(kvBytes(s16));
       expect(needs16.kvCache).toBe(needs.kvCache / 2);
       expect(needs16.total).toBe(needs.total - needs.kvCache / 2);
       backend.dispose();
@@ -376,19 +378,23 @@ describe('a model that cannot fit is refused before anything is allocated', () =
     // the tightest of several limits is named
     expect(() => checkFits('7b.bin', needs, shape, [{ bytes: 2 ** 40, what: 'A' }, limit, { bytes: 2 ** 33, what: 'B' }])).toThrow(/more than the CPU backend/);
     expect(() => checkFits('7b.bin', needs, shape, [{ bytes: 2 ** 40, what: 'A' }])).not.toThrow();
-    // Keys and values lie in one memory: 4 GiB of f32 do not fit a 4 GiB WebAssembly memory (less its
-    // first page), 2 GiB of f16 do. The refusal names the remedy.
+    // Each layer's keys and values lie in one memory (4 GiB of f32 in all: 128 MiB a layer, which
+    // fits), the layers spread over several; 33 sessions make one layer's 4.1 GiB, which does not
+    // fit a 4 GiB WebAssembly memory (less its first page). The refusal names the remedy.
     const oneMemory = GIB4 - 65536;
-    expect(() => checkFits('7b.bin', needs, shape, [], oneMemory)).toThrow(
-      /^7b\.bin: the KV cache \(keys and values lie in one memory\) takes 4,294,967,296 bytes \(4\.00 GiB\), more than one memory of this backend holds: .*kvCacheType: 'f16' \(half the KV cache\)/,
+    expect(() => checkFits('7b.bin', needs, shape, [], oneMemory)).not.toThrow();
+    const shape33 = { ...shape, sessions: 33 };
+    const needs33 = await memoryNeeds(ckpt, {}, llama2cSpec(layout.config), shape33);
+    expect(() => checkFits('7b.bin', needs33, shape33, [], oneMemory)).toThrow(
+      /^7b\.bin: one layer's KV cache \(its keys and values lie in one memory\) takes 4,429,185,024 bytes \(4\.13 GiB\), more than one memory of this backend holds: .*kvCacheType: 'f16' \(half the KV cache\)/,
     );
-    const shape16 = { ...shape, kvCacheType: 'f16' as const };
+    const shape16 = { ...shape33, kvCacheType: 'f16' as const };
     const needs16 = await memoryNeeds(ckpt, {}, llama2cSpec(layout.config), shape16);
-    expect(needs16.kvCache).toBe(2 * 32 * 4096 * 4096 * 2); // 2 GiB
-    expect(needs16.total).toBe(needs.total - 2 ** 31);
+    expect(needs16.kvCache).toBe(33 * 2 * 32 * 4096 * 4096 * 2); // 66 GiB, 2.06 GiB a layer
+    expect(needs16.total).toBe(needs33.total - needs33.kvCache / 2);
     expect(() => checkFits('7b.bin', needs16, shape16, [], oneMemory)).not.toThrow();
     // an f16 cache's refusal does not suggest f16
-    expect(() => checkFits('7b.bin', needs16, shape16, [limit])).toThrow(/KV cache 2,147,483,648 for 1 session/);
+    expect(() => checkFits('7b.bin', needs16, shape16, [limit])).toThrow(/KV cache 70,866,960,384 for 33 sessions/);
     expect(() => checkFits('7b.bin', needs16, shape16, [limit])).not.toThrow(/kvCacheType/);
   });
 
@@ -400,12 +406,12 @@ describe('a model that cannot fit is refused before anything is allocated', () =
     const used = () => backend.spaces.map((s) => s.heap.used);
     try {
       expect(backend.maxTensorBytes).toBeLessThanOrEqual(GIB4);
-      const sessions = 300_000; // 16 KiB of keys and values each: 4.6 GiB, which attention reads from one memory
+      const sessions = 600_000; // 8 KiB of keys and values a layer each: 4.6 GiB a layer, which attention reads from one memory
       const before = used();
       const err = await Llama.load({ model, tokenizer, backend, sessions }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(BackendError);
       expect((err as Error).message).toMatch(
-        new RegExp(`^${model.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the KV cache \\(keys and values lie in one memory\\) takes 4,915,200,000 bytes \\(4\\.58 GiB\\), more than one memory of this backend holds: [\\d,]+ bytes`),
+        new RegExp(`^${model.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: one layer's KV cache \\(its keys and values lie in one memory\\) takes 4,915,200,000 bytes \\(4\\.58 GiB\\), more than one memory of this backend holds: [\\d,]+ bytes`),
       );
       expect(used()).toEqual(before);
       // the same model with one session loads on that backend
@@ -416,7 +422,7 @@ describe('a model that cannot fit is refused before anything is allocated', () =
       backend.dispose();
     }
     // a backend Llama makes itself is disposed, and the same error comes out
-    await expect(Llama.load({ model, tokenizer, sessions: 300_000, threads: 1 })).rejects.toThrow(BackendError);
+    await expect(Llama.load({ model, tokenizer, sessions: 600_000, threads: 1 })).rejects.toThrow(BackendError);
   });
 
   it('weights past one WebAssembly memory: a forced 1 MiB per memory spreads aidreams260K over several, with the same tokens (f32 and f16 KV caches)', async (ctx) => {

@@ -65,13 +65,14 @@ export function forward(step: Step, c: ModelSpec, w: LlamaWeights, s: RunState, 
     // The KV cache: this position's k and v are kept (per layer, per
     // sequence slot), so a later token reuses them instead of recomputing the
     // whole prefix: each new token costs one row, not the prompt again. (docs/guide/kv-cache.md)
-    step.storeKV(s.keyCache, l, s.k);
-    step.storeKV(s.valueCache, l, s.v);
+    // (Each layer's cache is its own tensor, layer 0 of it; see state.ts.)
+    step.storeKV(s.keyCache[l], 0, s.k);
+    step.storeKV(s.valueCache[l], 0, s.v);
     // Per head h: scores_t = q_h . k_t / sqrt(headSize) for t = 0..pos only
     // (the causal mask: a token never sees the future), softmax over t, then
     // xb_h = sum_t softmax_t * v_t. With grouped-query attention, nHeads /
     // nKvHeads query heads share one key/value head. (docs/guide/attention.md, docs/guide/gqa.md)
-    step.attention(s.xb, s.q, s.keyCache, s.valueCache, l, c.headSize);
+    step.attention(s.xb, s.q, s.keyCache[l], s.valueCache[l], 0, c.headSize);
     // Wo mixes the heads' outputs back into dim channels; the result is added
     // to the stream, not written over it (the residual connection). (docs/guide/residual.md)
     step.matmul(s.xb2, s.xb, layer.wo);

@@ -24,8 +24,8 @@ export interface RunState {
   q: Tensor; // (maxRows, dim)
   k: Tensor; // (maxRows, kv_dim)
   v: Tensor; // (maxRows, kv_dim)
-  keyCache: Tensor; // (layer, slots, context, kv_dim) f32 or f16: one KV slot per sequence
-  valueCache: Tensor; // (layer, slots, context, kv_dim) f32 or f16
+  keyCache: Tensor[]; // per layer: (1, slots, context, kv_dim) f32 or f16, one KV slot per sequence
+  valueCache: Tensor[]; // per layer: (1, slots, context, kv_dim) f32 or f16
   xLast: Tensor; // (maxRows, dim) the residual of each sequence's last row (gathered)
   xFinal: Tensor; // (maxRows, dim) after the final rmsnorm
   logits: Tensor; // (maxRows, vocab_size)
@@ -35,11 +35,16 @@ export function allocState(
   backend: Backend, c: ModelSpec, maxRows: number, context: number, slots: number, track: (t: Tensor) => Tensor, kvType: KvCacheType = 'f32',
 ): RunState {
   const f32 = (label: string, ...shape: number[]) => track(backend.alloc({ shape, dtype: 'f32', label }));
-  // Keys and values are read together by attention: a backend with several memories keeps them in one.
-  // Bytes per position: 2 (keys and values) x layers x kv_dim x 4 (f32) or 2 (f16).
-  const kvShape = [c.nLayers, slots, context, c.kvDim];
+  // One tensor per layer, so a cache larger than one memory of a backend (a
+  // 7B model's 4 GiB of f32 keys and values at 4096 positions) spreads over
+  // several. A layer's keys and values are read together by attention: a
+  // backend with several memories keeps the two in one.
+  // Bytes per layer: 2 (keys and values) x slots x context x kv_dim x 4 (f32) or 2 (f16).
+  const kvShape = [1, slots, context, c.kvDim];
   const kvBytes = (kvType === 'f16' ? 2 : 4) * kvShape.reduce((a, b) => a * b, 1);
-  const kv = (label: string) => track(backend.alloc({ shape: kvShape, dtype: kvType, label, colocate: { group: 'kv_cache', bytes: 2 * kvBytes } }));
+  const perLayer = (label: string) =>
+    Array.from({ length: c.nLayers }, (_, l) =>
+      track(backend.alloc({ shape: kvShape, dtype: kvType, label: `${label}.${l}`, colocate: { group: `kv_cache.${l}`, bytes: 2 * kvBytes } })));
   return {
     tokens: track(backend.alloc({ shape: [maxRows], dtype: 'i32', label: 'tokens' })),
     x: f32('x', maxRows, c.dim),
@@ -50,8 +55,8 @@ export function allocState(
     q: f32('q', maxRows, c.dim),
     k: f32('k', maxRows, c.kvDim),
     v: f32('v', maxRows, c.kvDim),
-    keyCache: kv('key_cache'),
-    valueCache: kv('value_cache'),
+    keyCache: perLayer('key_cache'),
+    valueCache: perLayer('value_cache'),
     xLast: f32('x_last', maxRows, c.dim),
     xFinal: f32('x_final', maxRows, c.dim),
     logits: f32('logits', maxRows, c.vocabSize),

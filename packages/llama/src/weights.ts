@@ -174,7 +174,7 @@ export interface MemoryNeeds {
   /** Per-row buffers for `rows` rows (activations, logits). */
   activations: number;
   total: number;
-  /** The largest block that must lie whole in one backend memory: one weight tensor, or the KV cache (keys and values together). */
+  /** The largest block that must lie whole in one backend memory: one weight tensor, or one layer's KV cache (its keys and values together). */
   largest: { bytes: number; what: string };
 }
 
@@ -204,10 +204,10 @@ export async function memoryNeeds(ckpt: WeightSource, plan: WeightPlan, spec: Mo
   await uploadWeights(counter, ckpt, plan, (t) => (weights.add(t), t));
   const state = allocState(counter, spec, shape.rows, shape.context, shape.sessions, (t) => t, shape.kvCacheType);
   const sum = (ts: Iterable<Tensor>) => [...ts].reduce((a, t) => a + t.byteLength, 0);
-  const kvCache = state.keyCache.byteLength + state.valueCache.byteLength;
-  const activations = sum(Object.values(state)) - kvCache;
+  const kvCache = sum(state.keyCache) + sum(state.valueCache);
+  const activations = sum(Object.values(state).flat()) - kvCache;
   const w = sum(weights);
-  let largest = { bytes: kvCache, what: 'the KV cache (keys and values lie in one memory)' };
+  let largest = { bytes: state.keyCache[0].byteLength + state.valueCache[0].byteLength, what: "one layer's KV cache (its keys and values lie in one memory)" };
   for (const t of weights) if (t.byteLength > largest.bytes) largest = { bytes: t.byteLength, what: `the tensor ${t.label}` };
   return { weights: w, kvCache, activations, total: w + kvCache + activations, largest };
 }
