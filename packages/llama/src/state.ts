@@ -42,10 +42,7 @@ export function allocState(
   // Bytes per layer: 2 (keys and values) x slots x context x kv_dim x 4 (f32) or 2 (f16).
   const kvShape = [1, slots, context, c.kvDim];
   const kvBytes = (kvType === 'f16' ? 2 : 4) * kvShape.reduce((a, b) => a * b, 1);
-  const perLayer = (label: string) =>
-    Array.from({ length: c.nLayers }, (_, l) =>
-      track(backend.alloc({ shape: kvShape, dtype: kvType, label: `${label}.${l}`, colocate: { group: `kv_cache.${l}`, bytes: 2 * kvBytes } })));
-  return {
+  const rows = {
     tokens: track(backend.alloc({ shape: [maxRows], dtype: 'i32', label: 'tokens' })),
     x: f32('x', maxRows, c.dim),
     xb: f32('xb', maxRows, c.dim),
@@ -55,8 +52,19 @@ export function allocState(
     q: f32('q', maxRows, c.dim),
     k: f32('k', maxRows, c.kvDim),
     v: f32('v', maxRows, c.kvDim),
-    keyCache: perLayer('key_cache'),
-    valueCache: perLayer('value_cache'),
+  };
+  const keyCache: Tensor[] = [];
+  const valueCache: Tensor[] = [];
+  for (let l = 0; l < c.nLayers; l++) {
+    // A layer's keys, then its values: the values take the room kept beside the keys.
+    const kv = (label: string) => track(backend.alloc({ shape: kvShape, dtype: kvType, label: `${label}.${l}`, colocate: { group: `kv_cache.${l}`, bytes: 2 * kvBytes } }));
+    keyCache.push(kv('key_cache'));
+    valueCache.push(kv('value_cache'));
+  }
+  return {
+    ...rows,
+    keyCache,
+    valueCache,
     xLast: f32('x_last', maxRows, c.dim),
     xFinal: f32('x_final', maxRows, c.dim),
     logits: f32('logits', maxRows, c.vocabSize),
