@@ -455,6 +455,33 @@ describe('a model that cannot fit is refused before anything is allocated', () =
     }
   });
 
+  it('a KV cache past one memory: with 1 MiB memories, 5 sessions of aidreams260K (320 KiB of keys and values a layer, 1.25 MiB in all) spread over several, with the same tokens', async (ctx) => {
+    const model = sharedFile('models/aidreams260K.bin');
+    const tokenizer = sharedFile('models/tok512-aidreams.bin');
+    if (!model || !tokenizer) return ctx.skip(missingMessage(model ? 'models/tok512-aidreams.bin' : 'models/aidreams260K.bin'));
+    const run = async (backend: WasmCpuBackend) => {
+      const llama = await Llama.load({ model, tokenizer, backend, sessions: 5 });
+      try {
+        return (await llama.session().generate('Once upon a time', { steps: 40, temperature: 0 }).result()).tokens;
+      } finally {
+        llama.dispose();
+      }
+    };
+    const small = (await CpuBackend.create({ maxRows: 8, threads: 2, maxMemoryBytes: 1 << 20 })) as WasmCpuBackend;
+    const one = (await CpuBackend.create({ maxRows: 8, threads: 2 })) as WasmCpuBackend;
+    try {
+      const tokens = await run(small);
+      // A memory holds the keys of several layers but not all their values too: each layer's
+      // values must take the room kept beside its keys.
+      expect(small.spaces.length).toBeGreaterThanOrEqual(3);
+      expect(tokens).toEqual(await run(one));
+      expect(tokens.length).toBeGreaterThan(20);
+    } finally {
+      small.dispose();
+      one.dispose();
+    }
+  });
+
   it('a small file whose header claims huge dimensions is refused by size validation, reading only the header', async (ctx) => {
     const tokenizer = sharedFile('models/tok512-aidreams.bin');
     if (!tokenizer) return ctx.skip(missingMessage('models/tok512-aidreams.bin'));
