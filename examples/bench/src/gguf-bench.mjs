@@ -3,7 +3,7 @@
 // the same thread count (--threads, default 2).
 //
 // For each file, --runs times (default 3), interleaved run by run:
-// - Rama, one child process: load, a warm-up (a 128-token prompt and one
+// - Rama, one child process: load, a warm-up (a 32-token prompt and one
 //   decoded token), then pp128 (a 128-token prompt read, tokens/s up to the
 //   first sampled token) and tg128 (BOS, then 128 greedy decode steps, tokens/s
 //   of those steps), with a KV cache of 256 positions (llama-bench's n_ctx for
@@ -72,7 +72,9 @@ export async function ggufChild(a) {
     for await (const _ of gen) { /* drain */ }
     return gen.result();
   };
-  await run(prompt, 2); // warm-up: first-use costs (workers, buffers) out of the measurement
+  // Warm-up: first-use costs (workers, buffers, compilation) out of the measurement; 32 prompt tokens (one full
+  // batch of the default batchSize) and one decode step run every path pp and tg take.
+  await run(prompt.slice(0, 32), 2);
   const pp = await run(prompt, 1);
   // BOS, then GEN_TOKENS + 1 samples: the first comes from the prompt's position, the next GEN_TOKENS each from one decode step.
   const tg = await run([spec.bosId], GEN_TOKENS + 1);
