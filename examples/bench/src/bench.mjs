@@ -8,7 +8,7 @@
 //   pnpm build && pnpm bench --server [--clients N] [--parallel N]
 //        [--duration S] [--max-tokens N] [--server-models aidreams,s15]
 //   pnpm build && pnpm bench --gguf <dir or .gguf files...> [--llama-bench PATH]
-//        [--runs N] [--threads N] [--kv-cache f32|f16]
+//        [--node-llama-cpp DIR] [--runs N] [--threads N] [--kv-cache f32|f16]
 //
 // Each measurement is one child process (one model load, one generation of
 // --steps positions, greedy, prompt "Once upon a time"), so load time and peak
@@ -33,7 +33,8 @@
 // streaming clients for 30 s against --parallel 8, then one at a time; errors,
 // aggregate tokens/s, time to first token p50/p99.
 // --gguf: GGUF files against llama.cpp's llama-bench (src/gguf-bench.mjs):
-// pp128 and tg128 tokens/s and peak RSS, 2 threads, 3 runs unless told.
+// pp128 and tg128 tokens/s and peak RSS, 2 threads, 3 runs unless told;
+// --node-llama-cpp DIR adds node-llama-cpp installed in DIR (src/node-llama-cpp.mjs).
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -47,8 +48,8 @@ const MODELS = {
   s110: { shape: 'stories110M', label: 'stories110M' },
   // Past one 4 GiB WebAssembly memory (fp32 4.4 GB; q80 1.2 GB).
   tl1b: { shape: 'tinyllama1B', label: 'TinyLlama-1.1B' },
-  // Llama-2-7B (q80 ~7 GB, fp32 ~27 GB). Its 4096 positions would need a 4 GiB f32 KV cache, more than one
-  // memory holds: the bench uses 2048 (llama2.c gets the same -n, and allocates its cache for all 4096).
+  // Llama-2-7B (q80 ~7 GB, fp32 ~27 GB). The bench uses 2048 positions, as its BENCHMARKS rows were measured
+  // (llama2.c gets the same -n, and allocates its cache for all 4096).
   l7b: { shape: 'llama2_7B', label: 'Llama-2-7B', context: 2048 },
 };
 
@@ -85,6 +86,7 @@ function parseArgs(argv) {
       a.gguf = [v()];
       while (argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) a.gguf.push(argv[++i]);
     } else if (k === '--llama-bench') a.llamaBench = v();
+    else if (k === '--node-llama-cpp') a.nodeLlamaCpp = v();
     else if (k === '--kv-cache') a.kvCache = v();
     else if (k === '--child') a.child = v();
     else if (k === '--model') a.model = v();
@@ -468,5 +470,6 @@ async function matmulRows(a, cpu) {
 const args = parseArgs(process.argv.slice(2));
 if (args.child === 'rama') await child(args);
 else if (args.child === 'rama-gguf') await (await import('./gguf-bench.mjs')).ggufChild(args);
+else if (args.child === 'node-llama-cpp') await (await import('./gguf-bench.mjs')).nodeLlamaCppGgufChild(args);
 else if (args.child) die(`unknown child ${args.child}`);
 else await parent(args);

@@ -29,6 +29,7 @@
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { nodeLlamaCppChild, nodeLlamaCppEntry } from './node-llama-cpp.mjs';
 
 const DEFAULT_LLAMA_BENCH = '/tmp/llama.cpp/build/bin/llama-bench';
 const PROMPT_TOKENS = 128;
@@ -96,6 +97,11 @@ export async function ggufChild(a) {
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
+/** Child: one node-llama-cpp measurement (src/node-llama-cpp.mjs) with the prompt Rama reads. Called for `--child node-llama-cpp`. */
+export async function nodeLlamaCppGgufChild(a) {
+  await nodeLlamaCppChild(a, promptIds, GEN_TOKENS, CONTEXT);
+}
+
 /** A path given on the command line: `pnpm bench` runs in examples/bench, pnpm's INIT_CWD is where it was typed. */
 const fromCwd = (p) => resolve(process.env.INIT_CWD ?? '.', p);
 
@@ -156,6 +162,14 @@ export async function ggufBench(a, h) {
   const none = a.llamaBench === 'none';
   const llamaBench = none ? undefined : a.llamaBench ? fromCwd(a.llamaBench) : existsSync(DEFAULT_LLAMA_BENCH) ? DEFAULT_LLAMA_BENCH : undefined;
   if (a.llamaBench && !none && !existsSync(llamaBench)) die(`--llama-bench: ${llamaBench} not found`);
+  const nlcDir = a.nodeLlamaCpp ? fromCwd(a.nodeLlamaCpp) : undefined;
+  if (nlcDir) {
+    try {
+      nodeLlamaCppEntry(nlcDir);
+    } catch (e) {
+      die(e.message);
+    }
+  }
   if (!llamaBench && !none) console.log(`bench --gguf: no llama-bench (${DEFAULT_LLAMA_BENCH} not found, no --llama-bench): Rama runs alone`);
   console.log(`bench --gguf: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${threads} threads, ` +
     `pp${PROMPT_TOKENS} + tg${GEN_TOKENS}, ${runs} runs each, interleaved${llamaBench ? `, llama-bench ${llamaBench}` : ''}`);
@@ -163,7 +177,7 @@ export async function ggufBench(a, h) {
   const rows = [];
   for (const file of files) {
     const fileMB = statSync(file).size / 1e6;
-    const results = { rama: [], llama: [] };
+    const results = { rama: [], llama: [], nlc: [] };
     const errors = {};
     process.stdout.write(`  ${basename(file)} (${fmt(fileMB, 0)} MB): `);
     for (let i = 0; i < runs; i++) {
@@ -184,10 +198,20 @@ export async function ggufBench(a, h) {
           errors.llama = e.message.slice(0, 300);
         }
       }
+      if (nlcDir && !errors.nlc) {
+        try {
+          const r = await measure(process.execPath, [script, '--child', 'node-llama-cpp', '--model', file, '--threads', String(threads), '--node-llama-cpp', nlcDir],
+            { UV_THREADPOOL_SIZE: '1' });
+          const j = JSON.parse(r.stdout.trim().split('\n').pop());
+          results.nlc.push({ ...j, peakRssMB: r.peakRssMB ?? j.selfMaxRssMB });
+        } catch (e) {
+          errors.nlc = e.message.slice(0, 300);
+        }
+      }
       process.stdout.write(`${i + 1} `);
     }
     process.stdout.write('\n');
-    for (const [k, msg] of Object.entries(errors)) console.log(`    ${k === 'rama' ? 'Rama' : 'llama-bench'} failed: ${msg.trim()}`);
+    for (const [k, msg] of Object.entries(errors)) console.log(`    ${{ rama: 'Rama', llama: 'llama-bench', nlc: 'node-llama-cpp' }[k]} failed: ${msg.trim()}`);
     rows.push({ file: basename(file), type: typeOf(file) ?? '?', fileMB, results, errors });
   }
 
@@ -214,6 +238,11 @@ export async function ggufBench(a, h) {
     if (theirs.length) {
       lines.push(`| ${r.file} | llama.cpp (${threads} thr) | ${cell(pp(theirs))} | ${cell(tg(theirs))} | 1.00x | 1.00x | ${fmt(median(theirs.map((x) => x.peakRssMB)), 0)} | | |`);
     } else if (r.errors.llama) lines.push(`| ${r.file} | llama.cpp (${threads} thr) | failed | | | | | | |`);
+    const nlc = r.results.nlc;
+    if (nlc.length) {
+      lines.push(`| ${r.file} | node-llama-cpp (${threads} thr) | ${cell(pp(nlc))} | ${cell(tg(nlc))} | ${ratio(pp(nlc), pp(theirs))} | ${ratio(tg(nlc), tg(theirs))} | ` +
+        `${fmt(median(nlc.map((x) => x.peakRssMB)), 0)} | | |`);
+    } else if (r.errors.nlc) lines.push(`| ${r.file} | node-llama-cpp (${threads} thr) | failed | | | | | | |`);
   }
   console.log(`\n${lines.join('\n')}\n`);
   for (const n of notes) console.log(`* ${n}`);
