@@ -27,6 +27,7 @@
 // - rmsnorm, rope, swiglu, add: sequential or element by element, as run.c.
 
 import { kSums, matmulQ45K, matmulQ6K } from './kquants';
+import { embedRow } from './embed';
 
 @external("env", "exp")
 declare function hostExp(x: f64): f64;
@@ -53,6 +54,7 @@ const CTL_BASE: usize = 1024;
 // Op codes; each record is OP_WORDS i32 words: [code, args...].
 const OP_COPY = 1; // dst, src, bytes
 const OP_EMBED = 2; // out, table, tokens, dim, rows
+const OP_EMBED_PACKED = 18; // out, table, scales, tokens, dim, rows, kind, gs, vocab, blocked (embed.ts)
 const OP_RMSNORM = 3; // out, x, weight, n, rows, eps(f32)
 const OP_QUANTIZE = 4; // x, n, rows, gs, xq (i16), xs (f32)
 const OP_MATMUL_F32 = 5; // out, x, w, n, d, rows
@@ -242,6 +244,15 @@ function execute(op: i32, a: usize, tid: i32, n: i32): void {
       for (let r = chunkStart(rows, tid, n, 1), e = chunkEnd(rows, tid, n, 1); r < e; r++) {
         const id = load<i32>(tokens + (<usize>r << 2));
         memory.copy(out + <usize>r * bytes, table + <usize>id * bytes, bytes);
+      }
+      break;
+    }
+    case OP_EMBED_PACKED: {
+      const dim = arg(a, 4), rows = arg(a, 5);
+      const out = ptr(a, 0), tokens = ptr(a, 3);
+      for (let r = chunkStart(rows, tid, n, 1), e = chunkEnd(rows, tid, n, 1); r < e; r++) {
+        const id = load<i32>(tokens + (<usize>r << 2));
+        embedRow(out + <usize>r * (<usize>dim << 2), ptr(a, 1), ptr(a, 2), id, dim, arg(a, 6), arg(a, 7), arg(a, 8), arg(a, 9) != 0);
       }
       break;
     }

@@ -193,12 +193,16 @@ class CpuStep implements Step {
 
   embed(out: Tensor, table: Tensor, tokens: Tensor): void {
     const o = this.be.own(out), tab = this.be.own(table), tok = this.be.own(tokens);
+    if (!['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k'].includes(tab.dtype)) {
+      throw new ArgumentError(`embed: ${tab.label} must be f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k, is ${tab.dtype}`);
+    }
     const dim = colsOf(tab), vocab = rowsOf(tab);
     this.rowFlow.set(o, this.rows, 'embed');
     for (let r = 0; r < this.rows; r++) {
       const id = tok.i32[r];
       if (!(id >= 0 && id < vocab)) throw new ArgumentError(`token id ${id} outside the vocabulary (0..${vocab - 1})`);
-      o.f32.set(tab.f32.subarray(id * dim, (id + 1) * dim), r * dim);
+      if (tab.dtype === 'f32') o.f32.set(tab.f32.subarray(id * dim, (id + 1) * dim), r * dim);
+      else k.embedPackedRow(tab.dtype, tab.bytes, id, dim, o.f32, r * dim, tab.groupSize);
     }
   }
 

@@ -53,6 +53,9 @@ function expMatchesHost(k: KernelExports): boolean {
   return xs.every((x) => Object.is(k.wasmExp(x), Math.exp(x)));
 }
 
+/** The packed table types embed decodes, as assembly/embed.ts numbers them (f32 rows are copied). */
+const EMBED_KINDS: Partial<Record<string, number>> = { f16: 1, bf16: 2, q4_0: 3, q4_k: 4, q5_k: 5, q6_k: 6, q8_0: 7 };
+
 class WasmTensor implements Tensor {
   readonly shape: readonly number[];
   readonly dtype: Tensor['dtype'];
@@ -751,14 +754,21 @@ class WasmStep implements Step {
   }
 
   embed(out: Tensor, table: Tensor, tokens: Tensor): void {
-    const o = this.f32(out, 'embed'), tab = this.f32(table, 'embed'), tok = this.be.own(tokens);
+    const o = this.f32(out, 'embed'), tab = this.be.own(table), tok = this.be.own(tokens);
+    const kind = EMBED_KINDS[tab.dtype];
+    if (tab.dtype !== 'f32' && kind === undefined) {
+      throw new ArgumentError(`embed: ${tab.label} must be f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k, is ${tab.dtype}`);
+    }
     const dim = colsOf(tab), vocab = rowsOf(tab), rows = this.rows;
     if (colsOf(o) !== dim) throw new ArgumentError(`embed: ${o.label} has ${colsOf(o)} columns, the table ${dim}`);
     this.rowFlow.set(o, rows, 'embed');
     this.embeds.push({ tokens: tok, rows, vocab });
     const p = this.in(tab.space);
     const tokAt = p.addr(tok, rows * 4, 'read');
-    this.op(p, OP.EMBED, o, p.addr(o, rows * dim * 4, 'write'), tab.ptr, tokAt, dim, rows);
+    const oAt = p.addr(o, rows * dim * 4, 'write');
+    if (kind === undefined) this.op(p, OP.EMBED, o, oAt, tab.ptr, tokAt, dim, rows);
+    // a packed table: the looked-up rows are decoded (assembly/embed.ts)
+    else this.op(p, OP.EMBED_PACKED, o, oAt, tab.ptr, tab.dtype === 'q8_0' ? tab.scalesPtr : 0, tokAt, dim, rows, kind, tab.groupSize ?? 0, vocab, tab.blocked ? 1 : 0);
   }
 
   rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void {

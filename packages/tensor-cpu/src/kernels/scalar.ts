@@ -8,7 +8,10 @@
  * would drift from llama2.c's in the last bits, and a greedy choice between
  * two near-equal logits could flip. The math of each op: docs/guide/.
  */
-import { kD, kDmin, kMin, kquantInts, kScale, q6_kD, q6_kScale, QK_K, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES } from '@rama/backend';
+import {
+  bf16ToF32, dequantizeQ4_0, dequantizeQ4_K, dequantizeQ5_K, dequantizeQ6_K, f16Table,
+  kD, kDmin, kMin, kquantInts, kScale, q6_kD, q6_kScale, QK_K, Q4_0_BYTES, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES,
+} from '@rama/backend';
 import { softmax } from '@rama/core';
 
 const f32 = Math.fround;
@@ -248,3 +251,44 @@ export function matmulQ6K(out: Float32Array, outOff: number, xq: Int8Array, xs: 
   }
 }
 // #endregion matmul-packed
+
+/**
+ * Row `id` of a packed embedding table (`dim` columns, in its standard
+ * layout `bytes`) into out[o..o+dim), each value as the reference decoders
+ * of @rama/backend's elements.ts give it (what converting the whole table
+ * to f32 at load would give): f16/bf16 widened, q4_0 and the k-quants
+ * dequantized block by block as ggml does, q8_0 (llama2.c's: int8 values,
+ * then one f32 scale per `groupSize`) as f32(q * scale).
+ */
+export function embedPackedRow(
+  dtype: string, bytes: Uint8Array, id: number, dim: number, out: Float32Array, o: number, groupSize = 0,
+): void {
+  const row = out.subarray(o, o + dim) as Float32Array<ArrayBuffer>; // the decoders write into it
+  // the row's bytes: every layout but q8_0's keeps a row's bytes together
+  const rowBytes = (per: number, size: number) => bytes.subarray(id * (dim / per) * size, (id + 1) * (dim / per) * size);
+  switch (dtype) {
+    case 'f16':
+    case 'bf16': {
+      const h = new Uint16Array(bytes.buffer, bytes.byteOffset + id * dim * 2, dim);
+      const t = f16Table();
+      for (let c = 0; c < dim; c++) row[c] = dtype === 'f16' ? t[h[c]] : bf16ToF32(h[c]);
+      return;
+    }
+    case 'q4_0': dequantizeQ4_0(rowBytes(32, Q4_0_BYTES), dim, row); return;
+    case 'q4_k': dequantizeQ4_K(rowBytes(QK_K, Q4_K_BYTES), dim, row); return;
+    case 'q5_k': dequantizeQ5_K(rowBytes(QK_K, Q5_K_BYTES), dim, row); return;
+    case 'q6_k': dequantizeQ6_K(rowBytes(QK_K, Q6_K_BYTES), dim, row); return;
+    case 'q8_0': {
+      const q = new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const elements = (bytes.byteLength * groupSize) / (groupSize + 4); // values, then a scale per group
+      const scales = new DataView(bytes.buffer, bytes.byteOffset + elements);
+      for (let c = 0; c < dim; c++) {
+        const i = id * dim + c;
+        row[c] = q[i] * scales.getFloat32(Math.floor(i / groupSize) * 4, true);
+      }
+      return;
+    }
+    default:
+      throw new Error(`embedPackedRow: no decoder for ${dtype}`);
+  }
+}
