@@ -38,7 +38,7 @@
  * row split into segments, a KV cache layer spanning two buffers).
  */
 import {
-  bf16ToF32, dequantizeQ4_0, f16ToF32, f32ToF16, kD, kDmin, kMin, kquantInts, kScale, q6_kD, q6_kScale,
+  bf16ToF32, dequantizeQ4_0, dequantizeQ4_K, dequantizeQ5_K, dequantizeQ6_K, f16ToF32, f32ToF16, kD, kDmin, kMin, kquantInts, kScale, q6_kD, q6_kScale,
   type Step, type StepRows, type Tensor, type TensorDesc,
 } from '@rama/backend';
 
@@ -158,6 +158,60 @@ function embedCases(): ConformanceCase[] {
   return [
     make('5 rows of a 600x32 table (76.8 KB)', 600, 32, 6, 5, 1),
     make('single-row output', 100, 24, 1, 1, 2),
+  ];
+}
+
+/**
+ * embed from a packed table: each looked-up row must be, bit for bit, the
+ * row's values as @rama/backend's decoders (elements.ts) give them, i.e. what
+ * converting the table to f32 at load gives. The case embeds the same tokens
+ * from the packed table and from that f32 table and asks for equal outputs
+ * (`same`), on the reference too; against the reference, exact.
+ */
+function embedPackedCases(): ConformanceCase[] {
+  const mk = (name: string, seed: number, vocab: number, dim: number, outRows: number, rows: number,
+    table: (r: () => number) => { t: CaseTensor; values: Float32Array }): ConformanceCase => {
+    const r = rng(seed);
+    const { t, values } = table(r);
+    const tokens = new Int32Array(8);
+    for (let i = 0; i < tokens.length; i++) tokens[i] = Math.floor(r() * vocab);
+    tokens[0] = vocab - 1; // the last row (q8_0: past the blocks of four when vocab is not a multiple of 4)
+    tokens[1] = 0;
+    const init = randn(r, outRows * dim);
+    return {
+      op: `embed ${t.desc.dtype}`,
+      name,
+      tensors: {
+        table: t,
+        tableF32: f32('tableF32', [vocab, dim], values),
+        tokens: i32('tokens', [8], tokens),
+        out: f32('out', [outRows, dim], init),
+        outF32: f32('outF32', [outRows, dim], init),
+      },
+      steps: [{ pos: 0, rows, run: (s, x) => (s.embed(x.out, x.table, x.tokens), s.embed(x.outF32, x.tableF32, x.tokens)) }],
+      outputs: { out: exact, outF32: exact },
+      same: [['out', 'outF32']],
+    };
+  };
+  const kq = (dtype: KQuant, vocab: number, dim: number) => (r: () => number) => {
+    const { t } = kquant(r, dtype, 'table', vocab, dim);
+    const decode = { q4_k: dequantizeQ4_K, q5_k: dequantizeQ5_K, q6_k: dequantizeQ6_K }[dtype];
+    return { t, values: decode(t.data as Uint8Array, vocab * dim) };
+  };
+  const q8 = (vocab: number, dim: number, gs: number) => (r: () => number) => {
+    const { t, deq } = q80(r, 'table', vocab, dim, gs);
+    return { t, values: deq };
+  };
+  return [
+    mk('5 rows of a 300x40 table', 31, 300, 40, 6, 5, (r) => half(r, 'f16', 'table', 300, 40)),
+    mk('3 rows of a 50x24 table', 32, 50, 24, 4, 3, (r) => half(r, 'bf16', 'table', 50, 24)),
+    mk('5 rows of a 700x64 table (78.75 KB)', 33, 700, 64, 6, 5, (r) => q40(r, 'table', 700, 64)),
+    mk('4 rows of a 30x512 table (2 super-blocks a row)', 34, 30, 512, 5, 4, kq('q4_k', 30, 512)),
+    mk('4 rows of a 30x512 table (2 super-blocks a row)', 35, 30, 512, 5, 4, kq('q5_k', 30, 512)),
+    mk('4 rows of a 30x512 table (2 super-blocks a row)', 36, 30, 512, 5, 4, kq('q6_k', 30, 512)),
+    mk('single-row output, 3x256', 37, 3, 256, 1, 1, kq('q4_k', 3, 256)),
+    mk('G 32, 5 rows of a 302x64 table (rows past the last four)', 38, 302, 64, 6, 5, q8(302, 64, 32)),
+    mk('G 6 (not a multiple of 4), 4 rows of 10x24', 39, 10, 24, 4, 4, q8(10, 24, 6)),
   ];
 }
 
@@ -805,6 +859,7 @@ function pipelineCases(): ConformanceCase[] {
 export function conformanceCases(): ConformanceCase[] {
   return [
     ...embedCases(),
+    ...embedPackedCases(),
     ...rmsnormCases(),
     ...matmulCases(),
     ...matmulQ8Cases(),
