@@ -121,7 +121,14 @@ export interface Step {
   /** KV slot of each row. */
   readonly slots: readonly number[];
 
-  /** out[r] = table[tokens[r]]  (table: f32 [vocab, dim], tokens: i32 [maxRows]) */
+  /**
+   * out[r] = table[tokens[r]]  (table: [vocab, dim], tokens: i32 [maxRows]).
+   * The table is f32, or any packed matrix type the backend supports (f16,
+   * bf16, q8_0, q4_0, q4_k, q5_k, q6_k): a model's token table stays in its
+   * file's type and only the looked-up rows are decoded, each value exactly
+   * as the decoders of elements.ts give it (the row of the table converted
+   * to f32, bit for bit).
+   */
   embed(out: Tensor, table: Tensor, tokens: Tensor): void;
   /** out[r] = weight * x[r] / sqrt(mean(x[r]^2) + eps) */
   rmsnorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void;

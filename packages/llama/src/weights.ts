@@ -8,7 +8,7 @@ import {
   type Checkpoint, type GGUFFile, type GGUFTensorInfo, type ModelConfig, type Q80Data, type TensorEntry,
 } from '@rama/checkpoint';
 import { BackendError, FormatError, fmtBytes } from '@rama/core';
-import { dequantize, quantizeWeights, regroupQ80, rowAlignedGroupSize, viewQ80, writeQ80, type Q80Tensor } from '@rama/quant-q80';
+import { dequantize, quantizeWeights, regroupQ80, rowAlignedGroupSize, viewQ80, writeQ80 } from '@rama/quant-q80';
 import type { ModelSpec } from './spec.js';
 import { allocState, type KvCacheType } from './state.js';
 
@@ -25,7 +25,7 @@ export interface LayerWeights {
 }
 
 export interface LlamaWeights {
-  tokenEmbedding: Tensor; // (vocab_size, dim), always f32 (runq.c dequantizes it at load)
+  tokenEmbedding: Tensor; // (vocab_size, dim): f32, or the file's packed type (embed decodes the rows it looks up)
   layers: LayerWeights[];
   rmsFinal: Tensor; // (dim)
   classifier: Tensor; // (vocab_size, dim): tokenEmbedding itself, or its Q8_0 copy, when shared
@@ -118,45 +118,56 @@ export async function uploadWeights(backend: Backend, ckpt: WeightSource, plan: 
   }
   const rmsFinal = await asStored('rms_final', 'rms_final');
 
-  // The embedding table is looked up, not multiplied: keep it f32. Quantized
-  // models (a v2 file, or q80) use the dequantized Q8_0 values, as runq.c does.
-  // The values are written straight into the backend's memory.
+  // The embedding table is looked up, not multiplied: embed decodes only the
+  // rows it looks up, from any packed type the backend stores (each value as
+  // the f32 conversion gives it), so a packed table stays packed: a GGUF
+  // Q4_K table takes its file's bytes, not 7x as many as f32. A tied
+  // classifier then multiplies by that same tensor where it can (one copy).
   const emb = entry('tok_embeddings');
   const embDesc: TensorDesc = { shape: emb.shape, dtype: 'f32', label: 'tok_embeddings' };
   const elements = emb.shape[0] * emb.shape[1];
+  const tied = cfg.sharedClassifier;
+  const sharedLabel = tied ? 'tok_embeddings (and wcls, shared)' : 'tok_embeddings';
+  let embNative = nativeOf('tok_embeddings');
+  // f16/bf16 with float matrices quantized: the table is q8_0 (below), as it always was
+  if (embNative && isHalf(embNative.dtype) && plan.quantizeGroupSize !== undefined) embNative = undefined;
   let tokenEmbedding: Tensor;
-  let embQ80: Q80Tensor | undefined; // kept only when the shared classifier needs it
-  if (emb.dtype === 'q8_0') {
+  let classifier: Tensor | undefined = tied ? undefined : await matrix('wcls', 'wcls');
+  if (embNative) {
+    // The file's own type (f16, bf16, q4_0, a k-quant): its bytes as stored. Tied, it is the classifier
+    // too: the same bytes matrix() would upload (f16/bf16: widened exactly, the f32 table's values).
+    const n = embNative;
+    tokenEmbedding = track(await backend.upload({ ...n, label: sharedLabel }, (dst) => ckpt.readInto(n, dst)));
+    if (tied) classifier = tokenEmbedding;
+  } else if ((emb.dtype === 'q8_0' || plan.quantizeGroupSize !== undefined) && backend.supports('q8_0')) {
+    // Quantized models (a v2 file, a GGUF Q8_0, or q80) use the Q8_0 values, as runq.c does (it
+    // dequantizes the table at load): embed decodes them from the q8_0 table itself (regrouped within
+    // rows, or quantized at load, as matrix() makes every matrix: the same weights), the classifier's.
+    tokenEmbedding = await matrix('tok_embeddings', sharedLabel);
+    if (tied) classifier = tokenEmbedding;
+  } else if (emb.dtype === 'q8_0') {
     tokenEmbedding = track(await backend.upload(embDesc, async (dst) => {
       const bytes = new Uint8Array(emb.byteLength);
       await ckpt.readInto(emb, bytes);
       dequantize(viewQ80(bytes, elements, emb.groupSize!), f32View(dst, elements));
     }));
   } else if (plan.quantizeGroupSize !== undefined) {
+    // (a backend without q8_0 has no use for a q8_0 plan; the table's values are still the Q8_0 ones)
     const gs = plan.quantizeGroupSize;
     tokenEmbedding = track(await backend.upload(embDesc, async (dst) => {
       const values = f32View(dst, elements);
       await ckpt.readInto(emb, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
-      embQ80 = quantizeWeights(values, gs);
-      dequantize(embQ80, values);
+      dequantize(quantizeWeights(values, gs), values);
     }));
   } else {
     tokenEmbedding = await asStored('tok_embeddings', 'tok_embeddings');
   }
-
-  let classifier: Tensor;
-  if (!cfg.sharedClassifier) classifier = await matrix('wcls', 'wcls');
-  else if (emb.dtype === 'q8_0') classifier = await matrix('tok_embeddings', 'wcls (shared)');
-  // a tied table in a packed quantized type the backend runs (a GGUF Q4_K, say): multiply by it as the file stores it
-  else if (nativeOf('tok_embeddings') && !['f16', 'bf16'].includes(nativeOf('tok_embeddings')!.dtype)) classifier = await matrix('tok_embeddings', 'wcls (shared)');
-  else if (plan.quantizeGroupSize !== undefined) {
-    // embQ80 was made while the embedding table was filled, just above.
-    const desc: TensorDesc = { shape: emb.shape, dtype: 'q8_0', groupSize: plan.quantizeGroupSize, label: 'wcls (shared)' };
-    classifier = track(await backend.upload(desc, (dst) => writeQ80(dst, embQ80!)));
-  } else classifier = tokenEmbedding;
+  classifier ??= tokenEmbedding;
 
   return { tokenEmbedding, layers, rmsFinal, classifier };
 }
+
+const isHalf = (d: DType): boolean => d === 'f16' || d === 'bf16';
 
 /** A Float32Array over the backend memory an f32 tensor is uploaded into. */
 function f32View(dst: Uint8Array, elements: number): Float32Array {
