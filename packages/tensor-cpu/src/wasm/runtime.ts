@@ -9,7 +9,7 @@
  * and every thread runs the program, with a barrier between ops.
  */
 import { BackendError } from '@rama/backend';
-import { KERNELS_MEMORY_FLAGS_AT, KERNELS_SHARED_WASM } from '../generated/kernels.wasm.js';
+import { KERNELS_MEMORY_FLAGS_AT, KERNELS_SHARED_WASM_GZIP } from '../generated/kernels.wasm.js';
 import { workersRefusedNotice } from './isolation.js';
 
 /** The module's exports (see assembly/kernels.ts). */
@@ -57,16 +57,23 @@ function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
+/** Inflates gzip bytes with the platform's DecompressionStream (browsers, workers, Node 18+). */
+async function gunzip(bytes: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+  const inflated = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+  return new Uint8Array(await new Response(inflated).arrayBuffer());
+}
+
 const modules = new Map<boolean, Promise<WebAssembly.Module>>();
 
 /** The compiled kernels, shared-memory flavour or not (compiled once per process). */
 export function kernelsModule(shared: boolean): Promise<WebAssembly.Module> {
   let m = modules.get(shared);
   if (!m) {
-    const bytes = decodeBase64(KERNELS_SHARED_WASM);
-    // The unshared kernels are the same bytes with the memory import's limits flags 0x01 instead of 0x03.
-    if (!shared) bytes[KERNELS_MEMORY_FLAGS_AT] = 0x01;
-    m = WebAssembly.compile(bytes);
+    m = gunzip(decodeBase64(KERNELS_SHARED_WASM_GZIP)).then((bytes) => {
+      // The unshared kernels are the same bytes with the memory import's limits flags 0x01 instead of 0x03.
+      if (!shared) bytes[KERNELS_MEMORY_FLAGS_AT] = 0x01;
+      return WebAssembly.compile(bytes);
+    });
     modules.set(shared, m);
   }
   return m;
