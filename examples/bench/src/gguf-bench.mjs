@@ -174,6 +174,40 @@ export async function ggufBench(a, h) {
   console.log(`bench --gguf: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${threads} threads, ` +
     `pp${PROMPT_TOKENS} + tg${GEN_TOKENS}, ${runs} runs each, interleaved${llamaBench ? `, llama-bench ${llamaBench}` : ''}`);
 
+  const cell = (xs) => (xs.length ? `${fmt(median(xs))} (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})` : '-');
+  const ratio = (ours, theirs) => (ours.length && theirs.length ? `${fmt(median(ours) / median(theirs), 2)}x` : '-');
+  const HEADER = [
+    '| file | engine | pp128 tok/s median (min-max) | tg128 tok/s median (min-max) | pp vs llama.cpp | tg vs llama.cpp | peak RSS MB | file + KV MB | RSS / (file + KV) |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  /** One file's table lines (Rama, llama.cpp, node-llama-cpp) and its notes. */
+  const rowLines = (r) => {
+    const lines = [];
+    const notes = [];
+    const ours = r.results.rama;
+    const theirs = r.results.llama;
+    const pp = (xs) => xs.map((x) => x.ppTokPerSec);
+    const tg = (xs) => xs.map((x) => x.tgTokPerSec);
+    const short = ours.filter((x) => x.tgTokens < GEN_TOKENS);
+    if (short.length) notes.push(`${r.file}: ${short.length} Rama tg run(s) stopped early (${short.map((x) => `${x.tgTokens} tokens, ${x.tgReason}`).join('; ')})`);
+    if (ours.length) {
+      const kvMB = ours[0].kvMB;
+      const rss = median(ours.map((x) => x.peakRssMB));
+      lines.push(`| ${r.file} | rama (${threads} thr) | ${cell(pp(ours))} | ${cell(tg(ours))}${short.length ? ' *' : ''} | ${ratio(pp(ours), pp(theirs))} | ` +
+        `${ratio(tg(ours), tg(theirs))} | ${fmt(rss, 0)} | ${fmt(r.fileMB, 0)} + ${fmt(kvMB, 0)} | ${fmt(rss / (r.fileMB + kvMB), 2)}${rss <= 1.1 * (r.fileMB + kvMB) ? '' : ' (over 1.1)'} |`);
+    } else lines.push(`| ${r.file} | rama (${threads} thr) | failed | | | | | | |`);
+    if (theirs.length) {
+      lines.push(`| ${r.file} | llama.cpp (${threads} thr) | ${cell(pp(theirs))} | ${cell(tg(theirs))} | 1.00x | 1.00x | ${fmt(median(theirs.map((x) => x.peakRssMB)), 0)} | | |`);
+    } else if (r.errors.llama) lines.push(`| ${r.file} | llama.cpp (${threads} thr) | failed | | | | | | |`);
+    const nlc = r.results.nlc;
+    if (nlc.length) {
+      lines.push(`| ${r.file} | node-llama-cpp (${threads} thr) | ${cell(pp(nlc))} | ${cell(tg(nlc))} | ${ratio(pp(nlc), pp(theirs))} | ${ratio(tg(nlc), tg(theirs))} | ` +
+        `${fmt(median(nlc.map((x) => x.peakRssMB)), 0)} | | |`);
+    } else if (r.errors.nlc) lines.push(`| ${r.file} | node-llama-cpp (${threads} thr) | failed | | | | | | |`);
+    return { lines, notes };
+  };
+  const writeJson = () => a.json && writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, threads, runs, llamaBench, rows }, null, 2));
+
   const rows = [];
   for (const file of files) {
     const fileMB = statSync(file).size / 1e6;
@@ -213,36 +247,17 @@ export async function ggufBench(a, h) {
     process.stdout.write('\n');
     for (const [k, msg] of Object.entries(errors)) console.log(`    ${{ rama: 'Rama', llama: 'llama-bench', nlc: 'node-llama-cpp' }[k]} failed: ${msg.trim()}`);
     rows.push({ file: basename(file), type: typeOf(file) ?? '?', fileMB, results, errors });
+    // Each file's rows as soon as they are measured, so a run cut short still leaves its numbers.
+    for (const l of rowLines(rows[rows.length - 1]).lines) console.log(`    ${l}`);
+    writeJson();
   }
 
-  const cell = (xs) => (xs.length ? `${fmt(median(xs))} (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})` : '-');
-  const ratio = (ours, theirs) => (ours.length && theirs.length ? `${fmt(median(ours) / median(theirs), 2)}x` : '-');
-  const lines = [
-    '| file | engine | pp128 tok/s median (min-max) | tg128 tok/s median (min-max) | pp vs llama.cpp | tg vs llama.cpp | peak RSS MB | file + KV MB | RSS / (file + KV) |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
-  ];
+  const lines = [...HEADER];
   const notes = [];
   for (const r of rows) {
-    const ours = r.results.rama;
-    const theirs = r.results.llama;
-    const pp = (xs) => xs.map((x) => x.ppTokPerSec);
-    const tg = (xs) => xs.map((x) => x.tgTokPerSec);
-    const short = ours.filter((x) => x.tgTokens < GEN_TOKENS);
-    if (short.length) notes.push(`${r.file}: ${short.length} Rama tg run(s) stopped early (${short.map((x) => `${x.tgTokens} tokens, ${x.tgReason}`).join('; ')})`);
-    if (ours.length) {
-      const kvMB = ours[0].kvMB;
-      const rss = median(ours.map((x) => x.peakRssMB));
-      lines.push(`| ${r.file} | rama (${threads} thr) | ${cell(pp(ours))} | ${cell(tg(ours))}${short.length ? ' *' : ''} | ${ratio(pp(ours), pp(theirs))} | ` +
-        `${ratio(tg(ours), tg(theirs))} | ${fmt(rss, 0)} | ${fmt(r.fileMB, 0)} + ${fmt(kvMB, 0)} | ${fmt(rss / (r.fileMB + kvMB), 2)}${rss <= 1.1 * (r.fileMB + kvMB) ? '' : ' (over 1.1)'} |`);
-    } else lines.push(`| ${r.file} | rama (${threads} thr) | failed | | | | | | |`);
-    if (theirs.length) {
-      lines.push(`| ${r.file} | llama.cpp (${threads} thr) | ${cell(pp(theirs))} | ${cell(tg(theirs))} | 1.00x | 1.00x | ${fmt(median(theirs.map((x) => x.peakRssMB)), 0)} | | |`);
-    } else if (r.errors.llama) lines.push(`| ${r.file} | llama.cpp (${threads} thr) | failed | | | | | | |`);
-    const nlc = r.results.nlc;
-    if (nlc.length) {
-      lines.push(`| ${r.file} | node-llama-cpp (${threads} thr) | ${cell(pp(nlc))} | ${cell(tg(nlc))} | ${ratio(pp(nlc), pp(theirs))} | ${ratio(tg(nlc), tg(theirs))} | ` +
-        `${fmt(median(nlc.map((x) => x.peakRssMB)), 0)} | | |`);
-    } else if (r.errors.nlc) lines.push(`| ${r.file} | node-llama-cpp (${threads} thr) | failed | | | | | | |`);
+    const x = rowLines(r);
+    lines.push(...x.lines);
+    notes.push(...x.notes);
   }
   console.log(`\n${lines.join('\n')}\n`);
   for (const n of notes) console.log(`* ${n}`);
@@ -250,7 +265,5 @@ export async function ggufBench(a, h) {
   if (first) console.log(`rama backend: ${first.backend}, KV cache ${first.kvType}, ${CONTEXT} positions`);
   const lc = rows.find((r) => r.results.llama.length)?.results.llama[0];
   if (lc) console.log(`llama.cpp: build ${lc.commit}, KV cache ${lc.kvType}, weights ${lc.loadMode}`);
-  if (a.json) {
-    writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, threads, runs, llamaBench, rows }, null, 2));
-  }
+  writeJson();
 }
