@@ -11,8 +11,9 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isCI, missingMessage, sharedFile } from '@rama/testkit';
 import { WebGpuBackend, type WebGpuBackendOptions } from '@rama/tensor-webgpu';
-import type { Backend, DType, TensorDesc } from '@rama/backend';
+import type { Backend, DType } from '@rama/backend';
 import { Llama } from './index.js';
+import { recordingUploads } from './test-uploads.js';
 
 interface Ref {
   prompt: string;
@@ -37,23 +38,7 @@ function readNpyF32(path: string): { shape: number[]; data: Float32Array } {
   return { shape, data };
 }
 
-/** `be` seen through a proxy that records the dtype of every upload. */
-function recording(be: Backend): { backend: Backend; uploads: Map<string, DType> } {
-  const uploads = new Map<string, DType>();
-  const backend = new Proxy(be, {
-    get(target, key) {
-      if (key === 'upload') {
-        return (desc: TensorDesc, data: Parameters<Backend['upload']>[1]) => {
-          uploads.set(desc.label, desc.dtype);
-          return target.upload(desc, data);
-        };
-      }
-      const v = Reflect.get(target, key, target) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-    },
-  });
-  return { backend, uploads };
-}
+const recording = recordingUploads;
 
 /** The logits after reading `ids`. */
 async function logitsAfter(llama: Llama, ids: number[]): Promise<Float32Array> {

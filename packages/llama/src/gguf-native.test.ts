@@ -19,9 +19,10 @@ import { describe, expect, it } from 'vitest';
 import { isCI, missingMessage, sharedFile } from '@rama/testkit';
 import { CpuBackend } from '@rama/tensor-cpu';
 import { WebGpuBackend } from '@rama/tensor-webgpu';
-import type { Backend, DType, TensorDesc } from '@rama/backend';
+import type { Backend, DType } from '@rama/backend';
 import { Llama } from './index.js';
 import { encodeGGUF, readGGUFContents } from './test-gguf.js';
+import { recordingUploads } from './test-uploads.js';
 
 const PACKED: DType[] = ['f16', 'bf16', 'q4_0'];
 const KQUANTS: DType[] = ['q4_k', 'q5_k', 'q6_k'];
@@ -30,24 +31,7 @@ const KQUANTS: DType[] = ['q4_k', 'q5_k', 'q6_k'];
 const TABLE = ['tok_embeddings', 'tok_embeddings (and wcls, shared)'];
 const tableType = (uploads: Map<string, DType>): DType | undefined => TABLE.map((l) => uploads.get(l)).find((d) => d !== undefined);
 
-/** `be` seen through a proxy that records the dtype of every upload and denies the types in `hide`. */
-function recording(be: Backend, hide: DType[] | false): { backend: Backend; uploads: Map<string, DType> } {
-  const uploads = new Map<string, DType>();
-  const backend = new Proxy(be, {
-    get(target, key) {
-      if (key === 'supports') return (d: DType) => !(hide && hide.includes(d)) && target.supports(d);
-      if (key === 'upload') {
-        return (desc: TensorDesc, data: Parameters<Backend['upload']>[1]) => {
-          uploads.set(desc.label, desc.dtype);
-          return target.upload(desc, data);
-        };
-      }
-      const v = Reflect.get(target, key, target) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-    },
-  });
-  return { backend, uploads };
-}
+const recording = recordingUploads;
 
 async function logits(model: string, backend: Backend, prompt: string): Promise<Float32Array> {
   const llama = await Llama.load({ model, backend });
