@@ -425,42 +425,19 @@ describe('a model that cannot fit is refused before anything is allocated', () =
     await expect(Llama.load({ model, tokenizer, sessions: 600_000, threads: 1 })).rejects.toThrow(BackendError);
   });
 
-  it('weights past one WebAssembly memory: a forced 1 MiB per memory spreads aidreams260K over several, with the same tokens (f32 and f16 KV caches)', async (ctx) => {
+  /**
+   * aidreams260K greedy from PROMPT ('Once upon a time', 40 steps) on a backend whose memories hold 1 MiB
+   * and on one with a single memory; `check` gets each backend's `run` (load options in, tokens out).
+   */
+  async function onSmallAndOneMemory(
+    skip: (msg: string) => void,
+    check: (run: (backend: WasmCpuBackend, opts: { kvCacheType?: 'f32' | 'f16'; sessions?: number }) => Promise<number[]>, small: WasmCpuBackend, one: WasmCpuBackend) => Promise<void>,
+  ): Promise<void> {
     const model = sharedFile('models/aidreams260K.bin');
     const tokenizer = sharedFile('models/tok512-aidreams.bin');
-    if (!model || !tokenizer) return ctx.skip(missingMessage(model ? 'models/tok512-aidreams.bin' : 'models/aidreams260K.bin'));
-    const run = async (backend: Backend, kvCacheType: 'f32' | 'f16' = 'f32') => {
-      const llama = await Llama.load({ model, tokenizer, backend, kvCacheType });
-      try {
-        return (await llama.generate('Once upon a time', { steps: 40, temperature: 0 }).result()).tokens;
-      } finally {
-        llama.dispose();
-      }
-    };
-    const small = (await CpuBackend.create({ maxRows: 8, threads: 2, maxMemoryBytes: 1 << 20 })) as WasmCpuBackend;
-    const one = (await CpuBackend.create({ maxRows: 8, threads: 2 })) as WasmCpuBackend;
-    try {
-      const tokens = await run(small);
-      // activations and the KV cache in the first memory, the weights over it and the next ones
-      expect(small.spaces.length).toBeGreaterThanOrEqual(2);
-      expect(tokens).toEqual(await run(one));
-      expect(one.spaces.length).toBe(1);
-      // an f16 KV cache there too: the same tokens as on one memory (the same kernels, bit for bit)
-      const tokens16 = await run(small, 'f16');
-      expect(tokens16).toEqual(await run(one, 'f16'));
-      expect(tokens16.length).toBeGreaterThan(20);
-    } finally {
-      small.dispose();
-      one.dispose();
-    }
-  });
-
-  it('a KV cache past one memory: with 1 MiB memories, 5 sessions of aidreams260K (320 KiB of keys and values a layer, 1.25 MiB in all) spread over several, with the same tokens', async (ctx) => {
-    const model = sharedFile('models/aidreams260K.bin');
-    const tokenizer = sharedFile('models/tok512-aidreams.bin');
-    if (!model || !tokenizer) return ctx.skip(missingMessage(model ? 'models/tok512-aidreams.bin' : 'models/aidreams260K.bin'));
-    const run = async (backend: WasmCpuBackend) => {
-      const llama = await Llama.load({ model, tokenizer, backend, sessions: 5 });
+    if (!model || !tokenizer) return skip(missingMessage(model ? 'models/tok512-aidreams.bin' : 'models/aidreams260K.bin'));
+    const run = async (backend: WasmCpuBackend, opts: { kvCacheType?: 'f32' | 'f16'; sessions?: number }) => {
+      const llama = await Llama.load({ model, tokenizer, backend, ...opts });
       try {
         return (await llama.session().generate('Once upon a time', { steps: 40, temperature: 0 }).result()).tokens;
       } finally {
@@ -470,17 +447,35 @@ describe('a model that cannot fit is refused before anything is allocated', () =
     const small = (await CpuBackend.create({ maxRows: 8, threads: 2, maxMemoryBytes: 1 << 20 })) as WasmCpuBackend;
     const one = (await CpuBackend.create({ maxRows: 8, threads: 2 })) as WasmCpuBackend;
     try {
-      const tokens = await run(small);
-      // A memory holds the keys of several layers but not all their values too: each layer's
-      // values must take the room kept beside its keys.
-      expect(small.spaces.length).toBeGreaterThanOrEqual(3);
-      expect(tokens).toEqual(await run(one));
-      expect(tokens.length).toBeGreaterThan(20);
+      await check(run, small, one);
     } finally {
       small.dispose();
       one.dispose();
     }
-  });
+  }
+
+  it('weights past one WebAssembly memory: a forced 1 MiB per memory spreads aidreams260K over several, with the same tokens (f32 and f16 KV caches)', (ctx) =>
+    onSmallAndOneMemory((m) => ctx.skip(m), async (run, small, one) => {
+      const tokens = await run(small, {});
+      // activations and the KV cache in the first memory, the weights over it and the next ones
+      expect(small.spaces.length).toBeGreaterThanOrEqual(2);
+      expect(tokens).toEqual(await run(one, {}));
+      expect(one.spaces.length).toBe(1);
+      // an f16 KV cache there too: the same tokens as on one memory (the same kernels, bit for bit)
+      const tokens16 = await run(small, { kvCacheType: 'f16' });
+      expect(tokens16).toEqual(await run(one, { kvCacheType: 'f16' }));
+      expect(tokens16.length).toBeGreaterThan(20);
+    }));
+
+  it('a KV cache past one memory: with 1 MiB memories, 5 sessions of aidreams260K (320 KiB of keys and values a layer, 1.25 MiB in all) spread over several, with the same tokens', (ctx) =>
+    onSmallAndOneMemory((m) => ctx.skip(m), async (run, small, one) => {
+      const tokens = await run(small, { sessions: 5 });
+      // A memory holds the keys of several layers but not all their values too: each layer's
+      // values must take the room kept beside its keys.
+      expect(small.spaces.length).toBeGreaterThanOrEqual(3);
+      expect(tokens).toEqual(await run(one, { sessions: 5 }));
+      expect(tokens.length).toBeGreaterThan(20);
+    }));
 
   it('a small file whose header claims huge dimensions is refused by size validation, reading only the header', async (ctx) => {
     const tokenizer = sharedFile('models/tok512-aidreams.bin');
