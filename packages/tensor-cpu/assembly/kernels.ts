@@ -740,6 +740,49 @@ function dotQ80(w: usize, ws: usize, x: usize, xs: usize, cols: i32, gs: i32): f
 }
 
 /**
+ * blockQ80 for two input rows at once (batched decoding, prompts): each
+ * weight vector is loaded and widened once for both rows. Eight weights of
+ * each of the four rows at a time keep 4 weight, 2 input and 8 accumulator
+ * vectors in registers. The integer sums are exact, so their order does not
+ * matter; the f32 steps per group are blockQ80's, so each output has the
+ * same bits as blockQ80 gives it alone. Stores row x's outputs at `outX` and
+ * row y's at `outY`.
+ */
+@inline function blockQ80x2(outX: usize, outY: usize, wp: usize, sp: usize, x: usize, xs: usize, y: usize, ys: usize, groups: i32, gs: i32): void {
+  let valX = f32x4.splat(0), valY = f32x4.splat(0);
+  const gs2 = <usize>(2 * gs), gs3 = <usize>(3 * gs);
+  for (let g = 0; g < groups; g++) {
+    let x0 = i32x4.splat(0), x1 = i32x4.splat(0), x2 = i32x4.splat(0), x3 = i32x4.splat(0);
+    let y0 = i32x4.splat(0), y1 = i32x4.splat(0), y2 = i32x4.splat(0), y3 = i32x4.splat(0);
+    for (let k = 0; k < gs; k += 8) {
+      const w = wp + <usize>k;
+      const xv = v128.load(x + (<usize>k << 1)), yv = v128.load(y + (<usize>k << 1));
+      const w0 = v128.load_ext<i8>(w), w1 = v128.load_ext<i8>(w + <usize>gs);
+      const w2 = v128.load_ext<i8>(w + gs2), w3 = v128.load_ext<i8>(w + gs3);
+      x0 = i32x4.add(x0, i32x4.dot_i16x8_s(w0, xv));
+      y0 = i32x4.add(y0, i32x4.dot_i16x8_s(w0, yv));
+      x1 = i32x4.add(x1, i32x4.dot_i16x8_s(w1, xv));
+      y1 = i32x4.add(y1, i32x4.dot_i16x8_s(w1, yv));
+      x2 = i32x4.add(x2, i32x4.dot_i16x8_s(w2, xv));
+      y2 = i32x4.add(y2, i32x4.dot_i16x8_s(w2, yv));
+      x3 = i32x4.add(x3, i32x4.dot_i16x8_s(w3, xv));
+      y3 = i32x4.add(y3, i32x4.dot_i16x8_s(w3, yv));
+    }
+    const scales = v128.load(sp);
+    const ix = f32x4.convert_i32x4_s(reduce4(x0, x1, x2, x3));
+    valX = f32x4.add(valX, f32x4.mul(f32x4.mul(ix, scales), f32x4.splat(load<f32>(at(xs, g)))));
+    const iy = f32x4.convert_i32x4_s(reduce4(y0, y1, y2, y3));
+    valY = f32x4.add(valY, f32x4.mul(f32x4.mul(iy, scales), f32x4.splat(load<f32>(at(ys, g)))));
+    wp += <usize>(4 * gs);
+    sp += 16;
+    x += <usize>gs << 1;
+    y += <usize>gs << 1;
+  }
+  v128.store(outX, valX);
+  v128.store(outY, valY);
+}
+
+/**
  * runq.c's matmul for outputs [i0, i1) of every input row. `blocked` = the
  * first d & ~3 rows are interleaved in blocks of four (i0 is a multiple of 4);
  * the rest, and every row of a tensor that is not, are in the standard layout.
@@ -753,9 +796,12 @@ function matmulQ80(out: usize, xq: usize, xs: usize, wq: usize, ws: usize,
     for (; i + 4 <= i1 && i < d4; i += 4) {
       const wp = wq + <usize>i * <usize>cols;
       const sp = at(ws, i * groups);
-      for (let r = 0; r < rows; r++) {
-        v128.store(at(out, r * d + i), blockQ80(wp, sp, xq + (<usize>(r * cols) << 1), at(xs, r * groups), groups, gs));
+      let r = 0;
+      for (; r + 2 <= rows; r += 2) {
+        blockQ80x2(at(out, r * d + i), at(out, (r + 1) * d + i), wp, sp, xq + (<usize>(r * cols) << 1), at(xs, r * groups),
+          xq + (<usize>((r + 1) * cols) << 1), at(xs, (r + 1) * groups), groups, gs);
       }
+      if (r < rows) v128.store(at(out, r * d + i), blockQ80(wp, sp, xq + (<usize>(r * cols) << 1), at(xs, r * groups), groups, gs));
     }
   }
   for (; i < i1; i++) {
@@ -1149,6 +1195,30 @@ function storeF16(dst: usize, src: usize, s: i32, e: i32): void {
 }
 
 /**
+ * s + the products of query elements i..i+3 with four positions' keys (lane p:
+ * position p), added element by element in order. r0..r3 are the positions'
+ * elements i..i+3, transposed in registers.
+ */
+@inline function addScores4(s: v128, r0: v128, r1: v128, r2: v128, r3: v128, qv: v128): v128 {
+  const t0 = f32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = f32x4.shuffle(r2, r3, 0, 4, 1, 5);
+  const t2 = f32x4.shuffle(r0, r1, 2, 6, 3, 7), t3 = f32x4.shuffle(r2, r3, 2, 6, 3, 7);
+  s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t0, t1, 0, 1, 4, 5), f32x4.shuffle(qv, qv, 0, 0, 0, 0)));
+  s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t0, t1, 2, 3, 6, 7), f32x4.shuffle(qv, qv, 1, 1, 1, 1)));
+  s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t2, t3, 0, 1, 4, 5), f32x4.shuffle(qv, qv, 2, 2, 2, 2)));
+  return f32x4.add(s, f32x4.mul(f32x4.shuffle(t2, t3, 2, 3, 6, 7), f32x4.shuffle(qv, qv, 3, 3, 3, 3)));
+}
+
+/** s + the product of query element i with four positions' keys (the last headSize % 4 elements). */
+@inline function addScores1<T>(s: v128, k0: usize, kvStride: usize, q: usize, i: i32): v128 {
+  const ko = <usize>i * sizeof<T>();
+  let kv = f32x4.splat(kvLoad1<T>(k0 + ko));
+  kv = f32x4.replace_lane(kv, 1, kvLoad1<T>(k0 + kvStride + ko));
+  kv = f32x4.replace_lane(kv, 2, kvLoad1<T>(k0 + 2 * kvStride + ko));
+  kv = f32x4.replace_lane(kv, 3, kvLoad1<T>(k0 + 3 * kvStride + ko));
+  return f32x4.add(s, f32x4.mul(kv, f32x4.splat(load<f32>(q + (<usize>i << 2)))));
+}
+
+/**
  * Scores of one query head against four consecutive positions' keys: lane p
  * is sum_i q[i] * k_p[i], added in order of i (run.c's loop), so four
  * positions' sequential sums run side by side. Keys are read four columns at
@@ -1160,26 +1230,36 @@ function storeF16(dst: usize, src: usize, s: i32, e: i32): void {
   let s = f32x4.splat(0);
   let i = 0;
   for (; i + 4 <= headSize; i += 4) {
-    const o = <usize>i << 2;
     const ko = <usize>i * sizeof<T>();
-    const r0 = kvLoad4<T>(k0 + ko), r1 = kvLoad4<T>(k1 + ko), r2 = kvLoad4<T>(k2 + ko), r3 = kvLoad4<T>(k3 + ko);
-    const t0 = f32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = f32x4.shuffle(r2, r3, 0, 4, 1, 5);
-    const t2 = f32x4.shuffle(r0, r1, 2, 6, 3, 7), t3 = f32x4.shuffle(r2, r3, 2, 6, 3, 7);
-    const qv = v128.load(q + o);
-    s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t0, t1, 0, 1, 4, 5), f32x4.shuffle(qv, qv, 0, 0, 0, 0)));
-    s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t0, t1, 2, 3, 6, 7), f32x4.shuffle(qv, qv, 1, 1, 1, 1)));
-    s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t2, t3, 0, 1, 4, 5), f32x4.shuffle(qv, qv, 2, 2, 2, 2)));
-    s = f32x4.add(s, f32x4.mul(f32x4.shuffle(t2, t3, 2, 3, 6, 7), f32x4.shuffle(qv, qv, 3, 3, 3, 3)));
+    s = addScores4(s, kvLoad4<T>(k0 + ko), kvLoad4<T>(k1 + ko), kvLoad4<T>(k2 + ko), kvLoad4<T>(k3 + ko), v128.load(q + (<usize>i << 2)));
+  }
+  for (; i < headSize; i++) s = addScores1<T>(s, k0, kvStride, q, i);
+  return s;
+}
+
+/**
+ * scores4 of positions 0..3 and 4..7 from k0, in one loop, stored (divided by
+ * `vscale`) at att: each lane's sum is a chain of dependent additions, so one
+ * scores4 runs at the adder's latency; two independent chains overlap. Each
+ * lane adds in scores4's order: the scores are bit-identical.
+ */
+@inline function scores8<T>(att: usize, q: usize, k0: usize, kvStride: usize, headSize: i32, vscale: v128): void {
+  const k1 = k0 + kvStride, k2 = k1 + kvStride, k3 = k2 + kvStride;
+  const k4 = k3 + kvStride, k5 = k4 + kvStride, k6 = k5 + kvStride, k7 = k6 + kvStride;
+  let s = f32x4.splat(0), u = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= headSize; i += 4) {
+    const ko = <usize>i * sizeof<T>();
+    const qv = v128.load(q + (<usize>i << 2));
+    s = addScores4(s, kvLoad4<T>(k0 + ko), kvLoad4<T>(k1 + ko), kvLoad4<T>(k2 + ko), kvLoad4<T>(k3 + ko), qv);
+    u = addScores4(u, kvLoad4<T>(k4 + ko), kvLoad4<T>(k5 + ko), kvLoad4<T>(k6 + ko), kvLoad4<T>(k7 + ko), qv);
   }
   for (; i < headSize; i++) {
-    const ko = <usize>i * sizeof<T>();
-    let kv = f32x4.splat(kvLoad1<T>(k0 + ko));
-    kv = f32x4.replace_lane(kv, 1, kvLoad1<T>(k1 + ko));
-    kv = f32x4.replace_lane(kv, 2, kvLoad1<T>(k2 + ko));
-    kv = f32x4.replace_lane(kv, 3, kvLoad1<T>(k3 + ko));
-    s = f32x4.add(s, f32x4.mul(kv, f32x4.splat(load<f32>(q + (<usize>i << 2)))));
+    s = addScores1<T>(s, k0, kvStride, q, i);
+    u = addScores1<T>(u, k4, kvStride, q, i);
   }
-  return s;
+  v128.store(att, f32x4.div(s, vscale));
+  v128.store(att, f32x4.div(u, vscale), 16);
 }
 
 /**
@@ -1204,9 +1284,7 @@ function attentionHead<T>(out: usize, q: usize, keys: usize, values: usize, last
 
   let t = 0;
   for (; t + 8 <= count; t += 8) {
-    const k0 = kh + <usize>t * kvStride;
-    v128.store(at(att, t), f32x4.div(scores4<T>(qh, k0, kvStride, headSize), vscale));
-    v128.store(at(att, t + 4), f32x4.div(scores4<T>(qh, k0 + 4 * kvStride, kvStride, headSize), vscale));
+    scores8<T>(at(att, t), qh, kh + <usize>t * kvStride, kvStride, headSize, vscale);
   }
   for (; t + 4 <= count; t += 4) {
     v128.store(at(att, t), f32x4.div(scores4<T>(qh, kh + <usize>t * kvStride, kvStride, headSize), vscale));
