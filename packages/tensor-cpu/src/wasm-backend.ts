@@ -24,6 +24,16 @@ import {
 import { ThreadModeChooser } from './wasm/adaptive.js';
 
 const f32 = Math.fround;
+/** Weight types the matmul takes. */
+const MATMUL_DTYPES = new Set(['f32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k']);
+/** An f32's bits, for op words that hold an f32 (rmsnorm's eps). */
+const f32Word = (() => {
+  const f = new Float32Array(1), i = new Int32Array(f.buffer);
+  return (x: number): number => {
+    f[0] = x;
+    return i[0];
+  };
+})();
 const fmtSize = (bytes: number): string => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
 const ALIGN = 64;
 /** The control block's address (CTL_BASE in assembly/kernels.ts); tensors start at HEAP_BASE (the module has no static data). */
@@ -211,6 +221,8 @@ class Space {
   /** Copies of activations that live in another space (see Program). */
   readonly io: Scratch;
   private retired: { at: number; size: number }[] = [];
+  /** A program's op words, kept for the next program here (a decoding step records ~100 ops every token). */
+  private spareWords: Int32Array | undefined;
   private pool: WorkerPool | undefined;
   /** Resolves once the worker threads run (at once when there are none). */
   readonly ready: Promise<void>;
@@ -250,6 +262,18 @@ class Space {
     this.u8 = new Uint8Array(buf);
     this.f32v = new Float32Array(buf);
     this.i32v = new Int32Array(buf);
+  }
+
+  /** Op words for a new program: the last program's, or new ones. */
+  takeWords(): Int32Array {
+    const w = this.spareWords ?? new Int32Array(OP_WORDS * 64);
+    this.spareWords = undefined;
+    return w;
+  }
+
+  /** Gives a program's op words back once it has run. */
+  giveWords(w: Int32Array): void {
+    this.spareWords = w;
   }
 
   /** Frees a replaced scratch block once the work that may use it has run. */
@@ -596,7 +620,8 @@ const IO_TAG = 2 ** 32;
  * in before the program runs, those written are copied back after.
  */
 class Program {
-  words = new Int32Array(OP_WORDS * 64);
+  /** The op records, OP_WORDS each (words of a record that its op does not use are 0: the last is a work counter). */
+  words: Int32Array;
   count = 0;
   /** Per-program data the kernels read (RoPE (cos, sin) tables, attention row tables); their addresses are patched in at run. */
   private tables: (Float32Array | Int32Array)[] = [];
@@ -605,7 +630,9 @@ class Program {
   private io = new Map<WasmTensor, { index: number; size: number; copyIn: number; copyOut: number }>();
   private ioUses: { slot: number; at: number }[] = [];
 
-  constructor(readonly space: Space) {}
+  constructor(readonly space: Space) {
+    this.words = space.takeWords();
+  }
 
   /**
    * The address of `t` for an op of this program: its own where it lives
@@ -634,6 +661,7 @@ class Program {
       this.words = w;
     }
     const base = this.count * OP_WORDS;
+    this.words.fill(0, base, base + OP_WORDS); // the words may be a previous program's
     this.words[base] = code;
     for (let i = 0; i < args.length; i++) {
       const a = args[i];
@@ -687,6 +715,7 @@ class Program {
     }
     sp.i32v.set(this.words.subarray(0, this.count * OP_WORDS), prog >>> 2);
     sp.launch(prog, this.count, solo);
+    sp.giveWords(this.words);
     for (const [t, e] of this.io) {
       const from = ioPtr + offsets[e.index];
       if (e.copyOut) t.space.u8.set(sp.u8.subarray(from, from + e.copyOut), t.ptr);
@@ -776,8 +805,7 @@ class WasmStep implements Step {
     const n = colsOf(xi), rows = this.rowFlow.flow(o, xi, 'rmsnorm');
     const p = this.in(o.space);
     const xAt = p.addr(xi, rows * n * 4, 'read'), wAt = p.addr(w, n * 4, 'read');
-    const base = this.op(p, OP.RMSNORM, o, p.addr(o, rows * n * 4, 'write'), xAt, wAt, n, rows, 0);
-    new Float32Array(p.words.buffer, (base + 6) * 4, 1)[0] = f32(eps);
+    this.op(p, OP.RMSNORM, o, p.addr(o, rows * n * 4, 'write'), xAt, wAt, n, rows, f32Word(eps));
   }
 
   matmul(out: Tensor, x: Tensor, w: Tensor): void {
@@ -787,7 +815,7 @@ class WasmStep implements Step {
       throw new ArgumentError(`matmul: ${wt.label} is [${d}, ${n}], x ${xi.label} has ${colsOf(xi)} columns, out ${o.label} ${colsOf(o)}`);
     }
     const rows = this.rowFlow.flow(o, xi, 'matmul');
-    if (!['f32', 'q8_0', 'f16', 'bf16', 'q4_0', 'q4_k', 'q5_k', 'q6_k'].includes(wt.dtype)) {
+    if (!MATMUL_DTYPES.has(wt.dtype)) {
       throw new ArgumentError(`matmul: ${wt.label} must be f32, q8_0, f16, bf16, q4_0, q4_k, q5_k or q6_k, is ${wt.dtype}`);
     }
     // The weights' memory runs it: x comes to them (rows x n floats), not the matrix to x.
