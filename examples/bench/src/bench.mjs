@@ -5,6 +5,7 @@
 //   pnpm build && pnpm bench [--llama2c-dir DIR] [--runs N] [--steps N]
 //        [--threads N] [--models s15,s42,s110,tl1b,l7b] [--formats fp32,q80] [--json FILE]
 //        [--contention] [--sessions N] [--backend cpu|webgpu] [--matmul-rows]
+//   pnpm build && pnpm bench --against DIR [--models ...] [--formats ...] [--threads N] [--runs N]
 //   pnpm build && pnpm bench --server [--clients N] [--parallel N]
 //        [--duration S] [--max-tokens N] [--server-models aidreams,s15]
 //   pnpm build && pnpm bench --gguf <dir or .gguf files...> [--llama-bench PATH]
@@ -30,6 +31,9 @@
 // --matmul-rows: the CPU backend's matmul alone (stories110M's w1, 2048x768,
 // q80 and f32) on 1, 2, 4 and 8 rows: microseconds per row show whether a
 // batched step gets its rows cheaper than one at a time.
+// --against DIR: this checkout against another built one (e.g. a `git worktree`
+// of an older commit), both in one process, generations alternating, --runs
+// rounds (src/against.mjs): the paired ratio shows a change of a few percent.
 // --server: a load test of the built rama-serve (src/server-bench.mjs): 32
 // streaming clients for 30 s against --parallel 8, then one at a time; errors,
 // aggregate tokens/s, time to first token p50/p99.
@@ -78,6 +82,7 @@ function parseArgs(argv) {
     else if (k === '--sessions') a.sessions = int(v(), k);
     else if (k === '--backend') a.backend = v();
     else if (k === '--matmul-rows') a.matmulRows = true;
+    else if (k === '--against') a.against = v();
     else if (k === '--server') a.server = true;
     else if (k === '--clients') a.clients = int(v(), k);
     else if (k === '--parallel') a.parallel = int(v(), k);
@@ -252,6 +257,7 @@ async function parent(a) {
   if (a.contention) return contention(a, testkit, tokenizer, cpu);
   if (a.sessions) return sessionsBench(a, testkit, tokenizer, cpu);
   if (a.matmulRows) return matmulRows(a, cpu);
+  if (a.against) return againstBench(a, testkit, tokenizer, cpu);
   console.log(`bench: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${threadsLabel} threads, ${a.steps} positions, ${a.runs} runs each${a.llama2c ? `, llama2.c from ${a.llama2c}` : ''}`);
 
   const readGBs = await nativeReadBandwidth();
@@ -394,6 +400,23 @@ async function sessionsBench(a, testkit, tokenizer, cpu) {
   console.log(`\n${lines.join('\n')}\n`);
   console.log(`rama backend: ${rows[0]?.results[0][0]?.backend ?? '-'}`);
   if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, sessions: a.sessions, args: a, rows }, null, 2));
+}
+
+/** --against DIR: see src/against.mjs. */
+async function againstBench(a, testkit, tokenizer, cpu) {
+  const { against, againstTable } = await import('./against.mjs');
+  const here = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..');
+  console.log(`bench --against ${a.against}: ${cpu}, ${availableParallelism()} cores, Node ${process.version}, ${a.threads ?? 'default'} threads, ` +
+    `${a.steps} positions, ${a.runs} rounds`);
+  const models = [];
+  for (const m of a.models) for (const f of a.formats) models.push({ label: MODELS[m].label, format: f, file: synth(testkit, m, f) });
+  try {
+    const rows = await against({ other: a.against, here, models, tokenizer, threads: a.threads, steps: a.steps, rounds: a.runs });
+    console.log(`\n${againstTable(rows)}\n`);
+    if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), cpu, node: process.version, args: a, rows }, null, 2));
+  } catch (e) {
+    die(e.message);
+  }
 }
 
 /** --matmul-rows: one matmul's time per row for 1, 2, 4 and 8 rows (each best of 3 batches of 20 steps x 20 matmuls). */
