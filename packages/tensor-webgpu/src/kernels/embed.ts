@@ -6,7 +6,7 @@ import { rowChunks, type GpuTensor } from '../tensor.js';
 // The token is only known on the device (greedy decoding's argmax wrote it), so
 // each part of a split table gets its own dispatch and writes the rows it holds.
 //
-// An f32 table is copied (exact). A packed table (a model's token table kept
+// An f32 table is copied (exact, its words read as they are). A packed table (a model's token table kept
 // in its file's type: only the looked-up rows are decoded) is read as u32
 // words in the part layout tensor.ts gives each type, and every value is
 // rounded as @rama/backend's elements.ts decoders (ggml's dequantize_row_*)
@@ -19,8 +19,9 @@ import { rowChunks, type GpuTensor } from '../tensor.js';
 // `value(e)` gives element e of the part (e = local row * cols + column);
 // p.sOff is where the part's scales start, in bytes (q8_0, q4_0, q6_k).
 
-/** Element e of a packed part, per table type (layouts: tensor.ts matrixPacking / planParts). */
+/** Element e of a part, per table type (layouts: tensor.ts matrixPacking / planParts). */
 const VALUE: Record<string, string> = {
+  f32: 'fn value(e: u32) -> f32 { return bitcast<f32>(tab[e]); }',
   f16: 'fn value(e: u32) -> f32 { return f16v(u16at(e)); }',
   bf16: 'fn value(e: u32) -> f32 { return bitcast<f32>(u16at(e) << 16u); }',
   // values (one int8 per element), then one f32 scale per group of p.gs
@@ -88,10 +89,12 @@ fn kquantValue(e: u32, size: u32, q5: bool) -> f32 {
 `;
 
 /** The table types embed decodes (f32 is copied). */
-export const PACKED_EMBED_TYPES = Object.keys(VALUE);
+export const PACKED_EMBED_TYPES = Object.keys(VALUE).filter((t) => t !== 'f32');
 
-const packedKernel = (dtype: string): KernelDef => ({
-  name: `embed_${dtype}`,
+const kernelName = (dtype: string): string => (dtype === 'f32' ? 'embed' : `embed_${dtype}`);
+
+const embedKernel = (dtype: string): KernelDef => ({
+  name: kernelName(dtype),
   storage: ['rw', 'read', 'read'],
   wgsl: /* wgsl */ `${STEP_WGSL}${F16_WGSL}
 struct P { cols: u32, rStart: u32, rEnd: u32, outRow0: u32, tab0: u32, tab1: u32, sOff: u32, gs: u32 }
@@ -112,27 +115,7 @@ ${dtype === 'q4_k' || dtype === 'q5_k' ? KQUANT_WGSL : ''}${VALUE[dtype]}
 }`,
 });
 
-export const embedKernels: KernelDef[] = [
-  {
-    name: 'embed',
-    storage: ['rw', 'read', 'read'],
-    wgsl: /* wgsl */ `${STEP_WGSL}
-struct P { cols: u32, rStart: u32, rEnd: u32, outRow0: u32, tab0: u32, tab1: u32 }
-@group(0) @binding(1) var<uniform> p: P;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read> tab: array<f32>;
-@group(0) @binding(4) var<storage, read> tokens: array<i32>;
-@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let c = gid.x;
-  let r = p.rStart + gid.y;
-  if (c >= p.cols || r >= p.rEnd || r >= rowCount(0u)) { return; }
-  let t = tokens[r];
-  if (t < i32(p.tab0) || t >= i32(p.tab1)) { return; }
-  out[(r - p.outRow0) * p.cols + c] = tab[(u32(t) - p.tab0) * p.cols + c];
-}`,
-  },
-  ...PACKED_EMBED_TYPES.map(packedKernel),
-];
+export const embedKernels: KernelDef[] = Object.keys(VALUE).map(embedKernel);
 
 export function embed(rec: Recorder, out: GpuTensor, table: GpuTensor, tokens: GpuTensor): void {
   expectDtype('embed', table, 'f32', ...PACKED_EMBED_TYPES);
@@ -142,7 +125,7 @@ export function embed(rec: Recorder, out: GpuTensor, table: GpuTensor, tokens: G
   const rows = rec.rows;
   expect(tokens.size >= rows, 'embed', `${tokens.label} holds ${tokens.size} tokens, ${rows} needed`);
   const tok = singlePart('embed', tokens);
-  const kernel = table.dtype === 'f32' ? 'embed' : `embed_${table.dtype}`;
+  const kernel = kernelName(table.dtype);
   for (const ch of rowChunks('embed', [out], rows)) {
     const op = ch.parts[0];
     table.parts.forEach((tp, ti) => {
@@ -151,8 +134,7 @@ export function embed(rec: Recorder, out: GpuTensor, table: GpuTensor, tokens: G
         `embed|${out.id}|${table.id}|${tokens.id}|${ch.r0}|${ti}`,
         [out, table, tokens],
         () => {
-          const params = new Params().u(out.cols).u(ch.r0).u(ch.end).u(op.r0).u(tp.r0).u(tp.r1);
-          if (table.dtype !== 'f32') params.u(tp.scaleOffset).u(table.groupSize ?? 1);
+          const params = new Params().u(out.cols).u(ch.r0).u(ch.end).u(op.r0).u(tp.r0).u(tp.r1).u(tp.scaleOffset).u(table.groupSize ?? 1);
           return { params, buffers: [op.buffer, tp.buffer, tok] };
         },
         Math.ceil(out.cols / 64),
